@@ -1,0 +1,111 @@
+"""ICE helpers: host-address policy for aioice and trickle candidate JSON.
+
+aioice gathers host candidates on every interface (and never on loopback). aiolivekit
+installs one wrapper around ``aioice.ice.get_host_addresses`` that reads a context
+variable, so each peer connection gathers on the addresses its owner chose: loopback
+only when talking to a loopback server, the user's list when given, the stock
+behaviour otherwise. The variable is task-local, so a client and a server in one
+process do not disturb each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import ipaddress
+import json
+import logging
+from typing import Any, Iterator
+from urllib.parse import urlparse
+
+import aioice.ice
+from aiortc import RTCIceCandidate
+from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
+
+__all__ = [
+    "host_addresses",
+    "addresses_for_url",
+    "is_loopback_host",
+    "candidate_to_json",
+    "candidate_from_json",
+]
+
+logger = logging.getLogger(__name__)
+
+_HOST_ADDRESSES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "aiolivekit_host_addresses", default=None
+)
+_original_get_host_addresses = aioice.ice.get_host_addresses
+
+
+def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    chosen = _HOST_ADDRESSES.get()
+    if chosen is None:
+        return _original_get_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
+    out = []
+    for addr in chosen:
+        version = ipaddress.ip_address(addr).version
+        if (version == 4 and use_ipv4) or (version == 6 and use_ipv6):
+            out.append(addr)
+    return out
+
+
+if getattr(aioice.ice.get_host_addresses, "__module__", "") != __name__:
+    aioice.ice.get_host_addresses = _get_host_addresses
+
+
+@contextlib.contextmanager
+def host_addresses(addresses: list[str] | None) -> Iterator[None]:
+    """Within this block (and tasks it starts) ICE gathers only on ``addresses``.
+
+    ``None`` restores aioice's default (all non-loopback interfaces).
+    """
+    token = _HOST_ADDRESSES.set(list(addresses) if addresses is not None else None)
+    try:
+        yield
+    finally:
+        _HOST_ADDRESSES.reset(token)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def addresses_for_url(url: str, configured: list[str] | None = None) -> list[str] | None:
+    """The host addresses to gather on when connecting to ``url``."""
+    if configured is not None:
+        return configured
+    host = urlparse(url).hostname or ""
+    if is_loopback_host(host):
+        return ["::1"] if host.strip("[]") == "::1" else ["127.0.0.1"]
+    return None
+
+
+def candidate_to_json(candidate: RTCIceCandidate) -> str:
+    """Encode a candidate as the RTCIceCandidateInit JSON LiveKit trickles carry."""
+    return json.dumps(
+        {
+            "candidate": "candidate:" + candidate_to_sdp(candidate),
+            "sdpMid": candidate.sdpMid if candidate.sdpMid is not None else "0",
+            "sdpMLineIndex": candidate.sdpMLineIndex or 0,
+        }
+    )
+
+
+def candidate_from_json(text: str) -> RTCIceCandidate | None:
+    """Decode a trickled RTCIceCandidateInit; ``None`` for an empty candidate string."""
+    data: dict[str, Any] = json.loads(text)
+    line = data.get("candidate") or ""
+    if not line:
+        return None
+    if line.startswith("candidate:"):
+        line = line[len("candidate:"):]
+    candidate = candidate_from_sdp(line)
+    candidate.sdpMid = data.get("sdpMid")
+    candidate.sdpMLineIndex = data.get("sdpMLineIndex")
+    return candidate

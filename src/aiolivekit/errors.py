@@ -1,0 +1,81 @@
+"""The exception tree of aiolivekit.
+
+* :class:`AioLiveKitError` -- base of everything this package raises on purpose.
+    * :class:`ConnectError` -- joining failed (bad token, no room, signal or ICE timeout).
+    * :class:`PublishTrackError`, :class:`UnpublishTrackError` -- media publication.
+    * :class:`PublishDataError`, :class:`PublishDTMFError`,
+      :class:`PublishTranscriptionError` -- data packets refused before or while sending.
+    * :class:`RpcError` -- a remote procedure call failed (carries a code, message, data).
+    * :class:`StreamError` -- a text/byte stream ended abnormally (also a ``ConnectionError``).
+    * :class:`SignalError` -- the signalling connection broke or sent something invalid.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AioLiveKitError",
+    "ConnectError",
+    "PublishTrackError",
+    "UnpublishTrackError",
+    "PublishDataError",
+    "PublishDTMFError",
+    "PublishTranscriptionError",
+    "StreamError",
+    "SignalError",
+]
+
+
+class AioLiveKitError(Exception):
+    """Base class of the errors raised by aiolivekit."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConnectError(AioLiveKitError):
+    """Connecting to a room failed.
+
+    ``status`` is the HTTP status the server answered with (401, 404, ...) when the
+    failure came from the server, ``None`` for timeouts and transport errors.
+    ``reason`` is a short machine-readable tag: ``"unauthorized"``, ``"not_found"``,
+    ``"bad_request"``, ``"server_error"``, ``"signal_timeout"``, ``"ice_timeout"``,
+    ``"leave"``, ``"transport"``.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class SignalError(AioLiveKitError):
+    """The signalling connection failed or the peer broke the protocol."""
+
+
+class PublishTrackError(AioLiveKitError):
+    """``publish_track`` failed (refused by the server, timed out, not connected)."""
+
+
+class UnpublishTrackError(AioLiveKitError):
+    """``unpublish_track`` failed (unknown track sid, not connected)."""
+
+
+class PublishDataError(AioLiveKitError):
+    """A data packet was refused before sending (too large, not connected)."""
+
+
+class PublishDTMFError(AioLiveKitError):
+    """A DTMF packet could not be sent."""
+
+
+class PublishTranscriptionError(AioLiveKitError):
+    """A transcription packet could not be sent."""
+
+
+class StreamError(AioLiveKitError, ConnectionError):
+    """A text or byte stream ended abnormally (sender left, aborted, too large)."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
