@@ -1,0 +1,167 @@
+"""The demo: an embedded server and two scripted participants on this machine's loopback.
+
+Run with ``aiolivekit demo`` (or ``python -m aiolivekit.demo``). Alice and Bob join a room
+on an in-process dev server, see each other, exchange data packets, a text stream and an
+RPC, Alice publishes a 440 Hz tone and a moving video pattern, and Bob reports the tone's
+frequency and the video size he receives. Everything stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+
+import numpy as np
+
+from . import (
+    AudioFrame, AudioSource, AudioStream, LocalAudioTrack, LocalVideoTrack, RemoteParticipant,
+    Room, RpcInvocationData, TrackKind, TrackPublishOptions, TrackSource, VideoBufferType,
+    VideoFrame, VideoSource, VideoStream,
+)
+from .server import DevServer
+
+SAMPLE_RATE = 48000
+TONE_HZ = 440.0
+
+
+def _say(who: str, text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {who:>5}: {text}", flush=True)
+
+
+def dominant_frequency(samples: np.ndarray, sample_rate: int) -> float:
+    """Frequency of the strongest FFT bin of ``samples`` (mono int16)."""
+    data = samples.astype(np.float64) * np.hanning(len(samples))
+    spectrum = np.abs(np.fft.rfft(data))
+    spectrum[0] = 0.0
+    return float(np.argmax(spectrum) * sample_rate / len(samples))
+
+
+async def _tone(source: AudioSource, seconds: float) -> None:
+    spc = SAMPLE_RATE // 100
+    t0 = 0
+    for _ in range(int(seconds * 100)):
+        t = (np.arange(spc) + t0) / SAMPLE_RATE
+        pcm = (np.sin(2 * np.pi * TONE_HZ * t) * 12000).astype(np.int16)
+        t0 += spc
+        await source.capture_frame(AudioFrame(pcm.tobytes(), SAMPLE_RATE, 1, spc))
+
+
+async def _video(source: VideoSource, seconds: float, width: int, height: int) -> None:
+    for i in range(int(seconds * 15)):
+        rgba = np.zeros((height, width, 4), dtype=np.uint8)
+        x = (i * 8) % width
+        rgba[:, x : x + 32, :3] = 255
+        rgba[:, :, 3] = 255
+        source.capture_frame(VideoFrame(width, height, VideoBufferType.RGBA, rgba.tobytes()))
+        await asyncio.sleep(1 / 15)
+
+
+async def run_demo(seconds: float = 4.0, port: int = 0) -> int:
+    async with DevServer(host="127.0.0.1", port=port) as server:
+        _say("demo", f"embedded LiveKit server at {server.url} (keys {server.api_key}/{server.api_secret})")
+        alice, bob = Room(), Room()
+        got_data: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        got_text: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        subscribed: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+
+        @bob.on("participant_connected")
+        def _on_join(p: RemoteParticipant) -> None:
+            _say("bob", f"sees {p.identity} ({p.name!r}) join, metadata={p.metadata!r}")
+
+        @bob.on("data_received")
+        def _on_data(packet: object) -> None:
+            text = packet.data.decode()  # type: ignore[attr-defined]
+            _say("bob", f"data on topic {packet.topic!r}: {text!r}")  # type: ignore[attr-defined]
+            if not got_data.done():
+                got_data.set_result(text)
+
+        def _on_text(reader: object, identity: str) -> None:
+            async def read() -> None:
+                text = await reader.read_all()  # type: ignore[attr-defined]
+                _say("bob", f"text stream from {identity}: {len(text)} chars")
+                if not got_text.done():
+                    got_text.set_result(text)
+
+            asyncio.ensure_future(read())
+
+        bob.register_text_stream_handler("chat", _on_text)
+
+        @bob.on("track_subscribed")
+        def _on_track(track: object, publication: object, participant: RemoteParticipant) -> None:
+            _say("bob", f"subscribed to {publication.name} ({publication.mime_type}) "  # type: ignore[attr-defined]
+                 f"from {participant.identity}")
+            if publication.kind == TrackKind.KIND_AUDIO and not subscribed.done():  # type: ignore[attr-defined]
+                subscribed.set_result(track)
+
+        await bob.connect(server.url, server.token("bob", "demo", name="Bob"))
+        _say("bob", f"connected to room {bob.name!r} as {bob.local_participant.sid}")
+        await alice.connect(server.url, server.token("alice", "demo", name="Alice", metadata="hi"))
+        _say("alice", f"connected; sees {sorted(alice.remote_participants)}")
+
+        @bob.local_participant.register_rpc_method("greet")
+        def _greet(data: RpcInvocationData) -> str:
+            return f"hello {data.caller_identity}, you said {data.payload!r}"
+
+        await alice.local_participant.publish_data(b"ping from alice", topic="demo")
+        await asyncio.wait_for(got_data, 10)
+        await alice.local_participant.send_text("lorem ipsum " * 2000, topic="chat")
+        await asyncio.wait_for(got_text, 10)
+        answer = await alice.local_participant.perform_rpc(
+            destination_identity="bob", method="greet", payload="hi", response_timeout=5)
+        _say("alice", f"rpc answer: {answer!r}")
+
+        audio = AudioSource(SAMPLE_RATE, 1)
+        video = VideoSource(320, 240)
+        await alice.local_participant.publish_track(
+            LocalAudioTrack.create_audio_track("mic", audio),
+            TrackPublishOptions(source=TrackSource.SOURCE_MICROPHONE))
+        await alice.local_participant.publish_track(
+            LocalVideoTrack.create_video_track("camera", video),
+            TrackPublishOptions(source=TrackSource.SOURCE_CAMERA))
+        tone = asyncio.ensure_future(_tone(audio, seconds + 2))
+        moving = asyncio.ensure_future(_video(video, seconds + 2, 320, 240))
+        try:
+            track = await asyncio.wait_for(subscribed, 15)
+            stream = AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)  # type: ignore[arg-type]
+            chunks: list[np.ndarray] = []
+            deadline = time.monotonic() + seconds
+            async for event in stream:
+                chunks.append(np.frombuffer(event.frame.data, dtype=np.int16).copy())
+                if time.monotonic() > deadline:
+                    break
+            await stream.aclose()
+            pcm = np.concatenate(chunks[-100:]) if chunks else np.zeros(1, np.int16)
+            freq = dominant_frequency(pcm, SAMPLE_RATE)
+            _say("bob", f"received {len(chunks)} audio frames, dominant frequency {freq:.0f} Hz")
+            for pub in bob.remote_participants["alice"].track_publications.values():
+                if pub.kind == TrackKind.KIND_VIDEO and pub.track is not None:
+                    vstream = VideoStream(pub.track)  # type: ignore[arg-type]
+                    event = await asyncio.wait_for(vstream.__anext__(), 10)
+                    _say("bob", f"video frame {event.frame.width}x{event.frame.height}")
+                    await vstream.aclose()
+        finally:
+            tone.cancel()
+            moving.cancel()
+        await alice.disconnect()
+        await bob.disconnect()
+        await audio.aclose()
+        await video.aclose()
+        _say("demo", "done")
+        return 0 if abs(freq - TONE_HZ) < 20 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aiolivekit demo", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    return asyncio.run(run_demo(args.seconds, args.port))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,871 @@
+"""Sans-I/O room state of the dev server: rooms, participants, tracks, subscriptions, data relay.
+
+Every operation takes the current time (``now``, Unix seconds) where it needs one and returns
+a list of *effects* for the asyncio shell to carry out in order: signal messages to send,
+data packets to deliver, subscriptions to add/remove on subscriber peer connections,
+participants to disconnect. Nothing here touches sockets, tasks or clocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Iterable, Union
+
+from livekit.protocol import models as models_pb
+from livekit.protocol import rtc as rtc_pb
+
+from .auth import VideoGrant
+
+__all__ = [
+    "SERVER_VERSION",
+    "SERVER_PROTOCOL",
+    "PING_INTERVAL",
+    "PING_TIMEOUT",
+    "new_guid",
+    "SendSignal",
+    "SendData",
+    "Subscribe",
+    "Unsubscribe",
+    "SetPaused",
+    "Disconnect",
+    "CloseTrack",
+    "Effect",
+    "TrackState",
+    "ParticipantState",
+    "RoomState",
+    "RoomManager",
+    "RoomNotFound",
+    "ParticipantNotFound",
+]
+
+logger = logging.getLogger(__name__)
+
+SERVER_VERSION = "1.13.5"
+SERVER_PROTOCOL = 16
+PING_INTERVAL = 5
+PING_TIMEOUT = 15
+EMPTY_TIMEOUT = 300
+DEPARTURE_TIMEOUT = 20
+MAX_PENDING_TRACKS = 20
+
+_BASE57 = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+_SOURCE_NAMES = {
+    "camera": models_pb.TrackSource.CAMERA,
+    "microphone": models_pb.TrackSource.MICROPHONE,
+    "screen_share": models_pb.TrackSource.SCREEN_SHARE,
+    "screen_share_audio": models_pb.TrackSource.SCREEN_SHARE_AUDIO,
+}
+_SOURCE_CHARS = {
+    models_pb.TrackSource.CAMERA: "C",
+    models_pb.TrackSource.MICROPHONE: "M",
+    models_pb.TrackSource.SCREEN_SHARE: "S",
+    models_pb.TrackSource.SCREEN_SHARE_AUDIO: "s",
+}
+_KINDS = {
+    "standard": models_pb.ParticipantInfo.Kind.STANDARD,
+    "ingress": models_pb.ParticipantInfo.Kind.INGRESS,
+    "egress": models_pb.ParticipantInfo.Kind.EGRESS,
+    "sip": models_pb.ParticipantInfo.Kind.SIP,
+    "agent": models_pb.ParticipantInfo.Kind.AGENT,
+}
+ENABLED_PUBLISH_CODECS = ("audio/opus", "video/VP8", "video/H264")
+
+
+def new_guid(prefix: str) -> str:
+    """``prefix`` + 12 random characters of the shortuuid base57 alphabet."""
+    return prefix + "".join(secrets.choice(_BASE57) for _ in range(12))
+
+
+def source_from_name(name: str) -> int | None:
+    return _SOURCE_NAMES.get(name)
+
+
+# ----------------------------------------------------------------------------------- effects
+
+
+@dataclass
+class SendSignal:
+    """Send ``response`` on the signalling connection of ``participant_sid``."""
+
+    participant_sid: str
+    response: rtc_pb.SignalResponse
+
+
+@dataclass
+class SendData:
+    """Deliver a serialized DataPacket to ``participant_sid`` on the reliable/lossy channel."""
+
+    participant_sid: str
+    payload: bytes
+    reliable: bool
+
+
+@dataclass
+class Subscribe:
+    """Forward ``track_sid`` (published by ``publisher_sid``) to ``subscriber_sid``."""
+
+    subscriber_sid: str
+    publisher_sid: str
+    track_sid: str
+
+
+@dataclass
+class Unsubscribe:
+    """Stop forwarding ``track_sid`` to ``subscriber_sid``."""
+
+    subscriber_sid: str
+    publisher_sid: str
+    track_sid: str
+
+
+@dataclass
+class SetPaused:
+    """Pause/resume forwarding of ``track_sid`` to ``subscriber_sid``."""
+
+    subscriber_sid: str
+    publisher_sid: str
+    track_sid: str
+    paused: bool
+
+
+@dataclass
+class CloseTrack:
+    """The published track is gone: release its forwarder."""
+
+    publisher_sid: str
+    track_sid: str
+
+
+@dataclass
+class Disconnect:
+    """Send ``LeaveRequest{reason, action}`` to ``participant_sid`` and close its session."""
+
+    participant_sid: str
+    reason: int
+    action: int = rtc_pb.LeaveRequest.Action.DISCONNECT
+
+
+Effect = Union[SendSignal, SendData, Subscribe, Unsubscribe, SetPaused, CloseTrack, Disconnect]
+
+
+class RoomNotFound(LookupError):
+    """No room with that name."""
+
+
+class ParticipantNotFound(LookupError):
+    """No participant with that identity/sid in the room."""
+
+
+# ------------------------------------------------------------------------------------- state
+
+
+@dataclass
+class TrackState:
+    """One track of a participant: pending (AddTrackRequest answered) or published (media)."""
+
+    info: models_pb.TrackInfo
+    cid: str
+    published: bool = False
+    codec_cids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ParticipantState:
+    """One participant in a room."""
+
+    sid: str
+    identity: str
+    grant: VideoGrant
+    name: str = ""
+    metadata: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
+    kind: int = models_pb.ParticipantInfo.Kind.STANDARD
+    state: int = models_pb.ParticipantInfo.State.JOINING
+    version: int = 0
+    joined_at_ms: int = 0
+    client_protocol: int = 0
+    capabilities: list[int] = field(default_factory=list)
+    auto_subscribe: bool = True
+    tracks: dict[str, TrackState] = field(default_factory=dict)
+    last_reliable_seq: int = 0
+    disconnect_reason: int = models_pb.DisconnectReason.UNKNOWN_REASON
+    permission: models_pb.ParticipantPermission = field(
+        default_factory=models_pb.ParticipantPermission
+    )
+
+    def __post_init__(self) -> None:
+        g = self.grant
+        self.permission = models_pb.ParticipantPermission(
+            can_subscribe=g.can_subscribe,
+            can_publish=g.can_publish,
+            can_publish_data=g.can_publish_data,
+            can_publish_sources=[
+                s for s in (source_from_name(n) for n in g.can_publish_sources) if s is not None
+            ],
+            hidden=g.hidden,
+            recorder=g.recorder,
+            can_update_metadata=g.can_update_own_metadata,
+            agent=g.agent,
+        )
+
+    @property
+    def hidden(self) -> bool:
+        return self.permission.hidden
+
+    def bump(self) -> None:
+        self.version += 1
+
+    def published_tracks(self) -> list[TrackState]:
+        return [t for t in self.tracks.values() if t.published]
+
+    def info(self) -> models_pb.ParticipantInfo:
+        out = models_pb.ParticipantInfo(
+            sid=self.sid,
+            identity=self.identity,
+            state=self.state,  # type: ignore[arg-type]
+            tracks=[t.info for t in self.published_tracks()],
+            metadata=self.metadata,
+            joined_at=self.joined_at_ms // 1000,
+            joined_at_ms=self.joined_at_ms,
+            name=self.name,
+            version=self.version,
+            permission=self.permission,
+            is_publisher=bool(self.published_tracks()),
+            kind=self.kind,  # type: ignore[arg-type]
+            attributes=self.attributes,
+            disconnect_reason=self.disconnect_reason,  # type: ignore[arg-type]
+            client_protocol=self.client_protocol,
+            capabilities=self.capabilities,  # type: ignore[arg-type]
+        )
+        return out
+
+    def can_publish_source(self, source: int) -> bool:
+        if not self.permission.can_publish:
+            return False
+        allowed = list(self.permission.can_publish_sources)
+        return not allowed or source in allowed
+
+
+def _signal(**kwargs: object) -> rtc_pb.SignalResponse:
+    return rtc_pb.SignalResponse(**kwargs)  # type: ignore[arg-type]
+
+
+class RoomState:
+    """One room: participants, their tracks, who is subscribed to what."""
+
+    def __init__(self, name: str, now: float, *, sid: str | None = None,
+                 metadata: str = "", empty_timeout: int = EMPTY_TIMEOUT,
+                 departure_timeout: int = DEPARTURE_TIMEOUT, max_participants: int = 0) -> None:
+        self.name = name
+        self.sid = sid or new_guid("RM_")
+        self.metadata = metadata
+        self.created_at = now
+        self.empty_timeout = empty_timeout
+        self.departure_timeout = departure_timeout
+        self.max_participants = max_participants
+        self.version = 0
+        self.participants: dict[str, ParticipantState] = {}
+        # track sid -> subscriber sid -> paused
+        self.subscriptions: dict[str, dict[str, bool]] = {}
+        self._first_subscribed: set[str] = set()
+
+    # ------------------------------------------------------------------ lookup / info
+
+    def info(self) -> models_pb.Room:
+        active = [p for p in self.participants.values()]
+        return models_pb.Room(
+            sid=self.sid,
+            name=self.name,
+            empty_timeout=self.empty_timeout,
+            departure_timeout=self.departure_timeout,
+            max_participants=self.max_participants,
+            creation_time=int(self.created_at),
+            creation_time_ms=int(self.created_at * 1000),
+            enabled_codecs=[models_pb.Codec(mime=m) for m in ENABLED_PUBLISH_CODECS],
+            metadata=self.metadata,
+            num_participants=len([p for p in active if not p.hidden]),
+            num_publishers=len([p for p in active if p.published_tracks()]),
+            version=models_pb.TimedVersion(unix_micro=int(self.created_at * 1e6), ticks=self.version),
+        )
+
+    def by_identity(self, identity: str) -> ParticipantState:
+        for p in self.participants.values():
+            if p.identity == identity:
+                return p
+        raise ParticipantNotFound("participant does not exist")
+
+    def _others(self, sid: str) -> list[ParticipantState]:
+        return [p for p in self.participants.values() if p.sid != sid]
+
+    def _update_others(self, p: ParticipantState) -> list[Effect]:
+        """ParticipantUpdate carrying ``p`` to everyone else (nothing if ``p`` is hidden)."""
+        if p.hidden:
+            return []
+        info = p.info()
+        return [
+            SendSignal(o.sid, _signal(update=rtc_pb.ParticipantUpdate(participants=[info])))
+            for o in self._others(p.sid)
+        ]
+
+    def _update_all(self, p: ParticipantState) -> list[Effect]:
+        info = p.info()
+        out = self._update_others(p)
+        out.append(SendSignal(p.sid, _signal(update=rtc_pb.ParticipantUpdate(participants=[info]))))
+        return out
+
+    # ------------------------------------------------------------------ join / leave
+
+    def join(
+        self,
+        identity: str,
+        grant: VideoGrant,
+        now: float,
+        *,
+        name: str = "",
+        metadata: str = "",
+        attributes: dict[str, str] | None = None,
+        kind: str = "",
+        client_protocol: int = 0,
+        capabilities: Iterable[int] = (),
+        auto_subscribe: bool = True,
+    ) -> tuple[ParticipantState, rtc_pb.SignalResponse, list[Effect]]:
+        """Add a participant; returns it, its JoinResponse and the effects (others' updates,
+        replaced duplicate, subscriptions to existing tracks)."""
+        effects: list[Effect] = []
+        for old in list(self.participants.values()):
+            if old.identity == identity:
+                effects += self.remove(old.sid, models_pb.DisconnectReason.DUPLICATE_IDENTITY)
+        p = ParticipantState(
+            sid=new_guid("PA_"),
+            identity=identity,
+            grant=grant,
+            name=name,
+            metadata=metadata,
+            attributes=dict(attributes or {}),
+            kind=_KINDS.get(kind.lower(), models_pb.ParticipantInfo.Kind.STANDARD),
+            state=models_pb.ParticipantInfo.State.JOINED,
+            version=1,
+            joined_at_ms=int(now * 1000),
+            client_protocol=client_protocol,
+            capabilities=list(capabilities),
+            auto_subscribe=auto_subscribe,
+        )
+        others = [o for o in self.participants.values() if not o.hidden]
+        self.participants[p.sid] = p
+        self.version += 1
+        join = rtc_pb.JoinResponse(
+            room=self.info(),
+            participant=p.info(),
+            other_participants=[o.info() for o in others],
+            server_version=SERVER_VERSION,
+            ice_servers=[],
+            subscriber_primary=grant.can_subscribe,
+            client_configuration=models_pb.ClientConfiguration(
+                resume_connection=models_pb.ClientConfigSetting.DISABLED
+            ),
+            ping_timeout=PING_TIMEOUT,
+            ping_interval=PING_INTERVAL,
+            server_info=models_pb.ServerInfo(
+                edition=models_pb.ServerInfo.Edition.Standard,
+                version=SERVER_VERSION,
+                protocol=SERVER_PROTOCOL,
+                node_id="ND_aiolivekit",
+            ),
+            sif_trailer=secrets.token_urlsafe(24).encode(),
+            enabled_publish_codecs=[models_pb.Codec(mime=m) for m in ENABLED_PUBLISH_CODECS],
+            fast_publish=grant.can_publish,
+        )
+        effects += self._update_others(p)
+        if p.auto_subscribe and p.permission.can_subscribe:
+            for o in others:
+                for t in o.published_tracks():
+                    effects += self._subscribe(p, o, t.info.sid)
+        return p, _signal(join=join), effects
+
+    def set_active(self, sid: str) -> list[Effect]:
+        """The participant's primary transport connected."""
+        p = self.participants.get(sid)
+        if p is None or p.state == models_pb.ParticipantInfo.State.ACTIVE:
+            return []
+        p.state = models_pb.ParticipantInfo.State.ACTIVE
+        p.bump()
+        return self._update_others(p)
+
+    def leave(self, sid: str, reason: int = models_pb.DisconnectReason.CLIENT_INITIATED) -> list[Effect]:
+        """The participant is gone (left, closed, removed): tell the others, drop its tracks
+        and subscriptions."""
+        p = self.participants.pop(sid, None)
+        if p is None:
+            return []
+        self.version += 1
+        effects: list[Effect] = []
+        for t in list(p.tracks.values()):
+            effects += self._drop_track_subscriptions(p, t.info.sid)
+            if t.published:
+                effects.append(CloseTrack(p.sid, t.info.sid))
+        for track_sid, subs in self.subscriptions.items():
+            subs.pop(sid, None)
+        p.tracks.clear()
+        p.state = models_pb.ParticipantInfo.State.DISCONNECTED
+        p.disconnect_reason = reason
+        p.bump()
+        if not p.hidden:
+            info = p.info()
+            for o in self.participants.values():
+                effects.append(
+                    SendSignal(o.sid, _signal(update=rtc_pb.ParticipantUpdate(participants=[info])))
+                )
+        return effects
+
+    def remove(self, sid: str, reason: int) -> list[Effect]:
+        """Server-initiated removal: Leave to the participant, then :meth:`leave`."""
+        if sid not in self.participants:
+            return []
+        return [Disconnect(sid, reason)] + self.leave(sid, reason)
+
+    # ------------------------------------------------------------------ tracks
+
+    def add_track(self, sid: str, req: rtc_pb.AddTrackRequest, now: float) -> list[Effect]:
+        """AddTrackRequest: answer at once with TrackPublishedResponse or a refusal."""
+        p = self.participants[sid]
+        for t in p.tracks.values():
+            if t.cid == req.cid or (req.sid and t.info.sid == req.sid):
+                return [SendSignal(sid, _signal(track_published=rtc_pb.TrackPublishedResponse(
+                    cid=req.cid, track=t.info)))]
+        if req.type not in (models_pb.TrackType.AUDIO, models_pb.TrackType.VIDEO):
+            return [self._refuse(sid, req, rtc_pb.RequestResponse.Reason.UNSUPPORTED_TYPE,
+                                 "unsupported track type")]
+        if not p.can_publish_source(req.source):
+            return [self._refuse(sid, req, rtc_pb.RequestResponse.Reason.NOT_ALLOWED,
+                                 "does not have permission to publish")]
+        if len([t for t in p.tracks.values() if not t.published]) >= MAX_PENDING_TRACKS:
+            return [self._refuse(sid, req, rtc_pb.RequestResponse.Reason.LIMIT_EXCEEDED,
+                                 "too many pending tracks")]
+        is_audio = req.type == models_pb.TrackType.AUDIO
+        track_sid = new_guid(
+            "TR_" + ("A" if is_audio else "V") + _SOURCE_CHARS.get(req.source, "U")
+        )[:17]
+        mime = "audio/opus" if is_audio else "video/VP8"
+        codecs: list[models_pb.SimulcastCodecInfo] = []
+        for c in req.simulcast_codecs:
+            cmime = _codec_mime(c.codec, is_audio)
+            if not codecs:
+                mime = cmime
+            codecs.append(models_pb.SimulcastCodecInfo(mime_type=cmime, cid=c.cid or req.cid,
+                                                       layers=c.layers))
+        if not codecs:
+            codecs.append(models_pb.SimulcastCodecInfo(mime_type=mime, cid=req.cid,
+                                                       layers=req.layers))
+        features = list(req.audio_features)
+        if req.stereo and models_pb.AudioTrackFeature.TF_STEREO not in features:
+            features.append(models_pb.AudioTrackFeature.TF_STEREO)
+        if req.disable_dtx and models_pb.AudioTrackFeature.TF_NO_DTX not in features:
+            features.append(models_pb.AudioTrackFeature.TF_NO_DTX)
+        stream = req.stream or _default_stream(req.source)
+        info = models_pb.TrackInfo(
+            sid=track_sid,
+            type=req.type,
+            name=req.name,
+            muted=req.muted,
+            width=req.width,
+            height=req.height,
+            simulcast=len(req.layers) > 1,
+            disable_dtx=req.disable_dtx,
+            source=req.source,
+            layers=sorted(req.layers, key=lambda layer: layer.quality),
+            mime_type=mime,
+            codecs=codecs,
+            stereo=req.stereo,
+            disable_red=req.disable_red,
+            encryption=req.encryption,
+            stream=stream,
+            version=models_pb.TimedVersion(unix_micro=int(now * 1e6)),
+            audio_features=features,
+            backup_codec_policy=req.backup_codec_policy,
+            packet_trailer_features=req.packet_trailer_features,
+        )
+        p.tracks[track_sid] = TrackState(
+            info=info, cid=req.cid, codec_cids=[c.cid for c in req.simulcast_codecs if c.cid]
+        )
+        return [SendSignal(sid, _signal(track_published=rtc_pb.TrackPublishedResponse(
+            cid=req.cid, track=info)))]
+
+    @staticmethod
+    def _refuse(sid: str, req: rtc_pb.AddTrackRequest, reason: int, message: str) -> SendSignal:
+        return SendSignal(sid, _signal(request_response=rtc_pb.RequestResponse(
+            reason=reason, message=message, add_track=req)))  # type: ignore[arg-type]
+
+    def match_pending_track(self, sid: str, kind: str, msid_track_id: str) -> TrackState | None:
+        """The pending track an incoming media stream belongs to (cid, codec cid, first of kind)."""
+        p = self.participants.get(sid)
+        if p is None:
+            return None
+        pending = [t for t in p.tracks.values() if not t.published]
+        for t in pending:
+            if msid_track_id and t.cid == msid_track_id:
+                return t
+        for t in pending:
+            if msid_track_id and msid_track_id in t.codec_cids:
+                return t
+        want = models_pb.TrackType.AUDIO if kind == "audio" else models_pb.TrackType.VIDEO
+        for t in pending:
+            if t.info.type == want:
+                return t
+        return None
+
+    def publish_track(self, sid: str, track_sid: str, *, mid: str = "",
+                      mime_type: str = "", sdp_cid: str = "") -> list[Effect]:
+        """Media for a pending track arrived: mark it published, tell others (before any
+        subscriber offer carrying it), subscribe auto-subscribers."""
+        p = self.participants.get(sid)
+        if p is None or track_sid not in p.tracks:
+            return []
+        t = p.tracks[track_sid]
+        if t.published:
+            return []
+        t.published = True
+        if mid:
+            t.info.mid = mid
+        if mime_type:
+            t.info.mime_type = mime_type
+            if t.info.codecs:
+                t.info.codecs[0].mime_type = mime_type
+        if t.info.codecs:
+            if mid:
+                t.info.codecs[0].mid = mid
+            if sdp_cid and sdp_cid != t.cid:
+                t.info.codecs[0].sdp_cid = sdp_cid
+        p.bump()
+        self.version += 1
+        effects = self._update_others(p)
+        for o in self._others(sid):
+            if o.auto_subscribe and o.permission.can_subscribe:
+                effects += self._subscribe(o, p, track_sid)
+        return effects
+
+    def unpublish_track(self, sid: str, track_sid: str) -> list[Effect]:
+        """The publisher stopped sending (or was told to): remove the track everywhere."""
+        p = self.participants.get(sid)
+        if p is None or track_sid not in p.tracks:
+            return []
+        t = p.tracks.pop(track_sid)
+        effects = self._drop_track_subscriptions(p, track_sid)
+        if t.published:
+            effects.append(CloseTrack(sid, track_sid))
+            p.bump()
+            effects += self._update_others(p)
+        return effects
+
+    def track_sid_for_mid(self, sid: str, mid: str) -> str | None:
+        p = self.participants.get(sid)
+        if p is None:
+            return None
+        for t in p.tracks.values():
+            if t.published and t.info.mid == mid:
+                return t.info.sid
+        return None
+
+    def mute_track(self, sid: str, track_sid: str, muted: bool) -> list[Effect]:
+        """C->S MuteTrackRequest."""
+        p = self.participants.get(sid)
+        if p is None:
+            return []
+        t = p.tracks.get(track_sid)
+        if t is None:
+            return [SendSignal(sid, _signal(request_response=rtc_pb.RequestResponse(
+                reason=rtc_pb.RequestResponse.Reason.NOT_FOUND, message="track not found",
+                mute=rtc_pb.MuteTrackRequest(sid=track_sid, muted=muted))))]
+        if t.info.muted == muted:
+            return []
+        t.info.muted = muted
+        p.bump()
+        return self._update_others(p) if t.published else []
+
+    def admin_mute_track(self, identity: str, track_sid: str, muted: bool) -> tuple[
+            models_pb.TrackInfo, list[Effect]]:
+        """RoomService.MutePublishedTrack: tell the publisher to mute, update everyone."""
+        p = self.by_identity(identity)
+        t = p.tracks.get(track_sid)
+        if t is None:
+            raise ParticipantNotFound("track does not exist")
+        effects: list[Effect] = [SendSignal(p.sid, _signal(
+            mute=rtc_pb.MuteTrackRequest(sid=track_sid, muted=muted)))]
+        if t.info.muted != muted:
+            t.info.muted = muted
+            p.bump()
+            effects += self._update_all(p)
+        return t.info, effects
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def _find_track(self, track_sid: str) -> tuple[ParticipantState, TrackState] | None:
+        for p in self.participants.values():
+            t = p.tracks.get(track_sid)
+            if t is not None:
+                return p, t
+        return None
+
+    def _subscribe(self, sub: ParticipantState, pub: ParticipantState,
+                   track_sid: str) -> list[Effect]:
+        subs = self.subscriptions.setdefault(track_sid, {})
+        if sub.sid in subs or sub.sid == pub.sid:
+            return []
+        subs[sub.sid] = False
+        effects: list[Effect] = [Subscribe(sub.sid, pub.sid, track_sid)]
+        if not sub.hidden and track_sid not in self._first_subscribed:
+            self._first_subscribed.add(track_sid)
+            effects.append(SendSignal(pub.sid, _signal(
+                track_subscribed=rtc_pb.TrackSubscribed(track_sid=track_sid))))
+        return effects
+
+    def _drop_track_subscriptions(self, pub: ParticipantState, track_sid: str) -> list[Effect]:
+        subs = self.subscriptions.pop(track_sid, {})
+        self._first_subscribed.discard(track_sid)
+        return [Unsubscribe(s, pub.sid, track_sid) for s in subs]
+
+    def subscribed_tracks(self, sid: str) -> list[str]:
+        return [t for t, subs in self.subscriptions.items() if sid in subs]
+
+    def update_subscription(self, sid: str, track_sids: Iterable[str],
+                            subscribe: bool) -> list[Effect]:
+        """C->S UpdateSubscription (idempotent, a set of track sids)."""
+        sub = self.participants.get(sid)
+        if sub is None:
+            return []
+        effects: list[Effect] = []
+        for track_sid in dict.fromkeys(track_sids):
+            found = self._find_track(track_sid)
+            if found is None:
+                if subscribe:
+                    effects.append(SendSignal(sid, _signal(
+                        subscription_response=rtc_pb.SubscriptionResponse(
+                            track_sid=track_sid,
+                            err=models_pb.SubscriptionError.SE_TRACK_NOTFOUND))))
+                continue
+            pub, t = found
+            if subscribe:
+                if t.published and sub.permission.can_subscribe:
+                    effects += self._subscribe(sub, pub, track_sid)
+            else:
+                subs = self.subscriptions.get(track_sid, {})
+                if subs.pop(sid, None) is not None:
+                    effects.append(Unsubscribe(sid, pub.sid, track_sid))
+        return effects
+
+    def update_track_settings(self, sid: str, track_sids: Iterable[str],
+                              disabled: bool) -> list[Effect]:
+        """C->S UpdateTrackSettings: ``disabled`` pauses forwarding."""
+        effects: list[Effect] = []
+        for track_sid in dict.fromkeys(track_sids):
+            subs = self.subscriptions.get(track_sid)
+            found = self._find_track(track_sid)
+            if subs is None or sid not in subs or found is None:
+                continue
+            if subs[sid] != disabled:
+                subs[sid] = disabled
+                effects.append(SetPaused(sid, found[0].sid, track_sid, disabled))
+        return effects
+
+    # ------------------------------------------------------------------ metadata
+
+    def update_metadata(self, sid: str, req: rtc_pb.UpdateParticipantMetadata) -> list[Effect]:
+        """C->S UpdateParticipantMetadata (needs canUpdateOwnMetadata)."""
+        p = self.participants.get(sid)
+        if p is None:
+            return []
+        if not p.permission.can_update_metadata:
+            return [SendSignal(sid, _signal(request_response=rtc_pb.RequestResponse(
+                request_id=req.request_id, reason=rtc_pb.RequestResponse.Reason.NOT_ALLOWED,
+                message="does not have permission to update own metadata",
+                update_metadata=req)))]
+        effects = self._apply_participant_update(
+            p, metadata=req.metadata or None, name=req.name or None,
+            attributes=dict(req.attributes),
+        )
+        effects.append(SendSignal(sid, _signal(request_response=rtc_pb.RequestResponse(
+            request_id=req.request_id, reason=rtc_pb.RequestResponse.Reason.OK,
+            update_metadata=req))))
+        return effects
+
+    def _apply_participant_update(
+        self, p: ParticipantState, *, metadata: str | None = None, name: str | None = None,
+        attributes: dict[str, str] | None = None,
+        permission: models_pb.ParticipantPermission | None = None,
+    ) -> list[Effect]:
+        changed = False
+        if metadata is not None and metadata != p.metadata:
+            p.metadata = metadata
+            changed = True
+        if name is not None and name != p.name:
+            p.name = name
+            changed = True
+        for key, value in (attributes or {}).items():
+            if value == "":
+                if key in p.attributes:
+                    del p.attributes[key]
+                    changed = True
+            elif p.attributes.get(key) != value:
+                p.attributes[key] = value
+                changed = True
+        if permission is not None and permission != p.permission:
+            p.permission = permission
+            changed = True
+        if not changed:
+            return []
+        p.bump()
+        return self._update_all(p)
+
+    def admin_update_participant(
+        self, identity: str, *, metadata: str = "", name: str = "",
+        attributes: dict[str, str] | None = None,
+        permission: models_pb.ParticipantPermission | None = None,
+    ) -> tuple[ParticipantState, list[Effect]]:
+        """RoomService.UpdateParticipant."""
+        p = self.by_identity(identity)
+        effects = self._apply_participant_update(
+            p, metadata=metadata or None, name=name or None, attributes=attributes,
+            permission=permission,
+        )
+        return p, effects
+
+    def set_metadata(self, metadata: str) -> list[Effect]:
+        """RoomService.UpdateRoomMetadata: RoomUpdate to everyone."""
+        self.metadata = metadata
+        self.version += 1
+        room = self.info()
+        return [SendSignal(p.sid, _signal(room_update=rtc_pb.RoomUpdate(room=room)))
+                for p in self.participants.values()]
+
+    # ------------------------------------------------------------------ data
+
+    def receive_data(self, sid: str, payload: bytes, reliable: bool) -> list[Effect]:
+        """A DataPacket arrived from ``sid`` on its ``_reliable``/``_lossy`` channel."""
+        p = self.participants.get(sid)
+        if p is None or not p.permission.can_publish_data:
+            return []
+        packet = models_pb.DataPacket()
+        try:
+            packet.ParseFromString(payload)
+        except Exception:  # protobuf DecodeError
+            logger.debug("dropping unparsable data packet from %s", sid)
+            return []
+        which = packet.WhichOneof("value")
+        if which == "metrics":
+            return []
+        if reliable and packet.sequence > 0:
+            if packet.sequence <= p.last_reliable_seq:
+                return []
+            p.last_reliable_seq = packet.sequence
+        packet.kind = (models_pb.DataPacket.Kind.RELIABLE if reliable
+                       else models_pb.DataPacket.Kind.LOSSY)
+        packet.participant_sid = p.sid
+        packet.participant_identity = "" if p.hidden else p.identity
+        destinations = list(packet.destination_identities)
+        destination_sids: list[str] = []
+        if which == "user":
+            user = packet.user
+            if not destinations:
+                destinations = list(user.destination_identities)
+            destination_sids = list(user.destination_sids)
+            user.participant_sid = p.sid
+            user.participant_identity = packet.participant_identity
+            del user.destination_identities[:]
+            user.destination_identities.extend(destinations)
+        del packet.destination_identities[:]
+        packet.destination_identities.extend(destinations)
+        return self._deliver(packet.SerializeToString(), reliable, destinations, destination_sids,
+                             exclude=sid)
+
+    def _deliver(self, data: bytes, reliable: bool, identities: list[str], sids: list[str],
+                 exclude: str = "") -> list[Effect]:
+        out: list[Effect] = []
+        for o in self.participants.values():
+            if o.sid == exclude:
+                continue
+            if (identities or sids) and o.identity not in identities and o.sid not in sids:
+                continue
+            out.append(SendData(o.sid, data, reliable))
+        return out
+
+    def server_data(self, req: "SendDataLike") -> list[Effect]:
+        """RoomService.SendData: a packet without sender, to all or the destinations."""
+        reliable = req.kind == models_pb.DataPacket.Kind.RELIABLE
+        user = models_pb.UserPacket(payload=req.data, nonce=req.nonce,
+                                    destination_identities=req.destination_identities)
+        if req.HasField("topic"):
+            user.topic = req.topic
+        packet = models_pb.DataPacket(
+            kind=req.kind, user=user, destination_identities=req.destination_identities)
+        return self._deliver(packet.SerializeToString(), reliable,
+                             list(req.destination_identities), list(req.destination_sids))
+
+
+class SendDataLike:  # pragma: no cover - typing helper for room_pb.SendDataRequest
+    kind: int
+    data: bytes
+    nonce: bytes
+    topic: str
+    destination_identities: list[str]
+    destination_sids: list[str]
+
+    def HasField(self, name: str) -> bool: ...
+
+
+def _codec_mime(codec: str, is_audio: bool) -> str:
+    c = codec.lower()
+    if "/" in c:
+        kind, _, c = c.partition("/")
+    names = {"vp8": "VP8", "h264": "H264", "vp9": "VP9", "av1": "AV1", "h265": "H265",
+             "opus": "opus", "red": "red", "pcmu": "PCMU", "pcma": "PCMA"}
+    return ("audio/" if is_audio else "video/") + names.get(c, codec)
+
+
+def _default_stream(source: int) -> str:
+    if source in (models_pb.TrackSource.CAMERA, models_pb.TrackSource.MICROPHONE):
+        return "camera"
+    if source in (models_pb.TrackSource.SCREEN_SHARE, models_pb.TrackSource.SCREEN_SHARE_AUDIO):
+        return "screen"
+    return "unknown"
+
+
+class RoomManager:
+    """All rooms of one server, by name."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, RoomState] = {}
+
+    def get(self, name: str) -> RoomState:
+        room = self.rooms.get(name)
+        if room is None:
+            raise RoomNotFound("requested room does not exist")
+        return room
+
+    def get_or_create(self, name: str, now: float, **options: object) -> RoomState:
+        room = self.rooms.get(name)
+        if room is None:
+            room = RoomState(name, now, **options)  # type: ignore[arg-type]
+            self.rooms[name] = room
+        return room
+
+    def delete(self, name: str) -> list[Effect]:
+        """Remove the room; every participant gets Leave{ROOM_DELETED}."""
+        room = self.get(name)
+        effects: list[Effect] = []
+        for sid in list(room.participants):
+            effects.append(Disconnect(sid, models_pb.DisconnectReason.ROOM_DELETED))
+        for sid in list(room.participants):
+            for e in room.leave(sid, models_pb.DisconnectReason.ROOM_DELETED):
+                if not isinstance(e, SendSignal):
+                    effects.append(e)
+        del self.rooms[name]
+        return effects
+
+    def find_participant(self, sid: str) -> tuple[RoomState, ParticipantState] | None:
+        for room in self.rooms.values():
+            p = room.participants.get(sid)
+            if p is not None:
+                return room, p
+        return None

@@ -1,0 +1,186 @@
+"""Test servers: tokens, and the official livekit-server binary run as a subprocess.
+
+``LiveKitServerProcess`` starts ``livekit-server`` on loopback with free ports and
+``rtc.enable_loopback_candidate`` so it can be used inside a private network namespace
+(see ``scripts/netns-run``). The binary is looked up in ``$LIVEKIT_SERVER_BIN``, then
+``~/.cache/aiolivekit/bin/server``, then ``livekit-server`` on PATH.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from livekit import api
+
+__all__ = ["ServerInfo", "make_token", "find_livekit_server", "LiveKitServerProcess", "free_port"]
+
+DEFAULT_KEY = "devkey"
+DEFAULT_SECRET = "secret"
+
+
+def make_token(
+    api_key: str,
+    api_secret: str,
+    identity: str,
+    room: str = "test-room",
+    *,
+    name: str | None = None,
+    metadata: str | None = None,
+    attributes: dict[str, str] | None = None,
+    can_publish: bool = True,
+    can_subscribe: bool = True,
+    can_publish_data: bool = True,
+    can_update_metadata: bool = True,
+    can_publish_sources: list[str] | None = None,
+    hidden: bool = False,
+    room_admin: bool = False,
+    ttl: int = 3600,
+) -> str:
+    """Mint a join token with livekit-api."""
+    from datetime import timedelta
+
+    grants = api.VideoGrants(
+        room_join=True,
+        room=room,
+        can_publish=can_publish,
+        can_subscribe=can_subscribe,
+        can_publish_data=can_publish_data,
+        can_update_own_metadata=can_update_metadata,
+        hidden=hidden,
+        room_admin=room_admin,
+    )
+    if can_publish_sources is not None:
+        grants.can_publish_sources = list(can_publish_sources)
+    token = (
+        api.AccessToken(api_key, api_secret)
+        .with_identity(identity)
+        .with_grants(grants)
+        .with_ttl(timedelta(seconds=ttl))
+    )
+    if name is not None:
+        token = token.with_name(name)
+    if metadata is not None:
+        token = token.with_metadata(metadata)
+    if attributes:
+        token = token.with_attributes(attributes)
+    return token.to_jwt()
+
+
+@dataclass
+class ServerInfo:
+    """What a test needs to reach a LiveKit server."""
+
+    kind: str
+    url: str
+    api_key: str = DEFAULT_KEY
+    api_secret: str = DEFAULT_SECRET
+
+    @property
+    def http_url(self) -> str:
+        return self.url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+
+    def token(self, identity: str, room: str = "test-room", **kw: Any) -> str:
+        return make_token(self.api_key, self.api_secret, identity, room, **kw)
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_livekit_server() -> str | None:
+    env = os.environ.get("LIVEKIT_SERVER_BIN")
+    if env and Path(env).is_file():
+        return env
+    cached = Path.home() / ".cache" / "aiolivekit" / "bin" / "server"
+    if cached.is_file():
+        return str(cached)
+    return shutil.which("livekit-server")
+
+
+class LiveKitServerProcess:
+    """The official livekit-server, started with dev keys on loopback ports."""
+
+    def __init__(self, binary: str, *, api_key: str = DEFAULT_KEY, api_secret: str = DEFAULT_SECRET,
+                 log_path: str | None = None) -> None:
+        self.binary = binary
+        self.api_key = api_key
+        self.api_secret = api_secret
+        self.port = free_port()
+        self.tcp_port = free_port()
+        self.udp_port = free_port(socket.SOCK_DGRAM)
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def info(self) -> ServerInfo:
+        return ServerInfo("livekit-server", self.url, self.api_key, self.api_secret)
+
+    def config_body(self) -> str:
+        return "\n".join([
+            f"port: {self.port}",
+            "bind_addresses: [127.0.0.1]",
+            "rtc:",
+            f"  tcp_port: {self.tcp_port}",
+            f"  udp_port: {self.udp_port}",
+            "  use_external_ip: false",
+            "  enable_loopback_candidate: true",
+            "keys:",
+            f"  {self.api_key}: {self.api_secret}",
+            "logging:",
+            "  level: info",
+            "",
+        ])
+
+    async def start(self, timeout: float = 20.0) -> None:
+        self._log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
+        self._proc = subprocess.Popen(
+            [self.binary, "--config-body", self.config_body()],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"livekit-server exited with {self._proc.returncode}")
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", self.port), timeout=1.0)
+                writer.close()
+                return
+            except (OSError, asyncio.TimeoutError):
+                if asyncio.get_running_loop().time() > deadline:
+                    await self.stop()
+                    raise RuntimeError("livekit-server did not start listening in time")
+                await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(asyncio.to_thread(proc.wait), timeout=10)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+        if self._log not in (None, subprocess.DEVNULL):
+            self._log.close()
+        self._log = None
+
+    async def __aenter__(self) -> "LiveKitServerProcess":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
