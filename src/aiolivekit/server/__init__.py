@@ -1,0 +1,19 @@
+"""The embedded LiveKit-compatible dev server (signalling, rooms, Twirp RoomService, SFU)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["DevServer", "ServerConfig"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DevServer":
+        from .devserver import DevServer
+
+        return DevServer
+    if name == "ServerConfig":
+        from .config import ServerConfig
+
+        return ServerConfig
+    raise AttributeError(name)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Union
+from typing import Any, Union
 
 from livekit.protocol import models as models_pb
 from livekit.protocol import rtc as rtc_pb
@@ -19,25 +20,25 @@ from livekit.protocol import rtc as rtc_pb
 from .auth import VideoGrant
 
 __all__ = [
-    "SERVER_VERSION",
-    "SERVER_PROTOCOL",
     "PING_INTERVAL",
     "PING_TIMEOUT",
-    "new_guid",
-    "SendSignal",
-    "SendData",
-    "Subscribe",
-    "Unsubscribe",
-    "SetPaused",
-    "Disconnect",
+    "SERVER_PROTOCOL",
+    "SERVER_VERSION",
     "CloseTrack",
+    "Disconnect",
     "Effect",
-    "TrackState",
+    "ParticipantNotFound",
     "ParticipantState",
-    "RoomState",
     "RoomManager",
     "RoomNotFound",
-    "ParticipantNotFound",
+    "RoomState",
+    "SendData",
+    "SendSignal",
+    "SetPaused",
+    "Subscribe",
+    "TrackState",
+    "Unsubscribe",
+    "new_guid",
 ]
 
 logger = logging.getLogger(__name__)
@@ -198,13 +199,14 @@ class ParticipantState:
 
     def __post_init__(self) -> None:
         g = self.grant
+        sources: Any = [
+            s for s in (source_from_name(n) for n in g.can_publish_sources) if s is not None
+        ]
         self.permission = models_pb.ParticipantPermission(
             can_subscribe=g.can_subscribe,
             can_publish=g.can_publish,
             can_publish_data=g.can_publish_data,
-            can_publish_sources=[
-                s for s in (source_from_name(n) for n in g.can_publish_sources) if s is not None
-            ],
+            can_publish_sources=sources,
             hidden=g.hidden,
             recorder=g.recorder,
             can_update_metadata=g.can_update_own_metadata,
@@ -271,6 +273,7 @@ class RoomState:
         # track sid -> subscriber sid -> paused
         self.subscriptions: dict[str, dict[str, bool]] = {}
         self._first_subscribed: set[str] = set()
+        self.had_participants = False
 
     # ------------------------------------------------------------------ lookup / info
 
@@ -355,6 +358,7 @@ class RoomState:
         )
         others = [o for o in self.participants.values() if not o.hidden]
         self.participants[p.sid] = p
+        self.had_participants = True
         self.version += 1
         join = rtc_pb.JoinResponse(
             room=self.info(),
@@ -406,7 +410,7 @@ class RoomState:
             effects += self._drop_track_subscriptions(p, t.info.sid)
             if t.published:
                 effects.append(CloseTrack(p.sid, t.info.sid))
-        for track_sid, subs in self.subscriptions.items():
+        for subs in self.subscriptions.values():
             subs.pop(sid, None)
         p.tracks.clear()
         p.state = models_pb.ParticipantInfo.State.DISCONNECTED
@@ -447,7 +451,7 @@ class RoomState:
         is_audio = req.type == models_pb.TrackType.AUDIO
         track_sid = new_guid(
             "TR_" + ("A" if is_audio else "V") + _SOURCE_CHARS.get(req.source, "U")
-        )[:17]
+        )
         mime = "audio/opus" if is_audio else "video/VP8"
         codecs: list[models_pb.SimulcastCodecInfo] = []
         for c in req.simulcast_codecs:
@@ -475,7 +479,7 @@ class RoomState:
             simulcast=len(req.layers) > 1,
             disable_dtx=req.disable_dtx,
             source=req.source,
-            layers=sorted(req.layers, key=lambda layer: layer.quality),
+            layers=sorted(req.layers, key=lambda layer: layer.quality),  # type: ignore[union-attr]
             mime_type=mime,
             codecs=codecs,
             stereo=req.stereo,
@@ -503,18 +507,15 @@ class RoomState:
         p = self.participants.get(sid)
         if p is None:
             return None
-        pending = [t for t in p.tracks.values() if not t.published]
+        want = models_pb.TrackType.AUDIO if kind == "audio" else models_pb.TrackType.VIDEO
+        pending = [t for t in p.tracks.values() if not t.published and t.info.type == want]
         for t in pending:
             if msid_track_id and t.cid == msid_track_id:
                 return t
         for t in pending:
             if msid_track_id and msid_track_id in t.codec_cids:
                 return t
-        want = models_pb.TrackType.AUDIO if kind == "audio" else models_pb.TrackType.VIDEO
-        for t in pending:
-            if t.info.type == want:
-                return t
-        return None
+        return pending[0] if pending else None
 
     def publish_track(self, sid: str, track_sid: str, *, mid: str = "",
                       mime_type: str = "", sdp_cid: str = "") -> list[Effect]:
@@ -790,7 +791,7 @@ class RoomState:
             out.append(SendData(o.sid, data, reliable))
         return out
 
-    def server_data(self, req: "SendDataLike") -> list[Effect]:
+    def server_data(self, req: Any) -> list[Effect]:
         """RoomService.SendData: a packet without sender, to all or the destinations."""
         reliable = req.kind == models_pb.DataPacket.Kind.RELIABLE
         user = models_pb.UserPacket(payload=req.data, nonce=req.nonce,
@@ -798,26 +799,16 @@ class RoomState:
         if req.HasField("topic"):
             user.topic = req.topic
         packet = models_pb.DataPacket(
-            kind=req.kind, user=user, destination_identities=req.destination_identities)
+            kind=req.kind, user=user,  # type: ignore[arg-type]
+            destination_identities=req.destination_identities)
         return self._deliver(packet.SerializeToString(), reliable,
                              list(req.destination_identities), list(req.destination_sids))
-
-
-class SendDataLike:  # pragma: no cover - typing helper for room_pb.SendDataRequest
-    kind: int
-    data: bytes
-    nonce: bytes
-    topic: str
-    destination_identities: list[str]
-    destination_sids: list[str]
-
-    def HasField(self, name: str) -> bool: ...
 
 
 def _codec_mime(codec: str, is_audio: bool) -> str:
     c = codec.lower()
     if "/" in c:
-        kind, _, c = c.partition("/")
+        _, _, c = c.partition("/")
     names = {"vp8": "VP8", "h264": "H264", "vp9": "VP9", "av1": "AV1", "h265": "H265",
              "opus": "opus", "red": "red", "pcmu": "PCMU", "pcma": "PCMA"}
     return ("audio/" if is_audio else "video/") + names.get(c, codec)
@@ -836,6 +827,23 @@ class RoomManager:
 
     def __init__(self) -> None:
         self.rooms: dict[str, RoomState] = {}
+        self._empty_since: dict[str, float] = {}
+
+    def prune(self, now: float) -> list[str]:
+        """Close rooms that stayed empty: ``departure_timeout`` after the last participant
+        left, ``empty_timeout`` if nobody ever joined. Returns the closed room names."""
+        closed: list[str] = []
+        for name, room in list(self.rooms.items()):
+            if room.participants:
+                self._empty_since.pop(name, None)
+                continue
+            since = self._empty_since.setdefault(name, now)
+            limit = room.departure_timeout if room.had_participants else room.empty_timeout
+            if now - since >= limit:
+                del self.rooms[name]
+                self._empty_since.pop(name, None)
+                closed.append(name)
+        return closed
 
     def get(self, name: str) -> RoomState:
         room = self.rooms.get(name)

@@ -1,0 +1,161 @@
+"""Command line: ``aiolivekit serve | token | demo`` (also ``python -m aiolivekit``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import logging
+import signal
+import sys
+import warnings
+
+from .server.config import DEFAULT_PORT, DEV_API_KEY, DEV_API_SECRET, parse_keys
+
+__all__ = ["build_parser", "main"]
+
+logger = logging.getLogger(__name__)
+
+_GRANT_FLAGS = {
+    "room_create", "room_list", "room_record", "room_admin", "room_join", "can_publish",
+    "can_subscribe", "can_publish_data", "can_update_own_metadata", "hidden", "recorder",
+    "agent", "ingress_admin",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aiolivekit",
+                                     description="aiolivekit: LiveKit in pure Python")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more (-v: info, -vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the embedded LiveKit-compatible server")
+    serve.add_argument("--dev", action="store_true",
+                       help="development defaults: 127.0.0.1:7880, key devkey / secret")
+    serve.add_argument("--bind", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 7880)")
+    serve.add_argument("--keys", default=None,
+                       help="API keys as key:secret[,key2:secret2] (default devkey:secret)")
+
+    token = sub.add_parser("token", help="print an access token (JWT)")
+    token.add_argument("--identity", required=True)
+    token.add_argument("--room", required=True)
+    token.add_argument("--name", default=None)
+    token.add_argument("--metadata", default=None)
+    token.add_argument("--attributes", default=None, help="JSON object of attributes")
+    token.add_argument("--ttl", type=float, default=6 * 3600, help="lifetime in seconds")
+    token.add_argument("--api-key", default=DEV_API_KEY)
+    token.add_argument("--api-secret", default=DEV_API_SECRET)
+    token.add_argument("--grant", action="append", default=[], metavar="NAME[=VALUE]",
+                       help="video grant, e.g. room_admin, can_publish=false, "
+                            "can_publish_sources=camera,microphone (repeatable)")
+
+    demo = sub.add_parser("demo", help="run the two-participant demo on loopback")
+    demo.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbosity < 3:
+        for noisy in ("aioice", "aiortc"):
+            logging.getLogger(noisy).setLevel(max(level, logging.INFO))
+
+
+async def _serve(host: str, port: int, keys: dict[str, str]) -> None:
+    from .server.devserver import DevServer
+
+    server = DevServer(host=host, port=port, keys=keys)
+    await server.start()
+    key = next(iter(keys))
+    print(f"aiolivekit server listening on {server.url} (API key {key})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.aclose()
+
+
+def _grant_value(name: str, value: str | None) -> object:
+    if name == "room_join" or name in _GRANT_FLAGS:
+        if value is None:
+            return True
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"grant {name} needs true/false, got {value!r}")
+    if name == "can_publish_sources":
+        return [s.strip() for s in (value or "").split(",") if s.strip()]
+    if name in ("room", "destination_room"):
+        return value or ""
+    raise ValueError(f"unknown grant {name!r}")
+
+
+def _token(args: argparse.Namespace) -> str:
+    from livekit import api
+
+    grants = api.VideoGrants(room_join=True, room=args.room)
+    for item in args.grant:
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        setattr(grants, name, _grant_value(name, value if sep else None))
+    tok = (api.AccessToken(args.api_key, args.api_secret).with_identity(args.identity)
+           .with_grants(grants).with_ttl(datetime.timedelta(seconds=args.ttl)))
+    if args.name is not None:
+        tok = tok.with_name(args.name)
+    if args.metadata is not None:
+        tok = tok.with_metadata(args.metadata)
+    if args.attributes:
+        attrs = json.loads(args.attributes)
+        if not isinstance(attrs, dict):
+            raise ValueError("--attributes must be a JSON object")
+        tok = tok.with_attributes({str(k): str(v) for k, v in attrs.items()})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tok.to_jwt()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    if args.command == "serve":
+        try:
+            keys = parse_keys(args.keys) if args.keys else {DEV_API_KEY: DEV_API_SECRET}
+        except ValueError as exc:
+            parser.error(str(exc))
+        host = "127.0.0.1" if args.dev and args.bind is None else args.bind
+        try:
+            asyncio.run(_serve(host, args.port, keys))
+        except KeyboardInterrupt:
+            pass
+        except OSError as exc:
+            print(f"aiolivekit serve: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    if args.command == "token":
+        try:
+            print(_token(args))
+        except ValueError as exc:
+            parser.error(str(exc))
+        return 0
+    if args.command == "demo":
+        from .demo import main as demo_main
+
+        rest = [a for a in args.args if a != "--"]
+        return int(demo_main(rest) or 0)
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

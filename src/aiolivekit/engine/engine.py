@@ -1,0 +1,549 @@
+"""RtcEngine: ties the signal session, the WebSocket and the two peer connections together.
+
+The engine is the asyncio shell around :class:`~aiolivekit.engine.signal.SignalSession`:
+it moves bytes between the WebSocket and the session, arms the ping timer, answers
+subscriber offers in order, negotiates the publisher PC, carries data packets on the
+``_reliable`` / ``_lossy`` channels and reports everything to one listener callback
+(the Room) as signal events plus the engine events defined here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from aiortc import MediaStreamTrack, RTCIceServer, RTCRtpReceiver, RTCRtpTransceiver
+from aiortc.rtcdatachannel import RTCDataChannel
+from livekit.protocol import models as models_pb
+from livekit.protocol import rtc as rtc_pb
+
+from ..errors import ConnectError, PublishDataError, SignalError
+from ..types import RoomOptions
+from . import ice, sdp
+from . import signal as sig
+from .peer import PeerTransport, filter_ice_servers
+from .ws import SignalTransport, signal_query
+
+__all__ = ["RtcEngine", "DataReceived", "TrackReceived", "TrackRemoved", "EngineClosed"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_ICE_TIMEOUT = 15.0
+NEGOTIATION_TIMEOUT = 10.0
+CHANNEL_OPEN_TIMEOUT = 10.0
+RELIABLE_HIGH_WATER = 1024 * 1024
+LOSSY_HIGH_WATER = 64 * 1024
+
+
+@dataclass
+class DataReceived:
+    """A DataPacket arrived on a subscriber data channel."""
+
+    data: bytes
+    reliable: bool
+
+
+@dataclass
+class TrackReceived:
+    """The subscriber PC produced a remote media track."""
+
+    track: MediaStreamTrack
+    receiver: RTCRtpReceiver
+    transceiver: RTCRtpTransceiver
+    participant_sid: str
+    track_sid: str
+    mid: str
+
+
+@dataclass
+class TrackRemoved:
+    """A subscribed track's m-line stopped carrying it (unsubscribed or unpublished)."""
+
+    track_sid: str
+    mid: str
+
+
+@dataclass
+class EngineClosed:
+    """The session ended: ``reason`` is a DisconnectReason, ``error`` a description."""
+
+    reason: int
+    error: str = ""
+
+
+EngineEvent = Any
+Listener = Callable[[EngineEvent], None]
+
+
+@dataclass
+class _MidState:
+    track_sid: str = ""
+    participant_sid: str = ""
+    active: bool = False
+
+
+@dataclass
+class _SubscriberMids:
+    mids: dict[str, _MidState] = field(default_factory=dict)
+
+
+class RtcEngine:
+    """One connection to a LiveKit server (signal + publisher PC + subscriber PC)."""
+
+    def __init__(self, listener: Listener) -> None:
+        self._listener = listener
+        self.session = sig.SignalSession()
+        self._ws: SignalTransport | None = None
+        self.publisher: PeerTransport | None = None
+        self.subscriber: PeerTransport | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._recv_task: asyncio.Task[None] | None = None
+        self._timer_task: asyncio.Task[None] | None = None
+        self._offer_queue: asyncio.Queue[sig.OfferReceived] = asyncio.Queue()
+        self._offer_task: asyncio.Task[None] | None = None
+        self._answer_waiter: asyncio.Future[sig.AnswerReceived] | None = None
+        self._negotiate_lock = asyncio.Lock()
+        self._send_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self.pub_channels: dict[str, RTCDataChannel] = {}
+        self.sub_channels: dict[str, RTCDataChannel] = {}
+        self._sub_mids: dict[str, _MidState] = {}
+        self.host_addresses: list[str] | None = None
+        self.closed = False
+        self.close_reason: int | None = None
+        self.url = ""
+
+    # ------------------------------------------------------------------ helpers
+
+    def _emit(self, event: EngineEvent) -> None:
+        try:
+            self._listener(event)
+        except Exception:
+            logger.exception("engine listener failed on %r", type(event).__name__)
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name) if hasattr(task, "set_name") else None
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _flush(self) -> None:
+        """Send whatever the session queued (in order, from a task)."""
+        if self.session._outbox:
+            self._wake.set()
+            self._spawn(self._send_queued(), "lk-signal-send")
+
+    async def _send_queued(self) -> None:
+        async with self._send_lock:
+            for req in self.session.drain():
+                if self._ws is None or self._ws.closed:
+                    return
+                try:
+                    await self._ws.send(req)
+                except Exception as exc:
+                    logger.debug("signal send failed: %s", exc)
+                    return
+
+    # ------------------------------------------------------------------ connect
+
+    async def connect(self, url: str, token: str, options: RoomOptions) -> rtc_pb.JoinResponse:
+        """Join: WebSocket, JoinResponse, both PCs negotiated and connected."""
+        self.url = url
+        connect_timeout = options.connect_timeout or DEFAULT_CONNECT_TIMEOUT
+        ice_timeout = options.ice_timeout or DEFAULT_ICE_TIMEOUT
+        rtc_config = options.rtc_config
+        self.host_addresses = ice.addresses_for_url(
+            url, rtc_config.host_addresses if rtc_config is not None else None)
+        try:
+            query = signal_query(token, auto_subscribe=options.auto_subscribe)
+            self._ws = await SignalTransport.connect(url, token, query, timeout=connect_timeout)
+            try:
+                first = await asyncio.wait_for(self._ws.recv(), connect_timeout)
+            except asyncio.TimeoutError:
+                raise ConnectError(
+                    f"no JoinResponse from {url} within {connect_timeout:g} s",
+                    reason="signal_timeout") from None
+            if first is None:
+                raise ConnectError("signal connection closed before the JoinResponse",
+                                   reason="transport")
+            which = first.WhichOneof("message")
+            if which == "leave":
+                reason = models_pb.DisconnectReason.Name(first.leave.reason)
+                raise ConnectError(f"server refused the join: {reason}", reason="leave")
+            if which != "join":
+                raise ConnectError(f"expected a JoinResponse, got {which}", reason="transport")
+            events = self.session.receive(first, time.time())
+            join = first.join
+            self._create_peers(join, options)
+            for ev in events:
+                self._emit(ev)
+            self._recv_task = self._spawn(self._recv_loop(), "lk-signal-recv")
+            self._timer_task = self._spawn(self._timer_loop(), "lk-signal-timer")
+            self._offer_task = self._spawn(self._offer_loop(), "lk-subscriber-offers")
+            self._flush()
+            await self._negotiate_publisher_initial(ice_timeout)
+            await self._wait_transports(ice_timeout, join.subscriber_primary)
+            return join
+        except BaseException:
+            await self._shutdown(send_leave=False)
+            raise
+
+    def _ice_servers(self, join: rtc_pb.JoinResponse, options: RoomOptions) -> list[RTCIceServer]:
+        cfg = options.rtc_config
+        servers: list[RTCIceServer] = []
+        if cfg is not None and cfg.ice_servers:
+            for s in cfg.ice_servers:
+                servers.append(RTCIceServer(urls=list(s.urls), username=s.username or None,
+                                            credential=s.password or None))
+        else:
+            for s in join.ice_servers:
+                servers.append(RTCIceServer(urls=list(s.urls), username=s.username or None,
+                                            credential=s.credential or None))
+        return filter_ice_servers(servers, self.host_addresses)
+
+    def _create_peers(self, join: rtc_pb.JoinResponse, options: RoomOptions) -> None:
+        servers = self._ice_servers(join, options)
+        self.publisher = PeerTransport(sig.PUBLISHER, ice_servers=servers,
+                                       host_addresses=self.host_addresses,
+                                       on_candidate=self._local_candidate)
+        self.subscriber = PeerTransport(sig.SUBSCRIBER, ice_servers=servers,
+                                        host_addresses=self.host_addresses,
+                                        on_candidate=self._local_candidate)
+        self.subscriber.pc.on("datachannel", self._on_sub_datachannel)
+        self.subscriber.pc.on("track", self._on_sub_track)
+        for pt in (self.publisher, self.subscriber):
+            pt.pc.on("connectionstatechange", self._make_state_watcher(pt))
+        pub = self.publisher.pc
+        self.pub_channels["_reliable"] = pub.createDataChannel("_reliable", ordered=True)
+        self.pub_channels["_lossy"] = pub.createDataChannel(
+            "_lossy", ordered=False, maxRetransmits=0)
+        for ch in self.pub_channels.values():
+            # the server may also send data on our channels (non subscriber-primary mode)
+            ch.on("message", self._make_channel_reader(ch.label))
+
+    def _make_state_watcher(self, pt: PeerTransport) -> Callable[[], None]:
+        def watcher() -> None:
+            if pt.pc.connectionState == "failed" and not self.closed and self._connected_once:
+                logger.warning("peer connection %d failed", pt.target)
+                self._spawn(self._fail(models_pb.DisconnectReason.CONNECTION_TIMEOUT,
+                                       "peer connection failed"), "lk-fail")
+        return watcher
+
+    _connected_once = False
+
+    def _local_candidate(self, init: str, target: int) -> None:
+        self.session.send_trickle(init, target)
+        self._flush()
+
+    async def _negotiate_publisher_initial(self, timeout: float) -> None:
+        try:
+            await self.negotiate_publisher(timeout=timeout)
+        except asyncio.TimeoutError:
+            raise ConnectError(f"publisher negotiation timed out after {timeout:g} s",
+                               reason="signal_timeout") from None
+
+    async def _wait_transports(self, timeout: float, subscriber_primary: bool) -> None:
+        assert self.publisher is not None and self.subscriber is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        need = [self.publisher]
+        if subscriber_primary:
+            need.append(self.subscriber)
+        for pt in need:
+            ok = await pt.wait_connected(max(0.0, deadline - loop.time()))
+            if not ok:
+                which = "publisher" if pt is self.publisher else "subscriber"
+                state = pt.pc.connectionState
+                if self.closed:
+                    raise ConnectError(f"connection closed while connecting ({self._close_error})",
+                                       reason="leave")
+                raise ConnectError(
+                    f"ICE/peer connection ({which}) did not connect within {timeout:g} s "
+                    f"(state {state})", reason="ice_timeout")
+        for ch in self.pub_channels.values():
+            await self._wait_channel_open(ch, max(0.5, deadline - loop.time()))
+        self._connected_once = True
+
+    async def _wait_channel_open(self, ch: RTCDataChannel, timeout: float) -> None:
+        if ch.readyState == "open":
+            return
+        opened = asyncio.Event()
+        ch.once("open", opened.set)
+        if ch.readyState == "open":
+            return
+        try:
+            await asyncio.wait_for(opened.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise ConnectError(f"data channel {ch.label} did not open within {timeout:g} s",
+                               reason="ice_timeout") from None
+
+    # ------------------------------------------------------------------ publisher
+
+    async def negotiate_publisher(self, timeout: float = NEGOTIATION_TIMEOUT) -> None:
+        """Offer on the publisher PC and apply the server's answer (serialized)."""
+        async with self._negotiate_lock:
+            if self.closed or self.publisher is None:
+                raise SignalError("engine is closed")
+            loop = asyncio.get_running_loop()
+            self._answer_waiter = loop.create_future()
+            try:
+                offer = await self.publisher.create_offer()
+                self.session.send_offer(offer)
+                self._flush()
+                answer = await asyncio.wait_for(asyncio.shield(self._answer_waiter), timeout)
+                await self.publisher.set_answer(answer.sdp)
+            finally:
+                self._answer_waiter = None
+
+    # ------------------------------------------------------------------ loops
+
+    async def _recv_loop(self) -> None:
+        assert self._ws is not None
+        try:
+            while not self.closed:
+                resp = await self._ws.recv()
+                if resp is None:
+                    if not self.closed:
+                        await self._fail(models_pb.DisconnectReason.SIGNAL_CLOSE,
+                                         "signal connection closed")
+                    return
+                events = self.session.receive(resp, time.time())
+                self._wake.set()
+                for ev in events:
+                    await self._handle(ev)
+                self._flush()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("signal receive loop failed")
+            if not self.closed:
+                await self._fail(models_pb.DisconnectReason.SIGNAL_CLOSE, str(exc))
+
+    async def _handle(self, ev: sig.SignalEvent) -> None:
+        if isinstance(ev, sig.OfferReceived):
+            self._offer_queue.put_nowait(ev)
+        elif isinstance(ev, sig.AnswerReceived):
+            if self._answer_waiter is not None and not self._answer_waiter.done():
+                self._answer_waiter.set_result(ev)
+            else:
+                logger.debug("unexpected publisher answer")
+        elif isinstance(ev, sig.TrickleReceived):
+            pt = self.publisher if ev.target == sig.PUBLISHER else self.subscriber
+            if pt is not None:
+                await pt.add_remote_candidate(ev.candidate_init, ev.final)
+        elif isinstance(ev, sig.LeaveReceived):
+            self._emit(ev)
+            await self._fail(ev.reason, "server sent leave", send_leave=False)
+        elif isinstance(ev, sig.PingTimeout):
+            await self._fail(models_pb.DisconnectReason.SIGNAL_CLOSE, "ping timeout")
+        else:
+            self._emit(ev)
+
+    async def _timer_loop(self) -> None:
+        while not self.closed:
+            due = self.session.next_timer()
+            now = time.time()
+            delay = 3600.0 if due is None else max(0.0, due - now)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), delay)
+                continue  # state changed: recompute
+            except asyncio.TimeoutError:
+                pass
+            for ev in self.session.handle_timer(time.time()):
+                await self._handle(ev)
+            self._flush()
+
+    async def _offer_loop(self) -> None:
+        while not self.closed:
+            offer = await self._offer_queue.get()
+            if self.subscriber is None:
+                return
+            try:
+                self._pending_offer_sdp = offer.sdp
+                self._pending_mid_map = offer.mid_to_track_id
+                answer = await self.subscriber.answer(offer.sdp)
+                self.session.send_answer(answer, offer.id)
+                self._flush()
+                self._scan_subscriber_offer(offer)
+            except Exception as exc:
+                logger.exception("answering subscriber offer failed")
+                if not self.closed:
+                    await self._fail(models_pb.DisconnectReason.STATE_MISMATCH,
+                                     f"subscriber negotiation failed: {exc}")
+                return
+
+    _pending_offer_sdp = ""
+    _pending_mid_map: dict[str, str] = {}
+
+    def _section_ids(self, section: sdp.MediaSection, mid_map: dict[str, str]) -> tuple[str, str]:
+        stream, track_id = section.stream_id, section.track_id
+        psid, tsid = "", ""
+        if "|" in stream:
+            psid, _, rest = stream.partition("|")
+            if rest.startswith("TR"):
+                tsid = rest
+        if not tsid and track_id.startswith("TR"):
+            tsid = track_id
+        if not tsid:
+            tsid = mid_map.get(section.mid, "")
+        return psid, tsid
+
+    def _scan_subscriber_offer(self, offer: sig.OfferReceived) -> None:
+        """Report m-lines that stopped carrying a track they carried before."""
+        for section in sdp.parse_media_sections(offer.sdp):
+            if section.kind not in ("audio", "video"):
+                continue
+            psid, tsid = self._section_ids(section, offer.mid_to_track_id)
+            active = section.direction in ("sendonly", "sendrecv") and section.port != 0
+            prev = self._sub_mids.get(section.mid)
+            if prev is not None and prev.active and (not active or prev.track_sid != tsid):
+                self._emit(TrackRemoved(prev.track_sid, section.mid))
+                if active and prev.track_sid != tsid:
+                    # aiortc recycled the transceiver for a new track: no track event fires
+                    self._recycled_track(section.mid, psid, tsid)
+            self._sub_mids[section.mid] = _MidState(tsid, psid, active)
+
+    def _recycled_track(self, mid: str, psid: str, tsid: str) -> None:
+        assert self.subscriber is not None
+        for t in self.subscriber.pc.getTransceivers():
+            if t.mid == mid and t.receiver.track is not None:
+                self._emit(TrackReceived(t.receiver.track, t.receiver, t, psid, tsid, mid))
+                return
+
+    def _on_sub_track(self, track: MediaStreamTrack) -> None:
+        assert self.subscriber is not None
+        transceiver = next((t for t in self.subscriber.pc.getTransceivers()
+                            if t.receiver.track is track), None)
+        if transceiver is None or transceiver.mid is None:
+            logger.warning("remote track without a transceiver")
+            return
+        mid = transceiver.mid
+        section = next((s for s in sdp.parse_media_sections(self._pending_offer_sdp)
+                        if s.mid == mid), None)
+        if section is None:
+            logger.warning("remote track on unknown mid %s", mid)
+            return
+        psid, tsid = self._section_ids(section, self._pending_mid_map)
+        if not tsid:
+            logger.warning("remote track on mid %s without a track sid", mid)
+            return
+        active = section.direction in ("sendonly", "sendrecv")
+        self._sub_mids[mid] = _MidState(tsid, psid, active)
+        self._emit(TrackReceived(track, transceiver.receiver, transceiver, psid, tsid, mid))
+
+    # ------------------------------------------------------------------ data
+
+    def _on_sub_datachannel(self, channel: RTCDataChannel) -> None:
+        self.sub_channels[channel.label] = channel
+        channel.on("message", self._make_channel_reader(channel.label))
+
+    def _make_channel_reader(self, label: str) -> Callable[[Any], None]:
+        reliable = label == "_reliable"
+
+        def on_message(message: Any) -> None:
+            if label not in ("_reliable", "_lossy"):
+                return
+            if isinstance(message, str):
+                message = message.encode()
+            self._emit(DataReceived(bytes(message), reliable))
+        return on_message
+
+    def reliable_max_message_size(self) -> int:
+        """What the server's SCTP accepts in one message (64 KiB if not advertised)."""
+        if self.publisher is None:
+            return 65536
+        sctp = self.publisher.pc.sctp
+        size = getattr(sctp, "_remote_max_message_size", 65536) if sctp is not None else 65536
+        return int(size or 65536)
+
+    async def send_data(self, data: bytes, *, reliable: bool) -> None:
+        """Send one encoded DataPacket on the publisher's reliable or lossy channel."""
+        if self.closed:
+            raise PublishDataError("not connected")
+        ch = self.pub_channels.get("_reliable" if reliable else "_lossy")
+        if ch is None:
+            raise PublishDataError("not connected")
+        if ch.readyState != "open":
+            try:
+                await self._wait_channel_open(ch, CHANNEL_OPEN_TIMEOUT)
+            except ConnectError as exc:
+                raise PublishDataError(exc.message) from None
+        if reliable:
+            if ch.bufferedAmount > RELIABLE_HIGH_WATER:
+                low = asyncio.Event()
+                ch.bufferedAmountLowThreshold = RELIABLE_HIGH_WATER // 2
+                ch.once("bufferedamountlow", low.set)
+                try:
+                    await asyncio.wait_for(low.wait(), 30.0)
+                except asyncio.TimeoutError:
+                    raise PublishDataError("reliable data channel is congested") from None
+        elif ch.bufferedAmount > LOSSY_HIGH_WATER:
+            logger.debug("dropping lossy packet: channel congested")
+            return
+        try:
+            ch.send(data)
+        except Exception as exc:
+            raise PublishDataError(f"sending data failed: {exc}") from exc
+
+    # ------------------------------------------------------------------ signal intents
+
+    def send_signal(self) -> None:
+        """Flush requests queued on :attr:`session` by the caller."""
+        self._flush()
+
+    # ------------------------------------------------------------------ close
+
+    _close_error = ""
+
+    async def _fail(self, reason: int, error: str, *, send_leave: bool = True) -> None:
+        if self.closed:
+            return
+        self._close_error = error
+        logger.info("session ended: %s (%s)", error, models_pb.DisconnectReason.Name(reason)
+                    if reason in models_pb.DisconnectReason.values() else reason)
+        await self._shutdown(send_leave=send_leave, reason=reason)
+        self._emit(EngineClosed(reason, error))
+
+    async def close(self, reason: int = models_pb.DisconnectReason.CLIENT_INITIATED) -> None:
+        """Leave (client initiated) and close everything."""
+        await self._shutdown(send_leave=True, reason=reason)
+
+    async def _shutdown(self, *, send_leave: bool,
+                        reason: int = models_pb.DisconnectReason.CLIENT_INITIATED) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        current = asyncio.current_task()
+        if self._answer_waiter is not None and not self._answer_waiter.done():
+            self._answer_waiter.cancel()
+        ws = self._ws
+        if ws is not None and not ws.closed and send_leave and self.session.join is not None:
+            self.session.leave(reason)
+            try:
+                async with self._send_lock:
+                    for req in self.session.drain():
+                        await asyncio.wait_for(ws.send(req), 2.0)
+            except (asyncio.TimeoutError, Exception) as exc:
+                logger.debug("sending leave failed: %s", exc)
+        self.session.closed = True
+        for task in list(self._tasks):
+            if task is not current and not task.done():
+                task.cancel()
+        for task in list(self._tasks):
+            if task is not current:
+                try:
+                    await asyncio.wait_for(asyncio.shield(task), 2.0)
+                except BaseException:
+                    pass
+        for pt in (self.publisher, self.subscriber):
+            if pt is not None:
+                await pt.close()
+        if ws is not None:
+            await ws.close()

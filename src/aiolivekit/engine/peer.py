@@ -1,0 +1,183 @@
+"""One aiortc RTCPeerConnection in a LiveKit role (publisher or subscriber).
+
+Wraps the aiortc calls the engine needs: offer/answer with gathering restricted to the
+chosen host addresses, "trickling" the candidates aiortc embedded in its local SDP,
+applying remote trickles (queued until a remote description exists), and waiting for
+the connection with a timeout. Always created with an explicit ``iceServers`` list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Callable
+from urllib.parse import urlparse
+
+from aiortc import (
+    RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription,
+)
+
+from . import ice, sdp
+
+__all__ = ["PeerTransport", "filter_ice_servers"]
+
+logger = logging.getLogger(__name__)
+
+
+def _server_host(url: str) -> str:
+    # stun:host:port / turn:host:port?transport=udp / turns:...
+    rest = url.split(":", 1)[1] if ":" in url else url
+    rest = rest.lstrip("/").split("?", 1)[0]
+    if rest.startswith("["):
+        return rest[1:].split("]", 1)[0]
+    return urlparse("//" + rest).hostname or rest.split(":", 1)[0]
+
+
+def filter_ice_servers(servers: list[RTCIceServer], addresses: list[str] | None) -> list[RTCIceServer]:
+    """Keep only ICE servers reachable from ``addresses``.
+
+    When gathering is restricted to loopback, a STUN/TURN server elsewhere can never answer
+    (and must not be contacted): drop every server whose host is not loopback.
+    """
+    if addresses is None or not all(ice.is_loopback_host(a) for a in addresses):
+        return servers
+    out = []
+    for server in servers:
+        urls = [server.urls] if isinstance(server.urls, str) else list(server.urls)
+        kept = [u for u in urls if ice.is_loopback_host(_server_host(u))]
+        if kept:
+            out.append(RTCIceServer(urls=kept, username=server.username,
+                                    credential=server.credential))
+    return out
+
+
+class PeerTransport:
+    """A publisher or subscriber peer connection."""
+
+    def __init__(
+        self,
+        target: int,
+        *,
+        ice_servers: list[RTCIceServer],
+        host_addresses: list[str] | None,
+        on_candidate: Callable[[str, int], None],
+    ) -> None:
+        self.target = target
+        self.host_addresses = host_addresses
+        self._on_candidate = on_candidate
+        self.pc = RTCPeerConnection(RTCConfiguration(
+            iceServers=list(ice_servers), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self._pending: list[str] = []
+        self._remote_set = False
+        self._sent_candidates: set[str] = set()
+        self._end_of_candidates = False
+        self._connected = asyncio.Event()
+        self._failed = asyncio.Event()
+        self.pc.on("connectionstatechange", self._on_state)
+        self.last_remote_sdp = ""
+        self.closed = False
+
+    def _on_state(self) -> None:
+        state = self.pc.connectionState
+        logger.debug("pc %d connection state %s", self.target, state)
+        if state == "connected":
+            self._connected.set()
+        elif state in ("failed", "closed"):
+            self._failed.set()
+
+    @property
+    def connected(self) -> bool:
+        return self.pc.connectionState == "connected"
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """True once connected; False on failure or timeout."""
+        if self._connected.is_set():
+            return True
+        done, pending = await asyncio.wait(
+            [asyncio.ensure_future(self._connected.wait()),
+             asyncio.ensure_future(self._failed.wait())],
+            timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            t.cancel()
+        return self._connected.is_set()
+
+    def on_failed(self) -> asyncio.Event:
+        return self._failed
+
+    async def _set_local(self, description: RTCSessionDescription) -> str:
+        with ice.host_addresses(self.host_addresses):
+            await self.pc.setLocalDescription(description)
+        local = self.pc.localDescription.sdp
+        self._trickle_local(local)
+        return local
+
+    def _trickle_local(self, local_sdp: str) -> None:
+        for mid, index, line in sdp.local_candidates(local_sdp):
+            key = line.split(" ", 1)[1] if " " in line else line
+            if key in self._sent_candidates:
+                continue
+            self._sent_candidates.add(key)
+            init = json.dumps({"candidate": line, "sdpMid": mid, "sdpMLineIndex": index})
+            self._on_candidate(init, self.target)
+
+    async def create_offer(self) -> str:
+        """Create and apply a local offer; returns its SDP (with candidates)."""
+        offer = await self.pc.createOffer()
+        return await self._set_local(offer)
+
+    async def set_answer(self, answer_sdp: str) -> None:
+        self.last_remote_sdp = answer_sdp
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        await self._remote_applied()
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Apply a remote offer and return our answer SDP."""
+        self.last_remote_sdp = offer_sdp
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        await self._remote_applied()
+        answer = await self.pc.createAnswer()
+        return await self._set_local(answer)
+
+    async def _remote_applied(self) -> None:
+        self._remote_set = True
+        pending, self._pending = self._pending, []
+        for init in pending:
+            await self._add_candidate(init)
+
+    async def add_remote_candidate(self, candidate_init: str, final: bool) -> None:
+        """Apply a trickled candidate, or queue it until a remote description is set."""
+        if candidate_init:
+            if not self._remote_set:
+                self._pending.append(candidate_init)
+            else:
+                await self._add_candidate(candidate_init)
+        if final and self._remote_set and not self._pending:
+            try:
+                await self.pc.addIceCandidate(None)  # type: ignore[arg-type]
+            except Exception as exc:  # end-of-candidates is advisory
+                logger.debug("end of candidates failed: %s", exc)
+
+    async def _add_candidate(self, candidate_init: str) -> None:
+        try:
+            candidate = ice.candidate_from_json(candidate_init)
+        except Exception as exc:
+            logger.warning("bad remote candidate %r: %s", candidate_init, exc)
+            return
+        if candidate is None:
+            return
+        if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
+            candidate.sdpMLineIndex = 0
+        try:
+            await self.pc.addIceCandidate(candidate)
+        except Exception as exc:
+            logger.debug("addIceCandidate failed: %s", exc)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await asyncio.wait_for(self.pc.close(), 5.0)
+        except (asyncio.TimeoutError, Exception) as exc:
+            logger.debug("closing pc failed: %s", exc)

@@ -1,0 +1,163 @@
+"""``AudioStream``: receive a remote audio track as ``AudioFrameEvent`` s.
+
+Frames are remixed to ``num_channels`` and resampled to ``sample_rate``; with
+``frame_size_ms`` they are re-cut into frames of exactly that length. The queue is
+bounded and drops the oldest frame when full: ``capacity`` frames, or
+``AudioStream.DEFAULT_CAPACITY`` (500 frames, about 10 s of 20 ms frames) when
+``capacity`` is 0. Iteration ends after the buffered frames once the track ends,
+and immediately after ``aclose()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ..types import TrackKind, TrackSource
+from .audio_frame import AudioFrame
+from .audio_resampler import AudioResampler
+from .stream_base import FrameStreamBase
+
+__all__ = ["AudioStream", "AudioFrameEvent"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AudioFrameEvent:
+    frame: AudioFrame
+
+
+class AudioStream(FrameStreamBase[AudioFrameEvent]):
+    """Async iterator of :class:`AudioFrameEvent` from a remote audio track."""
+
+    DEFAULT_CAPACITY = 500
+    _DEFAULT_BOUND = DEFAULT_CAPACITY
+    _TRACK_KIND = TrackKind.KIND_AUDIO
+
+    def __init__(
+        self,
+        track: Any,
+        loop: Optional[asyncio.AbstractEventLoop] = None,
+        capacity: int = 0,
+        sample_rate: int = 48000,
+        num_channels: int = 1,
+        frame_size_ms: int | None = None,
+        noise_cancellation: Any = None,
+        auto_close_noise_cancellation: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if sample_rate <= 0:
+            raise ValueError("sample_rate must be > 0")
+        if num_channels not in (1, 2):
+            raise ValueError("num_channels must be 1 or 2")
+        if frame_size_ms is not None and frame_size_ms <= 0:
+            raise ValueError("frame_size_ms must be > 0")
+        self._sample_rate = int(sample_rate)
+        self._num_channels = int(num_channels)
+        self._frame_samples = (
+            self._sample_rate * int(frame_size_ms) // 1000 if frame_size_ms else 0
+        )
+        self._pending = bytearray()
+        self._resampler: AudioResampler | None = None
+        self._resampler_rate = 0
+        self._processor = noise_cancellation if hasattr(noise_cancellation, "_process") else None
+        super().__init__(track, loop, capacity, kwargs)
+
+    @classmethod
+    def from_participant(
+        cls,
+        *,
+        participant: Any,
+        track_source: TrackSource,
+        loop: Optional[asyncio.AbstractEventLoop] = None,
+        capacity: int = 0,
+        sample_rate: int = 48000,
+        num_channels: int = 1,
+        frame_size_ms: int | None = None,
+        noise_cancellation: Any = None,
+    ) -> AudioStream:
+        """Follow whichever audio track of ``track_source`` the participant publishes."""
+        return cls(
+            None,
+            loop=loop,
+            capacity=capacity,
+            sample_rate=sample_rate,
+            num_channels=num_channels,
+            frame_size_ms=frame_size_ms,
+            noise_cancellation=noise_cancellation,
+            participant=participant,
+            track_source=track_source,
+        )
+
+    @classmethod
+    def from_track(
+        cls,
+        *,
+        track: Any,
+        loop: Optional[asyncio.AbstractEventLoop] = None,
+        capacity: int = 0,
+        sample_rate: int = 48000,
+        num_channels: int = 1,
+        frame_size_ms: int | None = None,
+        noise_cancellation: Any = None,
+    ) -> AudioStream:
+        return cls(
+            track,
+            loop=loop,
+            capacity=capacity,
+            sample_rate=sample_rate,
+            num_channels=num_channels,
+            frame_size_ms=frame_size_ms,
+            noise_cancellation=noise_cancellation,
+        )
+
+    def _transform(self, frame: AudioFrame) -> list[AudioFrameEvent]:
+        frames = [self._remix(frame)]
+        if frames[0].sample_rate != self._sample_rate:
+            if self._resampler is None or self._resampler_rate != frames[0].sample_rate:
+                self._resampler_rate = frames[0].sample_rate
+                self._resampler = AudioResampler(
+                    self._resampler_rate, self._sample_rate, num_channels=self._num_channels
+                )
+            frames = self._resampler.push(frames[0])
+        if self._frame_samples:
+            frames = self._recut(frames)
+        if self._processor is not None:
+            frames = [self._process(f) for f in frames]
+        return [AudioFrameEvent(f) for f in frames]
+
+    def _remix(self, frame: AudioFrame) -> AudioFrame:
+        if frame.num_channels == self._num_channels:
+            return frame
+        import numpy as np
+
+        x = np.frombuffer(frame.data, dtype=np.int16).reshape(-1, frame.num_channels)
+        if self._num_channels == 1:
+            y = (x.astype(np.int32).sum(axis=1) // frame.num_channels).astype(np.int16)
+        else:
+            y = np.repeat(x[:, :1], self._num_channels, axis=1)
+        return AudioFrame(
+            bytearray(y.tobytes()), frame.sample_rate, self._num_channels, frame.samples_per_channel
+        )
+
+    def _recut(self, frames: list[AudioFrame]) -> list[AudioFrame]:
+        for f in frames:
+            self._pending += f.data.cast("B")
+        size = self._frame_samples * self._num_channels * 2
+        out = []
+        while len(self._pending) >= size:
+            chunk = bytearray(self._pending[:size])
+            del self._pending[:size]
+            out.append(AudioFrame(chunk, self._sample_rate, self._num_channels, self._frame_samples))
+        return out
+
+    def _process(self, frame: AudioFrame) -> AudioFrame:
+        try:
+            out = self._processor._process(frame)  # type: ignore[union-attr]
+            return out if isinstance(out, AudioFrame) else frame
+        except Exception:
+            logger.warning("audio frame processor failed; passing the frame through", exc_info=True)
+            return frame

@@ -1,0 +1,292 @@
+"""Encoder configuration: the encoders local tracks run before aiortc packetizes.
+
+aiortc hard-codes its encoders (Opus stereo 96 kbit/s; VP8/H264 at fixed bitrates) and
+has no bitrate API. Local tracks therefore encode themselves with PyAV and hand aiortc
+``av.Packet`` s, which its sender only packetizes (``encoder.pack()``):
+
+* Opus (``libopus``): the source's channel count, ``audio_encoding.max_bitrate`` or
+  32 kbit/s per channel, ``application=voip`` (mono) / ``audio`` (stereo), 20 ms frames,
+  constrained VBR; with ``dtx`` the tiny silence frames are not sent except one every 400 ms.
+* VP8 (``libvpx``) / H264 (``libx264`` baseline): CBR at ``video_encoding.max_bitrate``
+  (or a default from the resolution), realtime settings, keyframes on request.
+
+PTS are in the RTP clocks: 48 kHz for audio, 90 kHz for video.
+Importing this module imports PyAV and numpy; only media code imports it.
+"""
+
+from __future__ import annotations
+
+import fractions
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import av
+import numpy as np
+
+from ..types import TrackPublishOptions, VideoBufferType, VideoCodec
+from .video_frame import VideoFrame
+
+__all__ = [
+    "AudioEncoderConfig",
+    "VideoEncoderConfig",
+    "audio_config",
+    "video_config",
+    "default_video_bitrate",
+    "OpusPacketEncoder",
+    "VideoPacketEncoder",
+    "audio_level_dbov",
+    "to_av_video_frame",
+]
+
+logger = logging.getLogger(__name__)
+
+AUDIO_TIME_BASE = fractions.Fraction(1, 48000)
+VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
+_OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+_DTX_KEEPALIVE = 20  # send one DTX frame out of this many (20 x 20 ms = 400 ms)
+
+
+@dataclass
+class AudioEncoderConfig:
+    channels: int = 1
+    bitrate: int = 32000
+    dtx: bool = False
+
+
+@dataclass
+class VideoEncoderConfig:
+    codec: VideoCodec = VideoCodec.VP8
+    max_bitrate: int = 0  # 0: default_video_bitrate() of the frame size
+    max_framerate: float = 0.0  # 0: no limit beyond the source rate
+
+
+def audio_config(options: TrackPublishOptions | None, source_channels: int) -> AudioEncoderConfig:
+    channels = 2 if source_channels >= 2 else 1
+    bitrate = 32000 * channels
+    dtx = False
+    if options is not None:
+        if options.audio_encoding and options.audio_encoding.max_bitrate > 0:
+            bitrate = int(options.audio_encoding.max_bitrate)
+        dtx = bool(options.dtx)
+    return AudioEncoderConfig(channels=channels, bitrate=max(6000, min(bitrate, 510000)), dtx=dtx)
+
+
+def video_config(options: TrackPublishOptions | None) -> VideoEncoderConfig:
+    if options is None:
+        return VideoEncoderConfig()
+    enc = options.video_encoding
+    return VideoEncoderConfig(
+        codec=VideoCodec(options.video_codec),
+        max_bitrate=int(enc.max_bitrate) if enc and enc.max_bitrate > 0 else 0,
+        max_framerate=float(enc.max_framerate) if enc and enc.max_framerate > 0 else 0.0,
+    )
+
+
+_VIDEO_PRESETS = (  # (pixels, bitrate at 30 fps), close to LiveKit's h180..h1080 presets
+    (320 * 180, 160_000),
+    (640 * 360, 450_000),
+    (960 * 540, 800_000),
+    (1280 * 720, 1_700_000),
+    (1920 * 1080, 3_000_000),
+    (3840 * 2160, 8_000_000),
+)
+
+
+def default_video_bitrate(width: int, height: int, fps: float = 30.0) -> int:
+    """Bitrate for a frame size, interpolated between LiveKit-like presets."""
+    pixels = width * height
+    pts = _VIDEO_PRESETS
+    if pixels <= pts[0][0]:
+        rate = pts[0][1] * pixels / pts[0][0]
+    elif pixels >= pts[-1][0]:
+        rate = pts[-1][1]
+    else:
+        for (p0, r0), (p1, r1) in zip(pts, pts[1:]):
+            if p0 <= pixels <= p1:
+                rate = r0 + (r1 - r0) * (pixels - p0) / (p1 - p0)
+                break
+    rate *= max(0.3, min(fps, 60.0) / 30.0) ** 0.5
+    return int(max(50_000, rate))
+
+
+def audio_level_dbov(pcm: bytes) -> int:
+    """RFC 6464 level (0 = loudest, 127 = silence) of int16 PCM."""
+    x = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
+    if x.size == 0:
+        return 127
+    rms = math.sqrt(float(np.dot(x, x)) / x.size) / 32768.0
+    if rms <= 1e-7:
+        return 127
+    return max(0, min(127, int(round(-20.0 * math.log10(rms)))))
+
+
+class OpusPacketEncoder:
+    """20 ms PCM chunks in, ``av.Packet`` s (48 kHz pts) out."""
+
+    def __init__(self, sample_rate: int, channels: int, config: AudioEncoderConfig) -> None:
+        self.config = config
+        self._in_rate = sample_rate
+        self._in_channels = channels
+        self._layout = "stereo" if channels == 2 else "mono"
+        enc_rate = sample_rate if sample_rate in _OPUS_RATES else 48000
+        self._resampler: Any = None
+        if enc_rate != sample_rate:
+            self._resampler = av.AudioResampler(
+                format="s16", layout=self._layout, rate=48000, frame_size=960
+            )
+        codec: Any = av.CodecContext.create("libopus", "w")
+        codec.sample_rate = enc_rate
+        codec.layout = self._layout
+        codec.format = "s16"
+        codec.bit_rate = config.bitrate
+        codec.time_base = fractions.Fraction(1, enc_rate)
+        codec.options = {
+            "application": "voip" if channels == 1 else "audio",
+            "frame_duration": "20",
+            "vbr": "constrained",
+            "fec": "1",  # used by libopus once a packet-loss rate is known
+            "dtx": "1" if config.dtx else "0",
+        }
+        codec.open()
+        self._codec = codec
+        self._dtx_run = 0
+        self._next_pts: int | None = None
+        self.packets_out = 0
+
+    def encode(self, pcm: bytes, pts: int) -> list[Any]:
+        """Encode one chunk; ``pts`` is the chunk's start on the 48 kHz clock.
+
+        Packets get consecutive 20 ms timestamps; after a gap in the source clock (idle
+        source, skipped tick) the timestamps jump to ``pts``.
+        """
+        slack = 960 if self._resampler is None else 2880
+        if self._next_pts is None or pts >= self._next_pts + slack:
+            self._next_pts = pts
+        arr = np.frombuffer(pcm, dtype=np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(arr, format="s16", layout=self._layout)
+        frame.sample_rate = self._in_rate
+        frames = [frame] if self._resampler is None else self._resampler.resample(frame)
+        out: list[Any] = []
+        for f in frames:
+            for packet in self._codec.encode(f):
+                packet_pts = self._next_pts
+                self._next_pts += 960
+                if self.config.dtx and packet.size <= 3:
+                    self._dtx_run += 1
+                    if self._dtx_run % _DTX_KEEPALIVE != 1:
+                        continue
+                else:
+                    self._dtx_run = 0
+                packet.pts = packet_pts
+                packet.time_base = AUDIO_TIME_BASE
+                out.append(packet)
+        self.packets_out += len(out)
+        return out
+
+
+def to_av_video_frame(frame: VideoFrame) -> Any:
+    """An ``av.VideoFrame`` in yuv420p (what both encoders take) from a ``VideoFrame``."""
+    w, h, t = frame.width, frame.height, frame.type
+    packed = {
+        VideoBufferType.RGBA: ("rgba", 4),
+        VideoBufferType.BGRA: ("bgra", 4),
+        VideoBufferType.ARGB: ("argb", 4),
+        VideoBufferType.ABGR: ("abgr", 4),
+        VideoBufferType.RGB24: ("rgb24", 3),
+    }
+    if t in packed:
+        fmt, n = packed[t]
+        arr = np.frombuffer(frame.data, dtype=np.uint8)[: w * h * n].reshape(h, w, n)
+        return av.VideoFrame.from_ndarray(arr, format=fmt).reformat(format="yuv420p")
+    if t != VideoBufferType.I420:
+        frame = frame.convert(VideoBufferType.I420)
+    out = av.VideoFrame(w, h, "yuv420p")
+    src = np.frombuffer(frame.data, dtype=np.uint8)
+    cw, ch = (w + 1) // 2, (h + 1) // 2
+    off = 0
+    for plane, (pw, ph) in zip(out.planes, ((w, h), (cw, ch), (cw, ch))):
+        buf: Any = plane
+        dst = np.frombuffer(buf, dtype=np.uint8).reshape(-1, plane.line_size)
+        dst[:ph, :pw] = src[off : off + pw * ph].reshape(ph, pw)
+        off += pw * ph
+    return out
+
+
+class VideoPacketEncoder:
+    """yuv420p ``av.VideoFrame`` s in, ``av.Packet`` s (90 kHz pts) out; VP8 or H264."""
+
+    def __init__(self, mime: str, bitrate: int, fps: float) -> None:
+        mime = mime.lower()
+        if mime not in ("video/vp8", "video/h264"):
+            raise ValueError(f"unsupported video codec {mime!r}")
+        self.mime = mime
+        self.bitrate = int(bitrate)
+        self.fps = float(fps) if fps > 0 else 30.0
+        self._codec: Any = None
+        self._size: tuple[int, int] | None = None
+        self.keyframes = 0
+
+    def _open(self, width: int, height: int) -> Any:
+        fps = max(1, int(round(self.fps)))
+        if self.mime == "video/vp8":
+            codec: Any = av.CodecContext.create("libvpx", "w")
+            codec.options = {
+                "deadline": "realtime",
+                "cpu-used": "6",
+                "lag-in-frames": "0",
+                "minrate": str(self.bitrate),
+                "maxrate": str(self.bitrate),
+                "bufsize": str(self.bitrate),
+                "undershoot-pct": "95",
+                "overshoot-pct": "15",
+                "static-thresh": "1",
+                "error-resilient": "1",
+                "partitions": "0",
+            }
+            codec.qmin = 2
+            codec.qmax = 56
+            codec.thread_count = 1 if width * height <= 640 * 480 else min(4, os.cpu_count() or 1)
+        else:
+            codec = av.CodecContext.create("libx264", "w")
+            codec.profile = "Baseline"
+            codec.options = {
+                "preset": "veryfast",
+                "tune": "zerolatency",
+                "level": "31" if width * height <= 1280 * 720 else "41",
+                "forced-idr": "1",
+                "maxrate": str(self.bitrate),
+                "bufsize": str(self.bitrate),
+            }
+            codec.thread_count = 1 if width * height <= 640 * 480 else 2
+        codec.width = width
+        codec.height = height
+        codec.pix_fmt = "yuv420p"
+        codec.bit_rate = self.bitrate
+        codec.time_base = VIDEO_TIME_BASE
+        codec.framerate = fractions.Fraction(fps, 1)
+        codec.gop_size = fps * 10
+        codec.open()
+        return codec
+
+    def encode(self, frame: Any, pts: int, force_keyframe: bool) -> list[Any]:
+        """Encode one yuv420p frame with ``pts`` on the 90 kHz clock."""
+        size = (frame.width, frame.height)
+        if self._codec is None or size != self._size:
+            self._codec = self._open(*size)
+            self._size = size
+            force_keyframe = True
+        frame.pts = pts
+        frame.time_base = VIDEO_TIME_BASE
+        frame.pict_type = (
+            av.video.frame.PictureType.I if force_keyframe else av.video.frame.PictureType.NONE
+        )
+        packets = list(self._codec.encode(frame))
+        for p in packets:
+            p.pts = pts
+            p.time_base = VIDEO_TIME_BASE
+            if p.is_keyframe:
+                self.keyframes += 1
+        return packets

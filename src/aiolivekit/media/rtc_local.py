@@ -1,0 +1,240 @@
+"""aiortc ``MediaStreamTrack`` s of local tracks (what the engine adds to the publisher PC).
+
+``recv()`` returns pre-encoded ``av.Packet`` s (see :mod:`.codecs`) once a sender is
+attached; aiortc then only packetizes them. Without a sender (a plain ``addTrack`` in
+tests) raw ``av`` frames are returned and aiortc's own encoder is used.
+
+``attach_sender`` wraps two methods of that one sender instance:
+
+* ``_next_encoded_frame(codec)``: learns the negotiated codec before each ``recv()``
+  and puts the RFC 6464 audio level on audio packets (aiortc omits it on the
+  ``pack()`` path);
+* ``_send_keyframe()`` (PLI/FIR): forces a keyframe on the next video encode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import fractions
+import logging
+import time
+from typing import Any
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from . import codecs
+from .audio_source import AudioSource
+from .video_source import CapturedFrame, VideoSource
+
+__all__ = ["LocalAudioRtcTrack", "LocalVideoRtcTrack"]
+
+logger = logging.getLogger(__name__)
+
+_AUDIO_BACKLOG = 5  # 20 ms packets kept when the sender is slower than the clock
+
+
+class _LocalRtcTrack(MediaStreamTrack):
+    def __init__(self) -> None:
+        super().__init__()
+        self.muted = False
+        self.sender: Any = None
+        self.codec_mime: str | None = None
+        self.force_keyframe = False
+        self.audio_level: int | None = None
+
+    def attach_sender(self, sender: Any) -> None:
+        if self.sender is sender:
+            return
+        self.sender = sender
+        track = self
+        orig_next = sender._next_encoded_frame
+        orig_keyframe = sender._send_keyframe
+
+        async def _next_encoded_frame(codec: Any) -> Any:
+            track.codec_mime = codec.mimeType.lower()
+            enc = await orig_next(codec)
+            if enc is not None and track.kind == "audio" and track.audio_level is not None:
+                enc.audio_level = -track.audio_level  # aiortc negates it
+            return enc
+
+        def _send_keyframe() -> None:
+            track.force_keyframe = True
+            orig_keyframe()
+
+        sender._next_encoded_frame = _next_encoded_frame
+        sender._send_keyframe = _send_keyframe
+
+
+class LocalAudioRtcTrack(_LocalRtcTrack):
+    """Audio from an :class:`AudioSource`, Opus-encoded here."""
+
+    kind = "audio"
+
+    def __init__(self, source: AudioSource) -> None:
+        super().__init__()
+        self._source = source
+        self.config = codecs.audio_config(None, source.num_channels)
+        self._encoder: codecs.OpusPacketEncoder | None = None
+        self._queue: collections.deque[tuple[Any, int]] = collections.deque(maxlen=_AUDIO_BACKLOG)
+        self._waiter: asyncio.Future[None] | None = None
+        self._consuming = False
+        self._layout = "stereo" if source.num_channels == 2 else "mono"
+        source._add_sink(self._on_chunk)
+
+    def configure(self, config: codecs.AudioEncoderConfig) -> None:
+        self.config = config
+        self._encoder = None  # re-created with the new settings on the next chunk
+
+    def _on_chunk(self, pcm: bytes, pts: int) -> None:
+        if self.muted or not self._consuming:
+            return
+        level = codecs.audio_level_dbov(pcm)
+        if self.sender is None or self.codec_mime not in (None, "audio/opus"):
+            # aiortc encodes (no sender hooks, or a non-Opus codec was negotiated)
+            import numpy as np
+
+            frame = av.AudioFrame.from_ndarray(
+                np.frombuffer(pcm, dtype=np.int16).reshape(1, -1), format="s16", layout=self._layout
+            )
+            frame.sample_rate = self._source.sample_rate
+            frame.pts = pts * self._source.sample_rate // 48000
+            frame.time_base = fractions.Fraction(1, self._source.sample_rate)
+            self._queue.append((frame, level))
+        else:
+            if self._encoder is None:
+                self._encoder = codecs.OpusPacketEncoder(
+                    self._source.sample_rate, self._source.num_channels, self.config
+                )
+            for packet in self._encoder.encode(pcm, pts):
+                self._queue.append((packet, level))
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def recv(self) -> Any:
+        self._consuming = True
+        while not self._queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self.readyState != "live":
+            raise MediaStreamError
+        data, self.audio_level = self._queue.popleft()
+        return data
+
+    def stop(self) -> None:
+        self._source._remove_sink(self._on_chunk)
+        super().stop()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class LocalVideoRtcTrack(_LocalRtcTrack):
+    """Video from a :class:`VideoSource`, VP8/H264-encoded here (in the default executor)."""
+
+    kind = "video"
+
+    def __init__(self, source: VideoSource) -> None:
+        super().__init__()
+        self._source = source
+        self.config = codecs.VideoEncoderConfig()
+        self._encoder: codecs.VideoPacketEncoder | None = None
+        self._event = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_seq = 0
+        self._last_sent: float | None = None
+        self._last_pts: int | None = None
+        self._t0 = time.monotonic()
+        self.frames_encoded = 0
+
+    def configure(self, config: codecs.VideoEncoderConfig) -> None:
+        self.config = config
+        self._encoder = None
+
+    def _wake(self) -> None:
+        self._event.set()
+
+    def _pts(self, captured: CapturedFrame) -> int:
+        if captured.timestamp_us > 0:
+            pts = captured.timestamp_us * 9 // 100
+        else:
+            pts = int((time.monotonic() - self._t0) * 90000)
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
+        self._last_pts = pts
+        return pts
+
+    async def _next_frame(self) -> CapturedFrame:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+            self._source._add_sink(self._wake, loop)
+        fps = self.config.max_framerate
+        if fps > 0 and self._last_sent is not None:
+            delay = self._last_sent + 1.0 / fps - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)  # frames captured meanwhile collapse to the latest
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            captured = self._source._take_latest(self._last_seq)
+            if captured is not None and not self.muted:
+                self._last_seq = captured.seq
+                self._last_sent = loop.time()
+                return captured
+            if captured is not None:
+                self._last_seq = captured.seq  # muted: drop
+            self._event.clear()
+            await self._event.wait()
+
+    async def recv(self) -> Any:
+        while True:
+            captured = await self._next_frame()
+            pts = self._pts(captured)
+            loop = asyncio.get_running_loop()
+            if self.sender is None or self.codec_mime not in ("video/vp8", "video/h264"):
+                if self.sender is not None and self.codec_mime is not None:
+                    logger.warning("codec %s is encoded by aiortc", self.codec_mime)
+                frame = await loop.run_in_executor(None, codecs.to_av_video_frame, captured.frame)
+                frame.pts = pts
+                frame.time_base = codecs.VIDEO_TIME_BASE
+                return frame
+            encoder = self._encoder
+            if encoder is None or encoder.mime != self.codec_mime:
+                f = captured.frame
+                fps = self.config.max_framerate or 30.0
+                bitrate = self.config.max_bitrate or codecs.default_video_bitrate(f.width, f.height, fps)
+                encoder = self._encoder = codecs.VideoPacketEncoder(self.codec_mime, bitrate, fps)
+            force = self.force_keyframe
+            self.force_keyframe = False
+            packets = await loop.run_in_executor(
+                None, _encode_video, encoder, captured.frame, pts, force
+            )
+            if packets:
+                self.frames_encoded += 1
+                if len(packets) == 1:
+                    return packets[0]
+                merged = av.Packet(b"".join(bytes(p) for p in packets))
+                merged.pts = pts
+                merged.time_base = codecs.VIDEO_TIME_BASE
+                return merged
+
+    def stop(self) -> None:
+        self._source._remove_sink(self._wake)
+        super().stop()
+        self._event.set()
+
+
+def _encode_video(
+    encoder: codecs.VideoPacketEncoder, frame: Any, pts: int, force: bool
+) -> list[Any]:
+    return encoder.encode(codecs.to_av_video_frame(frame), pts, force)
+
+

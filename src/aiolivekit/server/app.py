@@ -1,0 +1,186 @@
+"""aiohttp routes of the dev server: ``/rtc`` signalling, validation, Twirp, health, CORS."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+from aiohttp import web
+from livekit.protocol import models as models_pb
+from livekit.protocol import rtc as rtc_pb
+
+from .auth import AuthError, TokenClaims, VideoGrant, join_grant, token_from_request, verify_token
+from .config import ServerConfig
+from .rooms import RoomManager
+from .session import MAX_SIGNAL_MESSAGE, Hub, ParticipantSession
+from .twirp import TWIRP_PREFIX, RoomService
+
+__all__ = ["LiveKitServerApp", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+_CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "OPTIONS, HEAD, GET, POST, PATCH, DELETE",
+    "Access-Control-Allow-Headers": "*",
+}
+
+PRUNE_INTERVAL = 5.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.method == "OPTIONS":
+        return web.Response(status=204, headers=_CORS)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers.update(_CORS)
+        raise
+    if not response.prepared:
+        response.headers.update(_CORS)
+    return response
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None:
+        return default
+    return value in ("1", "true")
+
+
+def _capabilities(text: str) -> list[int]:
+    out: list[int] = []
+    for name in text.split(","):
+        name = name.strip()
+        if not name:
+            continue
+        try:
+            out.append(models_pb.ClientInfo.Capability.Value(name))
+        except ValueError:
+            continue
+    return out
+
+
+class LiveKitServerApp:
+    """The state of one running server and its aiohttp application."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.rooms = RoomManager()
+        self.hub = Hub(self.rooms, config.ice_addresses())
+        self.room_service = RoomService(self.rooms, config.keys)
+        self.app = web.Application(middlewares=[_cors_middleware],
+                                   client_max_size=10 * 1024 * 1024)
+        self.app.router.add_get("/", self._health)
+        self.app.router.add_get("/rtc", self._rtc)
+        self.app.router.add_get("/rtc/validate", self._validate)
+        self.app.router.add_get("/rtc/v1", self._not_found)
+        self.app.router.add_get("/rtc/v1/validate", self._not_found)
+        self.app.router.add_post(TWIRP_PREFIX + "{method}", self._twirp)
+        self.app.router.add_route("OPTIONS", "/{tail:.*}", self._not_found)
+        self.app.on_startup.append(self._on_startup)
+        self.app.on_shutdown.append(self._on_shutdown)
+        self._pruner: asyncio.Task[None] | None = None
+
+    async def _on_startup(self, app: web.Application) -> None:
+        self._pruner = asyncio.ensure_future(self._prune_loop())
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
+        await self.hub.close_all()
+
+    async def _prune_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_INTERVAL)
+            for name in self.rooms.prune(time.time()):
+                logger.info("closed empty room %s", name)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _authenticate(self, request: web.Request) -> tuple[TokenClaims, VideoGrant]:
+        token = token_from_request(request.headers.get("Authorization"),
+                                   _query(request.query))
+        claims = verify_token(token, self.config.keys, time.time()) if token else None
+        return claims, join_grant(claims)  # type: ignore[return-value]
+
+    @staticmethod
+    def _error(exc: AuthError) -> web.Response:
+        return web.Response(status=exc.status, text=exc.message, headers=_CORS)
+
+    # ------------------------------------------------------------------ routes
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        return web.Response(status=404, text="404 page not found", headers=_CORS)
+
+    async def _validate(self, request: web.Request) -> web.Response:
+        try:
+            self._authenticate(request)
+        except AuthError as exc:
+            return self._error(exc)
+        return web.Response(text="success", headers=_CORS)
+
+    async def _twirp(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        result = self.room_service.handle(
+            request.match_info["method"], body, request.headers.get("Content-Type", ""),
+            request.headers.get("Authorization"), time.time())
+        self.hub.dispatch(result.effects)
+        return web.Response(status=result.status, body=result.body,
+                            content_type=result.content_type, headers=_CORS)
+
+    async def _rtc(self, request: web.Request) -> web.StreamResponse:
+        try:
+            claims, grant = self._authenticate(request)
+        except AuthError as exc:
+            logger.info("refused join: %s %s", exc.status, exc.message)
+            return self._error(exc)
+        ws = web.WebSocketResponse(max_msg_size=4 * MAX_SIGNAL_MESSAGE, heartbeat=10.0)
+        if not ws.can_prepare(request).ok:
+            return web.Response(status=404, text="404 page not found", headers=_CORS)
+        await ws.prepare(request)
+        query = request.query
+        if _bool(query.get("reconnect"), False):
+            logger.info("refusing resume of %s: sessions cannot be resumed", claims.identity)
+            await ws.send_bytes(rtc_pb.SignalResponse(leave=rtc_pb.LeaveRequest(
+                reason=models_pb.DisconnectReason.STATE_MISMATCH,
+                action=rtc_pb.LeaveRequest.Action.RECONNECT)).SerializeToString())
+            await ws.close()
+            return ws
+        try:
+            client_protocol = int(query.get("client_protocol", "0") or 0)
+        except ValueError:
+            client_protocol = 0
+        now = time.time()
+        room = self.rooms.get_or_create(grant.room, now)
+        participant, join, effects = room.join(
+            claims.identity, grant, now,
+            name=claims.name, metadata=claims.metadata, attributes=claims.attributes,
+            kind=claims.kind, client_protocol=client_protocol,
+            capabilities=_capabilities(query.get("capabilities", "")),
+            auto_subscribe=_bool(query.get("auto_subscribe"), True),
+        )
+        logger.info("participant %s (%s) joined room %s", participant.identity,
+                    participant.sid, room.name)
+        session = ParticipantSession(self.hub, ws, room, participant)
+        self.hub.sessions[participant.sid] = session
+        await session.run(join, effects)
+        logger.info("participant %s (%s) left room %s", participant.identity,
+                    participant.sid, room.name)
+        return ws
+
+
+def _query(query: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in query.items()}
+
+
+def create_app(config: ServerConfig | None = None) -> web.Application:
+    """An aiohttp application serving the dev server (for ``aiohttp.web.run_app``)."""
+    return LiveKitServerApp(config or ServerConfig()).app

@@ -1,0 +1,161 @@
+"""``DevServer``: the embedded LiveKit-compatible server, in-process, as an async context manager."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import warnings
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+from livekit import api
+
+from .app import LiveKitServerApp
+from .config import DEV_API_KEY, DEV_API_SECRET, ServerConfig
+
+__all__ = ["DevServer"]
+
+logger = logging.getLogger(__name__)
+
+
+class DevServer:
+    """A LiveKit-compatible server running in the current event loop.
+
+    ``port=0`` picks a free port. ``keys`` (API key -> secret) replaces the single
+    ``api_key``/``api_secret`` pair; the first key is the one :meth:`token` signs with.
+
+    >>> async with DevServer() as server:          # doctest: +SKIP
+    ...     token = server.token("alice")
+    ...     await room.connect(server.url, token)
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: str = DEV_API_KEY,
+                 api_secret: str = DEV_API_SECRET, keys: dict[str, str] | None = None) -> None:
+        if keys:
+            api_key, api_secret = next(iter(keys.items()))
+        self.host = host
+        self.api_key = api_key
+        self.api_secret = api_secret
+        self._config = ServerConfig(host=host, port=port,
+                                    keys=dict(keys) if keys else {api_key: api_secret})
+        self._requested_port = port
+        self._port: int | None = None
+        self._server: LiveKitServerApp | None = None
+        self._runner: web.AppRunner | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> DevServer:
+        """Bind and start serving."""
+        if self._runner is not None:
+            return self
+        self._server = LiveKitServerApp(self._config)
+        runner = web.AppRunner(self._server.app, handle_signals=False, access_log=None,
+                               shutdown_timeout=5.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._requested_port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr,attr-defined]
+        self._port = sockets[0].getsockname()[1] if sockets else self._requested_port
+        self._config.port = self._port
+        logger.info("aiolivekit dev server listening on %s", self.url)
+        return self
+
+    async def aclose(self) -> None:
+        """Disconnect everyone (Leave SERVER_SHUTDOWN) and stop serving."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> DevServer:
+        return await self.start()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ addresses
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("DevServer is not started")
+        return self._port
+
+    @property
+    def _host_for_url(self) -> str:
+        host = self.host
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return host
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port`` for clients."""
+        return f"ws://{self._host_for_url}:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        """``http://host:port`` for the server API."""
+        return f"http://{self._host_for_url}:{self.port}"
+
+    @property
+    def app(self) -> LiveKitServerApp:
+        if self._server is None:
+            raise RuntimeError("DevServer is not started")
+        return self._server
+
+    # ------------------------------------------------------------------ tokens
+
+    def token(
+        self,
+        identity: str,
+        room: str = "test-room",
+        *,
+        name: str | None = None,
+        metadata: str | None = None,
+        attributes: dict[str, str] | None = None,
+        can_publish: bool = True,
+        can_subscribe: bool = True,
+        can_publish_data: bool = True,
+        can_update_metadata: bool = True,
+        can_publish_sources: list[str] | None = None,
+        hidden: bool = False,
+        room_admin: bool = False,
+        ttl: float = 3600,
+    ) -> str:
+        """Mint a join token for ``identity`` in ``room`` signed with this server's key."""
+        grants = api.VideoGrants(
+            room_join=True,
+            room=room,
+            can_publish=can_publish,
+            can_subscribe=can_subscribe,
+            can_publish_data=can_publish_data,
+            can_update_own_metadata=can_update_metadata,
+            can_publish_sources=can_publish_sources,
+            hidden=hidden or None,
+            room_admin=room_admin or None,
+        )
+        tok = (api.AccessToken(self.api_key, self.api_secret).with_identity(identity)
+               .with_grants(grants).with_ttl(datetime.timedelta(seconds=ttl)))
+        if name is not None:
+            tok = tok.with_name(name)
+        if metadata is not None:
+            tok = tok.with_metadata(metadata)
+        if attributes:
+            tok = tok.with_attributes(attributes)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # short dev secrets trigger InsecureKeyLengthWarning
+            return tok.to_jwt()
+
+    def __repr__(self) -> str:
+        state: Any = self.url if self._port is not None else "stopped"
+        return f"<DevServer {state}>"

@@ -1,0 +1,432 @@
+"""Sans-I/O RTP rewriting for the SFU forwarder.
+
+Everything here is plain arithmetic on integers and bytes; the current time is passed
+in. One :class:`RtpMunger` exists per (published track, subscriber) pair and maps the
+publisher's SSRC / sequence number / timestamp space onto the subscriber's, keeping
+gaps (so the subscriber can NACK real losses) and continuing seamlessly when the
+source changes (new publisher SSRC, resume after pause). :class:`RtpHeaderWriter`
+serialises the outgoing header with the subscriber's extension ids in front of the
+untouched payload (encrypted payloads pass through as they are).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+
+__all__ = [
+    "RtpMunger",
+    "RtpHeaderWriter",
+    "KeyframeRequestLimiter",
+    "is_keyframe_start",
+    "rtx_wrap",
+    "abs_send_time",
+    "ntp_time",
+    "seq_newer",
+    "h264_fmtp_score",
+]
+
+logger = logging.getLogger(__name__)
+
+_SEQ_MOD = 1 << 16
+_TS_MOD = 1 << 32
+_NTP_EPOCH_OFFSET = 2208988800  # seconds between 1900-01-01 and 1970-01-01
+
+_pack_header = struct.Struct("!BBHII").pack_into
+_pack_header_bytes = struct.Struct("!BBHII").pack
+
+
+def seq_newer(a: int, b: int) -> bool:
+    """``True`` when 16-bit sequence number ``a`` is after ``b`` (RFC 3550 arithmetic)."""
+    return a != b and ((a - b) & 0xFFFF) < 0x8000
+
+
+def abs_send_time(now: float) -> int:
+    """24-bit abs-send-time (6.18 fixed point seconds) for a Unix time."""
+    return int(now * 262144.0) & 0xFFFFFF
+
+
+def ntp_time(now: float) -> int:
+    """64-bit NTP timestamp for a Unix time."""
+    return int((now + _NTP_EPOCH_OFFSET) * 4294967296.0)
+
+
+class RtpMunger:
+    """Maps one incoming RTP stream onto one outgoing stream.
+
+    ``rewrite()`` returns ``(seq, ts)`` for the outgoing packet or ``None`` when the
+    packet must be dropped (paused, too old after a switch, waiting for a keyframe).
+
+    * Within one source the offsets are constant, so gaps and reordering are kept.
+    * On a new source SSRC, or the first packet after ``set_paused(False)``, new
+      offsets are chosen so the outgoing sequence continues at ``last + 1`` and the
+      timestamp advances by the wall-clock time elapsed since the last sent packet.
+    * ``wait_for_keyframe`` (video): after a (re)start only a packet that starts a
+      keyframe opens the gate, unless ``keyframe_timeout`` seconds pass.
+    """
+
+    def __init__(
+        self,
+        clock_rate: int,
+        *,
+        initial_sequence: int = 0,
+        initial_timestamp: int = 0,
+        wait_for_keyframe: bool = False,
+        keyframe_timeout: float = 2.0,
+    ) -> None:
+        if clock_rate <= 0:
+            raise ValueError(f"clock rate must be positive, got {clock_rate}")
+        self.clock_rate = clock_rate
+        self.wait_for_keyframe = wait_for_keyframe
+        self.keyframe_timeout = keyframe_timeout
+        self.paused = False
+        self._started = False
+        self._resync = True
+        self._source_ssrc: int | None = None
+        self._seq_offset = 0
+        self._ts_offset = 0
+        self._highest_in_seq = 0
+        self._ext_highest = 0
+        self._last_out_seq = (initial_sequence - 1) & 0xFFFF
+        self._last_out_ts = initial_timestamp & 0xFFFFFFFF
+        self._last_out_time: float | None = None
+        self._gate_open = not wait_for_keyframe
+        self._gate_since: float | None = None
+        self.dropped = 0
+
+    @property
+    def gate_open(self) -> bool:
+        """``False`` while waiting for a keyframe."""
+        return self._gate_open
+
+    @property
+    def last_sequence(self) -> int:
+        return self._last_out_seq
+
+    @property
+    def last_timestamp(self) -> int:
+        return self._last_out_ts
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause drops everything; resuming re-syncs (and re-waits for a keyframe)."""
+        if paused == self.paused:
+            return
+        self.paused = paused
+        if not paused:
+            self._resync = True
+            if self.wait_for_keyframe:
+                self._gate_open = False
+                self._gate_since = None
+
+    def needs_keyframe(self) -> bool:
+        """``True`` while the gate is closed (the owner should ask upstream)."""
+        return not self.paused and not self._gate_open
+
+    def rewrite(
+        self, ssrc: int, seq: int, ts: int, now: float, keyframe_start: bool = False
+    ) -> tuple[int, int] | None:
+        """Map one incoming packet; ``keyframe_start`` only matters while gated."""
+        if self.paused:
+            self.dropped += 1
+            return None
+
+        if ssrc != self._source_ssrc and self._started:
+            # new source: continue the sequence, needs a keyframe for video
+            self._resync = True
+            if self.wait_for_keyframe:
+                self._gate_open = False
+                self._gate_since = None
+
+        if not self._gate_open:
+            if self._gate_since is None:
+                self._gate_since = now
+            if keyframe_start or now - self._gate_since >= self.keyframe_timeout:
+                self._gate_open = True
+                self._gate_since = None
+            else:
+                self.dropped += 1
+                return None
+
+        if self._resync:
+            self._resync = False
+            next_seq = (self._last_out_seq + 1) & 0xFFFF
+            if self._started and self._last_out_time is not None:
+                elapsed = max(now - self._last_out_time, 0.0)
+                delta = max(int(elapsed * self.clock_rate), 1)
+            else:
+                delta = 0 if not self._started else 1
+            next_ts = (self._last_out_ts + delta) & 0xFFFFFFFF
+            self._seq_offset = (next_seq - seq) & 0xFFFF
+            self._ts_offset = (next_ts - ts) & 0xFFFFFFFF
+            self._highest_in_seq = seq
+            self._ext_highest = 0  # extended numbers count from the switch point
+            self._source_ssrc = ssrc
+            self._started = True
+            self._last_out_seq = next_seq
+            self._last_out_ts = next_ts
+            self._last_out_time = now
+            return next_seq, next_ts
+
+        # same source: extended (wrap-free) input numbering, relative to the newest
+        diff = ((seq - self._highest_in_seq + 0x8000) & 0xFFFF) - 0x8000
+        ext = self._ext_highest + diff
+        if ext < 0:
+            # from before the switch point: would collide with sequence numbers
+            # already used for the previous source
+            self.dropped += 1
+            return None
+        out_seq = (seq + self._seq_offset) & 0xFFFF
+        out_ts = (ts + self._ts_offset) & 0xFFFFFFFF
+        if diff > 0:
+            self._highest_in_seq = seq
+            self._ext_highest = ext
+            self._last_out_seq = out_seq
+            self._last_out_ts = out_ts
+            self._last_out_time = now
+        return out_seq, out_ts
+
+
+def _vp8_keyframe_start(payload: bytes) -> bool:
+    # RFC 7741 payload descriptor, then the VP8 payload header (P bit 0 = key frame)
+    n = len(payload)
+    if n < 1:
+        return False
+    b0 = payload[0]
+    if not b0 & 0x10 or b0 & 0x0F != 0:  # S bit set and partition index 0
+        return False
+    pos = 1
+    if b0 & 0x80:  # X
+        if n < 2:
+            return False
+        x = payload[1]
+        pos = 2
+        if x & 0x80:  # I
+            if n <= pos:
+                return False
+            pos += 2 if payload[pos] & 0x80 else 1
+        if x & 0x40:  # L
+            pos += 1
+        if x & 0x30:  # T or K
+            pos += 1
+    if n <= pos:
+        return False
+    return payload[pos] & 0x01 == 0
+
+
+def _h264_keyframe_start(payload: bytes) -> bool:
+    # RFC 6184: single NAL, STAP-A (24), FU-A (28); IDR=5, SPS=7
+    n = len(payload)
+    if n < 1:
+        return False
+    nal_type = payload[0] & 0x1F
+    if nal_type in (5, 7):
+        return True
+    if nal_type == 24:
+        pos = 1
+        while pos + 2 < n:
+            size = (payload[pos] << 8) | payload[pos + 1]
+            pos += 2
+            if pos >= n:
+                break
+            if payload[pos] & 0x1F in (5, 7):
+                return True
+            pos += size
+        return False
+    if nal_type == 28 and n >= 2:
+        fu = payload[1]
+        return bool(fu & 0x80) and (fu & 0x1F) in (5, 7)
+    return False
+
+
+def is_keyframe_start(mime_type: str, payload: bytes) -> bool:
+    """Whether an RTP payload starts a key frame (VP8, H264); ``True`` for other codecs."""
+    mime = mime_type.lower()
+    if mime == "video/vp8":
+        return _vp8_keyframe_start(payload)
+    if mime == "video/h264":
+        return _h264_keyframe_start(payload)
+    return True
+
+
+class RtpHeaderWriter:
+    """Serialises outgoing RTP packets for one subscriber stream.
+
+    Only the extensions the subscriber negotiated are written (one-byte header form,
+    RFC 8285): ``mid`` (constant), ``abs-send-time`` (per packet) and the publisher's
+    ``ssrc-audio-level`` value.
+    """
+
+    def __init__(
+        self,
+        ssrc: int,
+        payload_type: int,
+        *,
+        mid: str | None = None,
+        mid_id: int | None = None,
+        abs_send_time_id: int | None = None,
+        audio_level_id: int | None = None,
+    ) -> None:
+        for name, ext_id in (
+            ("mid", mid_id),
+            ("abs-send-time", abs_send_time_id),
+            ("audio-level", audio_level_id),
+        ):
+            if ext_id is not None and not 1 <= ext_id <= 14:
+                raise ValueError(f"{name} extension id {ext_id} out of range 1..14")
+        self.ssrc = ssrc & 0xFFFFFFFF
+        self.payload_type = payload_type & 0x7F
+        self._mid_elem = b""
+        if mid is not None and mid_id is not None:
+            mid_bytes = mid.encode("utf8")
+            if not 1 <= len(mid_bytes) <= 16:
+                raise ValueError("mid must be 1..16 bytes")
+            self._mid_elem = bytes([(mid_id << 4) | (len(mid_bytes) - 1)]) + mid_bytes
+        self._ast_id = abs_send_time_id
+        self._al_id = audio_level_id
+        # precomputed pieces for build_simple(): index = whether audio level is present
+        self._simple: list[tuple[int, bytes, bytes, bool]] = []
+        for with_al in (False, True):
+            size = len(self._mid_elem)
+            if abs_send_time_id is not None:
+                size += 4
+            if with_al and audio_level_id is not None:
+                size += 2
+            pad = (-size) % 4
+            words = (size + pad) >> 2
+            head = self._mid_elem
+            if abs_send_time_id is not None:
+                head += bytes(((abs_send_time_id << 4) | 2,))
+            first = 0x90 if size else 0x80
+            prefix = (b"\xbe\xde" + words.to_bytes(2, "big") + head) if size else b""
+            self._simple.append((first, prefix, bytes(pad), abs_send_time_id is not None))
+        self._al_byte = (audio_level_id << 4) if audio_level_id is not None else None
+
+    def build_simple(
+        self,
+        marker: int,
+        seq: int,
+        ts: int,
+        payload: bytes,
+        audio_level: tuple[bool, int] | None,
+        send_time: int,
+    ) -> bytes:
+        """Fast :meth:`build` for the common case: no CSRC, no padding."""
+        al_byte = self._al_byte
+        if audio_level is not None and al_byte is not None:
+            first, prefix, pad, ast = self._simple[1]
+            vad, level = audio_level
+            tail = bytes((al_byte, (0x80 if vad else 0) | (level & 0x7F))) + pad
+        else:
+            first, prefix, pad, ast = self._simple[0]
+            tail = pad
+        header = _pack_header_bytes(
+            first, (marker << 7) | self.payload_type, seq, ts, self.ssrc
+        )
+        if ast:
+            return header + prefix + send_time.to_bytes(3, "big") + tail + payload
+        return header + prefix + tail + payload
+
+    def build(
+        self,
+        marker: int,
+        seq: int,
+        ts: int,
+        payload: bytes,
+        *,
+        csrc: list[int] | None = None,
+        audio_level: tuple[bool, int] | None = None,
+        send_time: int | None = None,
+        padding_size: int = 0,
+    ) -> tuple[bytes, int]:
+        """Return ``(packet, header_length)``."""
+        ext = self._mid_elem
+        if self._ast_id is not None and send_time is not None:
+            ext += bytes(
+                (
+                    (self._ast_id << 4) | 2,
+                    (send_time >> 16) & 0xFF,
+                    (send_time >> 8) & 0xFF,
+                    send_time & 0xFF,
+                )
+            )
+        if self._al_id is not None and audio_level is not None:
+            vad, level = audio_level
+            ext += bytes(((self._al_id << 4), (0x80 if vad else 0) | (level & 0x7F)))
+        cc = len(csrc) if csrc else 0
+        first = 0x80 | cc
+        if padding_size:
+            first |= 0x20
+        if ext:
+            first |= 0x10
+        header = bytearray(12)
+        _pack_header(
+            header, 0, first, ((marker & 1) << 7) | self.payload_type, seq, ts, self.ssrc
+        )
+        if cc:
+            header += struct.pack(f"!{cc}I", *csrc)  # type: ignore[misc]
+        if ext:
+            pad = (-len(ext)) % 4
+            words = (len(ext) + pad) >> 2
+            header += b"\xbe\xde" + bytes(((words >> 8) & 0xFF, words & 0xFF)) + ext
+            if pad:
+                header += bytes(pad)
+        header_len = len(header)
+        if padding_size:
+            if not 1 <= padding_size <= 255:
+                raise ValueError("padding size must be 1..255")
+            return bytes(header) + payload + bytes(padding_size - 1) + bytes(
+                (padding_size,)
+            ), header_len
+        return bytes(header) + payload, header_len
+
+
+def rtx_wrap(
+    packet: bytes, header_length: int, rtx_payload_type: int, rtx_sequence: int, rtx_ssrc: int
+) -> bytes:
+    """RFC 4588 retransmission packet from a serialised original (padding dropped)."""
+    if len(packet) < header_length or header_length < 12:
+        raise ValueError("packet shorter than its header")
+    first = packet[0]
+    original_seq = packet[2:4]
+    payload_end = len(packet)
+    if first & 0x20:
+        payload_end -= packet[-1]
+    out = bytearray(packet[:header_length])
+    out[0] = first & ~0x20
+    out[1] = (packet[1] & 0x80) | (rtx_payload_type & 0x7F)
+    struct.pack_into("!H", out, 2, rtx_sequence & 0xFFFF)
+    struct.pack_into("!I", out, 8, rtx_ssrc & 0xFFFFFFFF)
+    return bytes(out) + original_seq + packet[header_length:payload_end]
+
+
+class KeyframeRequestLimiter:
+    """Rate limit for PLIs sent upstream (many subscribers, one publisher)."""
+
+    def __init__(self, min_interval: float = 0.5) -> None:
+        self.min_interval = min_interval
+        self._last: float | None = None
+
+    def allow(self, now: float) -> bool:
+        if self._last is not None and now - self._last < self.min_interval:
+            return False
+        self._last = now
+        return True
+
+
+def _h264_params(parameters: dict[str, object]) -> tuple[str, str]:
+    profile = str(parameters.get("profile-level-id", "42e01f")).lower()
+    mode = str(parameters.get("packetization-mode", "0"))
+    return profile[:4], mode
+
+
+def h264_fmtp_score(publisher: dict[str, object], candidate: dict[str, object]) -> int:
+    """How well a subscriber H264 codec matches the publisher's (higher is better).
+
+    2 = same packetization-mode and profile (profile_idc + constraint flags),
+    1 = same packetization-mode, 0 = otherwise.
+    """
+    p_profile, p_mode = _h264_params(publisher)
+    c_profile, c_mode = _h264_params(candidate)
+    if p_mode != c_mode:
+        return 0
+    return 2 if p_profile == c_profile else 1

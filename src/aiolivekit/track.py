@@ -1,0 +1,351 @@
+"""Track classes: local tracks wrap a media source, remote tracks wrap an aiortc track.
+
+Internal contract with the client engine
+----------------------------------------
+Local tracks (``LocalAudioTrack`` / ``LocalVideoTrack``)::
+
+    local_track._rtc_track          # aiortc MediaStreamTrack (kind "audio"/"video"); its
+                                    # ``id`` (a uuid4) is the AddTrackRequest ``cid``; recv()
+                                    # yields pre-encoded av.Packets once a sender is attached
+    local_track._configure(options: TrackPublishOptions) -> None
+                                    # before publishing: Opus channels/bitrate/DTX,
+                                    # VP8/H264 max_bitrate/max_framerate
+    local_track._attach_sender(sender: RTCRtpSender) -> None
+                                    # after addTransceiver: learns the negotiated codec,
+                                    # handles PLI/FIR, kept for get_stats()
+    local_track._on_mute_changed: Callable[[bool], None] | None
+                                    # set by the participant; mute()/unmute() call it
+    local_track._set_sid(sid: str) -> None
+    local_track._close() -> None    # on unpublish/disconnect: stop the aiortc track
+    local_track._publish_info() -> dict
+                                    # for the AddTrackRequest, after _configure():
+                                    # audio {"stereo", "dtx", "bitrate"};
+                                    # video {"width", "height", "max_bitrate", "max_framerate"}
+
+Remote tracks::
+
+    RemoteAudioTrack._from_rtc(rtc_track, *, sid, name, receiver=None) -> RemoteAudioTrack
+    RemoteVideoTrack._from_rtc(rtc_track, *, sid, name, receiver=None) -> RemoteVideoTrack
+                                    # must be called with a running loop; starts ONE pump
+                                    # task that always drains aiortc's (unbounded) queue and
+                                    # fans frames out to bounded per-stream queues
+    remote_track._set_muted(muted: bool) -> None
+    remote_track._set_stream_state(state: StreamState) -> None
+    await remote_track._close() -> None   # stop the pump, end every stream of this track
+
+``get_stats()`` returns the aiortc stats objects (``RTCOutboundRtpStreamStats``,
+``RTCRemoteInboundRtpStreamStats``, ``RTCInboundRtpStreamStats``, ``RTCTransportStats``...,
+each with ``.type``) of the attached sender/receiver; ``[]`` when there is none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union
+
+from .types import StreamState, TrackKind, TrackPublishOptions
+
+if TYPE_CHECKING:
+    from .media.audio_source import AudioSource
+    from .media.video_source import VideoSource
+
+__all__ = [
+    "Track",
+    "LocalAudioTrack",
+    "LocalVideoTrack",
+    "RemoteAudioTrack",
+    "RemoteVideoTrack",
+    "LocalTrack",
+    "RemoteTrack",
+    "AudioTrack",
+    "VideoTrack",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class _StreamSink(Protocol):
+    def _push(self, item: Any) -> None: ...
+
+    def _end(self) -> None: ...
+
+
+class Track:
+    """Base of all tracks; not constructed by users."""
+
+    _KIND = TrackKind.KIND_UNKNOWN
+
+    def __init__(self, name: str, sid: str = "") -> None:
+        self._name = name
+        self._sid = sid
+        self._muted = False
+        self._stream_state = StreamState.STATE_ACTIVE
+        self._sender: Any = None
+        self._receiver: Any = None
+
+    @property
+    def sid(self) -> str:
+        return self._sid
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def kind(self) -> TrackKind:
+        return self._KIND
+
+    @property
+    def stream_state(self) -> StreamState:
+        return self._stream_state
+
+    @property
+    def muted(self) -> bool:
+        return self._muted
+
+    def _set_sid(self, sid: str) -> None:
+        self._sid = sid
+
+    def _set_stream_state(self, state: StreamState) -> None:
+        self._stream_state = StreamState(state)
+
+    async def get_stats(self) -> list[Any]:
+        """RTP statistics of this track's sender or receiver (aiortc stats objects)."""
+        out: list[Any] = []
+        for end in (self._sender, self._receiver):
+            if end is None:
+                continue
+            report = await asyncio.wait_for(end.getStats(), timeout=5.0)
+            out.extend(report.values())
+        return out
+
+    def __repr__(self) -> str:
+        return f"rtc.{type(self).__name__}(sid={self._sid}, name={self._name})"
+
+
+# --------------------------------------------------------------------------- local
+
+
+class _LocalTrackMixin(Track):
+    _rtc_track: Any
+
+    def _init_local(self) -> None:
+        self._on_mute_changed: Optional[Callable[[bool], None]] = None
+
+    def _attach_sender(self, sender: Any) -> None:
+        self._sender = sender
+        self._rtc_track.attach_sender(sender)
+
+    def _set_muted_local(self, muted: bool) -> None:
+        if self._muted == muted:
+            return
+        self._muted = muted
+        self._rtc_track.muted = muted
+        if muted is False and self._KIND == TrackKind.KIND_VIDEO:
+            self._rtc_track.force_keyframe = True
+        cb = self._on_mute_changed
+        if cb is not None:
+            cb(muted)
+
+    def mute(self) -> None:
+        """Stop sending media and tell the server the track is muted."""
+        self._set_muted_local(True)
+
+    def unmute(self) -> None:
+        self._set_muted_local(False)
+
+    def _close(self) -> None:
+        self._rtc_track.stop()
+
+
+class LocalAudioTrack(_LocalTrackMixin):
+    """An audio track fed by an :class:`AudioSource` (Opus, mono unless the source is stereo)."""
+
+    _KIND = TrackKind.KIND_AUDIO
+
+    def __init__(self, name: str, source: AudioSource) -> None:
+        super().__init__(name)
+        from .media.rtc_local import LocalAudioRtcTrack
+
+        self._init_local()
+        self._source = source
+        self._rtc_track = LocalAudioRtcTrack(source)
+
+    @staticmethod
+    def create_audio_track(name: str, source: AudioSource) -> LocalAudioTrack:
+        from .media.audio_source import AudioSource
+
+        if not isinstance(source, AudioSource):
+            raise TypeError("source must be an AudioSource")
+        return LocalAudioTrack(name, source)
+
+    def _configure(self, options: TrackPublishOptions) -> None:
+        from .media import codecs
+
+        self._rtc_track.configure(codecs.audio_config(options, self._source.num_channels))
+
+    def _publish_info(self) -> dict[str, Any]:
+        cfg = self._rtc_track.config
+        return {"stereo": cfg.channels == 2, "dtx": cfg.dtx, "bitrate": cfg.bitrate}
+
+
+class LocalVideoTrack(_LocalTrackMixin):
+    """A video track fed by a :class:`VideoSource` (VP8 or H264, as negotiated)."""
+
+    _KIND = TrackKind.KIND_VIDEO
+
+    def __init__(self, name: str, source: VideoSource) -> None:
+        super().__init__(name)
+        from .media.rtc_local import LocalVideoRtcTrack
+
+        self._init_local()
+        self._source = source
+        self._rtc_track = LocalVideoRtcTrack(source)
+
+    @staticmethod
+    def create_video_track(name: str, source: VideoSource) -> LocalVideoTrack:
+        from .media.video_source import VideoSource
+
+        if not isinstance(source, VideoSource):
+            raise TypeError("source must be a VideoSource")
+        return LocalVideoTrack(name, source)
+
+    def _configure(self, options: TrackPublishOptions) -> None:
+        from .media import codecs
+
+        self._rtc_track.configure(codecs.video_config(options))
+
+    def _publish_info(self) -> dict[str, Any]:
+        from .media import codecs
+
+        cfg = self._rtc_track.config
+        w, h = self._source.width, self._source.height
+        fps = cfg.max_framerate or 30.0
+        return {
+            "width": w,
+            "height": h,
+            "max_bitrate": cfg.max_bitrate or codecs.default_video_bitrate(w, h, fps),
+            "max_framerate": fps,
+        }
+
+
+# --------------------------------------------------------------------------- remote
+
+
+class _RemoteTrackBase(Track):
+    def __init__(self, name: str, sid: str) -> None:
+        super().__init__(name, sid)
+        self._rtc_track: Any = None
+        self._streams: list[_StreamSink] = []
+        self._pump_task: asyncio.Task[None] | None = None
+        self._ended = False
+        self.frames_received = 0
+
+    def _start(self, rtc_track: Any, receiver: Any) -> None:
+        self._rtc_track = rtc_track
+        self._receiver = receiver
+        self._pump_task = asyncio.get_running_loop().create_task(self._pump())
+
+    def _set_muted(self, muted: bool) -> None:
+        self._muted = bool(muted)
+
+    def _add_stream(self, stream: _StreamSink) -> None:
+        if self._ended:
+            stream._end()
+        elif stream not in self._streams:
+            self._streams.append(stream)
+
+    def _remove_stream(self, stream: _StreamSink) -> None:
+        if stream in self._streams:
+            self._streams.remove(stream)
+
+    def _convert(self, frame: Any) -> Any:
+        raise NotImplementedError
+
+    async def _pump(self) -> None:
+        from aiortc.mediastreams import MediaStreamError
+
+        recv = self._rtc_track.recv
+        try:
+            while True:
+                frame = await recv()
+                self.frames_received += 1
+                if not self._streams:
+                    continue  # nobody listens: drop, but keep draining aiortc's queue
+                item = self._convert(frame)
+                for stream in tuple(self._streams):
+                    stream._push(item)
+        except MediaStreamError:
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("remote track %s: receive loop failed", self._sid)
+        finally:
+            self._end_streams()
+
+    def _end_streams(self) -> None:
+        self._ended = True
+        streams, self._streams = self._streams, []
+        for stream in streams:
+            stream._end()
+
+    async def _close(self) -> None:
+        task, self._pump_task = self._pump_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._end_streams()
+
+
+class RemoteAudioTrack(_RemoteTrackBase):
+    """An audio track received from another participant; read it with ``AudioStream``."""
+
+    _KIND = TrackKind.KIND_AUDIO
+
+    @classmethod
+    def _from_rtc(
+        cls, rtc_track: Any, *, sid: str, name: str, receiver: Any = None
+    ) -> RemoteAudioTrack:
+        track = cls(name, sid)
+        track._start(rtc_track, receiver)
+        return track
+
+    def _convert(self, frame: Any) -> Any:
+        from .media.audio_frame import AudioFrame
+
+        channels = len(frame.layout.channels)
+        samples = frame.samples
+        if frame.format.name != "s16":
+            frame = frame.reformat(format="s16")
+        data = bytes(frame.planes[0])[: samples * channels * 2]
+        return AudioFrame(data, frame.sample_rate, channels, samples)
+
+
+class RemoteVideoTrack(_RemoteTrackBase):
+    """A video track received from another participant; read it with ``VideoStream``."""
+
+    _KIND = TrackKind.KIND_VIDEO
+
+    @classmethod
+    def _from_rtc(
+        cls, rtc_track: Any, *, sid: str, name: str, receiver: Any = None
+    ) -> RemoteVideoTrack:
+        track = cls(name, sid)
+        track._start(rtc_track, receiver)
+        return track
+
+    def _convert(self, frame: Any) -> Any:
+        from .media.video_stream import av_to_event
+
+        return av_to_event(frame)
+
+
+LocalTrack = Union[LocalAudioTrack, LocalVideoTrack]
+RemoteTrack = Union[RemoteAudioTrack, RemoteVideoTrack]
+AudioTrack = Union[LocalAudioTrack, RemoteAudioTrack]
+VideoTrack = Union[LocalVideoTrack, RemoteVideoTrack]

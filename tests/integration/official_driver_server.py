@@ -1,0 +1,271 @@
+"""Drive the official ``livekit`` Python SDK (run with the official venv's python).
+
+Usage: python official_driver_server.py URL TOKEN STEPS_JSON
+
+Prints one JSON object per line (events and step results) and ends with ``{"event": "done"}``
+or ``{"event": "error", ...}``; exits with ``os._exit(0)`` because the FFI may abort at exit.
+Steps (all bounded by a timeout):
+  {"op": "wait_peer", "identity": "bob", "timeout": 15}
+  {"op": "send", "payload": "hi", "topic": "greet", "reliable": true}
+  {"op": "expect_data", "count": 1, "timeout": 15}
+  {"op": "publish_sine", "freq": 440, "until_data": "audio-ok", "max": 25}
+  {"op": "measure_audio", "seconds": 1.5, "timeout": 20}
+  {"op": "wait_disconnect", "identity": "alice", "timeout": 15}
+  {"op": "sleep", "seconds": 1}
+  {"op": "leave"}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from livekit import rtc
+
+SAMPLE_RATE = 48000
+
+
+def emit(**kw: object) -> None:
+    print(json.dumps(kw), flush=True)
+
+
+async def main(url: str, token: str, steps: list[dict]) -> None:
+    room = rtc.Room()
+    data: list[dict] = []
+    data_event = asyncio.Event()
+    audio_tracks: list[rtc.Track] = []
+    track_event = asyncio.Event()
+    gone: set[str] = set()
+    gone_event = asyncio.Event()
+
+    seen: list[str] = []
+    seen_event = asyncio.Event()
+
+    def note(name: str) -> None:
+        seen.append(name)
+        seen_event.set()
+        data_event.set()
+
+    for name in ("track_muted", "track_unmuted", "participant_metadata_changed",
+                 "participant_name_changed", "track_unpublished", "track_unsubscribed",
+                 "participant_attributes_changed", "room_metadata_changed"):
+        def make(n: str):  # type: ignore[no-untyped-def]
+            def handler(*args: object) -> None:
+                emit(event=n, args=[getattr(a, "identity", None) or getattr(a, "sid", None)
+                                    or str(a) for a in args])
+                note(n)
+            return handler
+        room.on(name, make(name))
+
+    @room.on("participant_connected")
+    def _pc(p: rtc.RemoteParticipant) -> None:
+        emit(event="participant_connected", identity=p.identity, name=p.name,
+             metadata=p.metadata, sid=p.sid)
+
+    @room.on("participant_disconnected")
+    def _pd(p: rtc.RemoteParticipant) -> None:
+        emit(event="participant_disconnected", identity=p.identity)
+        gone.add(p.identity)
+        gone_event.set()
+
+    @room.on("data_received")
+    def _dr(pkt: rtc.DataPacket) -> None:
+        item = {"payload": bytes(pkt.data).decode(errors="replace"), "topic": pkt.topic,
+                "from": pkt.participant.identity if pkt.participant else None,
+                "kind": int(pkt.kind)}
+        data.append(item)
+        emit(event="data", **item)
+        data_event.set()
+
+    @room.on("track_published")
+    def _tp(pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
+        emit(event="track_published", identity=p.identity, sid=pub.sid, name=pub.name,
+             kind=int(pub.kind))
+
+    @room.on("track_subscribed")
+    def _ts(track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
+        emit(event="track_subscribed", identity=p.identity, sid=pub.sid, kind=int(track.kind))
+        if track.kind == rtc.TrackKind.KIND_AUDIO:
+            audio_tracks.append(track)
+            track_event.set()
+        note("track_subscribed")
+
+    t0 = time.monotonic()
+    await room.connect(url, token, rtc.RoomOptions())
+    emit(event="connected", identity=room.local_participant.identity,
+         sid=room.local_participant.sid, seconds=round(time.monotonic() - t0, 3),
+         remote=[{"identity": p.identity, "name": p.name, "metadata": p.metadata}
+                 for p in room.remote_participants.values()])
+
+    async def wait_for(pred, event: asyncio.Event, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            event.clear()
+            try:
+                await asyncio.wait_for(event.wait(), min(left, 0.2))
+            except asyncio.TimeoutError:
+                pass
+        return True
+
+    for step in steps:
+        op = step["op"]
+        timeout = float(step.get("timeout", 15))
+        if op == "wait_peer":
+            ident = step["identity"]
+            ok = await wait_for(lambda: any(p.identity == ident
+                                            for p in room.remote_participants.values()),
+                                asyncio.Event(), timeout)
+            peer = next((p for p in room.remote_participants.values() if p.identity == ident),
+                        None)
+            emit(event="step", op=op, ok=ok,
+                 peer=None if peer is None else {"identity": peer.identity, "name": peer.name,
+                                                 "metadata": peer.metadata})
+        elif op == "send":
+            await room.local_participant.publish_data(
+                step["payload"].encode(), reliable=step.get("reliable", True),
+                topic=step.get("topic", ""))
+            emit(event="step", op=op, ok=True)
+        elif op == "expect_data":
+            count = int(step.get("count", 1))
+            ok = await wait_for(lambda: len(data) >= count, data_event, timeout)
+            emit(event="step", op=op, ok=ok, count=len(data))
+        elif op == "publish_sine":
+            freq = float(step.get("freq", 440))
+            source = rtc.AudioSource(SAMPLE_RATE, 1)
+            track = rtc.LocalAudioTrack.create_audio_track("sine", source)
+            opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+            pub = await room.local_participant.publish_track(track, opts)
+            emit(event="published", sid=pub.sid)
+            stop = step.get("until_data")
+            deadline = time.monotonic() + float(step.get("max", 20))
+            n = 0
+            spf = SAMPLE_RATE // 100
+            start = time.monotonic()
+            while time.monotonic() < deadline:
+                if stop and any(d["payload"] == stop for d in data):
+                    break
+                t = (np.arange(spf) + n * spf) / SAMPLE_RATE
+                samples = (0.5 * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+                frame = rtc.AudioFrame(samples.tobytes(), SAMPLE_RATE, 1, spf)
+                await source.capture_frame(frame)
+                n += 1
+                ahead = start + n * 0.01 - time.monotonic()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            emit(event="step", op=op, ok=True, frames=n)
+        elif op == "measure_audio":
+            ok = await wait_for(lambda: bool(audio_tracks), track_event, timeout)
+            if not ok:
+                emit(event="step", op=op, ok=False, reason="no audio track")
+                continue
+            stream = rtc.AudioStream(audio_tracks[-1], sample_rate=SAMPLE_RATE, num_channels=1)
+            chunks: list[np.ndarray] = []
+            skip = int(SAMPLE_RATE * float(step.get("skip", 0.5)))
+            want = int(SAMPLE_RATE * float(step.get("seconds", 1.5)))
+            got = 0
+            deadline = time.monotonic() + timeout
+
+            async def collect() -> None:
+                nonlocal got, skip
+                async for ev in stream:
+                    arr = np.frombuffer(bytes(ev.frame.data), dtype=np.int16)
+                    if skip > 0:
+                        skip -= len(arr)
+                        continue
+                    chunks.append(arr)
+                    got += len(arr)
+                    if got >= want:
+                        return
+
+            try:
+                await asyncio.wait_for(collect(), max(0.1, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                pass
+            if got < want // 2:
+                emit(event="step", op=op, ok=False, reason="too few samples", samples=got)
+                continue
+            sig = np.concatenate(chunks).astype(np.float64)
+            spectrum = np.abs(np.fft.rfft(sig * np.hanning(len(sig))))
+            freqs = np.fft.rfftfreq(len(sig), 1 / SAMPLE_RATE)
+            peak = float(freqs[int(np.argmax(spectrum[1:])) + 1])
+            rms = float(np.sqrt(np.mean(sig ** 2)))
+            emit(event="step", op=op, ok=True, freq=peak, rms=rms, samples=got)
+        elif op == "wait_disconnect":
+            ident = step["identity"]
+            ok = await wait_for(lambda: ident in gone, gone_event, timeout)
+            emit(event="step", op=op, ok=ok)
+        elif op == "start_sine":
+            freq = float(step.get("freq", 440))
+            source = rtc.AudioSource(SAMPLE_RATE, 1)
+            local_track = rtc.LocalAudioTrack.create_audio_track("sine", source)
+            opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+            local_pub = await room.local_participant.publish_track(local_track, opts)
+            emit(event="published", sid=local_pub.sid)
+
+            async def pump(source: rtc.AudioSource = source, freq: float = freq) -> None:
+                spf = SAMPLE_RATE // 100
+                start = time.monotonic()
+                for n in range(100 * 120):
+                    t = (np.arange(spf) + n * spf) / SAMPLE_RATE
+                    samples = (0.5 * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+                    await source.capture_frame(rtc.AudioFrame(samples.tobytes(), SAMPLE_RATE, 1,
+                                                              spf))
+                    ahead = start + (n + 1) * 0.01 - time.monotonic()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+
+            pump_task = asyncio.ensure_future(pump())
+            emit(event="step", op=op, ok=True)
+        elif op == "mute":
+            if step.get("muted", True):
+                local_track.mute()
+            else:
+                local_track.unmute()
+            emit(event="step", op=op, ok=True)
+        elif op == "unpublish":
+            await room.local_participant.unpublish_track(local_pub.sid)
+            pump_task.cancel()
+            emit(event="step", op=op, ok=True)
+        elif op == "set_metadata":
+            await asyncio.wait_for(room.local_participant.set_metadata(step["metadata"]), timeout)
+            emit(event="step", op=op, ok=True)
+        elif op == "set_subscribed":
+            pubs = [pub for p in room.remote_participants.values()
+                    for pub in p.track_publications.values()]
+            for pub in pubs:
+                pub.set_subscribed(bool(step.get("subscribed", True)))
+            emit(event="step", op=op, ok=bool(pubs))
+        elif op == "wait_event":
+            name, count = step["event"], int(step.get("count", 1))
+            ok = await wait_for(lambda: seen.count(name) >= count, seen_event, timeout)
+            emit(event="step", op=op, name=name, ok=ok)
+        elif op == "wait_data":
+            payload = step["payload"]
+            ok = await wait_for(lambda: any(d["payload"] == payload for d in data), data_event,
+                                timeout)
+            emit(event="step", op=op, payload=payload, ok=ok)
+        elif op == "sleep":
+            await asyncio.sleep(float(step.get("seconds", 1)))
+        elif op == "leave":
+            await asyncio.wait_for(room.disconnect(), 10)
+            emit(event="step", op=op, ok=True)
+        else:
+            emit(event="error", error=f"unknown op {op}")
+    emit(event="done")
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(asyncio.wait_for(
+            main(sys.argv[1], sys.argv[2], json.loads(sys.argv[3])), 120))
+    except BaseException as exc:  # report, never hang
+        emit(event="error", error=repr(exc))
+    sys.stdout.flush()
+    os._exit(0)

@@ -1,0 +1,379 @@
+"""RTP passthrough forwarder over real aiortc peer connections on 127.0.0.1.
+
+Topology: publisher PC -> relay-in PC (receiver attached to a TrackForwarder)
+-> relay-out PC(s) -> subscriber PC(s). Media is encoded at the publisher and
+decoded at the subscriber by aiortc; the relay never decodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+)
+from aiortc.mediastreams import MediaStreamError
+from av import AudioFrame, VideoFrame
+
+from aiolivekit.engine.ice import host_addresses
+from aiolivekit.server.forwarder import TrackForwarder
+
+STEP = 5.0  # timeout of any single network wait
+WIDTH, HEIGHT = 320, 240
+BITS = 16  # counter bits drawn as a 2 x 8 grid of black/white blocks
+
+
+# -- sources ----------------------------------------------------------------------
+
+
+class SineTrack(MediaStreamTrack):
+    """440 Hz mono s16 sine, 20 ms frames, paced in real time."""
+
+    kind = "audio"
+
+    def __init__(self, freq: float = 440.0) -> None:
+        super().__init__()
+        self.freq = freq
+        self._pts = 0
+        self._start: float | None = None
+
+    async def recv(self) -> AudioFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._pts / 48000 - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        t = (np.arange(960) + self._pts) / 48000
+        samples = (np.sin(2 * np.pi * self.freq * t) * 12000).astype(np.int16)
+        frame = AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = 48000
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, 48000)
+        self._pts += 960
+        return frame
+
+
+def draw_counter(n: int) -> np.ndarray:
+    img = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
+    bw, bh = WIDTH // 8, HEIGHT // 2
+    for bit in range(BITS):
+        if (n >> bit) & 1:
+            r, c = divmod(bit, 8)
+            img[r * bh : (r + 1) * bh, c * bw : (c + 1) * bw] = 255
+    return img
+
+
+def read_counter(frame: VideoFrame) -> int:
+    gray = frame.to_ndarray(format="gray")
+    bw, bh = WIDTH // 8, HEIGHT // 2
+    n = 0
+    for bit in range(BITS):
+        r, c = divmod(bit, 8)
+        cy, cx = r * bh + bh // 2, c * bw + bw // 2
+        if gray[cy - 8 : cy + 8, cx - 8 : cx + 8].mean() > 128:
+            n |= 1 << bit
+    return n
+
+
+class CounterTrack(MediaStreamTrack):
+    """Video frames whose content encodes a frame counter, 30 fps."""
+
+    kind = "video"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self._start: float | None = None
+
+    async def recv(self) -> VideoFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self.count / 30 - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        frame = VideoFrame.from_ndarray(draw_counter(self.count + 1), format="rgb24")
+        frame.pts = self.count * 3000
+        frame.time_base = fractions.Fraction(1, 90000)
+        self.count += 1
+        return frame
+
+
+# -- plumbing ---------------------------------------------------------------------
+
+
+def new_pc() -> RTCPeerConnection:
+    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+
+async def negotiate(offerer: RTCPeerConnection, answerer: RTCPeerConnection) -> str:
+    """Offer/answer on loopback only; returns the offer SDP."""
+    with host_addresses(["127.0.0.1"]):
+        await asyncio.wait_for(offerer.setLocalDescription(await offerer.createOffer()), STEP)
+        await asyncio.wait_for(answerer.setRemoteDescription(offerer.localDescription), STEP)
+        await asyncio.wait_for(answerer.setLocalDescription(await answerer.createAnswer()), STEP)
+        await asyncio.wait_for(offerer.setRemoteDescription(answerer.localDescription), STEP)
+    return offerer.localDescription.sdp
+
+
+async def until(cond: Callable[[], bool], timeout: float = STEP, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or cond}")
+        await asyncio.sleep(0.02)
+
+
+class Sink:
+    """Drains a subscriber track, keeping (arrival time, frame)."""
+
+    def __init__(self, track: MediaStreamTrack) -> None:
+        self.track = track
+        self.frames: list[tuple[float, Any]] = []
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                frame = await self.track.recv()
+                self.frames.append((time.monotonic(), frame))
+        except MediaStreamError:
+            pass
+
+    def since(self, t: float) -> list[Any]:
+        return [f for ts, f in self.frames if ts >= t]
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+
+class Room:
+    """One publisher, one relay, N subscribers (all aiortc, one process)."""
+
+    def __init__(self) -> None:
+        self.pcs: list[RTCPeerConnection] = []
+        self.forwarder: TrackForwarder | None = None
+        self.pub_sender: RTCRtpSender | None = None
+        self.subs: list[tuple[RTCPeerConnection, RTCPeerConnection, Sink, str]] = []
+
+    def pc(self) -> RTCPeerConnection:
+        pc = new_pc()
+        self.pcs.append(pc)
+        return pc
+
+    async def publish(self, track: MediaStreamTrack, mime: str | None = None) -> TrackForwarder:
+        pub, relay_in = self.pc(), self.pc()
+        transceiver = pub.addTransceiver(track, direction="sendonly")
+        if mime is not None:
+            caps = RTCRtpSender.getCapabilities(track.kind).codecs
+            transceiver.setCodecPreferences([c for c in caps if c.mimeType == mime])
+        self.pub_sender = transceiver.sender
+
+        @relay_in.on("track")
+        def on_track(remote: MediaStreamTrack) -> None:
+            receiver = next(t.receiver for t in relay_in.getTransceivers() if t.receiver.track is remote)
+            self.forwarder = TrackForwarder.attach(receiver, remote.kind)
+
+        await negotiate(pub, relay_in)
+        await until(lambda: self.forwarder is not None and self.forwarder.packets_received > 0, what="media at relay")
+        assert self.forwarder is not None
+        return self.forwarder
+
+    async def subscribe(self, n: int) -> tuple[RTCPeerConnection, Sink, RTCRtpTransceiver, str]:
+        assert self.forwarder is not None
+        relay_out, sub = self.pc(), self.pc()
+        transceiver = self.forwarder.add_subscriber(relay_out, stream_id=f"PA_pub|TR_{n}", track_id=f"TR_{n}")
+        sinks: list[Sink] = []
+        sub.on("track", lambda t: sinks.append(Sink(t)))
+        offer = await negotiate(relay_out, sub)
+        await until(lambda: bool(sinks), what="subscriber track")
+        self.subs.append((relay_out, sub, sinks[0], offer))
+        return relay_out, sinks[0], transceiver, offer
+
+    async def close(self) -> None:
+        for _, _, sink, _ in self.subs:
+            sink.stop()
+        if self.forwarder is not None:
+            self.forwarder.close()
+        await asyncio.gather(*(asyncio.wait_for(pc.close(), STEP) for pc in self.pcs), return_exceptions=True)
+
+
+def dominant_frequency(frames: list[AudioFrame]) -> float:
+    rate = frames[0].sample_rate
+    chans = len(frames[0].layout.channels)
+    pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float64)
+    mono = pcm.reshape(-1, chans)[:, 0] if frames[0].format.is_packed else pcm
+    spectrum = np.abs(np.fft.rfft(mono * np.hanning(len(mono))))
+    return float(np.fft.rfftfreq(len(mono), 1 / rate)[int(np.argmax(spectrum))])
+
+
+async def run_bounded(coro: Awaitable[None], timeout: float = 40.0) -> None:
+    await asyncio.wait_for(coro, timeout)
+
+
+# -- tests ------------------------------------------------------------------------
+
+
+async def test_opus_sine_forwarded_with_440hz_dominant() -> None:
+    room = Room()
+
+    async def body() -> None:
+        fw = await room.publish(SineTrack())
+        assert fw.mime_type == "audio/opus"
+        relay_out, sink, transceiver, offer = await room.subscribe(1)
+        assert "a=msid:PA_pub|TR_1 TR_1" in offer
+        await until(lambda: len(sink.frames) >= 100, what="100 audio frames")
+        frames = [f for _, f in sink.frames[25:100]]  # skip the start-up transient
+        freq = dominant_frequency(frames)
+        assert abs(freq - 440.0) < 5.0, freq
+        assert fw.packets_forwarded >= 100
+
+    try:
+        await run_bounded(body())
+    finally:
+        await room.close()
+
+
+@pytest.mark.parametrize("mime", ["video/VP8", "video/H264"])
+async def test_video_counter_frames_forwarded(mime: str) -> None:
+    room = Room()
+
+    async def body() -> None:
+        fw = await room.publish(CounterTrack(), mime=mime)
+        assert fw.mime_type == mime
+        relay_out, sink, transceiver, offer = await room.subscribe(1)
+        assert f"a=msid:PA_pub|TR_1 TR_1" in offer
+        assert mime.split("/")[1] in offer
+        await until(lambda: len(sink.frames) >= 45, timeout=15, what="45 video frames")
+        frames = [f for _, f in sink.frames[:45]]
+        assert all((f.width, f.height) == (WIDTH, HEIGHT) for f in frames)
+        counters = [read_counter(f) for f in frames]
+        # strictly increasing, no garbage values, steady stream (few skips)
+        assert all(b > a for a, b in zip(counters, counters[1:])), counters
+        assert counters[-1] - counters[0] < 45 + 15, counters
+        assert transceiver.sender._ssrc != 0
+
+    try:
+        await run_bounded(body())
+    finally:
+        await room.close()
+
+
+async def test_two_subscribers_then_remove_one() -> None:
+    room = Room()
+
+    async def body() -> None:
+        fw = await room.publish(SineTrack())
+        pc1, sink1, _, _ = await room.subscribe(1)
+        pc2, sink2, _, _ = await room.subscribe(2)
+        await until(lambda: len(sink1.frames) >= 25 and len(sink2.frames) >= 25, what="both subscribers")
+        assert fw.subscriber_count == 2
+        fw.remove_subscriber(pc1)
+        fw.remove_subscriber(pc1)  # idempotent
+        assert fw.subscriber_count == 1
+        t0 = time.monotonic() + 0.3  # let in-flight packets and the jitter buffer drain
+        await asyncio.sleep(1.3)
+        assert len(sink1.since(t0)) == 0
+        assert len(sink2.since(t0)) >= 35  # ~50 frames/s keep flowing to the other one
+        freq = dominant_frequency(sink2.since(t0))
+        assert abs(freq - 440.0) < 5.0, freq
+
+    try:
+        await run_bounded(body())
+    finally:
+        await room.close()
+
+
+async def test_set_paused_stops_and_resumes_packets() -> None:
+    room = Room()
+
+    async def body() -> None:
+        fw = await room.publish(SineTrack())
+        pc1, sink1, _, _ = await room.subscribe(1)
+        await until(lambda: len(sink1.frames) >= 25, what="audio before pause")
+        fw.set_paused(pc1, True)
+        await asyncio.sleep(0.3)
+        forwarded = fw.packets_forwarded
+        t0 = time.monotonic()
+        await asyncio.sleep(1.0)
+        assert fw.packets_forwarded == forwarded
+        assert len(sink1.since(t0)) == 0
+        fw.set_paused(pc1, False)
+        t1 = time.monotonic()
+        await until(lambda: len(sink1.since(t1)) >= 25, what="audio after resume")
+        assert fw.packets_forwarded > forwarded
+        with pytest.raises(ValueError):
+            fw.set_paused(new_pc(), True)
+
+    try:
+        await run_bounded(body())
+    finally:
+        await room.close()
+
+
+async def test_subscriber_pli_reaches_publisher() -> None:
+    room = Room()
+    requests: list[float] = []
+
+    async def body() -> None:
+        fw = await room.publish(CounterTrack())
+        assert room.pub_sender is not None
+        original = room.pub_sender._send_keyframe
+
+        def counting_send_keyframe() -> None:  # observe the real publisher sender
+            requests.append(time.monotonic())
+            original()
+
+        room.pub_sender._send_keyframe = counting_send_keyframe  # type: ignore[method-assign]
+        relay_out, sink, transceiver, _ = await room.subscribe(1)
+        await until(lambda: len(sink.frames) >= 10, timeout=10, what="video frames")
+        # subscriber join asked the publisher for a keyframe
+        assert len(requests) >= 1
+        await asyncio.sleep(1.0)  # beyond the PLI rate limit
+        before = len(requests)
+        sub_pc = room.subs[0][1]
+        sub_receiver = next(t.receiver for t in sub_pc.getTransceivers() if t.kind == "video")
+        await sub_receiver._send_rtcp_pli(transceiver.sender._ssrc)
+        await until(lambda: len(requests) > before, timeout=3, what="PLI at publisher")
+        assert fw.keyframe_requests_sent >= 2
+
+    try:
+        await run_bounded(body())
+    finally:
+        await room.close()
+
+
+async def test_close_stops_everything_and_attach_checks() -> None:
+    room = Room()
+
+    async def body() -> None:
+        fw = await room.publish(SineTrack())
+        pc1, sink1, transceiver, _ = await room.subscribe(1)
+        await until(lambda: len(sink1.frames) >= 10, what="audio")
+        with pytest.raises(ValueError):
+            fw.add_subscriber(pc1, stream_id="x", track_id="y")
+        fw.close()
+        assert transceiver.direction == "inactive"
+        forwarded = fw.packets_forwarded
+        await asyncio.sleep(0.5)
+        assert fw.packets_forwarded == forwarded
+        with pytest.raises(Exception, match="closed"):
+            fw.add_subscriber(new_pc(), stream_id="x", track_id="y")
+        with pytest.raises(ValueError):
+            TrackForwarder.attach(room.pcs[1].getTransceivers()[0].receiver, "audio")
+        with pytest.raises(ValueError):
+            TrackForwarder.attach(room.pcs[1].getTransceivers()[0].receiver, "data")
+
+    try:
+        await run_bounded(body())
+    finally:
+        await room.close()

@@ -1,0 +1,174 @@
+"""Two official ``livekit`` SDK participants (Rust FFI, libwebrtc) on our DevServer: they see
+each other, exchange reliable data with topics both ways, one publishes a 440 Hz sine that the
+other receives through the SFU forwarder, and one leaves.
+
+Runs only inside ``scripts/netns-run`` (libwebrtc ignores the loopback interface).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiolivekit.server import DevServer
+
+HERE = Path(__file__).resolve().parent
+DRIVER = HERE / "official_driver_server.py"
+OFFICIAL_PYTHON = Path(os.environ.get(
+    "AIOLIVEKIT_OFFICIAL_VENV", Path.home() / ".cache" / "aiolivekit" / "official-venv")
+) / "bin" / "python"
+
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.official_sdk,
+    pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning"),
+    pytest.mark.skipif(os.environ.get("AIOLIVEKIT_NETNS") != "1",
+                       reason="needs scripts/netns-run (libwebrtc ignores loopback)"),
+    pytest.mark.skipif(not OFFICIAL_PYTHON.exists(), reason="official livekit venv missing"),
+]
+
+
+async def run_driver(url: str, token: str, steps: list[dict[str, Any]],
+                     timeout: float = 100.0) -> list[dict[str, Any]]:
+    proc = await asyncio.create_subprocess_exec(
+        str(OFFICIAL_PYTHON), str(DRIVER), url, token, json.dumps(steps),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError("official SDK driver timed out") from None
+    events = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    if not events or events[-1].get("event") != "done":
+        raise AssertionError(f"driver failed: {events[-3:]}\nstderr: {err.decode()[-3000:]}")
+    return events
+
+
+def step(events: list[dict[str, Any]], op: str) -> dict[str, Any]:
+    found = [e for e in events if e.get("event") == "step" and e.get("op") == op]
+    assert found, f"no {op} step in {events}"
+    return found[0]
+
+
+async def test_two_official_participants(livekit_dev_server: DevServer) -> None:
+    server = livekit_dev_server
+    alice_steps = [
+        {"op": "wait_peer", "identity": "bob"},
+        {"op": "send", "payload": "hello from alice", "topic": "greet"},
+        {"op": "expect_data", "count": 1},
+        {"op": "publish_sine", "freq": 440, "until_data": "audio-ok", "max": 30},
+        {"op": "leave"},
+    ]
+    bob_steps = [
+        {"op": "wait_peer", "identity": "alice"},
+        {"op": "send", "payload": "hello from bob", "topic": "greet"},
+        {"op": "expect_data", "count": 1},
+        {"op": "measure_audio", "seconds": 1.5, "timeout": 20},
+        {"op": "send", "payload": "audio-ok", "topic": "ctl"},
+        {"op": "wait_disconnect", "identity": "alice", "timeout": 20},
+        {"op": "leave"},
+    ]
+    alice, bob = await asyncio.gather(
+        run_driver(server.url, server.token("alice", name="Alice", metadata="meta-a"),
+                   alice_steps),
+        run_driver(server.url, server.token("bob", name="Bob", metadata="meta-b"), bob_steps),
+    )
+    # they see each other with name and metadata
+    assert step(alice, "wait_peer")["peer"] == {"identity": "bob", "name": "Bob",
+                                                "metadata": "meta-b"}
+    assert step(bob, "wait_peer")["peer"] == {"identity": "alice", "name": "Alice",
+                                              "metadata": "meta-a"}
+    # reliable data with topics, both ways, attributed to the sender
+    alice_data = [e for e in alice if e.get("event") == "data"]
+    bob_data = [e for e in bob if e.get("event") == "data"]
+    assert {"payload": "hello from bob", "topic": "greet", "from": "bob"}.items() <= \
+        alice_data[0].items()
+    assert {"payload": "hello from alice", "topic": "greet", "from": "alice"}.items() <= \
+        bob_data[0].items()
+    # the published track reaches bob and it is a 440 Hz tone
+    published = next(e for e in alice if e.get("event") == "published")
+    assert published["sid"].startswith("TR_AM")
+    subscribed = next(e for e in bob if e.get("event") == "track_subscribed")
+    assert subscribed["sid"] == published["sid"] and subscribed["identity"] == "alice"
+    track_published = next(e for e in bob if e.get("event") == "track_published")
+    assert bob.index(track_published) < bob.index(subscribed)
+    audio = step(bob, "measure_audio")
+    assert audio["ok"], audio
+    assert abs(audio["freq"] - 440.0) < 5.0, audio
+    assert audio["rms"] > 3000, audio
+    # alice left -> bob saw participant_disconnected
+    assert step(bob, "wait_disconnect")["ok"]
+    assert step(alice, "leave")["ok"] and step(bob, "leave")["ok"]
+    # the server forgot both
+    await asyncio.sleep(0.5)
+    assert server.app.rooms.get("test-room").participants == {}
+
+
+def _ctl(payload: str) -> dict[str, Any]:
+    return {"op": "send", "payload": payload, "topic": "ctl"}
+
+
+async def test_official_mute_metadata_resubscribe_unpublish(livekit_dev_server: DevServer) -> None:
+    """Mute/unmute, set_metadata (waits for RequestResponse), unsubscribe + resubscribe (a new
+    m-line for the same track, audio flows again), unpublish detected from the re-offer."""
+    server = livekit_dev_server
+    alice_steps = [
+        {"op": "wait_peer", "identity": "bob"},
+        {"op": "start_sine", "freq": 440},
+        {"op": "wait_data", "payload": "sub-ok"},
+        {"op": "mute", "muted": True},
+        {"op": "wait_data", "payload": "saw-mute"},
+        {"op": "mute", "muted": False},
+        {"op": "wait_data", "payload": "saw-unmute"},
+        {"op": "set_metadata", "metadata": "m2", "timeout": 5},
+        {"op": "wait_data", "payload": "saw-meta"},
+        {"op": "wait_data", "payload": "resub-ok", "timeout": 30},
+        {"op": "unpublish"},
+        {"op": "wait_data", "payload": "saw-unpub"},
+        {"op": "leave"},
+    ]
+    bob_steps = [
+        {"op": "wait_peer", "identity": "alice"},
+        {"op": "wait_event", "event": "track_subscribed"},
+        _ctl("sub-ok"),
+        {"op": "wait_event", "event": "track_muted"},
+        _ctl("saw-mute"),
+        {"op": "wait_event", "event": "track_unmuted"},
+        _ctl("saw-unmute"),
+        {"op": "wait_event", "event": "participant_metadata_changed"},
+        _ctl("saw-meta"),
+        {"op": "set_subscribed", "subscribed": False},
+        {"op": "wait_event", "event": "track_unsubscribed"},
+        {"op": "set_subscribed", "subscribed": True},
+        {"op": "wait_event", "event": "track_subscribed", "count": 2},
+        {"op": "measure_audio", "seconds": 1.0, "timeout": 20},
+        _ctl("resub-ok"),
+        {"op": "wait_event", "event": "track_unpublished"},
+        _ctl("saw-unpub"),
+        {"op": "wait_disconnect", "identity": "alice"},
+        {"op": "leave"},
+    ]
+    alice, bob = await asyncio.gather(
+        run_driver(server.url, server.token("alice"), alice_steps),
+        run_driver(server.url, server.token("bob"), bob_steps),
+    )
+    for events in (alice, bob):
+        failed = [e for e in events if e.get("event") == "step" and not e.get("ok")]
+        assert not failed, failed
+    assert step(alice, "set_metadata")["ok"]
+    meta = next(e for e in bob if e.get("event") == "participant_metadata_changed")
+    assert meta["args"] == ["alice", "", "m2"]
+    names = [e["event"] for e in bob if e.get("event") in (
+        "track_subscribed", "track_muted", "track_unmuted", "track_unsubscribed",
+        "track_unpublished", "participant_disconnected")]
+    assert names == ["track_subscribed", "track_muted", "track_unmuted", "track_unsubscribed",
+                     "track_subscribed", "track_unsubscribed", "track_unpublished",
+                     "participant_disconnected"]
+    audio = step(bob, "measure_audio")
+    assert abs(audio["freq"] - 440.0) < 5.0, audio

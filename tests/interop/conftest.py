@@ -1,0 +1,121 @@
+"""Interop test plumbing: the ``netns`` skip rule and the compatibility-matrix recorder.
+
+* Tests marked ``netns`` (or ``official_sdk``/``node``/``browser``/``livekit_server``) are
+  skipped, with the reason shown, unless pytest runs inside a private network namespace
+  (``scripts/netns-run``; ``scripts/test`` always does). This applies to every collected
+  test, not only those in this folder.
+* Tests marked ``compat(capability, ...)`` are recorded in ``build/compat-results.json``
+  (test id, server, client, capability, outcome); ``scripts/compat_table.py`` turns that
+  into ``docs/compat.md``. The server comes from the ``any_server`` parameter or from the
+  ``livekit_server``/``embedded_server`` fixtures; the client from a ``client`` parameter
+  or the ``compat(client=...)`` keyword.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiolivekit.testing.netns import netns_skip_reason
+
+NETNS_MARKERS = ("netns", "official_sdk", "node", "browser", "livekit_server")
+_results: list[dict[str, Any]] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in (
+        "netns: needs a private network namespace (scripts/netns-run)",
+        "compat(*capabilities, client=None): record the outcome in the compatibility matrix",
+        "official_sdk: drives the official livekit Python SDK in its own virtualenv",
+        "node: drives @livekit/rtc-node",
+        "browser: drives livekit-client in Debian's Chromium",
+        "livekit_server: runs against the official livekit-server binary",
+    ):
+        config.addinivalue_line("markers", line)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = netns_skip_reason()
+    if reason is None:
+        return
+    skip = pytest.mark.skip(reason=reason)
+    for item in items:
+        if any(item.get_closest_marker(m) for m in NETNS_MARKERS):
+            item.add_marker(skip)
+
+
+def _server_of(item: pytest.Item) -> str:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        for name in ("any_server", "server"):
+            if name in callspec.params:
+                return str(callspec.params[name])
+    names = getattr(item, "fixturenames", ())
+    if "livekit_server" in names:
+        return "livekit-server"
+    if "embedded_server" in names:
+        return "embedded"
+    return "none"
+
+
+def _client_of(item: pytest.Item, marker: pytest.Mark) -> str:
+    if marker.kwargs.get("client"):
+        return str(marker.kwargs["client"])
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        for name in ("client", "kind", "peer"):
+            if name in callspec.params:
+                return str(callspec.params[name])
+    return "unknown"
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    item_info = getattr(report, "_compat", None)
+    if item_info is None:
+        return
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        outcome = report.outcome
+        if report.when == "setup" and outcome == "failed":
+            outcome = "error"
+        for cap in item_info["capabilities"]:
+            _results.append({
+                "test": report.nodeid, "server": item_info["server"],
+                "client": item_info["client"], "capability": cap, "outcome": outcome,
+                "duration": round(report.duration, 2),
+                "reason": _short_reason(report) if outcome != "passed" else "",
+            })
+
+
+def _short_reason(report: pytest.TestReport) -> str:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2])[:200]
+    text = getattr(report, "longreprtext", "") or ""
+    lines = [ln for ln in text.splitlines() if ln.startswith("E ")]
+    return (lines[0][1:].strip() if lines else text[-200:])[:200]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("compat")
+    if marker is not None:
+        report._compat = {  # consumed by pytest_runtest_logreport above
+            "capabilities": [str(c) for c in marker.args] or ["connect"],
+            "server": _server_of(item), "client": _client_of(item, marker),
+        }
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _results:
+        return
+    out = Path(os.environ.get("AIOLIVEKIT_COMPAT_RESULTS",
+                              Path(str(session.config.rootpath)) / "build" / "compat-results.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                               "results": _results}, indent=1))

@@ -1,0 +1,72 @@
+"""DataPacket codec: sequencing, size limits, decoding, duplicate filter."""
+
+from __future__ import annotations
+
+import pytest
+from livekit.protocol import models as models_pb
+
+from aiolivekit.data import packets
+from aiolivekit.errors import PublishDataError
+
+
+def test_reliable_packets_get_increasing_sequence_lossy_none() -> None:
+    enc = packets.PacketEncoder(identity="alice", sid="PA_a")
+    seqs = []
+    for i in range(3):
+        data = enc.encode(enc.user_packet(b"x%d" % i, topic="t"), reliable=True)
+        p = packets.decode_packet(data)
+        seqs.append(p.sequence)
+        assert p.participant_identity == "alice" and p.participant_sid == "PA_a"
+        assert p.user.payload == b"x%d" % i and p.user.topic == "t"
+        assert p.kind == models_pb.DataPacket.RELIABLE
+    assert seqs == [1, 2, 3]
+    lossy = packets.decode_packet(enc.encode(enc.user_packet(b"l"), reliable=False))
+    assert lossy.sequence == 0 and lossy.kind == models_pb.DataPacket.LOSSY
+    assert not lossy.user.HasField("topic")
+    nxt = packets.decode_packet(enc.encode(enc.user_packet(b"y"), reliable=True))
+    assert nxt.sequence == 4
+
+
+def test_destination_identities_in_both_places() -> None:
+    enc = packets.PacketEncoder(identity="a", sid="PA_a")
+    p = packets.decode_packet(enc.encode(enc.user_packet(b"x", destination_identities=["b", "c"]),
+                                         reliable=True))
+    assert list(p.destination_identities) == ["b", "c"]
+    assert list(p.user.destination_identities) == ["b", "c"]
+
+
+def test_size_limits_refuse_before_sending_and_keep_sequence() -> None:
+    enc = packets.PacketEncoder(identity="a", sid="PA_a")
+    with pytest.raises(PublishDataError, match="lossy"):
+        enc.encode(enc.user_packet(b"x" * (15 * 1024)), reliable=False)
+    enc.encode(enc.user_packet(b"x" * 15000), reliable=False)
+    with pytest.raises(PublishDataError, match="reliable"):
+        enc.encode(enc.user_packet(b"x" * 70000), reliable=True, reliable_max=65536)
+    # a refused packet does not consume a sequence number
+    p = packets.decode_packet(enc.encode(enc.user_packet(b"ok"), reliable=True))
+    assert p.sequence == 1
+    big = enc.encode(enc.user_packet(b"x" * 100000), reliable=True, reliable_max=262144)
+    assert len(big) > 100000
+
+
+def test_decode_garbage_raises_value_error() -> None:
+    with pytest.raises(ValueError):
+        packets.decode_packet(b"\xff\xff\xff\xff")
+
+
+def test_duplicate_filter() -> None:
+    f = packets.DuplicateFilter()
+
+    def pkt(sid: str, seq: int) -> models_pb.DataPacket:
+        return models_pb.DataPacket(participant_sid=sid, sequence=seq)
+
+    assert f.accept(pkt("PA_a", 1))
+    assert f.accept(pkt("PA_a", 2))
+    assert not f.accept(pkt("PA_a", 2))
+    assert not f.accept(pkt("PA_a", 1))
+    assert f.accept(pkt("PA_b", 1))  # per sender
+    assert f.accept(pkt("PA_a", 0))  # unsequenced (server API) always passes
+    assert f.accept(pkt("", 5)) and f.accept(pkt("", 5))
+    assert f.accept(pkt("PA_a", 2), reliable=False)  # lossy never filtered
+    f.forget("PA_a")
+    assert f.accept(pkt("PA_a", 1))
