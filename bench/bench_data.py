@@ -5,8 +5,8 @@ For each implementation two participants join one room on one server:
 * ``rpc_rtt`` -- sequential ``perform_rpc`` calls to an echo method (median, p99 in ms);
 * ``data_rtt_100B`` / ``data_rtt_10KB`` -- ``publish_data`` (reliable) to the peer, which
   publishes the same bytes back; time until the echo arrives (median, p99 in ms);
-* ``text_stream`` -- ``send_text`` of 10 MB to the peer, time until its reader has it all
-  (MB/s; the received text is checked).
+* ``text_stream`` -- ``send_text`` of 10 MB of random text to the peer (``compress=False``),
+  time until its reader has it all (MB/s; the received text is checked).
 
 aiolivekit runs in this process; the official ``livekit`` Python SDK runs the same loops in
 its own venv (this file re-executed with ``--official-worker``). Run with ``bench/run.py``
@@ -34,7 +34,7 @@ STEP_TIMEOUT = 60.0
 
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, int(round(p / 100.0 * (len(ordered) - 1)))))
+    k = min(len(ordered) - 1, max(0, round(p / 100.0 * (len(ordered) - 1))))
     return ordered[k]
 
 
@@ -43,8 +43,13 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 
 def _text(n: int) -> str:
-    unit = "data-bench é日🎉 "  # mixed widths: exercises UTF-8-safe chunking
-    return unit * max(1, n // len(unit.encode()))  # about n bytes once encoded
+    """About ``n`` bytes of random mixed-width text (UTF-8-safe chunking is exercised)."""
+    import random
+
+    rng = random.Random(7)
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789 é日🎉"
+    avg = sum(len(c.encode()) for c in alphabet) / len(alphabet)
+    return "".join(rng.choices(alphabet, k=int(n / avg)))
 
 
 # --------------------------------------------------------------------------- shared loops
@@ -130,8 +135,9 @@ async def measure(rtc: Any, url: str, tok_a: str, tok_b: str, n: int, text_bytes
 
         b.register_text_stream_handler("bulk", on_text)
         t0 = time.perf_counter()
+        # compress=False: the official SDK would deflate the text; measure the transport
         await asyncio.wait_for(a.local_participant.send_text(
-            text, topic="bulk", destination_identities=[b_id]), 300)
+            text, topic="bulk", destination_identities=[b_id], compress=False), 300)
         got_text = await asyncio.wait_for(done, 300)
         elapsed = time.perf_counter() - t0
         assert got_text == text, "text stream corrupted"
@@ -152,12 +158,14 @@ def _rows(impl: str, server: str, res: dict[str, Any]) -> list[dict[str, Any]]:
     for key in ("rpc_rtt", "data_rtt_100B", "data_rtt_10KB"):
         if key in res:
             s = res[key]
-            rows.append(row(key, impl, "median", s["median"], "ms", server=server, n=s["n"]))
-            rows.append(row(key, impl, "p99", s["p99"], "ms", server=server, n=s["n"]))
+            name = f"{key} [{server}]"
+            rows.append(row(name, impl, "median", s["median"], "ms", server=server, n=s["n"]))
+            rows.append(row(name, impl, "p99", s["p99"], "ms", server=server, n=s["n"]))
     if "text_stream" in res:
         t = res["text_stream"]
-        rows.append(row("text_stream_10MB", impl, "throughput", t["mb_per_s"], "MB/s",
-                        server=server, seconds=t["seconds"]))
+        mb = round(t["bytes"] / 1e6)
+        rows.append(row(f"text_stream_{mb}MB [{server}]", impl, "throughput", t["mb_per_s"],
+                        "MB/s", server=server, seconds=t["seconds"]))
     return rows
 
 

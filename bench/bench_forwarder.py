@@ -64,7 +64,9 @@ def _opus_packet() -> bytes:
     for i in range(10):
         t = (np.arange(960) + 960 * i) / 48000
         pcm = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(np.repeat(pcm, 2).reshape(1, -1), format="s16", layout="stereo")
+        frame = av.AudioFrame.from_ndarray(
+            np.repeat(pcm, 2).reshape(1, -1), format="s16", layout="stereo"
+        )
         frame.sample_rate = 48000
         frame.pts = 960 * i
         out += [bytes(p) for p in codec.encode(frame)]
@@ -127,7 +129,9 @@ async def _load_main(conn: multiprocessing.connection.Connection, args: dict[str
             pc = _pc()
 
             def on_track(track: MediaStreamTrack, pc: Any = pc) -> None:
-                receiver = next(t.receiver for t in pc.getTransceivers() if t.receiver.track is track)
+                receiver = next(
+                    t.receiver for t in pc.getTransceivers() if t.receiver.track is track
+                )
                 sinks.append(TrackForwarder.attach(receiver, track.kind))  # no decoding
 
             pc.on("track", on_track)
@@ -237,8 +241,9 @@ async def _relay_main(args: argparse.Namespace) -> dict[str, Any]:
         in1 = sum(f.packets_received for f in fws)
         conn.send("count")
         recv1 = await _recv(conn)
-        dropped = sum(
-            s.sender._lk_queue.dropped for f in fws for s in f._subscriptions.values()
+        dropped = sum(s.sender._lk_queue.dropped for f in fws for s in f._subscriptions.values())
+        socket_drops = sum(
+            s.sender._lk_dropped_socket for f in fws for s in f._subscriptions.values()
         )
         wall = wall1 - wall0
         forwarded = fwd1 - fwd0
@@ -247,6 +252,7 @@ async def _relay_main(args: argparse.Namespace) -> dict[str, Any]:
             "publishers": args.publishers,
             "subscribers_per_track": min(args.subscribers, args.publishers - 1),
             "ptime_ms": args.ptime_ms,
+            "path": "queue" if args.queue_path else "direct",
             "seconds": round(wall, 2),
             "received_pps": round((in1 - in0) / wall),
             "forwarded_pps": round(forwarded / wall),
@@ -257,10 +263,13 @@ async def _relay_main(args: argparse.Namespace) -> dict[str, Any]:
             "us_per_forwarded_packet": round(1e6 * cpu / forwarded, 1) if forwarded else None,
             "projected_pps_per_core": round(forwarded / cpu) if cpu else None,
             "queue_drops": dropped,
+            "socket_buffer_drops": socket_drops,
         }
         if profiler:
             out = io.StringIO()
-            pstats.Stats(profiler, stream=out).sort_stats(os.environ.get("BENCH_SORT", "tottime")).print_stats(40)
+            pstats.Stats(profiler, stream=out).sort_stats(
+                os.environ.get("BENCH_SORT", "tottime")
+            ).print_stats(40)
             print(out.getvalue(), file=sys.stderr)
         conn.send("stop")
         await _recv(conn, timeout=15)
@@ -269,26 +278,39 @@ async def _relay_main(args: argparse.Namespace) -> dict[str, Any]:
         for pc in pcs:
             try:
                 await asyncio.wait_for(pc.close(), 5)
-            except Exception:
-                pass
+            except (asyncio.TimeoutError, ConnectionError, RuntimeError) as exc:
+                print(f"close failed: {exc!r}", file=sys.stderr)
         proc.join(timeout=10)
         if proc.is_alive():
             proc.terminate()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--publishers", type=int, default=10, help="audio tracks (participants)")
-    parser.add_argument("--subscribers", type=int, default=9, help="subscribers per track (max N-1)")
-    parser.add_argument("--ptime-ms", type=float, default=20.0, help="packet interval per publisher")
+    parser.add_argument(
+        "--subscribers", type=int, default=9, help="subscribers per track (max N-1)"
+    )
+    parser.add_argument(
+        "--ptime-ms", type=float, default=20.0, help="packet interval per publisher"
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="measurement window")
     parser.add_argument("--profile", action="store_true", help="cProfile the relay (slower)")
+    parser.add_argument(
+        "--queue-path",
+        action="store_true",
+        help="disable the direct-send fast path (every packet goes through the sender task)",
+    )
     args = parser.parse_args()
     if args.publishers < 2 or args.subscribers < 1:
         parser.error("need at least 2 publishers and 1 subscriber per track")
-    result = asyncio.run(
-        asyncio.wait_for(_relay_main(args), args.seconds + 3 * SETUP_TIMEOUT)
-    )
+    if args.queue_path:
+        from aiolivekit.server import forwarder
+
+        forwarder.FAST_PATH = False
+    result = asyncio.run(asyncio.wait_for(_relay_main(args), args.seconds + 3 * SETUP_TIMEOUT))
     print(json.dumps(result))
     sys.stdout.flush()
     os._exit(0)

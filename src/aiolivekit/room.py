@@ -99,6 +99,7 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
         self._publish_waiters: dict[str, asyncio.Future[Any]] = {}
         self._pending_tracks: dict[str, tuple[float, eng.TrackReceived]] = {}
         self._transceivers: dict[str, Any] = {}
+        self._early_subscribed: set[str] = set()
         self._active_speakers: list[Participant] = []
         self._token = ""
         self._options = RoomOptions()
@@ -243,6 +244,7 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
         self._dup = packets.DuplicateFilter()
         self._pending_tracks.clear()
         self._transceivers.clear()
+        self._early_subscribed.clear()
         self._active_speakers = []
 
     def _set_state(self, state: ConnectionState) -> None:
@@ -509,6 +511,10 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
         if self._local is None:
             return
         pub = self._local._track_publications.get(ev.track_sid)
+        if pub is None:
+            # may arrive before publish_track finished its negotiation
+            self._early_subscribed.add(ev.track_sid)
+            return
         if isinstance(pub, LocalTrackPublication):
             first = not pub._first_subscription.done()
             pub._resolve_subscription()
@@ -668,7 +674,7 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
 
     def _set_subscribed(self, pub: RemoteTrackPublication, subscribed: bool) -> None:
         engine = self._engine
-        if engine is None or engine.closed or self._state == ConnectionState.CONN_DISCONNECTED:
+        if engine is None or engine.closed:
             raise RuntimeError("the room is not connected")
         engine.session.update_subscription([pub.sid], subscribed, pub._participant_sid)
         engine.send_signal()
@@ -768,6 +774,8 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
         if is_video:
             w, h = _track_dimensions(track)
             req.width, req.height = w, h
+            codec_name = "h264" if options.video_codec == VideoCodec.H264 else "vp8"
+            req.simulcast_codecs.append(rtc_pb.SimulcastCodec(codec=codec_name, cid=cid))
         else:
             features = []
             stereo = _track_channels(track) >= 2
@@ -808,7 +816,10 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
             raise
         except Exception as exc:
             raise PublishTrackError(f"publishing failed: {exc}") from exc
-        if not info.mime_type:
+        negotiated = _negotiated_mime(engine.publisher.last_remote_sdp, transceiver.mid)
+        if negotiated:
+            info.mime_type = negotiated
+        elif not info.mime_type:
             info.mime_type = _mime_type(is_video, options.video_codec)
         pub = LocalTrackPublication(info, track)
         lp._track_publications[info.sid] = pub
@@ -818,6 +829,9 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
             set_sid(info.sid)
         track._on_mute_changed = lambda muted, sid=info.sid: self._local_mute_changed(sid, muted)
         self.emit("local_track_published", pub, track)
+        if info.sid in self._early_subscribed:
+            self._early_subscribed.discard(info.sid)
+            self._ev_LocalTrackSubscribed(sig.LocalTrackSubscribed(info.sid))
         return pub
 
     def _local_mute_changed(self, track_sid: str, muted: bool) -> None:
@@ -862,6 +876,8 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
         self.emit("local_track_unpublished", pub)
         pub._track = None
         pub._unpublished()
+        if track is not None:
+            self._close_track(track)
         if negotiate and not engine.closed:
             try:
                 await engine.negotiate_publisher()
@@ -899,6 +915,18 @@ def _track_channels(track: Any) -> int:
         if isinstance(n, int) and n > 0:
             return n
     return 1
+
+
+def _negotiated_mime(answer_sdp: str, mid: str | None) -> str:
+    """``kind/codec`` of the first codec the answer kept for ``mid`` (lower case)."""
+    from .engine.sdp import parse_media_sections
+
+    for section in parse_media_sections(answer_sdp):
+        if section.mid == mid:
+            for codec in section.codecs:
+                if codec.lower() not in ("rtx", "red", "ulpfec", "flexfec-03"):
+                    return f"{section.kind}/{codec}".lower()
+    return ""
 
 
 def _mime_type(is_video: bool, codec: int) -> str:

@@ -16,7 +16,8 @@ Local tracks (``LocalAudioTrack`` / ``LocalVideoTrack``)::
     local_track._on_mute_changed: Callable[[bool], None] | None
                                     # set by the participant; mute()/unmute() call it
     local_track._set_sid(sid: str) -> None
-    local_track._close() -> None    # on unpublish/disconnect: stop the aiortc track
+    local_track._close() -> None    # on unpublish/disconnect: stop the aiortc track (a
+                                    # fresh _rtc_track with a new id replaces it)
     local_track._publish_info() -> dict
                                     # for the AddTrackRequest, after _configure():
                                     # audio {"stereo", "dtx", "bitrate"};
@@ -134,6 +135,7 @@ class _LocalTrackMixin(Track):
         self._on_mute_changed: Optional[Callable[[bool], None]] = None
 
     def _attach_sender(self, sender: Any) -> None:
+        """Attach the RTCRtpSender after addTransceiver; ``None`` detaches (unpublish)."""
         self._sender = sender
         self._rtc_track.attach_sender(sender)
 
@@ -155,8 +157,18 @@ class _LocalTrackMixin(Track):
     def unmute(self) -> None:
         self._set_muted_local(False)
 
+    def _new_rtc_track(self) -> Any:
+        raise NotImplementedError
+
     def _close(self) -> None:
-        self._rtc_track.stop()
+        """Stop the aiortc track; a fresh one (new ``id``) allows publishing again."""
+        old = self._rtc_track
+        old.stop()
+        self._sender = None
+        fresh = self._new_rtc_track()
+        fresh.configure(old.config)
+        fresh.muted = old.muted
+        self._rtc_track = fresh
 
 
 class LocalAudioTrack(_LocalTrackMixin):
@@ -166,11 +178,14 @@ class LocalAudioTrack(_LocalTrackMixin):
 
     def __init__(self, name: str, source: AudioSource) -> None:
         super().__init__(name)
-        from .media.rtc_local import LocalAudioRtcTrack
-
         self._init_local()
         self._source = source
-        self._rtc_track = LocalAudioRtcTrack(source)
+        self._rtc_track = self._new_rtc_track()
+
+    def _new_rtc_track(self) -> Any:
+        from .media.rtc_local import LocalAudioRtcTrack
+
+        return LocalAudioRtcTrack(self._source)
 
     @staticmethod
     def create_audio_track(name: str, source: AudioSource) -> LocalAudioTrack:
@@ -197,11 +212,14 @@ class LocalVideoTrack(_LocalTrackMixin):
 
     def __init__(self, name: str, source: VideoSource) -> None:
         super().__init__(name)
-        from .media.rtc_local import LocalVideoRtcTrack
-
         self._init_local()
         self._source = source
-        self._rtc_track = LocalVideoRtcTrack(source)
+        self._rtc_track = self._new_rtc_track()
+
+    def _new_rtc_track(self) -> Any:
+        from .media.rtc_local import LocalVideoRtcTrack
+
+        return LocalVideoRtcTrack(self._source)
 
     @staticmethod
     def create_video_track(name: str, source: VideoSource) -> LocalVideoTrack:
@@ -273,9 +291,18 @@ class _RemoteTrackBase(Track):
                 self.frames_received += 1
                 if not self._streams:
                     continue  # nobody listens: drop, but keep draining aiortc's queue
-                item = self._convert(frame)
+                try:
+                    item = self._convert(frame)
+                except Exception:
+                    logger.exception("remote track %s: bad frame dropped", self._sid)
+                    continue
                 for stream in tuple(self._streams):
-                    stream._push(item)
+                    try:
+                        stream._push(item)
+                    except Exception:
+                        logger.exception("remote track %s: stream failed; detached", self._sid)
+                        self._remove_stream(stream)
+                        stream._end()
         except MediaStreamError:
             pass
         except asyncio.CancelledError:

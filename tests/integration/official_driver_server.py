@@ -38,6 +38,8 @@ async def main(url: str, token: str, steps: list[dict]) -> None:
     data: list[dict] = []
     data_event = asyncio.Event()
     audio_tracks: list[rtc.Track] = []
+    video_tracks: list[rtc.Track] = []
+    background: list[asyncio.Future] = []  # media pumps (kept referenced)
     track_event = asyncio.Event()
     gone: set[str] = set()
     gone_event = asyncio.Event()
@@ -91,6 +93,9 @@ async def main(url: str, token: str, steps: list[dict]) -> None:
         emit(event="track_subscribed", identity=p.identity, sid=pub.sid, kind=int(track.kind))
         if track.kind == rtc.TrackKind.KIND_AUDIO:
             audio_tracks.append(track)
+            track_event.set()
+        elif track.kind == rtc.TrackKind.KIND_VIDEO:
+            video_tracks.append(track)
             track_event.set()
         note("track_subscribed")
 
@@ -223,6 +228,54 @@ async def main(url: str, token: str, steps: list[dict]) -> None:
 
             pump_task = asyncio.ensure_future(pump())
             emit(event="step", op=op, ok=True)
+        elif op == "start_video":
+            width, height = int(step.get("width", 320)), int(step.get("height", 240))
+            vsource = rtc.VideoSource(width, height)
+            vtrack = rtc.LocalVideoTrack.create_video_track("pattern", vsource)
+            vopts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA,
+                                            simulcast=bool(step.get("simulcast", False)))
+            vpub = await room.local_participant.publish_track(vtrack, vopts)
+            emit(event="published", sid=vpub.sid, kind="video")
+
+            async def vpump(vsource: rtc.VideoSource = vsource) -> None:
+                start = time.monotonic()
+                for n in range(15 * 120):
+                    img = np.zeros((height, width, 4), dtype=np.uint8)
+                    img[:, :, 0] = (n * 8) % 256
+                    img[:, (n * 4) % width, 1] = 255
+                    img[:, :, 3] = 255
+                    vsource.capture_frame(rtc.VideoFrame(width, height,
+                                                         rtc.VideoBufferType.RGBA,
+                                                         img.tobytes()))
+                    ahead = start + (n + 1) / 15 - time.monotonic()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+
+            background.append(asyncio.ensure_future(vpump()))
+            emit(event="step", op=op, ok=True)
+        elif op == "measure_video":
+            ok = await wait_for(lambda: bool(video_tracks), track_event, timeout)
+            if not ok:
+                emit(event="step", op=op, ok=False, reason="no video track")
+                continue
+            vstream = rtc.VideoStream(video_tracks[-1])
+            sizes: dict[str, int] = {}
+            frames = 0
+
+            async def vcollect() -> None:
+                nonlocal frames
+                async for ev in vstream:
+                    key = f"{ev.frame.width}x{ev.frame.height}"
+                    sizes[key] = sizes.get(key, 0) + 1
+                    frames += 1
+                    if frames >= int(step.get("frames", 20)):
+                        return
+
+            try:
+                await asyncio.wait_for(vcollect(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            emit(event="step", op=op, ok=frames > 0, frames=frames, sizes=sizes)
         elif op == "mute":
             if step.get("muted", True):
                 local_track.mute()

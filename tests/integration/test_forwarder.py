@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import itertools
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +28,7 @@ from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame, VideoFrame
 
 from aiolivekit.engine.ice import host_addresses
+from aiolivekit.server import forwarder as forwarder_module
 from aiolivekit.server.forwarder import TrackForwarder
 
 STEP = 5.0  # timeout of any single network wait
@@ -180,18 +183,25 @@ class Room:
 
         @relay_in.on("track")
         def on_track(remote: MediaStreamTrack) -> None:
-            receiver = next(t.receiver for t in relay_in.getTransceivers() if t.receiver.track is remote)
+            receiver = next(
+                t.receiver for t in relay_in.getTransceivers() if t.receiver.track is remote
+            )
             self.forwarder = TrackForwarder.attach(receiver, remote.kind)
 
         await negotiate(pub, relay_in)
-        await until(lambda: self.forwarder is not None and self.forwarder.packets_received > 0, what="media at relay")
+        await until(
+            lambda: self.forwarder is not None and self.forwarder.packets_received > 0,
+            what="media at relay",
+        )
         assert self.forwarder is not None
         return self.forwarder
 
     async def subscribe(self, n: int) -> tuple[RTCPeerConnection, Sink, RTCRtpTransceiver, str]:
         assert self.forwarder is not None
         relay_out, sub = self.pc(), self.pc()
-        transceiver = self.forwarder.add_subscriber(relay_out, stream_id=f"PA_pub|TR_{n}", track_id=f"TR_{n}")
+        transceiver = self.forwarder.add_subscriber(
+            relay_out, stream_id=f"PA_pub|TR_{n}", track_id=f"TR_{n}"
+        )
         sinks: list[Sink] = []
         sub.on("track", lambda t: sinks.append(Sink(t)))
         offer = await negotiate(relay_out, sub)
@@ -204,7 +214,9 @@ class Room:
             sink.stop()
         if self.forwarder is not None:
             self.forwarder.close()
-        await asyncio.gather(*(asyncio.wait_for(pc.close(), STEP) for pc in self.pcs), return_exceptions=True)
+        await asyncio.gather(
+            *(asyncio.wait_for(pc.close(), STEP) for pc in self.pcs), return_exceptions=True
+        )
 
 
 def dominant_frequency(frames: list[AudioFrame]) -> float:
@@ -223,19 +235,24 @@ async def run_bounded(coro: Awaitable[None], timeout: float = 40.0) -> None:
 # -- tests ------------------------------------------------------------------------
 
 
-async def test_opus_sine_forwarded_with_440hz_dominant() -> None:
+@pytest.mark.parametrize("fast_path", [True, False], ids=["direct-send", "queue-task"])
+async def test_opus_sine_forwarded_with_440hz_dominant(
+    fast_path: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(forwarder_module, "FAST_PATH", fast_path)
     room = Room()
 
     async def body() -> None:
         fw = await room.publish(SineTrack())
         assert fw.mime_type == "audio/opus"
-        relay_out, sink, transceiver, offer = await room.subscribe(1)
+        _relay_out, sink, transceiver, offer = await room.subscribe(1)
         assert "a=msid:PA_pub|TR_1 TR_1" in offer
         await until(lambda: len(sink.frames) >= 100, what="100 audio frames")
         frames = [f for _, f in sink.frames[25:100]]  # skip the start-up transient
         freq = dominant_frequency(frames)
         assert abs(freq - 440.0) < 5.0, freq
         assert fw.packets_forwarded >= 100
+        assert transceiver.sender._lk_fast is fast_path
 
     try:
         await run_bounded(body())
@@ -250,15 +267,15 @@ async def test_video_counter_frames_forwarded(mime: str) -> None:
     async def body() -> None:
         fw = await room.publish(CounterTrack(), mime=mime)
         assert fw.mime_type == mime
-        relay_out, sink, transceiver, offer = await room.subscribe(1)
-        assert f"a=msid:PA_pub|TR_1 TR_1" in offer
+        _relay_out, sink, transceiver, offer = await room.subscribe(1)
+        assert "a=msid:PA_pub|TR_1 TR_1" in offer
         assert mime.split("/")[1] in offer
         await until(lambda: len(sink.frames) >= 45, timeout=15, what="45 video frames")
         frames = [f for _, f in sink.frames[:45]]
         assert all((f.width, f.height) == (WIDTH, HEIGHT) for f in frames)
         counters = [read_counter(f) for f in frames]
         # strictly increasing, no garbage values, steady stream (few skips)
-        assert all(b > a for a, b in zip(counters, counters[1:])), counters
+        assert all(b > a for a, b in itertools.pairwise(counters)), counters
         assert counters[-1] - counters[0] < 45 + 15, counters
         assert transceiver.sender._ssrc != 0
 
@@ -274,8 +291,10 @@ async def test_two_subscribers_then_remove_one() -> None:
     async def body() -> None:
         fw = await room.publish(SineTrack())
         pc1, sink1, _, _ = await room.subscribe(1)
-        pc2, sink2, _, _ = await room.subscribe(2)
-        await until(lambda: len(sink1.frames) >= 25 and len(sink2.frames) >= 25, what="both subscribers")
+        _pc2, sink2, _, _ = await room.subscribe(2)
+        await until(
+            lambda: len(sink1.frames) >= 25 and len(sink2.frames) >= 25, what="both subscribers"
+        )
         assert fw.subscriber_count == 2
         fw.remove_subscriber(pc1)
         fw.remove_subscriber(pc1)  # idempotent
@@ -334,7 +353,7 @@ async def test_subscriber_pli_reaches_publisher() -> None:
             original()
 
         room.pub_sender._send_keyframe = counting_send_keyframe  # type: ignore[method-assign]
-        relay_out, sink, transceiver, _ = await room.subscribe(1)
+        _relay_out, sink, transceiver, _ = await room.subscribe(1)
         await until(lambda: len(sink.frames) >= 10, timeout=10, what="video frames")
         # subscriber join asked the publisher for a keyframe
         assert len(requests) >= 1
@@ -372,6 +391,139 @@ async def test_close_stops_everything_and_attach_checks() -> None:
             TrackForwarder.attach(room.pcs[1].getTransceivers()[0].receiver, "audio")
         with pytest.raises(ValueError):
             TrackForwarder.attach(room.pcs[1].getTransceivers()[0].receiver, "data")
+
+    try:
+        await run_bounded(body())
+    finally:
+        await room.close()
+
+
+async def test_subscriber_nack_served_from_relay_history_over_rtx() -> None:
+    room = Room()
+
+    async def body() -> None:
+        await room.publish(CounterTrack())
+        _relay_out, sink, transceiver, offer = await room.subscribe(1)
+        assert "rtx" in offer
+        await until(lambda: len(sink.frames) >= 10, timeout=10, what="video frames")
+        sender = transceiver.sender
+        last = sender._lk_munger.last_sequence
+        lost = sorted((last - k) & 0xFFFF for k in (5, 4, 3))
+        assert all(sender._lk_history[s % 1024][0] == s for s in lost)
+        sub_pc = room.subs[0][1]
+        sub_receiver = next(t.receiver for t in sub_pc.getTransceivers() if t.kind == "video")
+        streams = sub_receiver._RTCRtpReceiver__remote_streams
+        assert sender._rtx_ssrc not in streams  # nothing retransmitted yet
+        await sub_receiver._send_rtcp_nack(sender._ssrc, lost)
+        await until(
+            lambda: sender._rtx_ssrc in streams and streams[sender._rtx_ssrc].packets_received == 3,
+            timeout=3,
+            what="3 RTX packets at the subscriber",
+        )
+        await sub_receiver._send_rtcp_nack(sender._ssrc, [(last + 30000) & 0xFFFF])  # unknown
+        await asyncio.sleep(0.3)
+        assert streams[sender._rtx_ssrc].packets_received == 3
+
+    try:
+        await run_bounded(body())
+    finally:
+        await room.close()
+
+
+async def test_subscriber_added_before_codec_known_gets_publisher_codec() -> None:
+    room = Room()
+
+    async def body() -> None:
+        pub, relay_in, relay_out, sub = room.pc(), room.pc(), room.pc(), room.pc()
+        transceiver = pub.addTransceiver(CounterTrack(), direction="sendonly")
+        caps = RTCRtpSender.getCapabilities("video").codecs
+        transceiver.setCodecPreferences([c for c in caps if c.mimeType == "video/H264"])
+        early: list[TrackForwarder] = []
+
+        @relay_in.on("track")
+        def on_track(remote: MediaStreamTrack) -> None:
+            receiver = next(
+                t.receiver for t in relay_in.getTransceivers() if t.receiver.track is remote
+            )
+            fw = TrackForwarder.attach(receiver, remote.kind)
+            assert fw.mime_type is None  # receiver not started yet
+            fw.add_subscriber(relay_out, stream_id="PA_a|TR_v", track_id="TR_v")
+            early.append(fw)
+
+        await negotiate(pub, relay_in)
+        await until(lambda: bool(early) and early[0].mime_type is not None, what="codec")
+        fw = early[0]
+        room.forwarder = fw
+        assert fw.mime_type == "video/H264"
+        sinks: list[Sink] = []
+        sub.on("track", lambda t: sinks.append(Sink(t)))
+        offer = await negotiate(relay_out, sub)
+        assert "H264" in offer and "VP8" not in offer
+        await until(lambda: bool(sinks) and len(sinks[0].frames) >= 15, timeout=10, what="frames")
+        counters = [read_counter(f) for _, f in sinks[0].frames[:15]]
+        assert all(b > a for a, b in itertools.pairwise(counters)), counters
+        sinks[0].stop()
+
+    try:
+        await run_bounded(body())
+    finally:
+        await room.close()
+
+
+class OpaquePacketTrack(MediaStreamTrack):
+    """Pre-encoded 'audio' packets with opaque (e.g. end-to-end encrypted) payloads."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: dict[int, bytes] = {}
+        self._n = 0
+        self._start: float | None = None
+
+    async def recv(self) -> Any:
+        import av
+
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._n * 0.02 - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        body = self._n.to_bytes(4, "big") + os.urandom(60) + b"\x0c\x00"  # trailer-like tail
+        self.sent[self._n] = body
+        packet = av.Packet(body)
+        packet.pts = self._n * 960
+        packet.time_base = fractions.Fraction(1, 48000)
+        self._n += 1
+        return packet
+
+
+async def test_opaque_payloads_pass_through_byte_identical() -> None:
+    room = Room()
+    received: list[bytes] = []
+
+    class PayloadTap(forwarder_module.ForwardingReceiver):
+        async def _handle_rtp_packet(self, packet: Any, arrival_time_ms: int) -> None:
+            received.append(packet.payload)
+            await super()._handle_rtp_packet(packet, arrival_time_ms)
+
+    async def body() -> None:
+        source = OpaquePacketTrack()
+        fw = await room.publish(source)
+        relay_out, sub = room.pc(), room.pc()
+        fw.add_subscriber(relay_out, stream_id="PA_e|TR_e", track_id="TR_e")
+
+        @sub.on("track")
+        def on_track(remote: MediaStreamTrack) -> None:
+            receiver = next(t.receiver for t in sub.getTransceivers() if t.receiver.track is remote)
+            TrackForwarder.attach(receiver, remote.kind)  # no decoding of opaque bytes
+            receiver.__class__ = PayloadTap
+
+        await negotiate(relay_out, sub)
+        await until(lambda: len(received) >= 50, what="50 opaque packets")
+        counters = [int.from_bytes(p[:4], "big") for p in received[:50]]
+        assert all(b == a + 1 for a, b in itertools.pairwise(counters)), counters
+        assert all(p == source.sent[c] for p, c in zip(received[:50], counters, strict=True))
 
     try:
         await run_bounded(body())

@@ -4,6 +4,7 @@ Twirp RoomService driven by the official ``livekit-api`` client."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 
@@ -14,6 +15,7 @@ from livekit.protocol import models as models_pb
 from livekit.protocol import rtc as rtc_pb
 
 from aiolivekit.server import DevServer
+from aiolivekit.server.auth import verify_token
 
 pytestmark = [pytest.mark.asyncio,
               pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")]
@@ -103,12 +105,12 @@ async def test_routes_and_cors(server: DevServer, http: aiohttp.ClientSession) -
 @pytest.mark.parametrize(
     "make_token, status, text",
     [
-        (lambda s: None, 401, "permissions denied"),
+        (lambda s: None, 401, "no permissions to access the room"),
         (lambda s: "garbage", 401, "invalid authorization token"),
-        (lambda s: DevServer(api_key="k2", api_secret="x" * 8).token("a"), 401, "invalid API key"),
+        (lambda s: DevServer(api_key="k2", api_secret="x" * 8).token("a"), 401, "invalid API key: k2"),
         (lambda s: api.AccessToken("devkey", "wrong").with_identity("a").with_grants(
             api.VideoGrants(room_join=True, room="r")).to_jwt(), 401,
-         "invalid authorization token: "),
+         "invalid token: "),
         (lambda s: api.AccessToken("devkey", "secret").with_identity("").with_grants(
             api.VideoGrants(room_join=False, room="r")).to_jwt(), 401, "permissions denied"),
         (lambda s: api.AccessToken("devkey", "secret").with_grants(
@@ -135,7 +137,15 @@ async def test_join_ping_and_peer_updates(server: DevServer, http: aiohttp.Clien
     assert alice.join.participant.client_protocol == 1
     assert list(alice.join.participant.capabilities) == [
         models_pb.ClientInfo.Capability.CAP_PACKET_TRAILER]
-    offer = await alice.recv("offer")  # subscriber offer right after the join
+    got: dict[str, rtc_pb.SignalResponse] = {}
+    while len(got) < 2:  # refresh_token and the subscriber offer, in either order
+        msg = await alice.ws.receive(timeout=5)
+        resp = rtc_pb.SignalResponse.FromString(msg.data)
+        got[resp.WhichOneof("message")] = resp  # type: ignore[index]
+    assert set(got) == {"refresh_token", "offer"}
+    fresh = verify_token(got["refresh_token"].refresh_token, {"devkey": "secret"}, time.time())
+    assert fresh.identity == "alice" and fresh.metadata == "ma" and fresh.video is not None
+    offer = got["offer"]  # subscriber offer right after the join
     assert offer.offer.type == "offer" and "_reliable" not in offer.offer.sdp  # DCEP, in-band
     assert "m=application" in offer.offer.sdp and "127.0.0.1" in offer.offer.sdp
     await alice.send(rtc_pb.SignalRequest(ping_req=rtc_pb.Ping(timestamp=1234, rtt=5)))
@@ -268,3 +278,20 @@ async def test_pytest_plugin_fixture(livekit_dev_server: DevServer,
     assert client.join.room.name == "test-room"
     await client.close()
     await asyncio.sleep(0)
+
+
+async def test_json_signalling(server: DevServer, http: aiohttp.ClientSession) -> None:
+    """A JSON text request is answered in JSON text frames (like livekit-server)."""
+    client = await connect(http, server, "jason")
+    await client.ws.send_str('{"pingReq": {"timestamp": "77"}}')
+    deadline = time.monotonic() + 5
+    while True:
+        msg = await client.ws.receive(timeout=max(0.01, deadline - time.monotonic()))
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            break
+    data = json.loads(msg.data)
+    assert data["pongResp"]["lastPingTimestamp"] == "77"
+    await client.ws.send_str("{not json")
+    leave = await client.ws.receive(timeout=5)
+    assert leave.type == aiohttp.WSMsgType.TEXT and "leave" in json.loads(leave.data)
+    await client.close()

@@ -70,7 +70,7 @@ async def test_serve_subprocess_with_custom_keys() -> None:
                 api.VideoGrants(room_join=True, room="r")).to_jwt()
             async with http.get(f"http://127.0.0.1:{port}/rtc/validate",
                                 headers={"Authorization": f"Bearer {bad}"}) as r:
-                assert r.status == 401 and await r.text() == "invalid API key"
+                assert r.status == 401 and await r.text() == "invalid API key: devkey"
     finally:
         proc.terminate()
         try:

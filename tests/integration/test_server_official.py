@@ -172,3 +172,48 @@ async def test_official_mute_metadata_resubscribe_unpublish(livekit_dev_server: 
                      "participant_disconnected"]
     audio = step(bob, "measure_audio")
     assert abs(audio["freq"] - 440.0) < 5.0, audio
+
+
+async def test_official_simulcast_video_and_subscribe_disabled_participant(
+        livekit_dev_server: DevServer) -> None:
+    """A 1280x720 camera published with the SDK's default simulcast reaches the subscriber
+    (one layer: the answer has no a=simulcast); a participant without canSubscribe gets data
+    on the publisher-PC channels (subscriber_primary=false) and no track."""
+    server = livekit_dev_server
+    alice_steps = [
+        {"op": "wait_peer", "identity": "bob"},
+        {"op": "wait_peer", "identity": "carol"},
+        {"op": "start_video", "width": 1280, "height": 720, "simulcast": True},
+        {"op": "wait_data", "payload": "video-ok", "timeout": 30},
+        {"op": "leave"},
+    ]
+    bob_steps = [
+        {"op": "wait_peer", "identity": "alice"},
+        {"op": "measure_video", "frames": 20, "timeout": 20},
+        _ctl("video-ok"),
+        {"op": "wait_disconnect", "identity": "alice"},
+        {"op": "leave"},
+    ]
+    carol_steps = [
+        {"op": "wait_peer", "identity": "alice"},
+        {"op": "wait_data", "payload": "video-ok", "timeout": 30},
+        {"op": "wait_disconnect", "identity": "alice"},
+        {"op": "leave"},
+    ]
+    alice, bob, carol = await asyncio.gather(
+        run_driver(server.url, server.token("alice"), alice_steps),
+        run_driver(server.url, server.token("bob"), bob_steps),
+        run_driver(server.url, server.token("carol", can_subscribe=False), carol_steps),
+    )
+    for events in (alice, bob, carol):
+        failed = [e for e in events if e.get("event") == "step" and not e.get("ok")]
+        assert not failed, failed
+    video = step(bob, "measure_video")
+    assert video["frames"] >= 20
+    for size in video["sizes"]:
+        w, h = (int(x) for x in size.split("x"))
+        assert w <= 1280 and h <= 720 and abs(w * 9 - h * 16) <= 16, video
+    published = next(e for e in alice if e.get("event") == "published")
+    assert published["sid"].startswith("TR_VC")
+    assert any(e.get("event") == "track_published" for e in carol)
+    assert not any(e.get("event") == "track_subscribed" for e in carol)

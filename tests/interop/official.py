@@ -144,6 +144,9 @@ class DriverProcess:
         self._loop_deadline = 0.0
 
     async def start(self) -> "DriverProcess":
+        """Spawn the driver (idempotent) and send it the script."""
+        if self._proc is not None:
+            return self
         env = dict(os.environ)
         env.update(self.env or {})
         self._proc = await asyncio.create_subprocess_exec(

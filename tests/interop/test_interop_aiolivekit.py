@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from aiolivekit import (
-    AudioFrame, AudioSource, AudioStream, LocalAudioTrack, Room, RpcError, TrackKind,
-    TrackPublishOptions, TrackSource,
+    AudioFrame, AudioSource, AudioStream, LocalAudioTrack, LocalVideoTrack, Room, RpcError,
+    TrackKind, TrackPublishOptions, TrackSource, VideoBufferType, VideoFrame, VideoSource,
+    VideoStream,
 )
 from aiolivekit.testing.servers import ServerInfo
 
@@ -130,13 +131,12 @@ async def test_rpc_both_ways(any_server: ServerInfo, client: str, ours: Room) ->
          "behaviour": {"type": "error", "code": 2003, "message": "official says no", "data": "d"}},
         {"op": "perform_rpc", "dest": OURS, "method": "echo", "payload": "hello"},
         {"op": "perform_rpc", "dest": OURS, "method": "fail", "payload": "x"},
-        {"op": "perform_rpc", "dest": OURS, "method": "nope", "payload": "x"},
+        {"op": "perform_rpc", "dest": OURS, "method": "nope", "payload": "x", "label": "calls-done"},
         {"op": "wait_signal", "name": "done", "timeout": 40},
     ])
     async with proc:
         await _start_synced(ours, proc)
-        await proc.wait_for(lambda e: e.get("op") == "perform_rpc" and e["step"] >= 0
-                            and len(steps(proc.events, "perform_rpc")) == 3, timeout=40)
+        await proc.wait_for(lambda e: e.get("label") == "calls-done", timeout=40)
         result = await ours.local_participant.perform_rpc(
             destination_identity=THEIRS, method="upper", payload="ping")
         with pytest.raises(RpcError) as err:
@@ -279,3 +279,84 @@ async def test_dtmf_both_ways(any_server: ServerInfo, client: str, ours: Room) -
     assert (got[0].code, got[0].digit, got[0].participant.identity) == (3, "3", THEIRS)
     item = step(events, "expect_dtmf")["items"][0]
     assert (item["code"], item["digit"], item["sender"]) == (11, "#", OURS)
+
+
+COLOR = (200, 40, 40)
+
+
+def _close_to(rgb: list[float], want: tuple[int, int, int], tol: float = 30) -> bool:
+    return all(abs(a - b) <= tol for a, b in zip(rgb, want))
+
+
+@pytest.mark.compat("video")
+async def test_video_official_to_aiolivekit(any_server: ServerInfo, client: str,
+                                            ours: Room) -> None:
+    tracks: list[Any] = []
+    ours.on("track_subscribed", lambda track, pub, p: tracks.append(track))
+    proc = _driver(client, any_server, [
+        {"op": "publish_video", "width": 320, "height": 240, "color": list(COLOR),
+         "seconds": 10, "fps": 15},
+        {"op": "wait_signal", "name": "done", "timeout": 40},
+    ])
+    async with proc:
+        await _start_synced(ours, proc)
+        await _wait(lambda: bool(tracks), what="official video track subscribed", proc=proc)
+        assert tracks[0].kind == TrackKind.KIND_VIDEO
+        stream = VideoStream(tracks[0])
+        frames: list[Any] = []
+
+        async def collect() -> None:
+            async for ev in stream:
+                frames.append(ev.frame)
+                if len(frames) >= 10:
+                    return
+
+        try:
+            await asyncio.wait_for(collect(), TIMEOUT)
+        finally:
+            await stream.aclose()
+        proc.signal("done")
+        await proc.finish()
+    last = frames[-1].convert(VideoBufferType.RGBA)
+    assert (last.width, last.height) == (320, 240)
+    arr = np.frombuffer(bytes(last.data), dtype=np.uint8).reshape(240, 320, 4)
+    mean = arr[60:180, 80:240, :3].reshape(-1, 3).mean(axis=0).tolist()
+    assert _close_to(mean, COLOR), mean
+
+
+@pytest.mark.compat("video")
+async def test_video_aiolivekit_to_official(any_server: ServerInfo, client: str,
+                                            ours: Room) -> None:
+    w, h = 320, 240
+    source = VideoSource(w, h)
+    track = LocalVideoTrack.create_video_track("ours-video", source)
+    rgba = np.empty((h, w, 4), dtype=np.uint8)
+    rgba[:] = (*COLOR, 255)
+    stop = asyncio.Event()
+
+    async def pump() -> None:
+        for _ in range(300):  # at most 20 s at 15 fps
+            if stop.is_set():
+                return
+            source.capture_frame(VideoFrame(w, h, VideoBufferType.RGBA, rgba.tobytes()))
+            await asyncio.sleep(1 / 15)
+
+    proc = _driver(client, any_server, [
+        {"op": "subscribe_video", "identity": OURS, "frames": 10, "timeout": 25},
+    ])
+    task = None
+    try:
+        async with proc:
+            await _start_synced(ours, proc)
+            opts = TrackPublishOptions(source=TrackSource.SOURCE_CAMERA)
+            await asyncio.wait_for(ours.local_participant.publish_track(track, opts), TIMEOUT)
+            task = asyncio.ensure_future(pump())
+            events = await proc.finish()
+    finally:
+        stop.set()
+        if task is not None:
+            await asyncio.wait_for(task, 5)
+    res = step(events, "subscribe_video")
+    assert (res["width"], res["height"]) == (w, h), res
+    assert res["frames"] >= 10 or client == "browser", res
+    assert _close_to(res["mean_rgb"], COLOR), res

@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 import time
+import zlib
 
 import pytest
 from livekit.protocol import models as models_pb
@@ -37,10 +38,10 @@ def test_error_codes_and_messages() -> None:
     assert (err.code, err.message, err.data, str(err)) == (42, "boom", "{}", "boom")
     proto = RpcError(7, "m" * 400, None)._to_proto()
     assert len(proto.message) == 256 and proto.data == ""
-    assert RpcError._from_proto(models_pb.RpcError(code=3, message="x")).data is None
+    assert RpcError._from_proto(models_pb.RpcError(code=3, message="x")).data == ""
 
 
-@pytest.mark.parametrize("protocol", [0, 2])
+@pytest.mark.parametrize("protocol", [0, 1, 2])
 async def test_rpc_success_and_wire_format(protocol: int) -> None:
     hub = Hub()
     alice, bob = hub.join("alice", protocol=protocol), hub.join("bob", protocol=protocol)
@@ -69,6 +70,10 @@ async def test_rpc_success_and_wire_format(protocol: int) -> None:
     else:
         assert "rpc_request" not in sent_a and sent_a[0] == "stream_header"
         header = hub.sent_by("alice")[0].stream_header
+        # level 2 peers get single-packet streams, level 1 peers header/chunk/trailer
+        assert header.HasField("inline_content") == (protocol == 2)
+        assert sent_a == (["stream_header"] if protocol == 2
+                          else ["stream_header", "stream_chunk", "stream_trailer"])
         assert header.topic == "lk.rpc_request"
         assert header.attributes[ATTR_REQUEST_ID] == inv.request_id
         assert header.attributes[ATTR_METHOD] == "greet"
@@ -318,3 +323,37 @@ async def test_unsupported_version_v1() -> None:
     resp = [p.rpc_response for p in hub.sent_by("bob") if p.HasField("rpc_response")]
     assert [(r.request_id, r.error.code) for r in resp] == [("req-9", Code.UNSUPPORTED_VERSION)]
     assert _kinds(hub, "bob")[0] == "rpc_ack"
+
+
+async def test_compressed_payloads_are_inflated() -> None:
+    hub = Hub()
+    alice, bob = hub.join("alice", protocol=0), hub.join("bob", protocol=0)
+    seen: list[str] = []
+    bob.manager.register_rpc_method("m", lambda d: seen.append(d.payload) or "ok")
+    comp = zlib.compressobj(wbits=-15)
+    text = "compressé " * 3000
+    packet = models_pb.DataPacket(participant_identity="alice")
+    packet.rpc_request.id = "req-z"
+    packet.rpc_request.method = "m"
+    packet.rpc_request.version = 1
+    packet.rpc_request.response_timeout_ms = 5000
+    packet.rpc_request.compressed_payload = comp.compress(text.encode()) + comp.flush()
+    bob.manager.handle_packet(packet)
+    await asyncio.sleep(0.05)
+    assert seen == [text]
+    # and a compressed response resolves a pending call
+    call = asyncio.ensure_future(alice.manager.perform_rpc(destination_identity="bob",
+                                                           method="m", payload="x"))
+    await asyncio.sleep(0.02)
+    req_id = next(p.rpc_request.id for p in hub.sent_by("alice") if p.HasField("rpc_request"))
+    hub.drop_from.add("bob")
+    for kind in ("ack", "response"):
+        pkt = models_pb.DataPacket(participant_identity="bob")
+        if kind == "ack":
+            pkt.rpc_ack.request_id = req_id
+        else:
+            c = zlib.compressobj(wbits=-15)
+            pkt.rpc_response.request_id = req_id
+            pkt.rpc_response.compressed_payload = c.compress(b"big answer") + c.flush()
+        alice.manager.handle_packet(pkt)
+    assert await asyncio.wait_for(call, 1) in ("ok", "big answer")

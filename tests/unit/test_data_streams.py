@@ -426,3 +426,100 @@ async def test_async_handler_is_run_as_task() -> None:
     bob.manager.register_text_stream_handler("t", handler)  # type: ignore[arg-type]
     await alice.manager.send_text("async ok", topic="t")
     await _wait_for(lambda: got == ["async ok"])
+
+
+async def test_compressed_chunked_text_from_a_peer() -> None:
+    """What official clients send us when we announce deflate-raw: slices of one deflate
+    stream, cut anywhere (also inside UTF-8 characters of the inflated text)."""
+    hub = Hub()
+    bob = hub.join("bob")
+    got: dict = {}
+    _collect_text(bob, "z", got)
+    text = _mixed_text(300_000, seed=9)
+    comp = zlib.compressobj(wbits=-15)
+    packed = comp.compress(text.encode()) + comp.flush()
+    header = build_header(stream_id="zs", topic="z", kind="text", mime_type="text/plain",
+                          total_length=len(text.encode()), attributes={"x": "1"})
+    header.compression = DS.DEFLATE_RAW
+    pkt = models_pb.DataPacket(participant_identity="official")
+    pkt.stream_header.CopyFrom(header)
+    bob.manager.handle_packet(pkt)
+    for i, off in enumerate(range(0, len(packed), 777)):
+        pkt = models_pb.DataPacket(participant_identity="official")
+        pkt.stream_chunk.stream_id = "zs"
+        pkt.stream_chunk.chunk_index = i
+        pkt.stream_chunk.content = packed[off:off + 777]
+        bob.manager.handle_packet(pkt)
+        await asyncio.sleep(0)
+    pkt = models_pb.DataPacket(participant_identity="official")
+    pkt.stream_trailer.stream_id = "zs"
+    bob.manager.handle_packet(pkt)
+    await _wait_for(lambda: "zs" in got)
+    who, received, info = got["zs"]
+    assert (who, received == text, info.size, info.attributes) == (
+        "official", True, len(text.encode()), {"x": "1"})
+
+
+async def test_broadcast_inline_and_compression_when_all_recipients_accept() -> None:
+    cap = models_pb.ClientInfo.CAP_COMPRESSION_DEFLATE_RAW
+    hub = Hub()
+    alice = hub.join("alice")
+    bob = hub.join("bob", capabilities=(cap,))
+    carol = hub.join("carol", capabilities=(cap,))
+    got_b: dict = {}
+    got_c: dict = {}
+    _collect_text(bob, "t", got_b)
+    _collect_text(carol, "t", got_c)
+
+    def headers() -> list:
+        return [p.stream_header for p in hub.sent_by("alice") if p.HasField("stream_header")]
+
+    small = await alice.manager.send_text("hi all", topic="t")  # broadcast, all at level 2
+    text = "compressible é日 " * 20_000  # ~400 kB, deflates to a few kB
+    big = await alice.manager.send_text(text, topic="t")
+    plain = await alice.manager.send_text(text, topic="t", compress=False)
+    await _wait_for(lambda: len(got_b) == 3 and len(got_c) == 3)
+    for got in (got_b, got_c):
+        assert got[small.stream_id][1] == "hi all"
+        assert got[big.stream_id][1] == text and got[plain.stream_id][1] == text
+        assert got[big.stream_id][2].size == len(text.encode())
+    h_small, h_big, h_plain = headers()
+    assert h_small.HasField("inline_content") and h_small.compression == DS.NONE
+    assert h_big.compression == DS.DEFLATE_RAW and h_big.HasField("inline_content")
+    assert h_big.total_length == len(text.encode())  # the uncompressed size
+    assert h_plain.compression == DS.NONE and not h_plain.HasField("inline_content")
+
+    # one recipient without the capability: no compression for anyone
+    hub.join("dave")
+    hub.wire.clear()
+    await alice.manager.send_text(text, topic="t")
+    (h,) = headers()
+    assert h.compression == DS.NONE and not h.HasField("inline_content")
+    # one recipient at level 0: legacy format, even for a tiny text
+    hub.join("old", protocol=0)
+    hub.wire.clear()
+    await alice.manager.send_text("x", topic="t", destination_identities=["bob", "old"])
+    (h,) = headers()
+    assert not h.HasField("inline_content")
+
+
+async def test_compressed_chunked_bytes_round_trip() -> None:
+    cap = models_pb.ClientInfo.CAP_COMPRESSION_DEFLATE_RAW
+    hub = Hub()
+    alice, bob = hub.join("alice"), hub.join("bob", capabilities=(cap,))
+    got: dict = {}
+
+    async def consume(reader: ByteStreamReader, who: str) -> None:
+        got[reader.info.stream_id] = b"".join([c async for c in reader])
+
+    bob.manager.register_byte_stream_handler(
+        "b", lambda r, w: asyncio.ensure_future(consume(r, w)))
+    rng = random.Random(4)
+    data = bytes(rng.choice(b"abcd") for _ in range(600_000))  # ~4x compressible
+    info = await alice.manager.send_bytes(data, topic="b", destination_identities=["bob"])
+    await _wait_for(lambda: info.stream_id in got)
+    assert got[info.stream_id] == data
+    sent = hub.sent_by("alice")
+    assert sent[0].stream_header.compression == DS.DEFLATE_RAW
+    wire_bytes = sum(len(p.stream_chunk.content) for p in sent if p.HasField("stream_chunk"))
+    assert wire_bytes < len(data) // 2

@@ -66,8 +66,10 @@ class Hub:
 class Member:
     """One participant: its DataManager, the DataSender it is attached to, its events."""
 
-    def __init__(self, hub: Hub, identity: str, protocol: int, **kwargs: Any) -> None:
+    def __init__(self, hub: Hub, identity: str, protocol: int, *,
+                 capabilities: tuple[int, ...] = (), **kwargs: Any) -> None:
         self.hub = hub
+        self.capabilities = capabilities
         self.identity = identity
         self.protocol = protocol
         self.connected = True
@@ -98,3 +100,11 @@ class Member:
     def remote_client_protocol(self, identity: str) -> int | None:
         member = self.hub.members.get(identity)
         return None if member is None else member.protocol
+
+    # optional DataSender extras
+    def remote_identities(self) -> list[str]:
+        return [i for i in self.hub.members if i != self.identity]
+
+    def remote_capabilities(self, identity: str) -> list[int] | None:
+        member = self.hub.members.get(identity)
+        return None if member is None else list(member.capabilities)

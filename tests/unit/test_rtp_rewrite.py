@@ -70,12 +70,25 @@ def test_new_source_continues_sequence_and_advances_timestamp() -> None:
 
 
 def test_switch_timestamps_exact() -> None:
-    m = RtpMunger(90000, initial_sequence=0, initial_timestamp=0)
+    m = RtpMunger(90000, initial_sequence=0, initial_timestamp=0, source_timeout=0.05)
     m.rewrite(1, 100, 0, 0.0)
     assert m.rewrite(2, 500, 42, 0.1) == (1, 9000)
     assert m.rewrite(2, 501, 42 + 3000, 0.13) == (2, 12000)
     assert m.rewrite(2, 499, 0, 0.13) is None
     assert m.dropped == 1
+
+
+def test_interleaved_ssrcs_lock_onto_first_until_it_goes_quiet() -> None:
+    m = RtpMunger(90000, initial_sequence=0, initial_timestamp=0, source_timeout=0.5)
+    out = []
+    for i in range(10):  # two streams interleaved (e.g. simulcast layers in one receiver)
+        out.append(m.rewrite(0xA, 100 + i, 3000 * i, i * 0.033))
+        out.append(m.rewrite(0xB, 7000 + i, 5 + 3000 * i, i * 0.033 + 0.001))
+    assert out[0::2] == [(i, 3000 * i) for i in range(10)]
+    assert out[1::2] == [None] * 10
+    # stream A stops; B takes over after the timeout and continues the numbering
+    assert m.rewrite(0xB, 7010, 30005, 0.6) is None
+    assert m.rewrite(0xB, 7020, 60005, 0.8) == (10, 27000 + int((0.8 - 0.297) * 90000))
 
 
 def test_pause_drops_and_resume_resyncs_without_gap() -> None:
@@ -268,7 +281,9 @@ def test_build_simple_matches_build(ids: dict[str, int], level: tuple[bool, int]
     w = RtpHeaderWriter(0x01020304, 111, mid="12", **ids)
     payload = b"\x01\x02\x03payload"
     for marker in (0, 1):
-        full, hl = w.build(marker, 65535, 0xFFFFFFFF, payload, audio_level=level, send_time=0xABCDEF)
+        full, hl = w.build(
+            marker, 65535, 0xFFFFFFFF, payload, audio_level=level, send_time=0xABCDEF
+        )
         fast = w.build_simple(marker, 65535, 0xFFFFFFFF, payload, level, 0xABCDEF)
         assert fast == full
         assert fast[hl:] == payload

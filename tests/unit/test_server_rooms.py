@@ -52,7 +52,7 @@ def add_audio(room: RoomState, sid: str, cid: str = "cid-a", **kw: object) -> st
 
 def test_join_response_fields() -> None:
     room = RoomState("r", NOW)
-    p, resp, effects = join(room, "alice", client_protocol=2, capabilities=[1])
+    _, resp, effects = join(room, "alice", client_protocol=2, capabilities=[1])
     j = resp.join
     assert re.fullmatch(r"RM_[2-9A-Za-z]{12}", j.room.sid) and j.room.name == "r"
     assert re.fullmatch(r"PA_[2-9A-Za-z]{12}", j.participant.sid)
@@ -119,8 +119,8 @@ def test_duplicate_identity_replaces_old() -> None:
 
 def test_hidden_participant_is_invisible() -> None:
     room = RoomState("r", NOW)
-    a, _, _ = join(room, "alice")
-    h, _, effects = join(room, "ghost", grant=grant(hidden=True))
+    join(room, "alice")
+    _, _, effects = join(room, "ghost", grant=grant(hidden=True))
     assert effects == []
     _, resp, _ = join(room, "bob")
     assert [o.identity for o in resp.join.other_participants] == ["alice"]

@@ -45,7 +45,7 @@ def test_codec_roundtrip_protobuf_and_json() -> None:
 
 
 def test_create_and_list_rooms_json() -> None:
-    svc, mgr = service()
+    svc, _ = service()
     res = svc.handle("CreateRoom", b'{"name":"r1","metadata":"m"}', JS,
                      bearer({"roomCreate": True}), NOW)
     assert res.status == 200 and res.content_type == JS
@@ -73,7 +73,7 @@ def test_errors() -> None:
     # admin of another room
     res = svc.handle("ListParticipants", body, PB, bearer({"roomAdmin": True, "room": "r2"}), NOW)
     assert res.status == 401
-    assert json.loads(res.body) == {"code": "unauthenticated", "msg": "permissions denied"}
+    assert res.body == b'{"code":"unauthenticated","msg":"permissions denied"}'
     # no token at all
     res = svc.handle("ListRooms", b"", PB, None, NOW)
     assert res.status == 401 and json.loads(res.body)["code"] == "unauthenticated"
@@ -84,18 +84,35 @@ def test_errors() -> None:
     res = svc.handle("DeleteRoom", room_pb.DeleteRoomRequest(room="zz").SerializeToString(), PB,
                      bearer({"roomCreate": True}), NOW)
     assert res.status == 404
-    assert json.loads(res.body) == {"code": "not_found", "msg": "requested room does not exist"}
+    assert json.loads(res.body) == {"code": "not_found",
+                                    "msg": "twirp error unknown: requested room does not exist"}
     # unknown participant
     res = svc.handle("GetParticipant", b'{"room":"r1","identity":"nobody"}', JS,
                      bearer({"roomAdmin": True, "room": "r1"}), NOW)
-    assert res.status == 404 and json.loads(res.body)["code"] == "not_found"
+    assert res.status == 404 and json.loads(res.body) == {
+        "code": "not_found", "msg": "twirp error unknown: participant does not exist"}
+    res = svc.handle("GetParticipant", b'{"room":"r9","identity":"nobody"}', JS,
+                     bearer({"roomAdmin": True, "room": "r9"}), NOW)
+    assert res.status == 404
+    assert json.loads(res.body)["msg"] == "twirp error unknown: participant does not exist"
+    # listing a room that does not exist gives an empty list (like livekit-server)
+    res = svc.handle("ListParticipants", b'{"room":"r9"}', JS,
+                     bearer({"roomAdmin": True, "room": "r9"}), NOW)
+    assert res.status == 200 and json.loads(res.body) == {"participants": []}
     # unknown method, bad content type, malformed body
     res = svc.handle("Nope", b"", PB, bearer({"roomList": True}), NOW)
-    assert res.status == 404 and json.loads(res.body)["code"] == "bad_route"
+    assert res.status == 404 and json.loads(res.body) == {
+        "code": "bad_route", "msg": 'no handler for path "/twirp/livekit.RoomService/Nope"',
+        "meta": {"twirp_invalid_route": "POST /twirp/livekit.RoomService/Nope"}}
     res = svc.handle("ListRooms", b"", "text/plain", bearer({"roomList": True}), NOW)
-    assert res.status == 404 and json.loads(res.body)["code"] == "bad_route"
+    assert res.status == 404
+    assert json.loads(res.body)["msg"] == 'unexpected Content-Type: "text/plain"'
     res = svc.handle("ListRooms", b"{not json", JS, bearer({"roomList": True}), NOW)
-    assert res.status == 400 and json.loads(res.body)["code"] == "malformed"
+    assert res.status == 400 and json.loads(res.body) == {
+        "code": "malformed", "msg": "the json request could not be decoded"}
+    res = svc.handle("ListRooms", b"\xff\xff", PB, bearer({"roomList": True}), NOW)
+    assert res.status == 400 and json.loads(res.body) == {
+        "code": "malformed", "msg": "the protobuf request could not be decoded"}
 
 
 def test_remove_update_and_delete_effects() -> None:

@@ -34,6 +34,7 @@ import inspect
 import logging
 import mimetypes
 import os
+import zlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -88,13 +89,32 @@ CLIENT_PROTOCOL: int = CLIENT_PROTOCOL_DATA_STREAM_V2
 """We receive legacy and single-packet streams and speak RPC v1 and v2."""
 
 CLIENT_CAPABILITIES: tuple[int, ...] = (models_pb.ClientInfo.CAP_COMPRESSION_DEFLATE_RAW,)
-"""We inflate deflate-raw compressed incoming streams and RPC payloads (we never send them)."""
+"""We inflate deflate-raw compressed incoming streams and RPC payloads, and deflate what
+``send_text``/``send_bytes`` send to peers that all announce this capability."""
 
 _FILE_READ_BLOCK = STREAM_CHUNK_SIZE * 64
+_DEFLATE_INLINE_MAX = 256 * 1024
+
+
+def _deflate_raw(data: bytes) -> bytes:
+    comp = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return comp.compress(data) + comp.flush()
+
+
+def _copy_header(header: models_pb.DataStream.Header) -> models_pb.DataStream.Header:
+    copy = models_pb.DataStream.Header()
+    copy.CopyFrom(header)
+    return copy
 
 
 class DataSender(Protocol):
-    """What the engine provides to the data layer."""
+    """What the engine provides to the data layer.
+
+    Optional extras (looked up with ``getattr``; without them broadcasts are never sent
+    as single packets and nothing is compressed): ``remote_identities() -> list[str]``
+    (remote participants in the room) and ``remote_capabilities(identity) ->
+    list[int] | None`` (that participant's ``ParticipantInfo.capabilities``).
+    """
 
     @property
     def local_identity(self) -> str: ...
@@ -179,15 +199,35 @@ class DataManager(RpcTransport):
     def local_identity(self) -> str:
         return self._sender.local_identity if self._sender is not None else ""
 
-    def _inline_ok(self, destinations: list[str] | None) -> bool:
-        """Single-packet streams only when every named recipient announced protocol >= 2."""
-        if self.local_client_protocol < CLIENT_PROTOCOL_DATA_STREAM_V2 or not destinations:
-            return False
-        for identity in destinations:
+    def _recipients(self, destinations: list[str] | None) -> list[str] | None:
+        """Named recipients, or everyone for a broadcast (None when the sender can't tell)."""
+        if destinations:
+            return list(destinations)
+        lister = getattr(self._sender, "remote_identities", None)
+        return list(lister()) if callable(lister) else None
+
+    def _eligibility(self, destinations: list[str] | None) -> tuple[bool, bool]:
+        """(single-packet ok, deflate-raw ok) for a send to ``destinations``.
+
+        Single-packet streams need every recipient at client protocol >= 2; compression
+        additionally needs ``CAP_COMPRESSION_DEFLATE_RAW`` from each (known only when the
+        DataSender has the optional ``remote_capabilities(identity)``). Unknown -> no.
+        """
+        if self.local_client_protocol < CLIENT_PROTOCOL_DATA_STREAM_V2:
+            return False, False
+        recipients = self._recipients(destinations)
+        if recipients is None:
+            return False, False
+        for identity in recipients:
             level = self.remote_client_protocol(identity)
             if level is None or level < CLIENT_PROTOCOL_DATA_STREAM_V2:
-                return False
-        return True
+                return False, False
+        caps_of = getattr(self._sender, "remote_capabilities", None)
+        if not callable(caps_of):
+            return True, False
+        cap = models_pb.ClientInfo.CAP_COMPRESSION_DEFLATE_RAW
+        compress = all(cap in (caps_of(identity) or ()) for identity in recipients)
+        return True, compress
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -415,7 +455,7 @@ class DataManager(RpcTransport):
         )
         info = info_from_header(header)
         assert isinstance(info, TextStreamInfo)
-        await self._send_whole(header, data, destination_identities, text=True)
+        await self._send_whole(header, data, destination_identities, text=True, compress=compress)
         return info
 
     async def stream_bytes(
@@ -466,7 +506,8 @@ class DataManager(RpcTransport):
         )
         info = info_from_header(header)
         assert isinstance(info, ByteStreamInfo)
-        await self._send_whole(header, data, destination_identities, text=False)
+        await self._send_whole(header, data, destination_identities, text=False,
+                               compress=compress)
         return info
 
     async def send_file(
@@ -518,18 +559,36 @@ class DataManager(RpcTransport):
         destinations: list[str] | None,
         *,
         text: bool,
+        compress: bool = True,
     ) -> None:
-        """Send a complete payload: one packet for v2 recipients when it fits, else chunked."""
-        if self._inline_ok(destinations):
-            inline = models_pb.DataStream.Header()
-            inline.CopyFrom(header)
-            inline.inline_content = data
+        """Send a complete payload.
+
+        For data-streams-v2 recipients: one packet when it fits, deflate-raw compressed
+        when they all accept it and it helps; otherwise header, chunks, trailer.
+        """
+        inline_ok, deflate_ok = self._eligibility(destinations)
+        payload = data
+        if inline_ok and deflate_ok and compress and data:
+            if len(data) > _DEFLATE_INLINE_MAX:  # keep the event loop responsive
+                loop = asyncio.get_running_loop()
+                packed = await loop.run_in_executor(None, _deflate_raw, data)
+            else:
+                packed = _deflate_raw(data)
+            if len(packed) < len(data):
+                header = _copy_header(header)
+                header.compression = models_pb.DataStream.DEFLATE_RAW
+                payload = packed
+        if inline_ok:
+            inline = _copy_header(header)
+            inline.inline_content = payload
             packet = header_packet(inline, destinations)
             if packet.ByteSize() <= STREAM_CHUNK_SIZE:
                 await self._send_stream_packet(packet)
                 return
         await self._send_stream_packet(header_packet(header, destinations))
-        for packet in chunk_packets(header.stream_id, data, 0, destinations, text=text):
+        # compressed bytes are cut anywhere; plain text only on character boundaries
+        as_text = text and payload is data
+        for packet in chunk_packets(header.stream_id, payload, 0, destinations, text=as_text):
             await self._send_stream_packet(packet)
         await self._send_stream_packet(trailer_packet(header.stream_id, destinations))
 

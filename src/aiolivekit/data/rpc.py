@@ -137,7 +137,7 @@ class RpcError(AioLiveKitError):
 
     @classmethod
     def _from_proto(cls, proto: models_pb.RpcError) -> RpcError:
-        return cls(proto.code, proto.message, proto.data or None)
+        return cls(proto.code, proto.message, proto.data)  # "" when absent, like livekit.rtc
 
     def _to_proto(self) -> models_pb.RpcError:
         message = _truncate_utf8(self._message, MAX_MESSAGE_BYTES)

@@ -6,9 +6,10 @@ packet, any number of ``stream_chunk`` packets (``content`` at most
 ``stream_trailer`` (a non-empty ``reason`` means the sender aborted), all reliable and
 addressed to the same ``destination_identities``. Text is split only on UTF-8 character
 boundaries. "Data streams v2" peers (client protocol >= 2) also accept a single-packet
-stream whose whole payload sits in ``Header.inline_content``; we send that form only
-when every named recipient announced it. Incoming deflate-raw compressed streams
-(``Header.compression``) are inflated.
+stream whose whole payload sits in ``Header.inline_content``, and deflate-raw compressed
+streams (``Header.compression``; chunks are then slices of one deflate stream) when they
+announce ``CAP_COMPRESSION_DEFLATE_RAW``. We inflate what arrives; the DataManager sends
+those forms only when every recipient announced them.
 
 Memory policy: a reader buffers what arrived but was not read yet, up to
 ``buffer_limit`` bytes (:data:`DEFAULT_READER_BUFFER_LIMIT`, 64 MiB). Beyond it the

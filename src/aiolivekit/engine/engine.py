@@ -112,6 +112,7 @@ class RtcEngine:
         self.pub_channels: dict[str, RTCDataChannel] = {}
         self.sub_channels: dict[str, RTCDataChannel] = {}
         self._sub_mids: dict[str, _MidState] = {}
+        self._fired_mids: set[str] = set()
         self.host_addresses: list[str] | None = None
         self.closed = False
         self.close_reason: int | None = None
@@ -367,6 +368,7 @@ class RtcEngine:
             try:
                 self._pending_offer_sdp = offer.sdp
                 self._pending_mid_map = offer.mid_to_track_id
+                self._fired_mids = set()
                 answer = await self.subscriber.answer(offer.sdp)
                 self.session.send_answer(answer, offer.id)
                 self._flush()
@@ -395,25 +397,35 @@ class RtcEngine:
         return psid, tsid
 
     def _scan_subscriber_offer(self, offer: sig.OfferReceived) -> None:
-        """Report m-lines that stopped carrying a track they carried before."""
+        """Diff the m-lines of an applied subscriber offer against the previous ones.
+
+        An m-line that stopped carrying its track yields :class:`TrackRemoved`. An m-line
+        that starts carrying a track without aiortc firing a ``track`` event (pion recycles
+        transceivers; aiortc keeps the old receiver) yields :class:`TrackReceived` for the
+        existing receiver, after routing the new SSRCs to it.
+        """
+        fired, self._fired_mids = self._fired_mids, set()
         for section in sdp.parse_media_sections(offer.sdp):
             if section.kind not in ("audio", "video"):
                 continue
             psid, tsid = self._section_ids(section, offer.mid_to_track_id)
-            active = section.direction in ("sendonly", "sendrecv") and section.port != 0
+            active = (section.direction in ("sendonly", "sendrecv") and section.port != 0
+                      and bool(tsid))
             prev = self._sub_mids.get(section.mid)
             if prev is not None and prev.active and (not active or prev.track_sid != tsid):
                 self._emit(TrackRemoved(prev.track_sid, section.mid))
-                if active and prev.track_sid != tsid:
-                    # aiortc recycled the transceiver for a new track: no track event fires
-                    self._recycled_track(section.mid, psid, tsid)
+            if (active and section.mid not in fired
+                    and (prev is None or not prev.active or prev.track_sid != tsid)):
+                self._recycled_track(section, psid, tsid)
             self._sub_mids[section.mid] = _MidState(tsid, psid, active)
 
-    def _recycled_track(self, mid: str, psid: str, tsid: str) -> None:
+    def _recycled_track(self, section: sdp.MediaSection, psid: str, tsid: str) -> None:
         assert self.subscriber is not None
         for t in self.subscriber.pc.getTransceivers():
-            if t.mid == mid and t.receiver.track is not None:
-                self._emit(TrackReceived(t.receiver.track, t.receiver, t, psid, tsid, mid))
+            if t.mid == section.mid:
+                track = _revive_receiver(t.receiver, section.ssrcs)
+                if track is not None:
+                    self._emit(TrackReceived(track, t.receiver, t, psid, tsid, section.mid))
                 return
 
     def _on_sub_track(self, track: MediaStreamTrack) -> None:
@@ -433,8 +445,7 @@ class RtcEngine:
         if not tsid:
             logger.warning("remote track on mid %s without a track sid", mid)
             return
-        active = section.direction in ("sendonly", "sendrecv")
-        self._sub_mids[mid] = _MidState(tsid, psid, active)
+        self._fired_mids.add(mid)
         self._emit(TrackReceived(track, transceiver.receiver, transceiver, psid, tsid, mid))
 
     # ------------------------------------------------------------------ data
@@ -547,3 +558,40 @@ class RtcEngine:
                 await pt.close()
         if ws is not None:
             await ws.close()
+
+
+def _revive_receiver(receiver: RTCRtpReceiver, ssrcs: list[int]) -> MediaStreamTrack | None:
+    """Make a recycled aiortc receiver deliver a new remote stream (aiortc 1.16 internals).
+
+    aiortc registers a receiver's SSRCs once and ends its track (stopping the decoder
+    thread) on RTCP BYE; a transceiver the server reuses for another stream then delivers
+    nothing. Route the new SSRCs to the receiver and, if its track ended, give it a fresh
+    track and decoder thread.
+    """
+    import threading
+
+    from aiortc.rtcrtpreceiver import RemoteStreamTrack, decoder_worker
+
+    transport = receiver.transport
+    router = getattr(transport, "_rtp_router", None)
+    if router is not None:
+        for ssrc in ssrcs:
+            router.ssrc_table[ssrc] = receiver
+    track = receiver.track
+    name = "_RTCRtpReceiver__decoder_thread"
+    thread = getattr(receiver, name, None)
+    if track is not None and track.readyState == "live" and thread is not None:
+        return track
+    if not getattr(receiver, "_RTCRtpReceiver__started", False):
+        return track
+    new_track = RemoteStreamTrack(kind=receiver.track.kind if receiver.track else "audio")
+    receiver._track = new_track
+    if thread is None:
+        thread = threading.Thread(
+            target=decoder_worker, name=new_track.kind + "-decoder",
+            args=(asyncio.get_running_loop(), getattr(receiver, "_RTCRtpReceiver__decoder_queue"),
+                  new_track._queue, getattr(receiver, "_RTCRtpReceiver__decoder_error")),
+            daemon=True)
+        setattr(receiver, name, thread)
+        thread.start()
+    return new_track

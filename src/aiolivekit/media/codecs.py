@@ -273,6 +273,12 @@ class VideoPacketEncoder:
 
     def encode(self, frame: Any, pts: int, force_keyframe: bool) -> list[Any]:
         """Encode one yuv420p frame with ``pts`` on the 90 kHz clock."""
+        if self.mime == "video/h264" and (frame.width % 2 or frame.height % 2):
+            # x264 needs even dimensions for 4:2:0
+            frame = frame.reformat(
+                width=max(2, frame.width - frame.width % 2),
+                height=max(2, frame.height - frame.height % 2),
+            )
         size = (frame.width, frame.height)
         if self._codec is None or size != self._size:
             self._codec = self._open(*size)

@@ -48,6 +48,8 @@ class _LocalRtcTrack(MediaStreamTrack):
         if self.sender is sender:
             return
         self.sender = sender
+        if sender is None:
+            return
         track = self
         orig_next = sender._next_encoded_frame
         orig_keyframe = sender._send_keyframe
@@ -202,7 +204,13 @@ class LocalVideoRtcTrack(_LocalRtcTrack):
             if self.sender is None or self.codec_mime not in ("video/vp8", "video/h264"):
                 if self.sender is not None and self.codec_mime is not None:
                     logger.warning("codec %s is encoded by aiortc", self.codec_mime)
-                frame = await loop.run_in_executor(None, codecs.to_av_video_frame, captured.frame)
+                try:
+                    frame = await loop.run_in_executor(
+                        None, codecs.to_av_video_frame, captured.frame
+                    )
+                except Exception:
+                    logger.exception("video frame conversion failed; frame dropped")
+                    continue
                 frame.pts = pts
                 frame.time_base = codecs.VIDEO_TIME_BASE
                 return frame
@@ -214,9 +222,14 @@ class LocalVideoRtcTrack(_LocalRtcTrack):
                 encoder = self._encoder = codecs.VideoPacketEncoder(self.codec_mime, bitrate, fps)
             force = self.force_keyframe
             self.force_keyframe = False
-            packets = await loop.run_in_executor(
-                None, _encode_video, encoder, captured.frame, pts, force
-            )
+            try:
+                packets = await loop.run_in_executor(
+                    None, _encode_video, encoder, captured.frame, pts, force
+                )
+            except Exception:
+                logger.exception("video encode failed; frame dropped")
+                self._encoder = None  # start over (with a keyframe) on the next frame
+                continue
             if packets:
                 self.frames_encoded += 1
                 if len(packets) == 1:

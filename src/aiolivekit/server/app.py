@@ -11,7 +11,15 @@ from aiohttp import web
 from livekit.protocol import models as models_pb
 from livekit.protocol import rtc as rtc_pb
 
-from .auth import AuthError, TokenClaims, VideoGrant, join_grant, token_from_request, verify_token
+from .auth import (
+    AuthError,
+    TokenClaims,
+    VideoGrant,
+    join_grant,
+    refresh_token,
+    token_from_request,
+    verify_token,
+)
 from .config import ServerConfig
 from .rooms import RoomManager
 from .session import MAX_SIGNAL_MESSAGE, Hub, ParticipantSession
@@ -118,7 +126,7 @@ class LiveKitServerApp:
         return web.Response(text="OK")
 
     async def _not_found(self, request: web.Request) -> web.Response:
-        return web.Response(status=404, text="404 page not found", headers=_CORS)
+        return web.Response(status=404, headers=_CORS)
 
     async def _validate(self, request: web.Request) -> web.Response:
         try:
@@ -137,14 +145,14 @@ class LiveKitServerApp:
                             content_type=result.content_type, headers=_CORS)
 
     async def _rtc(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=4 * MAX_SIGNAL_MESSAGE, heartbeat=10.0)
+        if not ws.can_prepare(request).ok:  # a plain GET, like the official server: 404
+            return web.Response(status=404, headers=_CORS)
         try:
             claims, grant = self._authenticate(request)
         except AuthError as exc:
             logger.info("refused join: %s %s", exc.status, exc.message)
             return self._error(exc)
-        ws = web.WebSocketResponse(max_msg_size=4 * MAX_SIGNAL_MESSAGE, heartbeat=10.0)
-        if not ws.can_prepare(request).ok:
-            return web.Response(status=404, text="404 page not found", headers=_CORS)
         await ws.prepare(request)
         query = request.query
         if _bool(query.get("reconnect"), False):
@@ -169,7 +177,10 @@ class LiveKitServerApp:
         )
         logger.info("participant %s (%s) joined room %s", participant.identity,
                     participant.sid, room.name)
-        session = ParticipantSession(self.hub, ws, room, participant)
+        secret = self.config.keys[claims.api_key]
+        session = ParticipantSession(
+            self.hub, ws, room, participant,
+            refresh=lambda: refresh_token(claims, secret, time.time()))
         self.hub.sessions[participant.sid] = session
         await session.run(join, effects)
         logger.info("participant %s (%s) left room %s", participant.identity,

@@ -1,5 +1,10 @@
 """Access-token verification with the official server's HTTP statuses and messages.
 
+The messages are those livekit-server 1.13.5 answers (checked against the binary), e.g.
+``invalid API key: <key>``, ``invalid token: <jwt>, error: token has invalid claims: token
+is expired``, ``no permissions to access the room`` (no ``video`` grant), ``permissions
+denied`` (``roomJoin`` false). Unlike 1.13.5 a token without ``exp`` is refused.
+
 Sans-I/O: the current time is passed in. ``verify_token`` checks the JWT (HS256 signature,
 ``exp`` required, ``nbf``, issuer = a known API key, 60 s leeway) and ``join_grant`` checks
 what joining a room needs (``roomJoin``, identity, room name).
@@ -23,6 +28,7 @@ __all__ = [
     "TokenClaims",
     "VideoGrant",
     "join_grant",
+    "refresh_token",
     "token_from_request",
     "verify_token",
 ]
@@ -98,6 +104,7 @@ class TokenClaims:
     attributes: dict[str, str] = field(default_factory=dict)
     video: VideoGrant | None = None
     expires_at: float = 0.0
+    raw: dict[str, Any] = field(default_factory=dict)
 
 
 def token_from_request(
@@ -123,9 +130,13 @@ def verify_token(token: str, keys: Mapping[str, str], now: float) -> TokenClaims
         raise AuthError(401, "invalid authorization token")
     issuer = unverified.get("iss")
     if not isinstance(issuer, str) or issuer not in keys:
-        raise AuthError(401, "invalid API key")
+        raise AuthError(401, f"invalid API key: {issuer if isinstance(issuer, str) else ''}")
+
+    def invalid(why: str) -> AuthError:
+        return AuthError(401, f"invalid token: {token}, error: {why}")
+
     if header.get("alg") != "HS256":
-        raise AuthError(401, "invalid authorization token: unexpected signature algorithm")
+        raise invalid(f"token signature is invalid: signing method {header.get('alg')} is invalid")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # short dev secrets trigger InsecureKeyLengthWarning
@@ -136,19 +147,22 @@ def verify_token(token: str, keys: Mapping[str, str], now: float) -> TokenClaims
                 options={"verify_exp": False, "verify_nbf": False, "verify_iat": False,
                          "verify_aud": False, "verify_iss": False},
             )
+    except jwt.InvalidSignatureError:
+        raise invalid("token signature is invalid: signature is invalid") from None
     except jwt.PyJWTError as exc:
-        raise AuthError(401, f"invalid authorization token: {exc}") from None
+        raise invalid(f"token is malformed: {exc}") from None
     exp = claims.get("exp")
     if not isinstance(exp, (int, float)) or isinstance(exp, bool):
-        raise AuthError(401, "invalid authorization token: exp claim is required")
+        raise invalid("token has invalid claims: token is missing required claim: "
+                      "exp claim is required")
     if now > exp + LEEWAY:
-        raise AuthError(401, "invalid authorization token: token is expired")
+        raise invalid("token has invalid claims: token is expired")
     nbf = claims.get("nbf")
     if nbf is not None:
         if not isinstance(nbf, (int, float)) or isinstance(nbf, bool):
-            raise AuthError(401, "invalid authorization token: invalid nbf claim")
+            raise invalid("token has invalid claims: token has invalid number")
         if now + LEEWAY < nbf:
-            raise AuthError(401, "invalid authorization token: token is not valid yet")
+            raise invalid("token has invalid claims: token is not valid yet")
     identity = claims.get("sub") or claims.get("jti") or ""
     video_claim = claims.get("video")
     attributes = claims.get("attributes") or {}
@@ -163,12 +177,30 @@ def verify_token(token: str, keys: Mapping[str, str], now: float) -> TokenClaims
         else {},
         video=VideoGrant.from_claim(video_claim) if isinstance(video_claim, dict) else None,
         expires_at=float(exp),
+        raw=claims,
     )
+
+
+REFRESH_MIN_TTL = 600.0
+
+
+def refresh_token(claims: TokenClaims, secret: str, now: float) -> str:
+    """A fresh token with the same claims, valid at least 10 minutes from ``now`` (the
+    original expiry is kept when it is later), like the official ``refresh_token``."""
+    payload = dict(claims.raw)
+    payload["nbf"] = int(now)
+    payload["iat"] = int(now)
+    payload["exp"] = int(max(claims.expires_at, now + REFRESH_MIN_TTL))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return jwt.encode(payload, secret, algorithm="HS256")
 
 
 def join_grant(claims: TokenClaims | None) -> VideoGrant:
     """Check that ``claims`` allow joining a room; return the video grant."""
-    if claims is None or claims.video is None or not claims.video.room_join:
+    if claims is None or claims.video is None:
+        raise AuthError(401, "no permissions to access the room")
+    if not claims.video.room_join:
         raise AuthError(401, "permissions denied")
     if not claims.identity:
         raise AuthError(400, "identity cannot be empty")

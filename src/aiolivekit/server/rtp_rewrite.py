@@ -15,15 +15,15 @@ import logging
 import struct
 
 __all__ = [
-    "RtpMunger",
-    "RtpHeaderWriter",
     "KeyframeRequestLimiter",
-    "is_keyframe_start",
-    "rtx_wrap",
+    "RtpHeaderWriter",
+    "RtpMunger",
     "abs_send_time",
-    "ntp_time",
-    "seq_newer",
     "h264_fmtp_score",
+    "is_keyframe_start",
+    "ntp_time",
+    "rtx_wrap",
+    "seq_newer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,9 @@ class RtpMunger:
     packet must be dropped (paused, too old after a switch, waiting for a keyframe).
 
     * Within one source the offsets are constant, so gaps and reordering are kept.
+    * One source SSRC at a time: a packet with another SSRC is dropped unless the
+      current source has been silent for ``source_timeout`` seconds, then it becomes
+      the source.
     * On a new source SSRC, or the first packet after ``set_paused(False)``, new
       offsets are chosen so the outgoing sequence continues at ``last + 1`` and the
       timestamp advances by the wall-clock time elapsed since the last sent packet.
@@ -73,16 +76,19 @@ class RtpMunger:
         initial_timestamp: int = 0,
         wait_for_keyframe: bool = False,
         keyframe_timeout: float = 2.0,
+        source_timeout: float = 0.5,
     ) -> None:
         if clock_rate <= 0:
             raise ValueError(f"clock rate must be positive, got {clock_rate}")
         self.clock_rate = clock_rate
         self.wait_for_keyframe = wait_for_keyframe
         self.keyframe_timeout = keyframe_timeout
+        self.source_timeout = source_timeout
         self.paused = False
         self._started = False
         self._resync = True
         self._source_ssrc: int | None = None
+        self._source_seen = 0.0
         self._seq_offset = 0
         self._ts_offset = 0
         self._highest_in_seq = 0
@@ -126,16 +132,25 @@ class RtpMunger:
         self, ssrc: int, seq: int, ts: int, now: float, keyframe_start: bool = False
     ) -> tuple[int, int] | None:
         """Map one incoming packet; ``keyframe_start`` only matters while gated."""
-        if self.paused:
-            self.dropped += 1
-            return None
-
-        if ssrc != self._source_ssrc and self._started:
-            # new source: continue the sequence, needs a keyframe for video
+        if ssrc != self._source_ssrc:
+            # another SSRC: take it over only once the current source went quiet, so
+            # interleaved streams (e.g. unsupported simulcast layers) cannot thrash
+            if (
+                self._source_ssrc is not None
+                and now - self._source_seen < self.source_timeout
+            ):
+                self.dropped += 1
+                return None
+            self._source_ssrc = ssrc
             self._resync = True
             if self.wait_for_keyframe:
                 self._gate_open = False
                 self._gate_since = None
+        self._source_seen = now
+
+        if self.paused:
+            self.dropped += 1
+            return None
 
         if not self._gate_open:
             if self._gate_since is None:
@@ -160,7 +175,6 @@ class RtpMunger:
             self._ts_offset = (next_ts - ts) & 0xFFFFFFFF
             self._highest_in_seq = seq
             self._ext_highest = 0  # extended numbers count from the switch point
-            self._source_ssrc = ssrc
             self._started = True
             self._last_out_seq = next_seq
             self._last_out_ts = next_ts
@@ -319,9 +333,7 @@ class RtpHeaderWriter:
         else:
             first, prefix, pad, ast = self._simple[0]
             tail = pad
-        header = _pack_header_bytes(
-            first, (marker << 7) | self.payload_type, seq, ts, self.ssrc
-        )
+        header = _pack_header_bytes(first, (marker << 7) | self.payload_type, seq, ts, self.ssrc)
         if ast:
             return header + prefix + send_time.to_bytes(3, "big") + tail + payload
         return header + prefix + tail + payload
@@ -359,9 +371,7 @@ class RtpHeaderWriter:
         if ext:
             first |= 0x10
         header = bytearray(12)
-        _pack_header(
-            header, 0, first, ((marker & 1) << 7) | self.payload_type, seq, ts, self.ssrc
-        )
+        _pack_header(header, 0, first, ((marker & 1) << 7) | self.payload_type, seq, ts, self.ssrc)
         if cc:
             header += struct.pack(f"!{cc}I", *csrc)  # type: ignore[misc]
         if ext:

@@ -23,7 +23,9 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 from google.protobuf import json_format
 from livekit.protocol import models as models_pb
 from livekit.protocol import rtc as rtc_pb
@@ -56,6 +58,7 @@ SEND_TIMEOUT = 10.0
 MAX_BUFFERED_RELIABLE = 1000
 LOSSY_HIGH_WATER = 64 * 1024
 JOIN_ACTIVE_TIMEOUT = 60.0
+REFRESH_INTERVAL = 300.0
 
 
 class ForwarderLike(Protocol):
@@ -83,6 +86,37 @@ def _attach_forwarder(receiver: RTCRtpReceiver, kind: str,
     except Exception:
         logger.exception("cannot forward this %s track", kind)
         return None
+
+
+_RID_URIS = (
+    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+)
+
+
+def _accept_rid_extensions(pc: RTCPeerConnection, offer_sdp: str) -> None:
+    """Answer the RID header extensions of video m-lines (aiortc drops them).
+
+    libwebrtc keeps offering only the extensions that earlier answers accepted, and refuses
+    to create a simulcast offer without the RID extension ("negotiates simulcast but does
+    not negotiate the RID RTP header extension"); aiortc parses RIDs, so accepting them is
+    safe. The answer still has no ``a=simulcast``, so the client sends one layer.
+    """
+    try:
+        description = aiortc_sdp.SessionDescription.parse(offer_sdp)
+    except Exception:
+        logger.debug("cannot parse the offer for RID extensions", exc_info=True)
+        return
+    by_mid = {m.rtp.muxId: m for m in description.media if m.kind == "video"}
+    for transceiver in pc.getTransceivers():
+        media = by_mid.get(transceiver.mid or "")
+        if media is None or transceiver.kind != "video":
+            continue
+        have = {e.uri for e in transceiver._headerExtensions}
+        for ext in media.rtp.headerExtensions:
+            if ext.uri in _RID_URIS and ext.uri not in have:
+                transceiver._headerExtensions.append(
+                    RTCRtpHeaderExtensionParameters(id=ext.id, uri=ext.uri))
 
 
 def _pc() -> RTCPeerConnection:
@@ -166,7 +200,8 @@ class ParticipantSession:
     """The asyncio shell around one participant."""
 
     def __init__(self, hub: Hub, ws: web.WebSocketResponse, room: RoomState,
-                 participant: ParticipantState) -> None:
+                 participant: ParticipantState,
+                 refresh: Callable[[], str] | None = None) -> None:
         self.hub = hub
         self.ws = ws
         self.room = room
@@ -175,9 +210,11 @@ class ParticipantSession:
         self.can_subscribe = participant.permission.can_subscribe
         self.forwarders: dict[str, ForwarderLike] = {}
         self.closed = asyncio.Event()
+        self._refresh = refresh
         self._closing = False
         self._left = False
-        self._out: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._out: asyncio.Queue[bytes | str | None] = asyncio.Queue()
+        self._json = False  # answer in JSON text frames after a JSON request (like Go)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pub = _pc()
         self._sub = _pc()
@@ -231,6 +268,8 @@ class ParticipantSession:
             if self.can_subscribe:
                 self._request_negotiation()
             self._spawn(self._active_watchdog(), "watchdog")
+            if self._refresh is not None:
+                self._spawn(self._refresh_loop(), "refresh")
             await self._read_loop()
         finally:
             await self._shutdown(writer)
@@ -243,13 +282,23 @@ class ParticipantSession:
                         JOIN_ACTIVE_TIMEOUT)
             self.hub.dispatch(self.room.remove(self.sid, models_pb.DisconnectReason.JOIN_FAILURE))
 
+    async def _refresh_loop(self) -> None:
+        """``refresh_token`` after the join and every 5 minutes (clients reconnect with it)."""
+        assert self._refresh is not None
+        while not self._closing:
+            self.send_signal(rtc_pb.SignalResponse(refresh_token=self._refresh()))
+            await asyncio.sleep(REFRESH_INTERVAL)
+
     async def _writer(self) -> None:
         while True:
             data = await self._out.get()
             if data is None:
                 return
             try:
-                await asyncio.wait_for(self.ws.send_bytes(data), SEND_TIMEOUT)
+                if isinstance(data, str):
+                    await asyncio.wait_for(self.ws.send_str(data), SEND_TIMEOUT)
+                else:
+                    await asyncio.wait_for(self.ws.send_bytes(data), SEND_TIMEOUT)
             except Exception as exc:
                 logger.debug("session %s: send failed: %r", self.sid, exc)
                 self._closing = True
@@ -270,6 +319,7 @@ class ParticipantSession:
                 except Exception as exc:
                     self._bad_frame(f"malformed signal message: {exc!r}")
                     break
+                self._json = False
             elif msg.type == WSMsgType.TEXT:
                 if len(msg.data) > MAX_SIGNAL_MESSAGE:
                     self._bad_frame("oversized signal message")
@@ -280,6 +330,7 @@ class ParticipantSession:
                 except Exception as exc:
                     self._bad_frame(f"malformed JSON signal message: {exc!r}")
                     break
+                self._json = True
             else:
                 break
             try:
@@ -363,7 +414,10 @@ class ParticipantSession:
     def send_signal(self, response: rtc_pb.SignalResponse) -> None:
         if self.closed.is_set():
             return
-        self._out.put_nowait(response.SerializeToString())
+        if self._json:
+            self._out.put_nowait(json_format.MessageToJson(response, indent=None))
+        else:
+            self._out.put_nowait(response.SerializeToString())
 
     def send_data(self, payload: bytes, reliable: bool) -> None:
         if self._closing:
@@ -453,9 +507,12 @@ class ParticipantSession:
         async with self._pub_lock:
             sections = sdp.parse_media_sections(offer.sdp)
             self._offer_sections = sections
+            logger.debug("publisher offer %d from %s: %s", offer.id, self.identity,
+                         [(m.mid, m.kind, m.direction, m.track_id, m.rids) for m in sections])
             await asyncio.wait_for(self._pub.setRemoteDescription(
                 RTCSessionDescription(sdp=offer.sdp, type="offer")), PC_OP_TIMEOUT)
             await self._apply_pending_candidates(0)
+            _accept_rid_extensions(self._pub, offer.sdp)
             answer = await asyncio.wait_for(self._pub.createAnswer(), PC_OP_TIMEOUT)
             with ice.host_addresses(self.hub.bind_addresses):
                 await asyncio.wait_for(self._pub.setLocalDescription(answer), PC_OP_TIMEOUT)
@@ -481,6 +538,8 @@ class ParticipantSession:
         if transceiver is None:
             return
         mid = transceiver.mid or ""
+        logger.debug("participant %s: incoming %s media on mid %s", self.identity, track.kind,
+                     mid)
         section = next((s for s in self._offer_sections if s.mid == mid), None)
         msid_track = section.track_id if section is not None else ""
         codecs = list(getattr(transceiver, "_codecs", []) or [])

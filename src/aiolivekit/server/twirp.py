@@ -19,7 +19,7 @@ from livekit.protocol import models as models_pb
 from livekit.protocol import room as room_pb
 
 from .auth import AuthError, TokenClaims, VideoGrant, token_from_request, verify_token
-from .rooms import Effect, ParticipantNotFound, RoomManager, RoomNotFound
+from .rooms import Effect, ParticipantNotFound, RoomManager, RoomNotFound, RoomState
 
 __all__ = [
     "TWIRP_PREFIX",
@@ -46,14 +46,18 @@ _STATUS = {
 class TwirpError(Exception):
     """A Twirp error: ``code`` is the Twirp code name, ``status`` the HTTP status."""
 
-    def __init__(self, code: str, msg: str) -> None:
+    def __init__(self, code: str, msg: str, meta: dict[str, str] | None = None) -> None:
         super().__init__(msg)
         self.code = code
         self.msg = msg
+        self.meta = meta or {}
         self.status = _STATUS.get(code, 500)
 
     def body(self) -> bytes:
-        return json.dumps({"code": self.code, "msg": self.msg}).encode()
+        data: dict[str, Any] = {"code": self.code, "msg": self.msg}
+        if self.meta:
+            data["meta"] = self.meta
+        return json.dumps(data, separators=(",", ":")).encode()
 
 
 @dataclass
@@ -81,8 +85,9 @@ def decode_message(body: bytes, content_type: str, message: Message) -> Message:
                               ignore_unknown_fields=True)
         else:
             message.ParseFromString(body)
-    except (DecodeError, json_format.ParseError, UnicodeDecodeError, ValueError) as exc:
-        raise TwirpError("malformed", f"failed to parse request body: {exc}") from None
+    except (DecodeError, json_format.ParseError, UnicodeDecodeError, ValueError):
+        what = "json" if _is_json(content_type) else "protobuf"
+        raise TwirpError("malformed", f"the {what} request could not be decoded") from None
     return message
 
 
@@ -91,7 +96,7 @@ def encode_message(message: Message, content_type: str) -> tuple[str, bytes]:
     if _is_json(content_type):
         data = json_format.MessageToDict(message, preserving_proto_field_name=True,
                                          always_print_fields_with_no_presence=True)
-        return "application/json", json.dumps(data).encode()
+        return "application/json", json.dumps(data, separators=(",", ":")).encode()
     return "application/protobuf", message.SerializeToString()
 
 
@@ -128,11 +133,14 @@ class RoomService:
         except AuthError as exc:
             return TwirpResult(exc.status, "text/plain", exc.message.encode())
         try:
+            route = {"twirp_invalid_route": f"POST {TWIRP_PREFIX}{method}"}
             if not (_is_json(content_type) or _is_protobuf(content_type)):
-                raise TwirpError("bad_route", f"unexpected Content-Type: {content_type!r}")
+                raise TwirpError("bad_route", f"unexpected Content-Type: {json.dumps(content_type)}",
+                                 route)
             entry = self._methods.get(method)
             if entry is None:
-                raise TwirpError("bad_route", f"no handler for path \"{TWIRP_PREFIX}{method}\"")
+                raise TwirpError("bad_route", f"no handler for path \"{TWIRP_PREFIX}{method}\"",
+                                 route)
             request_type, handler = entry
             if claims is None or claims.video is None:
                 raise TwirpError("unauthenticated", "permissions denied")
@@ -140,11 +148,9 @@ class RoomService:
             response, effects = handler(request, claims.video, now)
         except TwirpError as exc:
             return TwirpResult(exc.status, "application/json", exc.body())
-        except RoomNotFound:
-            err = TwirpError("not_found", "requested room does not exist")
-            return TwirpResult(err.status, "application/json", err.body())
-        except ParticipantNotFound as exc:
-            err = TwirpError("not_found", str(exc) or "participant does not exist")
+        except (RoomNotFound, ParticipantNotFound) as exc:
+            # the official server wraps its psrpc errors this way
+            err = TwirpError("not_found", f"twirp error unknown: {exc}")
             return TwirpResult(err.status, "application/json", err.body())
         ctype, out = encode_message(response, content_type)
         return TwirpResult(200, ctype, out, effects)
@@ -158,6 +164,12 @@ class RoomService:
 
     def _admin(self, grant: VideoGrant, room: str) -> None:
         self._require(grant.room_admin and bool(room) and grant.room == room)
+
+    def _room_for_participant(self, name: str) -> RoomState:
+        room = self.rooms.rooms.get(name)
+        if room is None:
+            raise ParticipantNotFound("participant does not exist")
+        return room
 
     # ------------------------------------------------------------------ methods
 
@@ -188,19 +200,19 @@ class RoomService:
     def _list_participants(self, req: Any, grant: VideoGrant,
                            now: float) -> tuple[Message, list[Effect]]:
         self._admin(grant, req.room)
-        room = self.rooms.get(req.room)
-        return room_pb.ListParticipantsResponse(
-            participants=[p.info() for p in room.participants.values()]), []
+        room = self.rooms.rooms.get(req.room)  # a missing room simply has nobody in it
+        participants = [p.info() for p in room.participants.values()] if room else []
+        return room_pb.ListParticipantsResponse(participants=participants), []
 
     def _get_participant(self, req: Any, grant: VideoGrant,
                          now: float) -> tuple[Message, list[Effect]]:
         self._admin(grant, req.room)
-        return self.rooms.get(req.room).by_identity(req.identity).info(), []
+        return self._room_for_participant(req.room).by_identity(req.identity).info(), []
 
     def _remove_participant(self, req: Any, grant: VideoGrant,
                             now: float) -> tuple[Message, list[Effect]]:
         self._admin(grant, req.room)
-        room = self.rooms.get(req.room)
+        room = self._room_for_participant(req.room)
         p = room.by_identity(req.identity)
         return room_pb.RemoveParticipantResponse(), room.remove(
             p.sid, models_pb.DisconnectReason.PARTICIPANT_REMOVED)
@@ -208,7 +220,7 @@ class RoomService:
     def _update_participant(self, req: Any, grant: VideoGrant,
                             now: float) -> tuple[Message, list[Effect]]:
         self._admin(grant, req.room)
-        room = self.rooms.get(req.room)
+        room = self._room_for_participant(req.room)
         p, effects = room.admin_update_participant(
             req.identity, metadata=req.metadata, name=req.name,
             attributes=dict(req.attributes),
@@ -232,14 +244,14 @@ class RoomService:
 
     def _mute_track(self, req: Any, grant: VideoGrant, now: float) -> tuple[Message, list[Effect]]:
         self._admin(grant, req.room)
-        room = self.rooms.get(req.room)
+        room = self._room_for_participant(req.room)
         track, effects = room.admin_mute_track(req.identity, req.track_sid, req.muted)
         return room_pb.MuteRoomTrackResponse(track=track), effects
 
     def _update_subscriptions(self, req: Any, grant: VideoGrant,
                               now: float) -> tuple[Message, list[Effect]]:
         self._admin(grant, req.room)
-        room = self.rooms.get(req.room)
+        room = self._room_for_participant(req.room)
         p = room.by_identity(req.identity)
         sids = list(req.track_sids)
         for pt in req.participant_tracks:

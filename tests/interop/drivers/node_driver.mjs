@@ -12,7 +12,8 @@ const require = createRequire(path.join(path.dirname(new URL(import.meta.url).pa
 const lk = await import(require.resolve('@livekit/rtc-node'));
 const {
   Room, RoomEvent, AudioSource, AudioStream, AudioFrame, LocalAudioTrack, TrackPublishOptions,
-  TrackSource, TrackKind, RpcError, dispose,
+  TrackSource, TrackKind, RpcError, dispose, VideoSource, VideoFrame, VideoStream, LocalVideoTrack,
+  VideoBufferType,
 } = lk;
 
 const { script, waitSignal, closeStdin } = await loadScript();
@@ -163,6 +164,54 @@ const ops = {
       identity: s.identity, freq: Math.round(dominantFrequency(used, rate) * 10) / 10,
       rms: Math.round(Math.sqrt(sq / have) * 10) / 10, samples: have,
     };
+  },
+  async publish_video(s) {
+    const w = s.width ?? 320, h = s.height ?? 240, fps = s.fps ?? 15, seconds = s.seconds ?? 5;
+    const [r, g, b] = s.color ?? [200, 40, 40];
+    const source = new VideoSource(w, h);
+    const track = LocalVideoTrack.createVideoTrack(s.name ?? 'video', source);
+    const opts = new TrackPublishOptions();
+    opts.source = TrackSource.SOURCE_CAMERA;
+    const pub = await withTimeout(room.localParticipant.publishTrack(track, opts), s.timeout ?? 15, 'publishTrack');
+    const rgba = new Uint8Array(w * h * 4);
+    for (let i = 0; i < w * h; i++) { rgba[4 * i] = r; rgba[4 * i + 1] = g; rgba[4 * i + 2] = b; rgba[4 * i + 3] = 255; }
+    background.push((async () => {
+      const start = performance.now();
+      for (let i = 0; i < seconds * fps && !stopping; i++) {
+        source.captureFrame(new VideoFrame(rgba, w, h, VideoBufferType.RGBA));
+        const ahead = start + ((i + 1) * 1000) / fps - performance.now();
+        if (ahead > 0) await sleep(ahead);
+      }
+      emit({ event: 'video_done' });
+    })());
+    return { sid: pub.sid, width: w, height: h };
+  },
+  async subscribe_video(s) {
+    const got = await inbox.take('track', 1, s.timeout ?? 15, { identity: s.identity, kind: 'video' });
+    if (!got.length) throw new Error(`no video track from ${s.identity}`);
+    const stream = new VideoStream(got[0].track);
+    const reader = stream.getReader();
+    const want = s.frames ?? 10;
+    let frames = 0, last = null;
+    const deadline = Date.now() + (s.timeout ?? 15) * 1000;
+    while (frames < want && Date.now() < deadline) {
+      const res = await Promise.race([reader.read(), sleep(Math.max(1, deadline - Date.now())).then(() => null)]);
+      if (!res || res.done) break;
+      frames += 1;
+      last = res.value.frame;
+    }
+    try { reader.releaseLock(); await stream.cancel(); } catch { /* ignore */ }
+    if (!last) throw new Error('no video frames received');
+    const f = last.convert(VideoBufferType.RGBA);
+    const cw = f.width, ch = f.height, sum = [0, 0, 0];
+    let cnt = 0;
+    for (let y = Math.floor(ch / 4); y < Math.floor((3 * ch) / 4); y++) {
+      for (let x = Math.floor(cw / 4); x < Math.floor((3 * cw) / 4); x++) {
+        const i = 4 * (y * cw + x);
+        sum[0] += f.data[i]; sum[1] += f.data[i + 1]; sum[2] += f.data[i + 2]; cnt++;
+      }
+    }
+    return { identity: s.identity, frames, width: cw, height: ch, mean_rgb: sum.map((v) => Math.round((v / cnt) * 10) / 10) };
   },
   async register_rpc(s) {
     const b = s.behaviour ?? { type: 'echo' };

@@ -290,6 +290,67 @@ class Driver:
         return {"identity": ident, "freq": round(dominant_frequency(pcm, rate), 1),
                 "rms": round(rms, 1), "samples": int(len(pcm))}
 
+    async def op_publish_video(self, s: dict[str, Any]) -> dict[str, Any]:
+        w, h = int(s.get("width", 320)), int(s.get("height", 240))
+        fps, seconds = float(s.get("fps", 15)), float(s.get("seconds", 5))
+        r, g, b = s.get("color", [200, 40, 40])
+        source = rtc.VideoSource(w, h)
+        track = rtc.LocalVideoTrack.create_video_track(s.get("name", "video"), source)
+        opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)
+        pub = await asyncio.wait_for(
+            self.room.local_participant.publish_track(track, opts), s.get("timeout", 15))
+        rgba = np.empty((h, w, 4), dtype=np.uint8)
+        rgba[:] = (r, g, b, 255)
+        data = rgba.tobytes()
+
+        async def pump() -> None:
+            start = time.monotonic()
+            for i in range(int(seconds * fps)):
+                frame = rtc.VideoFrame(w, h, rtc.VideoBufferType.RGBA, data)
+                source.capture_frame(frame)
+                ahead = start + (i + 1) / fps - time.monotonic()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            emit({"event": "video_done"})
+
+        task = asyncio.ensure_future(pump())
+        self.tasks.append(task)
+        return {"sid": pub.sid, "width": w, "height": h}
+
+    async def op_subscribe_video(self, s: dict[str, Any]) -> dict[str, Any]:
+        ident = s["identity"]
+        got = await self.inbox.take("track", 1, s.get("timeout", 15),
+                                    {"identity": ident, "kind": int(rtc.TrackKind.KIND_VIDEO)})
+        if not got:
+            raise TimeoutError(f"no video track from {ident}")
+        stream = rtc.VideoStream(got[0]["track"])
+        want = int(s.get("frames", 10))
+        frames = 0
+        last: Any = None
+
+        async def read() -> None:
+            nonlocal frames, last
+            async for ev in stream:
+                frames += 1
+                last = ev.frame
+                if frames >= want:
+                    return
+
+        try:
+            await asyncio.wait_for(read(), s.get("timeout", 15))
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            await stream.aclose()
+        if last is None:
+            raise TimeoutError("no video frames received")
+        rgba = last.convert(rtc.VideoBufferType.RGBA)
+        arr = np.frombuffer(bytes(rgba.data), dtype=np.uint8).reshape(rgba.height, rgba.width, 4)
+        hh, ww = arr.shape[0], arr.shape[1]
+        center = arr[hh // 4: 3 * hh // 4, ww // 4: 3 * ww // 4, :3].reshape(-1, 3)
+        return {"identity": ident, "frames": frames, "width": rgba.width, "height": rgba.height,
+                "mean_rgb": [round(float(v), 1) for v in center.mean(axis=0)]}
+
     async def op_register_rpc(self, s: dict[str, Any]) -> dict[str, Any]:
         behaviour = s.get("behaviour", {"type": "echo"})
         method = s["method"]
