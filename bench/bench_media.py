@@ -21,7 +21,13 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from aiolivekit import AudioFrame, AudioSource, LocalAudioTrack, RemoteAudioTrack, TrackPublishOptions
+from aiolivekit import (
+    AudioFrame,
+    AudioSource,
+    LocalAudioTrack,
+    RemoteAudioTrack,
+    TrackPublishOptions,
+)
 from aiolivekit.engine.ice import host_addresses
 
 RATE = 48000

@@ -43,7 +43,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from .types import StreamState, TrackKind, TrackPublishOptions
 
@@ -52,14 +53,14 @@ if TYPE_CHECKING:
     from .media.video_source import VideoSource
 
 __all__ = [
-    "Track",
+    "AudioTrack",
     "LocalAudioTrack",
+    "LocalTrack",
     "LocalVideoTrack",
     "RemoteAudioTrack",
-    "RemoteVideoTrack",
-    "LocalTrack",
     "RemoteTrack",
-    "AudioTrack",
+    "RemoteVideoTrack",
+    "Track",
     "VideoTrack",
 ]
 
@@ -132,7 +133,7 @@ class _LocalTrackMixin(Track):
     _rtc_track: Any
 
     def _init_local(self) -> None:
-        self._on_mute_changed: Optional[Callable[[bool], None]] = None
+        self._on_mute_changed: Callable[[bool], None] | None = None
 
     def _attach_sender(self, sender: Any) -> None:
         """Attach the RTCRtpSender after addTransceiver; ``None`` detaches (unpublish)."""
@@ -372,7 +373,7 @@ class RemoteVideoTrack(_RemoteTrackBase):
         return av_to_event(frame)
 
 
-LocalTrack = Union[LocalAudioTrack, LocalVideoTrack]
-RemoteTrack = Union[RemoteAudioTrack, RemoteVideoTrack]
-AudioTrack = Union[LocalAudioTrack, RemoteAudioTrack]
-VideoTrack = Union[LocalVideoTrack, RemoteVideoTrack]
+LocalTrack = Union[LocalAudioTrack, LocalVideoTrack]  # noqa: UP007 - typing Unions, as in livekit.rtc
+RemoteTrack = Union[RemoteAudioTrack, RemoteVideoTrack]  # noqa: UP007 - typing Unions, as in livekit.rtc
+AudioTrack = Union[LocalAudioTrack, RemoteAudioTrack]  # noqa: UP007 - typing Unions, as in livekit.rtc
+VideoTrack = Union[LocalVideoTrack, RemoteVideoTrack]  # noqa: UP007 - typing Unions, as in livekit.rtc

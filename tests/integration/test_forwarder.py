@@ -409,7 +409,9 @@ async def test_subscriber_nack_served_from_relay_history_over_rtx() -> None:
         sender = transceiver.sender
         last = sender._lk_munger.last_sequence
         lost = sorted((last - k) & 0xFFFF for k in (5, 4, 3))
-        assert all(sender._lk_history[s % 1024][0] == s for s in lost)
+        assert all(
+            sender._lk_history[s % forwarder_module.VIDEO_HISTORY_SIZE][0] == s for s in lost
+        )
         sub_pc = room.subs[0][1]
         sub_receiver = next(t.receiver for t in sub_pc.getTransceivers() if t.kind == "video")
         streams = sub_receiver._RTCRtpReceiver__remote_streams
@@ -529,3 +531,38 @@ async def test_opaque_payloads_pass_through_byte_identical() -> None:
         await run_bounded(body())
     finally:
         await room.close()
+
+
+async def test_subscriber_pc_closed_without_remove_keeps_others_flowing() -> None:
+    room = Room()
+
+    async def body() -> None:
+        fw = await room.publish(SineTrack())
+        _pc1, sink1, _, _ = await room.subscribe(1)
+        pc2, sink2, _, _ = await room.subscribe(2)
+        await until(lambda: len(sink2.frames) >= 10 and len(sink1.frames) >= 10, what="audio")
+        assert len(fw._active) == 2
+        await asyncio.wait_for(pc2.close(), STEP)
+        await until(lambda: len(fw._active) == 1, what="closed sender leaves the fan-out")
+        t0 = time.monotonic()
+        await asyncio.sleep(0.6)
+        assert len(sink1.since(t0)) >= 20
+        assert fw._errors == 0
+        fw.remove_subscriber(pc2)
+        assert fw.subscriber_count == 1
+
+    try:
+        await run_bounded(body())
+    finally:
+        await room.close()
+
+
+def test_missing_aiortc_hooks_fail_loudly() -> None:
+    class NotAReceiver(forwarder_module.RTCRtpReceiver):
+        def __init__(self) -> None:  # skips aiortc's __init__: no private state
+            pass
+
+    with pytest.raises(forwarder_module.AiortcCompatibilityError, match="__decoder_queue"):
+        TrackForwarder.attach(NotAReceiver(), "audio")
+    with pytest.raises(TypeError):
+        TrackForwarder.attach(object(), "audio")  # type: ignore[arg-type]

@@ -11,13 +11,24 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
 
 from aiolivekit import (
-    AudioEncoding, AudioFrame, AudioSource, AudioStream, LocalAudioTrack, LocalVideoTrack,
-    RemoteAudioTrack, RemoteVideoTrack, TrackPublishOptions, VideoBufferType, VideoCodec,
-    VideoEncoding, VideoFrame, VideoSource, VideoStream,
+    AudioEncoding,
+    AudioFrame,
+    AudioSource,
+    AudioStream,
+    LocalAudioTrack,
+    LocalVideoTrack,
+    RemoteAudioTrack,
+    RemoteVideoTrack,
+    TrackPublishOptions,
+    VideoBufferType,
+    VideoCodec,
+    VideoEncoding,
+    VideoFrame,
+    VideoSource,
+    VideoStream,
 )
 from aiolivekit.engine.ice import host_addresses
 from aiolivekit.media.stream_base import publications_changed
-
 
 
 class Link:
@@ -96,6 +107,15 @@ async def test_audio_tone_and_bitrate(channels: int, expect_kbps: int) -> None:
         await link.connect()
         remote = link.remote[0]
         assert isinstance(remote, RemoteAudioTrack)
+        levels: list[Any] = []
+        stereo_flags: set[int] = set()
+        orig_handle = remote._receiver._handle_rtp_packet
+
+        async def spy(packet: Any, arrival_time_ms: int) -> None:
+            levels.append(packet.extensions.audio_level)
+            stereo_flags.add((packet.payload[0] >> 2) & 1)  # Opus TOC "s" bit
+            await orig_handle(packet, arrival_time_ms)
+        remote._receiver._handle_rtp_packet = spy
         stream = AudioStream(remote, sample_rate=16000, num_channels=1)
         samples: list[np.ndarray] = []
         await asyncio.sleep(1.0)  # let the encoder and jitter buffer settle
@@ -116,6 +136,9 @@ async def test_audio_tone_and_bitrate(channels: int, expect_kbps: int) -> None:
         assert expect_kbps * 0.7 < kbps < expect_kbps * 1.3, kbps
         enc = local._rtc_track._encoder
         assert enc is not None and enc._codec.layout.nb_channels == channels
+        # RFC 6464 level of a 12000-peak sine: -20*log10(12000/sqrt(2)/32768) = 11.7 dBov
+        assert stereo_flags == {1 if channels == 2 else 0}  # on the wire: mono stays mono
+        assert len(levels) > 50 and all(lv is not None and 10 <= lv[1] <= 13 for lv in levels[-50:]), levels[-5:]
         out = [s for s in await local.get_stats() if s.type == "outbound-rtp"]
         assert out and out[0].bytesSent > 0 and out[0].kind == "audio"
         inb = [s for s in await remote.get_stats() if s.type == "inbound-rtp"]

@@ -10,7 +10,13 @@ import wave
 import numpy as np
 import pytest
 
-from aiolivekit import AudioFrame, AudioResampler, AudioResamplerQuality, AudioSource, combine_audio_frames
+from aiolivekit import (
+    AudioFrame,
+    AudioResampler,
+    AudioResamplerQuality,
+    AudioSource,
+    combine_audio_frames,
+)
 
 
 def tone(freq: float, rate: int, seconds: float, channels: int = 1, amp: int = 10000) -> np.ndarray:
@@ -136,3 +142,18 @@ async def test_audio_source_clear_and_close() -> None:
     await src.aclose()
     await asyncio.wait_for(src.capture_frame(AudioFrame.create(16000, 2, 80000)), 0.5)
     assert src.queued_duration == 0
+
+
+def test_audio_frame_pydantic_roundtrip() -> None:
+    pydantic = pytest.importorskip("pydantic")
+
+    class Msg(pydantic.BaseModel):
+        frame: AudioFrame
+
+    f = AudioFrame(tone(440, 16000, 0.01).tobytes(), 16000, 1, 160)
+    dumped = Msg(frame=f).model_dump_json()
+    back = Msg.model_validate_json(dumped).frame
+    assert (back.sample_rate, back.num_channels, back.samples_per_channel) == (16000, 1, 160)
+    assert bytes(back.data.cast("B")) == bytes(f.data.cast("B"))
+    with pytest.raises(pydantic.ValidationError):
+        Msg(frame=123)

@@ -6,7 +6,14 @@ import av
 import numpy as np
 import pytest
 
-from aiolivekit import AudioEncoding, TrackPublishOptions, VideoBufferType, VideoCodec, VideoEncoding, VideoFrame
+from aiolivekit import (
+    AudioEncoding,
+    TrackPublishOptions,
+    VideoBufferType,
+    VideoCodec,
+    VideoEncoding,
+    VideoFrame,
+)
 from aiolivekit.media import codecs
 
 
@@ -105,3 +112,17 @@ def test_opus_pts_continuous_and_gap(rate: int) -> None:
     assert all(d > 0 for d in diffs)
     assert diffs.count(960) >= len(diffs) - 2
     assert max(diffs) >= 290 * 960  # the gap shows up as a timestamp jump
+
+
+@pytest.mark.parametrize("mime", ["video/vp8", "video/h264"])
+def test_video_bitrate_cap_on_noise(mime: str) -> None:
+    """Worst-case content stays near max_bitrate (VP8 drops frames rather than overshoot)."""
+    rng = np.random.default_rng(0)
+    enc = codecs.VideoPacketEncoder(mime, 300_000, 15)
+    total = 0
+    for i in range(60):  # 4 s at 15 fps
+        img = rng.integers(0, 255, (240, 320, 4), dtype=np.uint8)
+        frame = VideoFrame(320, 240, VideoBufferType.RGBA, img.tobytes())
+        total += sum(p.size for p in enc.encode(codecs.to_av_video_frame(frame), i * 6000, False))
+    kbps = total * 8 / 4 / 1000
+    assert 100 < kbps < 300 * 1.4, kbps

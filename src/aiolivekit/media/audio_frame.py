@@ -8,16 +8,17 @@ from __future__ import annotations
 import io
 import logging
 import wave
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["AudioFrame", "combine_audio_frames"]
 
 logger = logging.getLogger(__name__)
 
-_Buffer = Union[bytes, bytearray, memoryview]
+_Buffer = bytes | bytearray | memoryview
 
 
-def _as_byte_buffer(data: Any) -> Union[bytes, bytearray, memoryview]:
+def _as_byte_buffer(data: Any) -> bytes | bytearray | memoryview:
     """Validate ``data`` and return a contiguous byte-addressed buffer (not copied)."""
     if isinstance(data, memoryview):
         if not data.contiguous:
@@ -39,7 +40,7 @@ def _as_byte_buffer(data: Any) -> Union[bytes, bytearray, memoryview]:
 class AudioFrame:
     """A frame of interleaved int16 audio (``data`` is a ``memoryview`` cast to ``'h'``)."""
 
-    __slots__ = ("_data", "_sample_rate", "_num_channels", "_samples_per_channel", "_userdata")
+    __slots__ = ("_data", "_num_channels", "_sample_rate", "_samples_per_channel", "_userdata")
 
     def __init__(
         self,
@@ -121,6 +122,37 @@ class AudioFrame:
                 wav.setframerate(self._sample_rate)
                 wav.writeframes(self._bytes())
             return out.getvalue()
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, *_: Any) -> Any:
+        """Pydantic support: validates ``AudioFrame`` objects or dicts with base64 ``data``;
+        serialises to such a dict (needs pydantic installed)."""
+        import base64
+
+        from pydantic_core import core_schema
+
+        def validate(value: Any) -> AudioFrame:
+            if isinstance(value, AudioFrame):
+                return value
+            if isinstance(value, dict):
+                data = value["data"]
+                raw = base64.b64decode(data) if isinstance(data, str) else data
+                return AudioFrame(
+                    raw, value["sample_rate"], value["num_channels"], value["samples_per_channel"]
+                )
+            raise TypeError(f"cannot make an AudioFrame from {type(value).__name__}")
+
+        def serialize(frame: AudioFrame) -> dict[str, Any]:
+            return {
+                "data": base64.b64encode(frame._bytes()).decode("ascii"),
+                "sample_rate": frame.sample_rate,
+                "num_channels": frame.num_channels,
+                "samples_per_channel": frame.samples_per_channel,
+            }
+
+        return core_schema.no_info_plain_validator_function(
+            validate, serialization=core_schema.plain_serializer_function_ser_schema(serialize)
+        )
 
     def __repr__(self) -> str:
         return (

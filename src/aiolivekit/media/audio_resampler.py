@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import fractions
 import logging
-from typing import Any, Union
+from typing import Any
 
 from .audio_frame import AudioFrame
 
@@ -74,7 +74,7 @@ class AudioResampler:
             )
         return self._resampler
 
-    def push(self, data: Union[bytearray, bytes, memoryview, AudioFrame]) -> list[AudioFrame]:
+    def push(self, data: bytearray | bytes | memoryview | AudioFrame) -> list[AudioFrame]:
         """Feed samples (an ``AudioFrame`` or raw interleaved int16 bytes)."""
         import av
         import numpy as np

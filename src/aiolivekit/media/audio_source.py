@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from .audio_frame import AudioFrame
 
@@ -37,7 +37,7 @@ class AudioSource:
         sample_rate: int,
         num_channels: int,
         queue_size_ms: int = 1000,
-        loop: Optional[asyncio.AbstractEventLoop] = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         if sample_rate < 1000:
             raise ValueError("sample_rate must be >= 1000 Hz")
@@ -188,7 +188,7 @@ class AudioSource:
                     self._tick += skipped
                     deadline += skipped * TICK
                     delay = deadline - loop.time()
-                await asyncio.sleep(delay if delay > 0 else 0)
+                await asyncio.sleep(max(0, delay))
         finally:
             if self._task is asyncio.current_task():
                 self._task = None

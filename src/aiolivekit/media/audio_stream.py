@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from ..types import TrackKind, TrackSource
 from .audio_frame import AudioFrame
 from .audio_resampler import AudioResampler
 from .stream_base import FrameStreamBase
 
-__all__ = ["AudioStream", "AudioFrameEvent"]
+__all__ = ["AudioFrameEvent", "AudioStream"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class AudioStream(FrameStreamBase[AudioFrameEvent]):
     def __init__(
         self,
         track: Any,
-        loop: Optional[asyncio.AbstractEventLoop] = None,
+        loop: asyncio.AbstractEventLoop | None = None,
         capacity: int = 0,
         sample_rate: int = 48000,
         num_channels: int = 1,
@@ -72,7 +72,7 @@ class AudioStream(FrameStreamBase[AudioFrameEvent]):
         *,
         participant: Any,
         track_source: TrackSource,
-        loop: Optional[asyncio.AbstractEventLoop] = None,
+        loop: asyncio.AbstractEventLoop | None = None,
         capacity: int = 0,
         sample_rate: int = 48000,
         num_channels: int = 1,
@@ -97,7 +97,7 @@ class AudioStream(FrameStreamBase[AudioFrameEvent]):
         cls,
         *,
         track: Any,
-        loop: Optional[asyncio.AbstractEventLoop] = None,
+        loop: asyncio.AbstractEventLoop | None = None,
         capacity: int = 0,
         sample_rate: int = 48000,
         num_channels: int = 1,

@@ -17,6 +17,7 @@ Importing this module imports PyAV and numpy; only media code imports it.
 from __future__ import annotations
 
 import fractions
+import itertools
 import logging
 import math
 import os
@@ -31,14 +32,14 @@ from .video_frame import VideoFrame
 
 __all__ = [
     "AudioEncoderConfig",
-    "VideoEncoderConfig",
-    "audio_config",
-    "video_config",
-    "default_video_bitrate",
     "OpusPacketEncoder",
+    "VideoEncoderConfig",
     "VideoPacketEncoder",
+    "audio_config",
     "audio_level_dbov",
+    "default_video_bitrate",
     "to_av_video_frame",
+    "video_config",
 ]
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def default_video_bitrate(width: int, height: int, fps: float = 30.0) -> int:
     elif pixels >= pts[-1][0]:
         rate = pts[-1][1]
     else:
-        for (p0, r0), (p1, r1) in zip(pts, pts[1:]):
+        for (p0, r0), (p1, r1) in itertools.pairwise(pts):
             if p0 <= pixels <= p1:
                 rate = r0 + (r1 - r0) * (pixels - p0) / (p1 - p0)
                 break
@@ -120,7 +121,7 @@ def audio_level_dbov(pcm: bytes) -> int:
     rms = math.sqrt(float(np.dot(x, x)) / x.size) / 32768.0
     if rms <= 1e-7:
         return 127
-    return max(0, min(127, int(round(-20.0 * math.log10(rms)))))
+    return max(0, min(127, round(-20.0 * math.log10(rms))))
 
 
 class OpusPacketEncoder:
@@ -230,7 +231,7 @@ class VideoPacketEncoder:
         self.keyframes = 0
 
     def _open(self, width: int, height: int) -> Any:
-        fps = max(1, int(round(self.fps)))
+        fps = max(1, round(self.fps))
         if self.mime == "video/vp8":
             codec: Any = av.CodecContext.create("libvpx", "w")
             codec.options = {
@@ -245,6 +246,7 @@ class VideoPacketEncoder:
                 "static-thresh": "1",
                 "error-resilient": "1",
                 "partitions": "0",
+                "drop-threshold": "30",  # drop frames rather than overshoot (as WebRTC)
             }
             codec.qmin = 2
             codec.qmax = 56

@@ -230,6 +230,9 @@ class LocalVideoRtcTrack(_LocalRtcTrack):
                 logger.exception("video encode failed; frame dropped")
                 self._encoder = None  # start over (with a keyframe) on the next frame
                 continue
+            if not packets:
+                self.force_keyframe |= force  # rate control dropped it: retry the keyframe
+                continue
             if packets:
                 self.frames_encoded += 1
                 if len(packets) == 1:

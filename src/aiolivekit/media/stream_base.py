@@ -3,8 +3,9 @@ remote track's pump, async iteration, and following a participant's track source
 
 ``from_participant`` streams re-scan ``participant.track_publications`` whenever
 :func:`publications_changed` is called for that participant (the participant code calls
-it when a track is subscribed, unsubscribed or unpublished) and, as a fallback, every
-``FOLLOW_INTERVAL`` seconds.
+it when a track is subscribed, unsubscribed or unpublished, or the participant leaves) and,
+as a fallback, every ``FOLLOW_INTERVAL`` seconds. Such a stream survives re-publication
+and ends once ``participant.disconnect_reason`` is set.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import Any, Generic, Optional, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["FrameStreamBase", "publications_changed"]
 
@@ -41,7 +42,7 @@ class FrameStreamBase(Generic[T]):
     def __init__(
         self,
         track: Any,
-        loop: Optional[asyncio.AbstractEventLoop],
+        loop: asyncio.AbstractEventLoop | None,
         capacity: int,
         kwargs: dict[str, Any],
     ) -> None:
@@ -113,6 +114,8 @@ class FrameStreamBase(Generic[T]):
         try:
             while not self._closed:
                 wake.clear()
+                if getattr(participant, "disconnect_reason", None) is not None:
+                    break  # the participant left: end after the buffered frames
                 found = None
                 for pub in list(getattr(participant, "track_publications", {}).values()):
                     track = getattr(pub, "track", None)
@@ -137,9 +140,10 @@ class FrameStreamBase(Generic[T]):
             raise
         except Exception:
             logger.exception("following %r failed", participant)
+        finally:
+            self._detach()
             self._ended = True
             self._wake()
-        finally:
             waiters = _followers.get(key)
             if waiters is not None:
                 waiters.discard(wake)

@@ -9,7 +9,7 @@ Conversions are vectorised numpy; numpy is imported on first use only.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from ..types import VideoBufferType
 
@@ -73,7 +73,7 @@ def buffer_size(type: int, width: int, height: int) -> int:
     return off + row * rows
 
 
-def _as_buffer(data: Any) -> Union[bytes, bytearray, memoryview]:
+def _as_buffer(data: Any) -> bytes | bytearray | memoryview:
     if isinstance(data, memoryview):
         if not data.contiguous:
             raise ValueError("data must be a contiguous buffer")
@@ -86,14 +86,14 @@ def _as_buffer(data: Any) -> Union[bytes, bytearray, memoryview]:
 class VideoFrame:
     """A raw video frame; ``data`` is kept by reference (not copied)."""
 
-    __slots__ = ("_width", "_height", "_type", "_data")
+    __slots__ = ("_data", "_height", "_type", "_width")
 
     def __init__(
         self,
         width: int,
         height: int,
         type: int,
-        data: Union[bytes, bytearray, memoryview],
+        data: bytes | bytearray | memoryview,
     ) -> None:
         if int(width) <= 0 or int(height) <= 0:
             raise ValueError("width and height must be > 0")

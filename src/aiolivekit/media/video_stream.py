@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from ..types import TrackKind, TrackSource, VideoBufferType, VideoRotation
 from .stream_base import FrameStreamBase
 from .video_frame import VideoFrame
 
-__all__ = ["VideoStream", "VideoFrameEvent", "av_to_event"]
+__all__ = ["VideoFrameEvent", "VideoStream", "av_to_event"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ _AV_FORMATS = {
 class _DecodedFrame:
     """One decoded picture with per-format conversions computed once."""
 
-    __slots__ = ("av_frame", "timestamp_us", "_cache")
+    __slots__ = ("_cache", "av_frame", "timestamp_us")
 
     def __init__(self, av_frame: Any, timestamp_us: int) -> None:
         self.av_frame = av_frame
@@ -107,9 +107,9 @@ class VideoStream(FrameStreamBase[VideoFrameEvent]):
     def __init__(
         self,
         track: Any,
-        loop: Optional[asyncio.AbstractEventLoop] = None,
+        loop: asyncio.AbstractEventLoop | None = None,
         capacity: int = 0,
-        format: Optional[VideoBufferType] = None,
+        format: VideoBufferType | None = None,
         **kwargs: Any,
     ) -> None:
         self._format = VideoBufferType(int(format)) if format is not None else VideoBufferType.I420
@@ -121,8 +121,8 @@ class VideoStream(FrameStreamBase[VideoFrameEvent]):
         *,
         participant: Any,
         track_source: TrackSource,
-        loop: Optional[asyncio.AbstractEventLoop] = None,
-        format: Optional[VideoBufferType] = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        format: VideoBufferType | None = None,
         capacity: int = 0,
     ) -> VideoStream:
         """Follow whichever video track of ``track_source`` the participant publishes."""
@@ -136,8 +136,8 @@ class VideoStream(FrameStreamBase[VideoFrameEvent]):
         cls,
         *,
         track: Any,
-        loop: Optional[asyncio.AbstractEventLoop] = None,
-        format: Optional[VideoBufferType] = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        format: VideoBufferType | None = None,
         capacity: int = 0,
     ) -> VideoStream:
         return cls(track, loop=loop, capacity=capacity, format=format)

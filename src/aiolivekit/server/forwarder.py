@@ -102,6 +102,14 @@ _SENDER_ATTRS = (
 _SENDER_METHODS = ("_run_rtp", "_retransmit", "_send_keyframe", "send", "_handle_rtcp_packet")
 
 
+if getattr(aiortc, "__version__", None) != SUPPORTED_AIORTC:
+    logger.warning(
+        "aiortc %s installed; the RTP forwarder was written against %s private names",
+        getattr(aiortc, "__version__", "?"),
+        SUPPORTED_AIORTC,
+    )
+
+
 class AiortcCompatibilityError(AioLiveKitError):
     """The installed aiortc lacks a private hook the forwarder relies on."""
 
@@ -246,6 +254,7 @@ class ForwardingSender(RTCRtpSender):
     _lk_fast: bool
     _lk_dtls: Any
     _lk_nominated: dict[int, Any]
+    _lk_route: tuple[Any, Any, tuple[str, int]] | None
     _lk_munger: RtpMunger | None
     _lk_writer: RtpHeaderWriter | None
     _lk_parameters: RTCRtpSendParameters | None
@@ -255,6 +264,7 @@ class ForwardingSender(RTCRtpSender):
     _lk_pt_ok: dict[int, bool]
     _lk_octets: int
     _lk_count: int
+    _lk_dropped_socket: int
 
     def _lk_setup(self, forwarder: TrackForwarder) -> None:
         self._lk_forwarder = forwarder
@@ -264,6 +274,7 @@ class ForwardingSender(RTCRtpSender):
         self._lk_paused = False
         self._lk_running = False
         self._lk_fast = False
+        self._lk_route = None
         self._lk_munger = None
         self._lk_writer = None
         self._lk_parameters = None
@@ -398,12 +409,15 @@ class ForwardingSender(RTCRtpSender):
                     data = self._lk_rewrite(packet, now, send_time, ntp)
                     if data is None:
                         return
-                    udp = pair.protocol.transport
+                    route = self._lk_route
+                    if route is None or route[0] is not pair:
+                        route = self._lk_route = (pair, pair.protocol.transport, pair.remote_addr)
+                    udp = route[1]
                     if udp is None or udp.get_write_buffer_size() > SOCKET_BUFFER_LIMIT:
                         self._lk_dropped_socket += 1
                         return
                     data = dtls._tx_srtp.protect(data)
-                    udp.sendto(data, pair.remote_addr)
+                    udp.sendto(data, route[2])
                     dtls._RTCDtlsTransport__tx_bytes += len(data)
                     dtls._RTCDtlsTransport__tx_packets += 1
                     return

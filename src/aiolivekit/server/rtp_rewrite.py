@@ -135,10 +135,7 @@ class RtpMunger:
         if ssrc != self._source_ssrc:
             # another SSRC: take it over only once the current source went quiet, so
             # interleaved streams (e.g. unsupported simulcast layers) cannot thrash
-            if (
-                self._source_ssrc is not None
-                and now - self._source_seen < self.source_timeout
-            ):
+            if self._source_ssrc is not None and now - self._source_seen < self.source_timeout:
                 self.dropped += 1
                 return None
             self._source_ssrc = ssrc
