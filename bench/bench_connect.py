@@ -30,7 +30,7 @@ OFFICIAL_PY = Path(os.environ.get(
     "AIOLIVEKIT_OFFICIAL_PY", str(Path.home() / ".cache/aiolivekit/official-venv/bin/python")))
 
 WORKER = r'''
-import asyncio, json, os, sys, time
+import asyncio, json, os, resource, sys, time
 
 SDK, URL, TOKEN, IDLE = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 
@@ -54,10 +54,13 @@ async def main():
     await room.connect(URL, TOKEN, opts)
     connect_s = time.perf_counter() - t0
     rss = rss_mib()
-    c0, w0 = os.times(), time.monotonic()
+    def cpu_s():
+        r = resource.getrusage(resource.RUSAGE_SELF)  # all threads, microsecond resolution
+        return r.ru_utime + r.ru_stime
+    c0, w0 = cpu_s(), time.monotonic()
     await asyncio.sleep(IDLE)
-    c1, w1 = os.times(), time.monotonic()
-    cpu = (c1.user + c1.system - c0.user - c0.system) / (w1 - w0) * 100.0
+    c1, w1 = cpu_s(), time.monotonic()
+    cpu = (c1 - c0) / (w1 - w0) * 100.0
     print(json.dumps({"connect_s": connect_s, "rss_mib": rss, "idle_cpu_pct": cpu}), flush=True)
     await room.disconnect()
 

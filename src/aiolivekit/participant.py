@@ -25,7 +25,7 @@ __all__ = ["Participant", "LocalParticipant", "RemoteParticipant"]
 
 logger = logging.getLogger(__name__)
 
-_KIND = {
+_KIND: dict[int, ParticipantKind] = {
     models_pb.ParticipantInfo.STANDARD: ParticipantKind.PARTICIPANT_KIND_STANDARD,
     models_pb.ParticipantInfo.INGRESS: ParticipantKind.PARTICIPANT_KIND_INGRESS,
     models_pb.ParticipantInfo.EGRESS: ParticipantKind.PARTICIPANT_KIND_EGRESS,

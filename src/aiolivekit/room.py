@@ -282,6 +282,10 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
             for pub in list(self._local._track_publications.values()):
                 if isinstance(pub, LocalTrackPublication):
                     pub._unpublished()
+                    track = pub.track
+                    if track is not None:
+                        track._on_mute_changed = None
+                        self._close_track(track)
         was_connected = self._state != ConnectionState.CONN_DISCONNECTED
         self._state = ConnectionState.CONN_DISCONNECTED
         if was_connected:

@@ -348,8 +348,13 @@ class RemoteAudioTrack(_RemoteTrackBase):
 
         channels = len(frame.layout.channels)
         samples = frame.samples
-        if frame.format.name != "s16":
-            frame = frame.reformat(format="s16")
+        if frame.format.name != "s16":  # aiortc's decoders give s16; be safe with others
+            import av
+
+            frames = av.AudioResampler(format="s16", layout=frame.layout).resample(frame)
+            data = b"".join(bytes(f.planes[0])[: f.samples * channels * 2] for f in frames)
+            samples = len(data) // (2 * channels)
+            return AudioFrame(data, frame.sample_rate, channels, samples)
         data = bytes(frame.planes[0])[: samples * channels * 2]
         return AudioFrame(data, frame.sample_rate, channels, samples)
 

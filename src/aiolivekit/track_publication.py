@@ -28,11 +28,13 @@ _SOURCE = {
 
 
 def kind_from_proto(value: int) -> TrackKind:
-    return _KIND.get(value, TrackKind.KIND_UNKNOWN)  # type: ignore[call-overload]
+    kind: TrackKind = _KIND.get(value, TrackKind.KIND_UNKNOWN)  # type: ignore[call-overload]
+    return kind
 
 
 def source_from_proto(value: int) -> TrackSource:
-    return _SOURCE.get(value, TrackSource.SOURCE_UNKNOWN)  # type: ignore[call-overload]
+    source: TrackSource = _SOURCE.get(value, TrackSource.SOURCE_UNKNOWN)  # type: ignore[call-overload]
+    return source
 
 
 def source_to_proto(value: int) -> int:

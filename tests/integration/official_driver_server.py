@@ -194,7 +194,10 @@ async def main(url: str, token: str, steps: list[dict]) -> None:
             except asyncio.TimeoutError:
                 pass
             if got < want // 2:
-                emit(event="step", op=op, ok=False, reason="too few samples", samples=got)
+                rms = float(np.sqrt(np.mean(np.concatenate(chunks).astype(np.float64) ** 2))) \
+                    if chunks else 0.0
+                emit(event="step", op=op, ok=bool(step.get("allow_silence")),
+                     reason="too few samples", samples=got, rms=rms)
                 continue
             sig = np.concatenate(chunks).astype(np.float64)
             spectrum = np.abs(np.fft.rfft(sig * np.hanning(len(sig))))
@@ -294,6 +297,12 @@ async def main(url: str, token: str, steps: list[dict]) -> None:
                     for pub in p.track_publications.values()]
             for pub in pubs:
                 pub.set_subscribed(bool(step.get("subscribed", True)))
+            emit(event="step", op=op, ok=bool(pubs))
+        elif op == "set_enabled":
+            pubs = [pub for p in room.remote_participants.values()
+                    for pub in p.track_publications.values()]
+            for pub in pubs:
+                pub.set_enabled(bool(step.get("enabled", True)))
             emit(event="step", op=op, ok=bool(pubs))
         elif op == "wait_event":
             name, count = step["event"], int(step.get("count", 1))

@@ -217,3 +217,44 @@ async def test_official_simulcast_video_and_subscribe_disabled_participant(
     assert published["sid"].startswith("TR_VC")
     assert any(e.get("event") == "track_published" for e in carol)
     assert not any(e.get("event") == "track_subscribed" for e in carol)
+
+
+async def test_official_unpublish_then_republish(livekit_dev_server: DevServer) -> None:
+    """Unpublish (m-line turns recvonly) then publish a new track: the subscriber first hears
+    440 Hz, sees track_unpublished, then gets a new subscription carrying 880 Hz."""
+    server = livekit_dev_server
+    alice_steps = [
+        {"op": "wait_peer", "identity": "bob"},
+        {"op": "start_sine", "freq": 440},
+        {"op": "wait_data", "payload": "one"},
+        {"op": "unpublish"},
+        {"op": "wait_data", "payload": "two"},
+        {"op": "start_sine", "freq": 880},
+        {"op": "wait_data", "payload": "three", "timeout": 30},
+        {"op": "leave"},
+    ]
+    bob_steps = [
+        {"op": "wait_peer", "identity": "alice"},
+        {"op": "measure_audio", "seconds": 1.0},
+        _ctl("one"),
+        {"op": "wait_event", "event": "track_unpublished"},
+        _ctl("two"),
+        {"op": "wait_event", "event": "track_subscribed", "count": 2},
+        {"op": "measure_audio", "seconds": 1.0},
+        _ctl("three"),
+        {"op": "wait_disconnect", "identity": "alice"},
+        {"op": "leave"},
+    ]
+    alice, bob = await asyncio.gather(
+        run_driver(server.url, server.token("alice"), alice_steps),
+        run_driver(server.url, server.token("bob"), bob_steps),
+    )
+    for events in (alice, bob):
+        failed = [e for e in events if e.get("event") == "step" and not e.get("ok")]
+        assert not failed, failed
+    freqs = [e["freq"] for e in bob if e.get("op") == "measure_audio"]
+    assert len(freqs) == 2 and abs(freqs[0] - 440) < 5 and abs(freqs[1] - 880) < 5, freqs
+    sids = [e["sid"] for e in alice if e.get("event") == "published"]
+    assert len(sids) == 2 and sids[0] != sids[1]
+    subscribed = [e["sid"] for e in bob if e.get("event") == "track_subscribed"]
+    assert subscribed == sids

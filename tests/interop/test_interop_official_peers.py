@@ -1,7 +1,7 @@
 """The harness itself: official clients talk to each other through the official livekit-server.
 
 These prove that each driver (official Python SDK, @livekit/rtc-node, livekit-client in
-Chromium) connects, sends and receives data, RPC, text streams, DTMF and audio, so that a
+Chromium) connects, sends and receives data, RPC, text streams, DTMF, audio and video, so that a
 failure in ``test_interop_aiolivekit.py`` points at aiolivekit, not at the harness.
 """
 
@@ -29,7 +29,7 @@ def _skip_unless(*kinds: str) -> None:
             pytest.skip(reason)
 
 
-@pytest.mark.compat("connect", "data", "rpc", "text_stream", "dtmf", "audio")
+@pytest.mark.compat("connect", "data", "rpc", "text_stream", "dtmf", "audio", "video")
 @pytest.mark.parametrize("client", [f"{a}+{b}" for a, b in PAIRS])
 async def test_official_pair(livekit_server: ServerInfo, client: str) -> None:
     a_kind, b_kind = client.split("+")
@@ -44,6 +44,7 @@ async def test_official_pair(livekit_server: ServerInfo, client: str) -> None:
          "behaviour": {"type": "error", "code": 2001, "message": "nope", "data": "extra"}},
         *ready_steps("bob"),
         {"op": "publish_tone", "freq": freq, "seconds": 8},
+        {"op": "publish_video", "width": 320, "height": 240, "color": [40, 180, 60], "seconds": 10},
         {"op": "send_data", "payload": "from-alice", "topic": "a2b"},
         {"op": "expect_data", "count": 3, "topic": "b2a", "timeout": 15},
         {"op": "expect_text", "topic": "chat", "timeout": 15},
@@ -61,6 +62,7 @@ async def test_official_pair(livekit_server: ServerInfo, client: str) -> None:
         {"op": "send_text", "topic": "chat", "text": "hello over a text stream"},
         {"op": "publish_dtmf", "code": 7, "digit": "7"},
         {"op": "subscribe_detect_tone", "identity": "alice", "seconds": 1.5, "timeout": 20},
+        {"op": "subscribe_video", "identity": "alice", "frames": 10, "timeout": 20},
     ], timeout=75)
     ea, eb = await run_together(a, b)
 
@@ -82,3 +84,6 @@ async def test_official_pair(livekit_server: ServerInfo, client: str) -> None:
     tone = step(eb, "subscribe_detect_tone")
     assert abs(tone["freq"] - freq) < 8, tone
     assert tone["rms"] > 500, tone
+    video = step(eb, "subscribe_video")
+    assert (video["width"], video["height"]) == (320, 240), video
+    assert all(abs(a - b) <= 30 for a, b in zip(video["mean_rgb"], (40, 180, 60))), video

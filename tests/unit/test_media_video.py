@@ -101,3 +101,17 @@ async def test_video_source_keeps_latest() -> None:
     await src.aclose()
     src.capture_frame(frames[1])
     assert src._take_latest(0) is None
+
+
+def test_video_frame_pydantic_roundtrip() -> None:
+    pydantic = pytest.importorskip("pydantic")
+
+    class Msg(pydantic.BaseModel):
+        frame: VideoFrame
+
+    f = VideoFrame(3, 2, T.RGB24, bytes(range(18)))
+    back = Msg.model_validate_json(Msg(frame=f).model_dump_json()).frame
+    assert (back.width, back.height, back.type) == (3, 2, T.RGB24)
+    assert bytes(back.data) == bytes(range(18))
+    with pytest.raises(pydantic.ValidationError):
+        Msg(frame={"width": 3, "height": 2, "type": int(T.RGBA), "data": ""})  # too small

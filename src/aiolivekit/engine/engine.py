@@ -127,8 +127,8 @@ class RtcEngine:
             logger.exception("engine listener failed on %r", type(event).__name__)
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        task.set_name(name) if hasattr(task, "set_name") else None
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -202,9 +202,9 @@ class RtcEngine:
                 servers.append(RTCIceServer(urls=list(s.urls), username=s.username or None,
                                             credential=s.password or None))
         else:
-            for s in join.ice_servers:
-                servers.append(RTCIceServer(urls=list(s.urls), username=s.username or None,
-                                            credential=s.credential or None))
+            for js in join.ice_servers:
+                servers.append(RTCIceServer(urls=list(js.urls), username=js.username or None,
+                                            credential=js.credential or None))
         return filter_ice_servers(servers, self.host_addresses)
 
     def _create_peers(self, join: rtc_pb.JoinResponse, options: RoomOptions) -> None:

@@ -200,7 +200,7 @@ def _hasten_nomination(pc: RTCPeerConnection) -> None:
     binding request on that pair (at most twice per pair, only until ICE completes),
     which lets pion nominate immediately. Uses aioice 0.13 internals (pinned).
     """
-    transports = getattr(pc, "_RTCPeerConnection__iceTransports", set())
+    transports: set[Any] = getattr(pc, "_RTCPeerConnection__iceTransports", set())
     for transport in transports:
         conn = getattr(transport, "_connection", None)
         if conn is None or getattr(conn, "_aiolivekit_hastened", False):

@@ -478,10 +478,10 @@ class SignalSession:
             # same identity under a new sid: the old session is gone
             prev_sid = self._sid_by_identity.get(info.identity)
             if prev_sid is not None and prev_sid in self.participants:
-                prev = self.participants.pop(prev_sid)
-                for t in prev.tracks:
+                gone = self.participants.pop(prev_sid)
+                for t in gone.tracks:
                     events.append(TrackUnpublished(prev_sid, t))
-                events.append(ParticipantLeft(prev, models_pb.DisconnectReason.DUPLICATE_IDENTITY))
+                events.append(ParticipantLeft(gone, models_pb.DisconnectReason.DUPLICATE_IDENTITY))
             self._store(info)
             events.append(ParticipantJoined(self.participants[info.sid]))
             for t in info.tracks:
@@ -561,7 +561,7 @@ class SignalSession:
                                   now: float) -> list[SignalEvent]:
         if r.err == 0 and not r.track_sid:
             return []
-        return [SubscriptionFailed(r.track_sid, rtc_pb.SubscriptionError.Name(r.err))]
+        return [SubscriptionFailed(r.track_sid, models_pb.SubscriptionError.Name(r.err))]
 
     def _on_mute(self, m: rtc_pb.MuteTrackRequest, now: float) -> list[SignalEvent]:
         return [MuteRequested(m.sid, m.muted)]

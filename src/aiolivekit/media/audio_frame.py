@@ -140,7 +140,7 @@ class AudioFrame:
                 return AudioFrame(
                     raw, value["sample_rate"], value["num_channels"], value["samples_per_channel"]
                 )
-            raise TypeError(f"cannot make an AudioFrame from {type(value).__name__}")
+            raise ValueError(f"cannot make an AudioFrame from {type(value).__name__}")
 
         def serialize(frame: AudioFrame) -> dict[str, Any]:
             return {

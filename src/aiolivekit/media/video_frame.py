@@ -141,6 +141,36 @@ class VideoFrame:
             raise ValueError(f"unsupported video buffer type: {dst!r}")
         return _convert(self, dst, flip_y)
 
+    @classmethod
+    def __get_pydantic_core_schema__(cls, *_: Any) -> Any:
+        """Pydantic support: a ``VideoFrame`` or a dict with ``width``, ``height``,
+        ``type`` and base64 ``data`` (needs pydantic installed)."""
+        import base64
+
+        from pydantic_core import core_schema
+
+        def validate(value: Any) -> VideoFrame:
+            if isinstance(value, VideoFrame):
+                return value
+            if isinstance(value, dict):
+                data = value["data"]
+                raw = base64.b64decode(data) if isinstance(data, str) else data
+                return VideoFrame(value["width"], value["height"], value["type"], raw)
+            raise ValueError(f"cannot make a VideoFrame from {type(value).__name__}")
+
+        def serialize(frame: VideoFrame) -> dict[str, Any]:
+            size = buffer_size(frame.type, frame.width, frame.height)
+            return {
+                "width": frame.width,
+                "height": frame.height,
+                "type": int(frame.type),
+                "data": base64.b64encode(frame.data[:size]).decode("ascii"),
+            }
+
+        return core_schema.no_info_plain_validator_function(
+            validate, serialization=core_schema.plain_serializer_function_ser_schema(serialize)
+        )
+
     def __repr__(self) -> str:
         return (
             f"rtc.VideoFrame(width={self._width}, height={self._height}, "
