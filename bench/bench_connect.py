@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL_PY = Path(os.environ.get(

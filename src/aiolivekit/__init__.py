@@ -77,31 +77,111 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .data.rpc import RpcError, RpcInvocationData
+if TYPE_CHECKING:  # pragma: no cover - explicit re-exports for type checkers and IDEs
+    from .data.rpc import (
+        RpcError as RpcError,
+        RpcInvocationData as RpcInvocationData,
+    )
     from .data.streams import (
-        ByteStreamInfo, ByteStreamReader, ByteStreamWriter, TextStreamInfo, TextStreamReader,
-        TextStreamWriter,
+        TextStreamInfo as TextStreamInfo,
+        ByteStreamInfo as ByteStreamInfo,
+        TextStreamReader as TextStreamReader,
+        TextStreamWriter as TextStreamWriter,
+        ByteStreamReader as ByteStreamReader,
+        ByteStreamWriter as ByteStreamWriter,
     )
     from .errors import (
-        AioLiveKitError, ConnectError, PublishDataError, PublishDTMFError, PublishTrackError,
-        PublishTranscriptionError, SignalError, StreamError, UnpublishTrackError,
+        AioLiveKitError as AioLiveKitError,
+        ConnectError as ConnectError,
+        PublishTrackError as PublishTrackError,
+        UnpublishTrackError as UnpublishTrackError,
+        PublishDataError as PublishDataError,
+        PublishDTMFError as PublishDTMFError,
+        PublishTranscriptionError as PublishTranscriptionError,
+        StreamError as StreamError,
+        SignalError as SignalError,
     )
-    from .events import EventEmitter
-    from .media.audio_frame import AudioFrame, combine_audio_frames
-    from .media.audio_resampler import AudioResampler, AudioResamplerQuality
-    from .media.audio_source import AudioSource
-    from .media.audio_stream import AudioFrameEvent, AudioStream
-    from .media.video_frame import VideoFrame
-    from .media.video_source import VideoSource
-    from .media.video_stream import VideoFrameEvent, VideoStream
-    from .participant import LocalParticipant, Participant, RemoteParticipant
-    from .room import Room
+    from .events import (
+        EventEmitter as EventEmitter,
+    )
+    from .media.audio_frame import (
+        AudioFrame as AudioFrame,
+        combine_audio_frames as combine_audio_frames,
+    )
+    from .media.audio_resampler import (
+        AudioResampler as AudioResampler,
+        AudioResamplerQuality as AudioResamplerQuality,
+    )
+    from .media.audio_source import (
+        AudioSource as AudioSource,
+    )
+    from .media.audio_stream import (
+        AudioStream as AudioStream,
+        AudioFrameEvent as AudioFrameEvent,
+    )
+    from .media.video_frame import (
+        VideoFrame as VideoFrame,
+    )
+    from .media.video_source import (
+        VideoSource as VideoSource,
+    )
+    from .media.video_stream import (
+        VideoStream as VideoStream,
+        VideoFrameEvent as VideoFrameEvent,
+    )
+    from .participant import (
+        Participant as Participant,
+        LocalParticipant as LocalParticipant,
+        RemoteParticipant as RemoteParticipant,
+    )
+    from .room import (
+        Room as Room,
+    )
     from .track import (
-        AudioTrack, LocalAudioTrack, LocalTrack, LocalVideoTrack, RemoteAudioTrack,
-        RemoteTrack, RemoteVideoTrack, Track, VideoTrack,
+        Track as Track,
+        LocalAudioTrack as LocalAudioTrack,
+        LocalVideoTrack as LocalVideoTrack,
+        RemoteAudioTrack as RemoteAudioTrack,
+        RemoteVideoTrack as RemoteVideoTrack,
+        LocalTrack as LocalTrack,
+        RemoteTrack as RemoteTrack,
+        AudioTrack as AudioTrack,
+        VideoTrack as VideoTrack,
     )
     from .track_publication import (
-        LocalTrackPublication, RemoteTrackPublication, TrackPublication,
+        TrackPublication as TrackPublication,
+        LocalTrackPublication as LocalTrackPublication,
+        RemoteTrackPublication as RemoteTrackPublication,
     )
-    from .types import *  # noqa: F403
+    from .types import (
+        ConnectionState as ConnectionState,
+        ConnectionQuality as ConnectionQuality,
+        DataPacketKind as DataPacketKind,
+        IceTransportType as IceTransportType,
+        ContinualGatheringPolicy as ContinualGatheringPolicy,
+        TrackKind as TrackKind,
+        TrackSource as TrackSource,
+        StreamState as StreamState,
+        VideoBufferType as VideoBufferType,
+        VideoRotation as VideoRotation,
+        VideoCodec as VideoCodec,
+        EncryptionType as EncryptionType,
+        EncryptionState as EncryptionState,
+        ParticipantKind as ParticipantKind,
+        ParticipantState as ParticipantState,
+        DisconnectReason as DisconnectReason,
+        AudioTrackFeature as AudioTrackFeature,
+        VideoQuality as VideoQuality,
+        IceServer as IceServer,
+        RtcConfiguration as RtcConfiguration,
+        RoomOptions as RoomOptions,
+        DataStreamOptions as DataStreamOptions,
+        VideoEncoding as VideoEncoding,
+        AudioEncoding as AudioEncoding,
+        TrackPublishOptions as TrackPublishOptions,
+        ParticipantTrackPermission as ParticipantTrackPermission,
+        DataPacket as DataPacket,
+        SipDTMF as SipDTMF,
+        TranscriptionSegment as TranscriptionSegment,
+        Transcription as Transcription,
+    )

@@ -121,6 +121,7 @@ async def run_demo(seconds: float = 4.0, port: int = 0) -> int:
         await alice.local_participant.publish_track(
             LocalVideoTrack.create_video_track("camera", video),
             TrackPublishOptions(source=TrackSource.SOURCE_CAMERA))
+        freq = 0.0
         tone = asyncio.ensure_future(_tone(audio, seconds + 2))
         moving = asyncio.ensure_future(_video(video, seconds + 2, 320, 240))
         try:
@@ -139,8 +140,8 @@ async def run_demo(seconds: float = 4.0, port: int = 0) -> int:
             for pub in bob.remote_participants["alice"].track_publications.values():
                 if pub.kind == TrackKind.KIND_VIDEO and pub.track is not None:
                     vstream = VideoStream(pub.track)  # type: ignore[arg-type]
-                    event = await asyncio.wait_for(vstream.__anext__(), 10)
-                    _say("bob", f"video frame {event.frame.width}x{event.frame.height}")
+                    vevent = await asyncio.wait_for(vstream.__anext__(), 10)
+                    _say("bob", f"video frame {vevent.frame.width}x{vevent.frame.height}")
                     await vstream.aclose()
         finally:
             tone.cancel()

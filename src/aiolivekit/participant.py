@@ -3,25 +3,32 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from livekit.protocol import models as models_pb
 from livekit.protocol import rtc as rtc_pb
 
 from .data.api import LocalParticipantDataMixin
-from .types import (
-    ConnectionQuality, DisconnectReason, ParticipantKind, ParticipantState,
-    ParticipantTrackPermission, TrackPublishOptions,
-)
 from .track_publication import (
-    LocalTrackPublication, RemoteTrackPublication, TrackPublication,
+    LocalTrackPublication,
+    RemoteTrackPublication,
+    TrackPublication,
+)
+from .types import (
+    ConnectionQuality,
+    DisconnectReason,
+    ParticipantKind,
+    ParticipantState,
+    ParticipantTrackPermission,
+    TrackPublishOptions,
 )
 
 if TYPE_CHECKING:
     from .room import Room
 
-__all__ = ["Participant", "LocalParticipant", "RemoteParticipant"]
+__all__ = ["LocalParticipant", "Participant", "RemoteParticipant"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +41,7 @@ _KIND: dict[int, ParticipantKind] = {
 }
 for _name, _ours in (("CONNECTOR", ParticipantKind.PARTICIPANT_KIND_CONNECTOR),
                      ("BRIDGE", ParticipantKind.PARTICIPANT_KIND_BRIDGE)):
-    if _name in models_pb.ParticipantInfo.Kind.keys():
+    if _name in models_pb.ParticipantInfo.Kind.keys():  # noqa: SIM118 - enum wrapper
         _KIND[models_pb.ParticipantInfo.Kind.Value(_name)] = _ours
 
 
@@ -121,7 +128,7 @@ class RemoteParticipant(Participant):
 class LocalParticipant(LocalParticipantDataMixin, Participant):
     """This client's participant: publishes tracks and data, updates its own info."""
 
-    def __init__(self, info: models_pb.ParticipantInfo, room: "Room") -> None:
+    def __init__(self, info: models_pb.ParticipantInfo, room: Room) -> None:
         Participant.__init__(self, info)
         self._room = room
         self._data = room._data

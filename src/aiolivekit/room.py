@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from typing import Any, Literal
 
 from livekit.protocol import models as models_pb
 from livekit.protocol import rtc as rtc_pb
@@ -22,22 +23,33 @@ from .data.dispatch import DataManager
 from .engine import engine as eng
 from .engine import signal as sig
 from .errors import (
-    ConnectError, PublishDataError, PublishTrackError, SignalError, UnpublishTrackError,
+    ConnectError,
+    PublishDataError,
+    PublishTrackError,
+    SignalError,
+    UnpublishTrackError,
 )
 from .events import EventEmitter
 from .participant import LocalParticipant, Participant, RemoteParticipant
 from .track_publication import (
-    LocalTrackPublication, RemoteTrackPublication, TrackPublication, source_to_proto,
+    LocalTrackPublication,
+    RemoteTrackPublication,
+    source_to_proto,
 )
 from .types import (
-    AudioTrackFeature, ConnectionQuality, ConnectionState, DataPacket, DataPacketKind,
-    DisconnectReason, RoomOptions, TrackKind, TrackPublishOptions, VideoCodec,
+    AudioTrackFeature,
+    ConnectionQuality,
+    ConnectionState,
+    DataPacket,
+    DataPacketKind,
+    DisconnectReason,
+    RoomOptions,
+    TrackKind,
+    TrackPublishOptions,
+    VideoCodec,
 )
 
-if TYPE_CHECKING:
-    pass
-
-__all__ = ["Room", "EventTypes"]
+__all__ = ["EventTypes", "Room"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +74,7 @@ _NOT_ALLOWED = rtc_pb.RequestResponse.NOT_ALLOWED
 class _DataSender:
     """The engine side of the data layer's ``DataSender`` protocol."""
 
-    def __init__(self, room: "Room") -> None:
+    def __init__(self, room: Room) -> None:
         self._room = room
 
     @property

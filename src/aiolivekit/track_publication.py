@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from livekit.protocol import models as models_pb
 
@@ -13,7 +14,7 @@ from .types import EncryptionType, TrackKind, TrackSource
 if TYPE_CHECKING:
     from .track import LocalAudioTrack, LocalVideoTrack, RemoteAudioTrack, RemoteVideoTrack
 
-__all__ = ["TrackPublication", "LocalTrackPublication", "RemoteTrackPublication"]
+__all__ = ["LocalTrackPublication", "RemoteTrackPublication", "TrackPublication"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,14 +122,14 @@ class LocalTrackPublication(TrackPublication):
     """A track this client published."""
 
     def __init__(self, info: models_pb.TrackInfo,
-                 track: "LocalAudioTrack | LocalVideoTrack | None" = None) -> None:
+                 track: LocalAudioTrack | LocalVideoTrack | None = None) -> None:
         super().__init__(info)
         self._track = track
         loop = asyncio.get_event_loop()
         self._first_subscription: asyncio.Future[None] = loop.create_future()
 
     @property
-    def track(self) -> "LocalAudioTrack | LocalVideoTrack | None":
+    def track(self) -> LocalAudioTrack | LocalVideoTrack | None:
         return self._track  # type: ignore[no-any-return]
 
     async def wait_for_subscription(self) -> None:
@@ -151,7 +152,7 @@ class RemoteTrackPublication(TrackPublication):
     """A track published by a remote participant."""
 
     def __init__(self, info: models_pb.TrackInfo, participant_sid: str = "",
-                 set_subscribed: Callable[["RemoteTrackPublication", bool], None] | None = None
+                 set_subscribed: Callable[[RemoteTrackPublication, bool], None] | None = None
                  ) -> None:
         super().__init__(info)
         self._participant_sid = participant_sid
@@ -160,7 +161,7 @@ class RemoteTrackPublication(TrackPublication):
         self._set_subscribed_cb = set_subscribed
 
     @property
-    def track(self) -> "RemoteAudioTrack | RemoteVideoTrack | None":
+    def track(self) -> RemoteAudioTrack | RemoteVideoTrack | None:
         return self._track  # type: ignore[no-any-return]
 
     @property

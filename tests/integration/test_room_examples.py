@@ -13,8 +13,16 @@ import numpy as np
 import pytest
 
 from aiolivekit import (
-    AudioFrame, AudioSource, LocalAudioTrack, LocalVideoTrack, Room, TrackPublishOptions,
-    TrackSource, VideoBufferType, VideoFrame, VideoSource,
+    AudioFrame,
+    AudioSource,
+    LocalAudioTrack,
+    LocalVideoTrack,
+    Room,
+    TrackPublishOptions,
+    TrackSource,
+    VideoBufferType,
+    VideoFrame,
+    VideoSource,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")

@@ -4,15 +4,29 @@ set_subscribed, auto_subscribe=False, wait_for_subscription, event order."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
 from aiolivekit import (
-    AudioFrame, AudioSource, AudioStream, LocalAudioTrack, LocalVideoTrack, RemoteAudioTrack,
-    RemoteVideoTrack, Room, TrackKind, TrackPublishOptions, TrackSource, VideoBufferType,
-    VideoCodec, VideoFrame, VideoSource, VideoStream,
+    AudioFrame,
+    AudioSource,
+    AudioStream,
+    LocalAudioTrack,
+    LocalVideoTrack,
+    RemoteAudioTrack,
+    RemoteVideoTrack,
+    Room,
+    TrackKind,
+    TrackPublishOptions,
+    TrackSource,
+    VideoBufferType,
+    VideoCodec,
+    VideoFrame,
+    VideoSource,
+    VideoStream,
 )
 from aiolivekit.track_publication import LocalTrackPublication, RemoteTrackPublication
 from aiolivekit.types import EncryptionType, RoomOptions

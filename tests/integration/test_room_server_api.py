@@ -4,15 +4,21 @@ participant metadata from the server API, server-sent data, admin mute."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 from livekit import api
 
 from aiolivekit import (
-    AudioFrame, AudioSource, ConnectionState, DataPacketKind, DisconnectReason,
-    LocalAudioTrack, Room,
+    AudioFrame,
+    AudioSource,
+    ConnectionState,
+    DataPacketKind,
+    DisconnectReason,
+    LocalAudioTrack,
+    Room,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")

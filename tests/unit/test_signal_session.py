@@ -16,12 +16,12 @@ def _track(sid: str, name: str = "t", muted: bool = False) -> models_pb.TrackInf
     return models_pb.TrackInfo(sid=sid, name=name, type=models_pb.TrackType.AUDIO, muted=muted)
 
 
-def _join(others: list[models_pb.ParticipantInfo] = [], ping_interval: int = 5,
-          ping_timeout: int = 15) -> rtc_pb.SignalResponse:
+def _join(others: tuple[models_pb.ParticipantInfo, ...] | list[models_pb.ParticipantInfo] = (),
+          ping_interval: int = 5, ping_timeout: int = 15) -> rtc_pb.SignalResponse:
     return rtc_pb.SignalResponse(join=rtc_pb.JoinResponse(
         room=models_pb.Room(sid="RM_1", name="r", metadata="rm"),
         participant=_pinfo("PA_me", "me", 1, name="Me", metadata="m0"),
-        other_participants=others, ping_interval=ping_interval, ping_timeout=ping_timeout,
+        other_participants=list(others), ping_interval=ping_interval, ping_timeout=ping_timeout,
         subscriber_primary=True))
 
 
@@ -29,7 +29,8 @@ def _update(*infos: models_pb.ParticipantInfo) -> rtc_pb.SignalResponse:
     return rtc_pb.SignalResponse(update=rtc_pb.ParticipantUpdate(participants=list(infos)))
 
 
-def _joined(others: list[models_pb.ParticipantInfo] = []) -> sig.SignalSession:
+def _joined(others: tuple[models_pb.ParticipantInfo, ...] | list[models_pb.ParticipantInfo] = (),
+            ) -> sig.SignalSession:
     s = sig.SignalSession()
     s.receive(_join(others), 100.0)
     s.drain()

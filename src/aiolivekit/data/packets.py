@@ -9,21 +9,21 @@ last one seen from the same sender sid.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from livekit.protocol import models as models_pb
 
 from ..errors import PublishDataError
 
 __all__ = [
-    "LOSSY_MAX_BYTES",
     "DEFAULT_RELIABLE_MAX_BYTES",
+    "LOSSY_MAX_BYTES",
     "RELIABLE_MAX_MESSAGE_CAP",
-    "PacketEncoder",
     "DuplicateFilter",
-    "decode_packet",
+    "PacketEncoder",
     "check_size",
+    "decode_packet",
 ]
 
 logger = logging.getLogger(__name__)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from aiortc import MediaStreamTrack, RTCIceServer, RTCRtpReceiver, RTCRtpTransceiver
 from aiortc.rtcdatachannel import RTCDataChannel
@@ -27,7 +28,7 @@ from . import signal as sig
 from .peer import PeerTransport, filter_ice_servers
 from .ws import SignalTransport, signal_query
 
-__all__ = ["RtcEngine", "DataReceived", "TrackReceived", "TrackRemoved", "EngineClosed"]
+__all__ = ["DataReceived", "EngineClosed", "RtcEngine", "TrackReceived", "TrackRemoved"]
 
 logger = logging.getLogger(__name__)
 
@@ -589,8 +590,8 @@ def _revive_receiver(receiver: RTCRtpReceiver, ssrcs: list[int]) -> MediaStreamT
     if thread is None:
         thread = threading.Thread(
             target=decoder_worker, name=new_track.kind + "-decoder",
-            args=(asyncio.get_running_loop(), getattr(receiver, "_RTCRtpReceiver__decoder_queue"),
-                  new_track._queue, getattr(receiver, "_RTCRtpReceiver__decoder_error")),
+            args=(asyncio.get_running_loop(), receiver._RTCRtpReceiver__decoder_queue,
+                  new_track._queue, receiver._RTCRtpReceiver__decoder_error),
             daemon=True)
         setattr(receiver, name, thread)
         thread.start()

@@ -11,11 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlparse
 
 from aiortc import (
-    RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription,
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
 )
 
 from . import ice, sdp
@@ -100,7 +105,7 @@ class PeerTransport:
         """True once connected; False on failure or timeout."""
         if self._connected.is_set():
             return True
-        done, pending = await asyncio.wait(
+        _, pending = await asyncio.wait(
             [asyncio.ensure_future(self._connected.wait()),
              asyncio.ensure_future(self._failed.wait())],
             timeout=timeout, return_when=asyncio.FIRST_COMPLETED)

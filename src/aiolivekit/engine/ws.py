@@ -29,9 +29,22 @@ from ..errors import ConnectError, SignalError
 from ..version import __version__
 
 __all__ = [
-    "SignalTransport", "rtc_url", "signal_query", "client_protocol", "client_capabilities",
-    "FrameParser", "encode_frame", "handshake_request", "parse_http_head", "accept_key",
-    "OP_CONT", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG",
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_CONT",
+    "OP_PING",
+    "OP_PONG",
+    "OP_TEXT",
+    "FrameParser",
+    "SignalTransport",
+    "accept_key",
+    "client_capabilities",
+    "client_protocol",
+    "encode_frame",
+    "handshake_request",
+    "parse_http_head",
+    "rtc_url",
+    "signal_query",
 ]
 
 logger = logging.getLogger(__name__)
@@ -306,7 +319,7 @@ class SignalTransport:
 
     @classmethod
     async def connect(cls, url: str, token: str, query: dict[str, str], *,
-                      timeout: float) -> "SignalTransport":
+                      timeout: float) -> SignalTransport:
         """Open the WebSocket; raise ConnectError with the server's reason on failure."""
         headers = {"Authorization": f"Bearer {token}"}
         ws_url = rtc_url(url, query)
