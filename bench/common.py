@@ -37,12 +37,20 @@ __all__ = ["BenchContext", "row", "ServerInfo", "Timer"]
 _counter = itertools.count(1)
 
 
-def row(benchmark: str, impl: str, metric: str, value: float, unit: str, **extra: Any) -> dict[str, Any]:
+def row(
+    benchmark: str, impl: str, metric: str, value: float, unit: str, **extra: Any
+) -> dict[str, Any]:
     """One result row (``impl`` is "aiolivekit" or "official")."""
     if impl not in ("aiolivekit", "official"):
         raise ValueError(f"impl must be 'aiolivekit' or 'official', not {impl!r}")
-    return {"benchmark": benchmark, "impl": impl, "metric": metric, "value": float(value),
-            "unit": unit, **extra}
+    return {
+        "benchmark": benchmark,
+        "impl": impl,
+        "metric": metric,
+        "value": float(value),
+        "unit": unit,
+        **extra,
+    }
 
 
 @dataclass
@@ -72,8 +80,9 @@ class BenchContext:
         self.log_lines.append(line)
         print(line, file=sys.stderr, flush=True)
 
-    async def run_official_py(self, steps: list[dict[str, Any]], timeout: float = 60.0,
-                              **extra: Any) -> list[dict[str, Any]]:
+    async def run_official_py(
+        self, steps: list[dict[str, Any]], timeout: float = 60.0, **extra: Any
+    ) -> list[dict[str, Any]]:
         """Run the official Python SDK driver (tests/interop/drivers/official_py.py)."""
         from interop.official import run_official_py
 

@@ -38,15 +38,21 @@ from common import BenchContext  # noqa: E402
 
 from aiolivekit.testing.netns import in_private_netns  # noqa: E402
 from aiolivekit.testing.servers import (  # noqa: E402
-    LiveKitServerProcess, ServerInfo, find_livekit_server,
+    LiveKitServerProcess,
+    ServerInfo,
+    find_livekit_server,
 )
 
 SCRIPT_TIMEOUT = 600.0
 
 
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"nproc": os.cpu_count(), "python": platform.python_version(),
-                            "kernel": platform.release(), "machine": platform.machine()}
+    info: dict[str, Any] = {
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+    }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -61,8 +67,9 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     try:
-        info["nproc_cmd"] = int(subprocess.run(["nproc"], capture_output=True, text=True,
-                                               timeout=5).stdout.strip())
+        info["nproc_cmd"] = int(
+            subprocess.run(["nproc"], capture_output=True, text=True, timeout=5).stdout.strip()
+        )
     except (OSError, ValueError, subprocess.TimeoutExpired):
         pass
     return info
@@ -81,8 +88,12 @@ def _takes_ctx(fn: Any) -> bool:
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
         return False
-    required = [p for p in params if p.default is inspect.Parameter.empty
-                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [
+        p
+        for p in params
+        if p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
     return len(params) >= 1 and len(required) <= 1 and params[0].name in ("ctx", "context")
 
 
@@ -91,13 +102,17 @@ def rows_from_json(stem: str, obj: dict[str, Any]) -> list[dict[str, Any]]:
         return [obj]
     impl = obj.get("impl", "aiolivekit")
     bench = str(obj.get("benchmark", stem))
-    return [{"benchmark": bench, "impl": impl, "metric": k, "value": float(v), "unit": ""}
-            for k, v in obj.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return [
+        {"benchmark": bench, "impl": impl, "metric": k, "value": float(v), "unit": ""}
+        for k, v in obj.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
 
 
 async def run_subprocess(path: Path) -> list[dict[str, Any]]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable, str(path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), SCRIPT_TIMEOUT)
     except asyncio.TimeoutError:
@@ -129,9 +144,17 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ours = statistics.median(by_impl["aiolivekit"]) if by_impl.get("aiolivekit") else None
         theirs = statistics.median(by_impl["official"]) if by_impl.get("official") else None
         ratio = ours / theirs if ours is not None and theirs not in (None, 0) else None
-        out.append({"benchmark": bench, "metric": metric, "unit": units[(bench, metric)],
-                    "aiolivekit": ours, "official": theirs, "ratio": ratio,
-                    "samples": {k: len(v) for k, v in by_impl.items()}})
+        out.append(
+            {
+                "benchmark": bench,
+                "metric": metric,
+                "unit": units[(bench, metric)],
+                "aiolivekit": ours,
+                "official": theirs,
+                "ratio": ratio,
+                "samples": {k: len(v) for k, v in by_impl.items()},
+            }
+        )
     return out
 
 
@@ -145,8 +168,12 @@ def fmt(v: float | None) -> str:
     return f"{v:.4g}"
 
 
-def render(summary: list[dict[str, Any]], mach: dict[str, Any], errors: dict[str, str],
-           args: argparse.Namespace) -> str:
+def render(
+    summary: list[dict[str, Any]],
+    mach: dict[str, Any],
+    errors: dict[str, str],
+    args: argparse.Namespace,
+) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -165,12 +192,16 @@ def render(summary: list[dict[str, Any]], mach: dict[str, Any], errors: dict[str
     for s in summary:
         samples = ", ".join(f"{k} {v}" for k, v in sorted(s["samples"].items()))
         ratio = f"{s['ratio']:.2f}" if s["ratio"] is not None else "–"
-        lines.append(f"| {s['benchmark']} | {s['metric']} | {s['unit']} | {fmt(s['aiolivekit'])} "
-                     f"| {fmt(s['official'])} | {ratio} | {samples} |")
+        lines.append(
+            f"| {s['benchmark']} | {s['metric']} | {s['unit']} | {fmt(s['aiolivekit'])} "
+            f"| {fmt(s['official'])} | {ratio} | {samples} |"
+        )
     if errors:
         lines += ["", "## Scripts that failed", ""]
-        lines += [f"- `{name}`: {why.splitlines()[-1] if why else '?'}"
-                  for name, why in sorted(errors.items())]
+        lines += [
+            f"- `{name}`: {why.splitlines()[-1] if why else '?'}"
+            for name, why in sorted(errors.items())
+        ]
     lines.append("")
     return "\n".join(lines)
 
@@ -203,16 +234,22 @@ async def main_async(args: argparse.Namespace) -> int:
     scripts = sorted(HERE.glob("bench_*.py"))
     if args.only:
         wanted = {w.strip() for w in args.only.split(",")}
-        scripts = [s for s in scripts if s.stem in wanted or s.stem.removeprefix("bench_") in wanted]
+        scripts = [
+            s for s in scripts if s.stem in wanted or s.stem.removeprefix("bench_") in wanted
+        ]
     stack: list[Any] = []
     rows: list[dict[str, Any]] = []
     errors: dict[str, str] = {}
     official = Path.home() / ".cache" / "aiolivekit" / "official-venv" / "bin" / "python"
     try:
         servers = await start_servers(stack)
-        ctx = BenchContext(servers=servers, seconds=args.seconds, repeat=args.repeat,
-                           quick=args.quick,
-                           official_python=str(official) if official.is_file() else None)
+        ctx = BenchContext(
+            servers=servers,
+            seconds=args.seconds,
+            repeat=args.repeat,
+            quick=args.quick,
+            official_python=str(official) if official.is_file() else None,
+        )
         for path in scripts:
             ctx.log(f"running {path.name}")
             t0 = time.monotonic()
@@ -244,8 +281,9 @@ async def main_async(args: argparse.Namespace) -> int:
     summary = summarize(rows)
     out_json = ROOT / "build" / "bench.json"
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps({"machine": mach, "rows": rows, "summary": summary,
-                                    "errors": errors}, indent=1))
+    out_json.write_text(
+        json.dumps({"machine": mach, "rows": rows, "summary": summary, "errors": errors}, indent=1)
+    )
     out_md = Path(args.output)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text(render(summary, mach, errors, args))

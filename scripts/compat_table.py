@@ -15,6 +15,7 @@ import json
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_NAMES = {
@@ -24,8 +25,19 @@ CLIENT_NAMES = {
     "aiolivekit": "aiolivekit",
 }
 SERVER_NAMES = {"embedded": "aiolivekit DevServer", "livekit-server": "livekit-server v1.13.5"}
-CAP_ORDER = ["connect", "data", "data_lossy", "data_targeted", "rpc", "text_stream",
-             "byte_stream", "dtmf", "transcription", "audio", "video"]
+CAP_ORDER = [
+    "connect",
+    "data",
+    "data_lossy",
+    "data_targeted",
+    "rpc",
+    "text_stream",
+    "byte_stream",
+    "dtmf",
+    "transcription",
+    "audio",
+    "video",
+]
 
 
 def combine(outcomes: list[str]) -> str:
@@ -38,10 +50,12 @@ def combine(outcomes: list[str]) -> str:
 
 def client_label(client: str) -> str:
     parts = client.split("+")
-    return " ↔ ".join(CLIENT_NAMES.get(p, p) for p in parts)
+    if len(parts) == 1:
+        return f"aiolivekit ↔ {CLIENT_NAMES.get(client, client)}"
+    return " ↔ ".join(CLIENT_NAMES.get(p, p) for p in parts) + " (harness check)"
 
 
-def render(data: dict) -> str:
+def render(data: dict[str, Any]) -> str:
     results = data.get("results", [])
     cells: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     reasons: dict[tuple[str, str, str], str] = {}
@@ -61,16 +75,23 @@ def render(data: dict) -> str:
         "interop tests write on every run (`scripts/test tests/interop`). Do not edit by hand.",
         f"Run: {data.get('generated', '?')}. `pass`: every test of the cell passed;",
         "`FAIL`: at least one failed; `skip`: the tests were skipped; empty: not tested.",
+        "Rows `aiolivekit ↔ X`: an aiolivekit Room in one process, official client X in another,",
+        "each capability tested in both directions where the client supports it",
+        "(tests/interop/test_interop_aiolivekit.py). Rows marked *harness check* pair two",
+        "official clients (tests/interop/test_interop_official_peers.py).",
         "",
     ]
     for server in servers:
         out += [f"## Server: {SERVER_NAMES.get(server, server)}", ""]
         out.append("| client | " + " | ".join(caps) + " |")
         out.append("|---|" + "---|" * len(caps))
-        clients = sorted({k[1] for k in cells if k[0] == server})
+        # aiolivekit rows first, then official-to-official harness checks
+        clients = sorted({k[1] for k in cells if k[0] == server}, key=lambda c: ("+" in c, c))
         for client in clients:
-            row = [combine(cells[(server, client, c)]) if (server, client, c) in cells else ""
-                   for c in caps]
+            row = [
+                combine(cells[(server, client, c)]) if (server, client, c) in cells else ""
+                for c in caps
+            ]
             out.append(f"| {client_label(client)} | " + " | ".join(row) + " |")
         out.append("")
     if reasons:

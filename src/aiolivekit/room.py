@@ -44,6 +44,7 @@ from .types import (
     DataPacketKind,
     DisconnectReason,
     RoomOptions,
+    StreamState,
     TrackKind,
     TrackPublishOptions,
     VideoCodec,
@@ -200,7 +201,8 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
         return float(self._info.empty_timeout)
 
     async def get_rtc_stats(self) -> Any:
-        """Stats of both peer connections: ``{"publisher": [...], "subscriber": [...]}``."""
+        """Stats of both peer connections (``.publisher_stats``, ``.subscriber_stats``: lists
+        of aiortc stats objects, each with ``.type``); RuntimeError when not connected."""
         engine = self._engine
         if engine is None or not self.isconnected():
             raise RuntimeError("the room isn't connected")
@@ -216,7 +218,14 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
     # ------------------------------------------------------------------ connect
 
     async def connect(self, url: str, token: str, options: RoomOptions | None = None) -> None:
-        """Join the room at ``url`` with ``token``; ConnectError on failure."""
+        """Join the room at ``url`` with ``token``.
+
+        Returns once signalling is up and both peer connections are connected; participants
+        already in the room are then in :attr:`remote_participants`. Raises
+        :class:`ConnectError` (``status``/``reason`` from the server, or ``signal_timeout``
+        after ``options.connect_timeout`` (10 s) / ``ice_timeout`` after
+        ``options.ice_timeout`` (15 s)). Cancelling it closes everything it opened.
+        """
         options = options if options is not None else RoomOptions()
         if self._engine is not None and self._state != ConnectionState.CONN_DISCONNECTED:
             raise ConnectError("already connected", reason="bad_request")
@@ -233,19 +242,26 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
         try:
             await engine.connect(url, token, options)
         except BaseException:
-            self._connecting = False
-            self._engine = None
-            self._fail_sid_waiters()
-            self._close_remote_tracks()
-            self._data.close()
+            self._abandon_connect()
             raise
         self._connecting = False
         if engine.closed:
             # the server ended the session while we were finishing the connect
+            self._abandon_connect()
             raise ConnectError("the session ended while connecting", reason="leave")
         self._data.attach(_DataSender(self))
         self._set_state(ConnectionState.CONN_CONNECTED)
         self.emit("connected")
+
+    def _abandon_connect(self) -> None:
+        self._connecting = False
+        self._engine = None
+        self._fail_sid_waiters()
+        self._close_remote_tracks()
+        self._data.close()
+        self._local = None
+        self._remote = {}
+        self._by_sid = {}
 
     def _reset_state(self) -> None:
         self._info = models_pb.Room()
@@ -550,6 +566,16 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
         track = pub.track if pub is not None else None
         if track is not None:
             (track.mute if ev.muted else track.unmute)()
+
+    def _ev_StreamStateChanged(self, ev: sig.StreamStateChanged) -> None:
+        for p in self._remote.values():
+            for sid, state in ev.states.items():
+                pub = p._track_publications.get(sid)
+                track = pub._track if pub is not None else None
+                setter = getattr(track, "_set_stream_state", None)
+                if setter is not None:
+                    # proto ACTIVE=0/PAUSED=1 -> StreamState ACTIVE=1/PAUSED=2
+                    setter(StreamState.STATE_PAUSED if state == 1 else StreamState.STATE_ACTIVE)
 
     def _ev_SpeakersChanged(self, ev: sig.SpeakersChanged) -> None:
         current = {id(p): p for p in self._active_speakers}

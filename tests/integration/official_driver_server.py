@@ -38,6 +38,7 @@ async def main(url: str, token: str, steps: list[dict]) -> None:
     data: list[dict] = []
     data_event = asyncio.Event()
     audio_tracks: list[rtc.Track] = []
+    audio_from: dict[int, str] = {}
     video_tracks: list[rtc.Track] = []
     background: list[asyncio.Future] = []  # media pumps (kept referenced)
     track_event = asyncio.Event()
@@ -93,6 +94,7 @@ async def main(url: str, token: str, steps: list[dict]) -> None:
         emit(event="track_subscribed", identity=p.identity, sid=pub.sid, kind=int(track.kind))
         if track.kind == rtc.TrackKind.KIND_AUDIO:
             audio_tracks.append(track)
+            audio_from[id(track)] = p.identity
             track_event.set()
         elif track.kind == rtc.TrackKind.KIND_VIDEO:
             video_tracks.append(track)
@@ -166,11 +168,17 @@ async def main(url: str, token: str, steps: list[dict]) -> None:
                     await asyncio.sleep(ahead)
             emit(event="step", op=op, ok=True, frames=n)
         elif op == "measure_audio":
-            ok = await wait_for(lambda: bool(audio_tracks), track_event, timeout)
+            source_id = step.get("from")
+
+            def pick() -> list[rtc.Track]:
+                return [t for t in audio_tracks
+                        if source_id is None or audio_from.get(id(t)) == source_id]
+
+            ok = await wait_for(lambda: bool(pick()), track_event, timeout)
             if not ok:
                 emit(event="step", op=op, ok=False, reason="no audio track")
                 continue
-            stream = rtc.AudioStream(audio_tracks[-1], sample_rate=SAMPLE_RATE, num_channels=1)
+            stream = rtc.AudioStream(pick()[-1], sample_rate=SAMPLE_RATE, num_channels=1)
             chunks: list[np.ndarray] = []
             skip = int(SAMPLE_RATE * float(step.get("skip", 0.5)))
             want = int(SAMPLE_RATE * float(step.get("seconds", 1.5)))
@@ -204,7 +212,7 @@ async def main(url: str, token: str, steps: list[dict]) -> None:
             freqs = np.fft.rfftfreq(len(sig), 1 / SAMPLE_RATE)
             peak = float(freqs[int(np.argmax(spectrum[1:])) + 1])
             rms = float(np.sqrt(np.mean(sig ** 2)))
-            emit(event="step", op=op, ok=True, freq=peak, rms=rms, samples=got)
+            emit(event="step", op=op, ok=True, freq=peak, rms=rms, samples=got, source=source_id)
         elif op == "wait_disconnect":
             ident = step["identity"]
             ok = await wait_for(lambda: ident in gone, gone_event, timeout)

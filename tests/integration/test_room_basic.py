@@ -13,7 +13,7 @@ import pytest
 from aiolivekit import ConnectError, ConnectionState, DataPacketKind, DisconnectReason, Room
 from aiolivekit.errors import PublishDataError, SignalError
 from aiolivekit.testing.servers import make_token
-from aiolivekit.types import RoomOptions
+from aiolivekit.types import RoomOptions, RtcConfiguration
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 
@@ -182,6 +182,37 @@ async def test_data_packets_reliable_lossy_topics_destinations(any_server: Any,
     assert rec[0].participant is alice.remote_participants["bob"]
 
 
+async def test_participant_without_subscribe_permission(any_server: Any,
+                                                        rooms: list[Room]) -> None:
+    """can_subscribe=False: no subscriber PC offer; data comes over our publisher PC."""
+    alice = await _join(any_server, rooms, "alice")
+    rec = Recorder(alice, "participant_connected", "participant_active")
+    mute = await _join(any_server, rooms, "listener", can_subscribe=False)
+    assert mute.isconnected() and list(mute.remote_participants) == ["alice"]
+    await rec.wait_for(lambda: "listener" in alice.remote_participants)
+    got: list[Any] = []
+    mute.on("data_received", got.append)
+    await alice.local_participant.publish_data(b"to-listener", topic="x")
+    await mute.local_participant.publish_data(b"from-listener")
+
+    async def wait() -> None:
+        while not got:
+            await asyncio.sleep(0.02)
+    await asyncio.wait_for(wait(), TIMEOUT)
+    assert [(d.data, d.topic) for d in got] == [(b"to-listener", "x")]
+    assert got[0].participant is mute.remote_participants["alice"]
+
+
+async def test_participant_active_event(any_server: Any, rooms: list[Room]) -> None:
+    alice = await _join(any_server, rooms, "alice")
+    rec = Recorder(alice, "participant_connected", "participant_active")
+    await _join(any_server, rooms, "bob")
+    await rec.wait_for(lambda: "participant_active" in rec.names())
+    assert rec.names() == ["participant_connected", "participant_active"]
+    (p,) = rec.of("participant_active")[0]
+    assert p is alice.remote_participants["bob"] and p.identity == "bob"
+
+
 async def test_leave_events(any_server: Any, rooms: list[Room]) -> None:
     alice = await _join(any_server, rooms, "alice")
     rec_a = Recorder(alice, "participant_connected", "participant_disconnected")
@@ -257,6 +288,24 @@ async def test_connect_cancel_is_clean(any_server: Any) -> None:
     await room.connect(any_server.url, any_server.token("c"))
     assert room.isconnected()
     await room.disconnect()
+
+
+async def test_ice_failure_gives_ice_error(any_server: Any) -> None:
+    # no local address to gather on: ICE cannot succeed, the signal step does
+    room = Room()
+    opts = RoomOptions(ice_timeout=3.0, rtc_config=RtcConfiguration(host_addresses=[]))
+    with pytest.raises(ConnectError) as info:
+        await asyncio.wait_for(room.connect(any_server.url, any_server.token("noice"), opts), 20)
+    assert info.value.reason == "ice_timeout" and info.value.status is None
+    assert "ICE" in info.value.message
+    assert room.connection_state == ConnectionState.CONN_DISCONNECTED
+    await room.connect(any_server.url, any_server.token("noice"))
+    assert room.isconnected()
+    stats = await room.get_rtc_stats()
+    assert any(getattr(s, "type", "") == "transport" for s in stats.publisher_stats)
+    await room.disconnect()
+    with pytest.raises(RuntimeError):
+        await room.get_rtc_stats()
 
 
 async def test_signal_timeout_on_silent_server() -> None:

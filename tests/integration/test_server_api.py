@@ -107,7 +107,8 @@ async def test_routes_and_cors(server: DevServer, http: aiohttp.ClientSession) -
     [
         (lambda s: None, 401, "no permissions to access the room"),
         (lambda s: "garbage", 401, "invalid authorization token"),
-        (lambda s: DevServer(api_key="k2", api_secret="x" * 8).token("a"), 401, "invalid API key: k2"),
+        (lambda s: DevServer(api_key="k2", api_secret="x" * 8).token("a"), 401,
+         "invalid API key: k2"),
         (lambda s: api.AccessToken("devkey", "wrong").with_identity("a").with_grants(
             api.VideoGrants(room_join=True, room="r")).to_jwt(), 401,
          "invalid token: "),

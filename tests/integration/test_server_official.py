@@ -258,3 +258,82 @@ async def test_official_unpublish_then_republish(livekit_dev_server: DevServer) 
     assert len(sids) == 2 and sids[0] != sids[1]
     subscribed = [e["sid"] for e in bob if e.get("event") == "track_subscribed"]
     assert subscribed == sids
+
+
+async def test_track_settings_disabled_pauses_forwarding(livekit_dev_server: DevServer) -> None:
+    """UpdateTrackSettings{disabled} from a subscriber pauses forwarding to it and re-enabling
+    resumes it. The official Python SDK cannot send it, so the test injects bob's request at
+    the room core when bob asks for it over data (the session/forwarder path is real)."""
+    from livekit.protocol import models as models_pb
+
+    server = livekit_dev_server
+    hub = server.app.hub
+    room_state = server.app.rooms.get_or_create("test-room", 0.0)
+    original = hub.dispatch
+
+    def dispatch(effects: list[Any]) -> None:
+        original(effects)
+        for e in effects:
+            payload = getattr(e, "payload", None)
+            if payload is None:
+                continue
+            packet = models_pb.DataPacket.FromString(payload)
+            text = packet.user.payload.decode(errors="replace")
+            if text in ("pause-me", "resume-me") and packet.participant_identity == "bob":
+                tracks = [t for p in room_state.participants.values()
+                          if p.identity == "alice" for t in p.tracks]
+                original(room_state.update_track_settings(packet.participant_sid, tracks,
+                                                          text == "pause-me"))
+                return
+
+    hub.dispatch = dispatch  # type: ignore[method-assign]
+    alice_steps = [
+        {"op": "wait_peer", "identity": "bob"},
+        {"op": "start_sine", "freq": 440},
+        {"op": "wait_data", "payload": "done", "timeout": 40},
+        {"op": "leave"},
+    ]
+    bob_steps = [
+        {"op": "wait_peer", "identity": "alice"},
+        {"op": "measure_audio", "seconds": 1.0},
+        _ctl("pause-me"),
+        {"op": "sleep", "seconds": 1.0},
+        {"op": "measure_audio", "seconds": 1.0, "skip": 0, "timeout": 3, "allow_silence": True},
+        _ctl("resume-me"),
+        {"op": "measure_audio", "seconds": 1.0},
+        _ctl("done"),
+        {"op": "leave"},
+    ]
+    alice, bob = await asyncio.gather(
+        run_driver(server.url, server.token("alice"), alice_steps),
+        run_driver(server.url, server.token("bob"), bob_steps),
+    )
+    before, paused, after = [e for e in bob if e.get("op") == "measure_audio"]
+    assert before["ok"] and abs(before["freq"] - 440) < 5, before
+    assert paused["rms"] < 100, paused  # nothing forwarded (silence or no frames at all)
+    assert after["ok"] and abs(after["freq"] - 440) < 5 and after["rms"] > 3000, after
+
+
+async def test_three_party_audio_mesh(livekit_dev_server: DevServer) -> None:
+    """Three official participants each publish a different tone; everyone hears the other
+    two (two forwarded m-lines per subscriber PC, offers serialized)."""
+    server = livekit_dev_server
+    names = ["p0", "p1", "p2"]
+    freqs = {"p0": 300.0, "p1": 500.0, "p2": 700.0}
+
+    def steps_for(name: str) -> list[dict[str, Any]]:
+        others = [o for o in names if o != name]
+        return ([{"op": "wait_peer", "identity": o} for o in others]
+                + [{"op": "start_sine", "freq": freqs[name]}]
+                + [{"op": "measure_audio", "from": o, "seconds": 1.0, "timeout": 25}
+                   for o in others]
+                + [_ctl(f"fin-{name}"), {"op": "expect_data", "count": 2, "timeout": 30},
+                   {"op": "sleep", "seconds": 0.3}, {"op": "leave"}])
+
+    results = await asyncio.gather(*(run_driver(server.url, server.token(n), steps_for(n))
+                                     for n in names))
+    for name, events in zip(names, results):
+        heard = {e["source"]: e["freq"] for e in events if e.get("op") == "measure_audio"}
+        assert set(heard) == set(names) - {name}, events
+        for source, freq in heard.items():
+            assert abs(freq - freqs[source]) < 5, (name, heard)

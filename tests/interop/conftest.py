@@ -79,16 +79,21 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if item_info is None:
         return
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        outcome = report.outcome
+        outcome: str = report.outcome
         if report.when == "setup" and outcome == "failed":
             outcome = "error"
         for cap in item_info["capabilities"]:
-            _results.append({
-                "test": report.nodeid, "server": item_info["server"],
-                "client": item_info["client"], "capability": cap, "outcome": outcome,
-                "duration": round(report.duration, 2),
-                "reason": _short_reason(report) if outcome != "passed" else "",
-            })
+            _results.append(
+                {
+                    "test": report.nodeid,
+                    "server": item_info["server"],
+                    "client": item_info["client"],
+                    "capability": cap,
+                    "outcome": outcome,
+                    "duration": round(report.duration, 2),
+                    "reason": _short_reason(report) if outcome != "passed" else "",
+                }
+            )
 
 
 def _short_reason(report: pytest.TestReport) -> str:
@@ -107,15 +112,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if marker is not None:
         report._compat = {  # consumed by pytest_runtest_logreport above
             "capabilities": [str(c) for c in marker.args] or ["connect"],
-            "server": _server_of(item), "client": _client_of(item, marker),
+            "server": _server_of(item),
+            "client": _client_of(item, marker),
         }
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not _results:
         return
-    out = Path(os.environ.get("AIOLIVEKIT_COMPAT_RESULTS",
-                              Path(str(session.config.rootpath)) / "build" / "compat-results.json"))
+    out = Path(
+        os.environ.get(
+            "AIOLIVEKIT_COMPAT_RESULTS",
+            Path(str(session.config.rootpath)) / "build" / "compat-results.json",
+        )
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                               "results": _results}, indent=1))
+    out.write_text(
+        json.dumps(
+            {"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": _results},
+            indent=1,
+        )
+    )

@@ -33,8 +33,11 @@ from aiolivekit.testing.netns import in_private_netns
 HERE = Path(__file__).resolve().parent
 DRIVERS = HERE / "drivers"
 JS_DIR = HERE / "js"
-OFFICIAL_VENV = Path(os.environ.get(
-    "AIOLIVEKIT_OFFICIAL_VENV", Path.home() / ".cache" / "aiolivekit" / "official-venv"))
+OFFICIAL_VENV = Path(
+    os.environ.get(
+        "AIOLIVEKIT_OFFICIAL_VENV", Path.home() / ".cache" / "aiolivekit" / "official-venv"
+    )
+)
 OFFICIAL_PYTHON = OFFICIAL_VENV / "bin" / "python"
 CHROMIUM = os.environ.get("AIOLIVEKIT_CHROMIUM", "/usr/bin/chromium")
 
@@ -42,10 +45,26 @@ Step = dict[str, Any]
 Event = dict[str, Any]
 
 __all__ = [
-    "DriverError", "DriverProcess", "official_py_available", "node_available",
-    "browser_available", "official_available", "start_official_py", "start_node",
-    "start_browser", "start_driver", "run_official_py", "run_node", "run_browser",
-    "run_driver", "step", "steps", "events_of", "DRIVER_KINDS", "ready_steps", "run_together",
+    "DriverError",
+    "DriverProcess",
+    "official_py_available",
+    "node_available",
+    "browser_available",
+    "official_available",
+    "start_official_py",
+    "start_node",
+    "start_browser",
+    "start_driver",
+    "run_official_py",
+    "run_node",
+    "run_browser",
+    "run_driver",
+    "step",
+    "steps",
+    "events_of",
+    "DRIVER_KINDS",
+    "ready_steps",
+    "run_together",
 ]
 
 DRIVER_KINDS = ("official_py", "node", "browser")
@@ -56,6 +75,7 @@ class DriverError(AssertionError):
 
 
 # ---- availability (reasons for pytest.skip) ----------------------------------------------
+
 
 def official_py_available() -> str | None:
     """``None`` when the official Python SDK venv is usable, else the reason it is not."""
@@ -93,8 +113,11 @@ def official_available(kind: str) -> str | None:
 
     All three use libwebrtc, which needs a private network namespace with a veth pair.
     """
-    reason = {"official_py": official_py_available, "node": node_available,
-              "browser": browser_available}[kind]()
+    reason = {
+        "official_py": official_py_available,
+        "node": node_available,
+        "browser": browser_available,
+    }[kind]()
     if reason:
         return reason
     if not in_private_netns():
@@ -103,6 +126,7 @@ def official_available(kind: str) -> str | None:
 
 
 # ---- result helpers -------------------------------------------------------------------------
+
 
 def steps(events: Iterable[Event], op: str) -> list[Event]:
     return [e for e in events if e.get("op") == op]
@@ -122,11 +146,19 @@ def events_of(events: Iterable[Event], name: str) -> list[Event]:
 
 # ---- processes --------------------------------------------------------------------------------
 
+
 class DriverProcess:
     """One running driver: collects its JSON lines as they arrive."""
 
-    def __init__(self, kind: str, argv: list[str], script: dict[str, Any], timeout: float,
-                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        argv: list[str],
+        script: dict[str, Any],
+        timeout: float,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.kind = kind
         self.argv = argv
         self.script = script
@@ -150,9 +182,14 @@ class DriverProcess:
         env = dict(os.environ)
         env.update(self.env or {})
         self._proc = await asyncio.create_subprocess_exec(
-            *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env, cwd=str(self.cwd) if self.cwd else None,
-            limit=16 * 1024 * 1024)
+            *self.argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=str(self.cwd) if self.cwd else None,
+            limit=16 * 1024 * 1024,
+        )
         assert self._proc.stdin is not None
         self._proc.stdin.write((json.dumps(self.script) + "\n").encode())
         await self._proc.stdin.drain()
@@ -195,8 +232,9 @@ class DriverProcess:
             return
         self._proc.stdin.write((name + "\n").encode())
 
-    def _match(self, pred: Callable[[Event], bool] | None, op: str | None,
-               event: str | None) -> Event | None:
+    def _match(
+        self, pred: Callable[[Event], bool] | None, op: str | None, event: str | None
+    ) -> Event | None:
         for e in self.events:
             if op is not None and e.get("op") != op:
                 continue
@@ -207,9 +245,14 @@ class DriverProcess:
             return e
         return None
 
-    async def wait_for(self, pred: Callable[[Event], bool] | None = None, *,
-                       op: str | None = None, event: str | None = None,
-                       timeout: float = 30.0) -> Event:
+    async def wait_for(
+        self,
+        pred: Callable[[Event], bool] | None = None,
+        *,
+        op: str | None = None,
+        event: str | None = None,
+        timeout: float = 30.0,
+    ) -> Event:
         """First line that matches; raises DriverError on timeout or driver exit."""
         loop = asyncio.get_running_loop()
         deadline = min(loop.time() + timeout, self._loop_deadline)
@@ -272,8 +315,10 @@ class DriverProcess:
         lines = "\n".join(json.dumps(e)[:600] for e in self.events[-40:])
         err = self.stderr.decode(errors="replace")[-4000:]
         noise = "\n".join(self.noise[-20:])[-3000:]
-        return (f"{self.kind} driver: {why}\n--- events ---\n{lines}\n--- other stdout ---\n"
-                f"{noise}\n--- stderr (tail) ---\n{err}")
+        return (
+            f"{self.kind} driver: {why}\n--- events ---\n{lines}\n--- other stdout ---\n"
+            f"{noise}\n--- stderr (tail) ---\n{err}"
+        )
 
     async def __aenter__(self) -> "DriverProcess":
         return await self.start()
@@ -292,8 +337,9 @@ def _script(steps_: list[Step], timeout: float, extra: dict[str, Any] | None) ->
     return script
 
 
-def start_driver(kind: str, steps_: list[Step], timeout: float = 60.0,
-                 **extra: Any) -> DriverProcess:
+def start_driver(
+    kind: str, steps_: list[Step], timeout: float = 60.0, **extra: Any
+) -> DriverProcess:
     """A not-yet-started driver (use ``async with`` or ``await proc.start()``)."""
     script = _script(steps_, timeout, extra)
     if kind == "official_py":
@@ -305,8 +351,7 @@ def start_driver(kind: str, steps_: list[Step], timeout: float = 60.0,
         return DriverProcess(kind, argv, script, timeout, {"NODE_ENV": "production"}, JS_DIR)
     if kind == "browser":
         argv = ["node", str(DRIVERS / "browser_driver.mjs"), "-"]
-        return DriverProcess(kind, argv, script, timeout, {"AIOLIVEKIT_CHROMIUM": CHROMIUM},
-                             JS_DIR)
+        return DriverProcess(kind, argv, script, timeout, {"AIOLIVEKIT_CHROMIUM": CHROMIUM}, JS_DIR)
     raise ValueError(f"unknown driver kind {kind!r}")
 
 
@@ -322,26 +367,30 @@ def start_browser(steps_: list[Step], timeout: float = 90.0, **extra: Any) -> Dr
     return start_driver("browser", steps_, timeout, **extra)
 
 
-async def run_driver(kind: str, steps_: list[Step], timeout: float = 60.0, *,
-                     check: bool = True, **extra: Any) -> list[Event]:
+async def run_driver(
+    kind: str, steps_: list[Step], timeout: float = 60.0, *, check: bool = True, **extra: Any
+) -> list[Event]:
     """Run a driver to completion; with ``check`` raise DriverError unless every step passed."""
     proc = start_driver(kind, steps_, timeout, **extra)
     await proc.start()
     return await proc.finish(check=check)
 
 
-async def run_official_py(steps_: list[Step], timeout: float = 60.0, *, check: bool = True,
-                          **extra: Any) -> list[Event]:
+async def run_official_py(
+    steps_: list[Step], timeout: float = 60.0, *, check: bool = True, **extra: Any
+) -> list[Event]:
     return await run_driver("official_py", steps_, timeout, check=check, **extra)
 
 
-async def run_node(steps_: list[Step], timeout: float = 60.0, *, check: bool = True,
-                   **extra: Any) -> list[Event]:
+async def run_node(
+    steps_: list[Step], timeout: float = 60.0, *, check: bool = True, **extra: Any
+) -> list[Event]:
     return await run_driver("node", steps_, timeout, check=check, **extra)
 
 
-async def run_browser(steps_: list[Step], timeout: float = 90.0, *, check: bool = True,
-                      **extra: Any) -> list[Event]:
+async def run_browser(
+    steps_: list[Step], timeout: float = 90.0, *, check: bool = True, **extra: Any
+) -> list[Event]:
     return await run_driver("browser", steps_, timeout, check=check, **extra)
 
 
@@ -352,21 +401,31 @@ def ready_steps(*others: str, timeout: float = 30.0) -> list[Step]:
     ``ready`` step. (livekit-server announces a newcomer to earlier participants only after
     a few seconds, so a participant seeing the other is not enough on its own.)
     """
-    out: list[Step] = [{"op": "wait_participant", "identity": o, "timeout": timeout} for o in others]
+    out: list[Step] = [
+        {"op": "wait_participant", "identity": o, "timeout": timeout} for o in others
+    ]
     out.append({"op": "sleep", "seconds": 0, "label": "ready"})
     out.append({"op": "wait_signal", "name": "go", "timeout": timeout + 30})
     return out
 
 
-async def run_together(*procs: DriverProcess, barrier: str | None = "ready",
-                       barrier_timeout: float = 60.0, check: bool = True) -> list[list[Event]]:
+async def run_together(
+    *procs: DriverProcess,
+    barrier: str | None = "ready",
+    barrier_timeout: float = 60.0,
+    check: bool = True,
+) -> list[list[Event]]:
     """Start drivers, release them together at ``barrier``, wait for all; events per driver."""
     try:
         for p in procs:
             await p.start()
         if barrier is not None:
-            await asyncio.gather(*(p.wait_for(lambda e: e.get("label") == barrier,
-                                              timeout=barrier_timeout) for p in procs))
+            await asyncio.gather(
+                *(
+                    p.wait_for(lambda e: e.get("label") == barrier, timeout=barrier_timeout)
+                    for p in procs
+                )
+            )
             for p in procs:
                 p.signal("go")
         results = await asyncio.gather(*(p.finish(check=False) for p in procs))
@@ -380,5 +439,8 @@ async def run_together(*procs: DriverProcess, barrier: str | None = "ready",
 
 
 if __name__ == "__main__":  # tiny manual runner: python official.py KIND '<json steps>'
-    print(json.dumps(asyncio.run(run_driver(sys.argv[1], json.loads(sys.argv[2]), check=False)),
-                     indent=1))
+    print(
+        json.dumps(
+            asyncio.run(run_driver(sys.argv[1], json.loads(sys.argv[2]), check=False)), indent=1
+        )
+    )

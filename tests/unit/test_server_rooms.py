@@ -101,7 +101,8 @@ def test_active_state_and_leave() -> None:
     effects = room.leave(a.sid)
     (upd,) = signals(effects, b.sid, "update")
     assert upd.update.participants[0].state == State.DISCONNECTED
-    assert upd.update.participants[0].disconnect_reason == models_pb.DisconnectReason.CLIENT_INITIATED
+    assert (upd.update.participants[0].disconnect_reason
+            == models_pb.DisconnectReason.CLIENT_INITIATED)
     assert list(room.participants) == [b.sid]
 
 

@@ -224,3 +224,14 @@ def test_room_update_keeps_sid() -> None:
         room=models_pb.Room(name="r", metadata="new"))), 1.0)
     assert isinstance(ev, sig.RoomUpdated)
     assert ev.old.metadata == "rm" and ev.new.metadata == "new" and s.room.sid == "RM_1"
+
+
+def test_stream_state_and_subscription_failure_events() -> None:
+    s = _joined()
+    upd = rtc_pb.SignalResponse(stream_state_update=rtc_pb.StreamStateUpdate(stream_states=[
+        rtc_pb.StreamStateInfo(participant_sid="PA_a", track_sid="TR_1",
+                               state=rtc_pb.StreamState.PAUSED)]))
+    assert s.receive(upd, 1.0) == [sig.StreamStateChanged({"TR_1": rtc_pb.StreamState.PAUSED})]
+    resp = rtc_pb.SignalResponse(subscription_response=rtc_pb.SubscriptionResponse(
+        track_sid="TR_2", err=models_pb.SubscriptionError.SE_TRACK_NOTFOUND))
+    assert s.receive(resp, 1.0) == [sig.SubscriptionFailed("TR_2", "SE_TRACK_NOTFOUND")]

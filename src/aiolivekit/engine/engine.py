@@ -590,8 +590,10 @@ def _revive_receiver(receiver: RTCRtpReceiver, ssrcs: list[int]) -> MediaStreamT
     if thread is None:
         thread = threading.Thread(
             target=decoder_worker, name=new_track.kind + "-decoder",
-            args=(asyncio.get_running_loop(), receiver._RTCRtpReceiver__decoder_queue,
-                  new_track._queue, receiver._RTCRtpReceiver__decoder_error),
+            args=(asyncio.get_running_loop(),
+                  getattr(receiver, "_RTCRtpReceiver__decoder_queue"),  # noqa: B009
+                  new_track._queue,
+                  getattr(receiver, "_RTCRtpReceiver__decoder_error")),  # noqa: B009
             daemon=True)
         setattr(receiver, name, thread)
         thread.start()

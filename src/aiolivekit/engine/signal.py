@@ -31,6 +31,7 @@ __all__ = [
     "LeaveReceived",
     "LocalTrackSubscribed",
     "MuteRequested",
+    "StreamStateChanged",
     "OfferReceived",
     "ParticipantActive",
     "ParticipantAttributesChanged",
@@ -216,6 +217,13 @@ class MuteRequested:
 
 
 @dataclass
+class StreamStateChanged:
+    """The server paused or resumed forwarding a subscribed track (``states``: sid -> state)."""
+
+    states: dict[str, int]
+
+
+@dataclass
 class SpeakersChanged:
     speakers: list[models_pb.SpeakerInfo]
 
@@ -246,8 +254,8 @@ SignalEvent = Union[
     ParticipantPermissionsChanged, TrackPublished, TrackUnpublished, TrackMuted, TrackUpdated,
     RoomUpdated, OfferReceived, AnswerReceived, TrickleReceived, LeaveReceived, RequestAnswered,
     TrackPublishedAck, TrackUnpublishedByServer, LocalTrackSubscribed, SubscriptionFailed,
-    MuteRequested, SpeakersChanged, ConnectionQualityChanged, TokenRefreshed, PingTimeout,
-    PongReceived,
+    MuteRequested, StreamStateChanged, SpeakersChanged, ConnectionQualityChanged,
+    TokenRefreshed, PingTimeout, PongReceived,
 ]
 
 
@@ -565,6 +573,10 @@ class SignalSession:
 
     def _on_mute(self, m: rtc_pb.MuteTrackRequest, now: float) -> list[SignalEvent]:
         return [MuteRequested(m.sid, m.muted)]
+
+    def _on_stream_state_update(self, u: rtc_pb.StreamStateUpdate,
+                                now: float) -> list[SignalEvent]:
+        return [StreamStateChanged({i.track_sid: int(i.state) for i in u.stream_states})]
 
     def _on_speakers_changed(self, s: rtc_pb.SpeakersChanged, now: float) -> list[SignalEvent]:
         return [SpeakersChanged(list(s.speakers))]

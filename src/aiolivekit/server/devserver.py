@@ -1,4 +1,5 @@
-"""``DevServer``: the embedded LiveKit-compatible server, in-process, as an async context manager."""
+"""``DevServer``: the embedded LiveKit-compatible server, in-process, as an async context
+manager."""
 
 from __future__ import annotations
 

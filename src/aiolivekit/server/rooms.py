@@ -291,7 +291,8 @@ class RoomState:
             metadata=self.metadata,
             num_participants=len([p for p in active if not p.hidden]),
             num_publishers=len([p for p in active if p.published_tracks()]),
-            version=models_pb.TimedVersion(unix_micro=int(self.created_at * 1e6), ticks=self.version),
+            version=models_pb.TimedVersion(unix_micro=int(self.created_at * 1e6),
+                                           ticks=self.version),
         )
 
     def by_identity(self, identity: str) -> ParticipantState:
@@ -398,7 +399,8 @@ class RoomState:
         p.bump()
         return self._update_others(p)
 
-    def leave(self, sid: str, reason: int = models_pb.DisconnectReason.CLIENT_INITIATED) -> list[Effect]:
+    def leave(self, sid: str,
+              reason: int = models_pb.DisconnectReason.CLIENT_INITIATED) -> list[Effect]:
         """The participant is gone (left, closed, removed): tell the others, drop its tracks
         and subscriptions."""
         p = self.participants.pop(sid, None)

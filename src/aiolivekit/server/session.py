@@ -257,7 +257,9 @@ class ParticipantSession:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            logger.warning("session %s task failed: %r", self.sid, task.exception())
+            # failures while the session is closing (PC already closed) are expected
+            log = logger.debug if self._closing else logger.warning
+            log("session %s task failed: %r", self.sid, task.exception())
 
     async def run(self, join: rtc_pb.SignalResponse, effects: list[Effect]) -> None:
         """Send the JoinResponse, start the subscriber negotiation, read until closed."""
@@ -375,7 +377,8 @@ class ParticipantSession:
     async def _shutdown(self, writer: asyncio.Task[None]) -> None:
         if not self._left:
             self._left = True
-            self.hub.dispatch(self.room.leave(self.sid, models_pb.DisconnectReason.CLIENT_INITIATED))
+            self.hub.dispatch(self.room.leave(self.sid,
+                                              models_pb.DisconnectReason.CLIENT_INITIATED))
         if self.hub.sessions.get(self.sid) is self:
             del self.hub.sessions[self.sid]
         if not self._closing:

@@ -135,8 +135,8 @@ class RoomService:
         try:
             route = {"twirp_invalid_route": f"POST {TWIRP_PREFIX}{method}"}
             if not (_is_json(content_type) or _is_protobuf(content_type)):
-                raise TwirpError("bad_route", f"unexpected Content-Type: {json.dumps(content_type)}",
-                                 route)
+                raise TwirpError("bad_route",
+                                 f"unexpected Content-Type: {json.dumps(content_type)}", route)
             entry = self._methods.get(method)
             if entry is None:
                 raise TwirpError("bad_route", f"no handler for path \"{TWIRP_PREFIX}{method}\"",

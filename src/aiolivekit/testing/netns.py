@@ -60,7 +60,10 @@ def _probe() -> bool:
     try:
         proc = subprocess.run(
             ["unshare", "-n", "--", "bash", "-c", _SETUP, "probe", "true"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10, check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -72,12 +75,14 @@ def netns_skip_reason() -> str | None:
     if in_private_netns():
         return None
     if can_create_netns():
-        return "needs a private network namespace: run it under scripts/netns-run (scripts/test does)"
+        return (
+            "needs a private network namespace: run it under scripts/netns-run (scripts/test does)"
+        )
     return "needs a private network namespace, and this process cannot create one (not root?)"
 
 
 def netns_command(cmd: Sequence[str]) -> list[str]:
-    """``cmd`` wrapped so that it runs in a fresh private namespace (unchanged if already in one)."""
+    """``cmd`` wrapped to run in a fresh private namespace (unchanged if already in one)."""
     if in_private_netns():
         return list(cmd)
     return ["unshare", "-n", "--", "bash", "-c", _SETUP, "netns-run", *cmd]
@@ -105,5 +110,10 @@ def run_in_netns(
     if env:
         merged.update(env)
     return subprocess.run(
-        full, timeout=timeout, env=merged, cwd=cwd, capture_output=capture_output, check=check,
+        full,
+        timeout=timeout,
+        env=merged,
+        cwd=cwd,
+        capture_output=capture_output,
+        check=check,
     )

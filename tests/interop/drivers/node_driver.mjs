@@ -104,6 +104,14 @@ const ops = {
     }
     throw new Error(`participant ${s.identity} did not join`);
   },
+  async wait_participant_gone(s) {
+    const deadline = Date.now() + (s.timeout ?? 30) * 1000;
+    while (Date.now() < deadline) {
+      if (!room.remoteParticipants.has(s.identity)) return { identity: s.identity };
+      await sleep(50);
+    }
+    throw new Error(`participant ${s.identity} did not leave`);
+  },
   async send_data(s) {
     const data = payloadBytes(s);
     for (let i = 0; i < (s.count ?? 1); i++) {
@@ -172,6 +180,7 @@ const ops = {
     const track = LocalVideoTrack.createVideoTrack(s.name ?? 'video', source);
     const opts = new TrackPublishOptions();
     opts.source = TrackSource.SOURCE_CAMERA;
+    opts.simulcast = !!s.simulcast;
     const pub = await withTimeout(room.localParticipant.publishTrack(track, opts), s.timeout ?? 15, 'publishTrack');
     const rgba = new Uint8Array(w * h * 4);
     for (let i = 0; i < w * h; i++) { rgba[4 * i] = r; rgba[4 * i + 1] = g; rgba[4 * i + 2] = b; rgba[4 * i + 3] = 255; }

@@ -94,8 +94,9 @@ class Inbox:
             self.items.setdefault(kind, []).append(item)
             self.cond.notify_all()
 
-    async def take(self, kind: str, count: int, timeout: float,
-                   match: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    async def take(
+        self, kind: str, count: int, timeout: float, match: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         def matching() -> list[dict[str, Any]]:
             got = self.items.get(kind, [])
             if match:
@@ -105,7 +106,8 @@ class Inbox:
         async with self.cond:
             try:
                 await asyncio.wait_for(
-                    self.cond.wait_for(lambda: len(matching()) >= count), timeout)
+                    self.cond.wait_for(lambda: len(matching()) >= count), timeout
+                )
             except asyncio.TimeoutError:
                 pass
             got = matching()[:count]
@@ -139,35 +141,58 @@ class Driver:
             emit({"event": "participant_disconnected", "identity": p.identity})
 
         @room.on("track_subscribed")
-        def _ts(track: rtc.Track, pub: rtc.RemoteTrackPublication,
-                p: rtc.RemoteParticipant) -> None:
-            emit({"event": "track_subscribed", "identity": p.identity, "sid": pub.sid,
-                  "kind": "audio" if track.kind == rtc.TrackKind.KIND_AUDIO else "video",
-                  "name": pub.name})
-            self._spawn(self.inbox.put("track", {"identity": p.identity, "track": track,
-                                                 "kind": int(track.kind)}))
+        def _ts(
+            track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
+        ) -> None:
+            emit(
+                {
+                    "event": "track_subscribed",
+                    "identity": p.identity,
+                    "sid": pub.sid,
+                    "kind": "audio" if track.kind == rtc.TrackKind.KIND_AUDIO else "video",
+                    "name": pub.name,
+                }
+            )
+            self._spawn(
+                self.inbox.put(
+                    "track", {"identity": p.identity, "track": track, "kind": int(track.kind)}
+                )
+            )
 
         @room.on("data_received")
         def _dr(pkt: rtc.DataPacket) -> None:
-            item = {"sender": pkt.participant.identity if pkt.participant else None,
-                    "topic": pkt.topic or "", **_describe(pkt.data)}
+            item = {
+                "sender": pkt.participant.identity if pkt.participant else None,
+                "topic": pkt.topic or "",
+                **_describe(pkt.data),
+            }
             emit({"event": "data", **item})
             self._spawn(self.inbox.put("data", item))
 
         @room.on("sip_dtmf_received")
         def _dtmf(d: rtc.SipDTMF) -> None:
-            item = {"code": d.code, "digit": d.digit,
-                    "sender": d.participant.identity if d.participant else None}
+            item = {
+                "code": d.code,
+                "digit": d.digit,
+                "sender": d.participant.identity if d.participant else None,
+            }
             emit({"event": "dtmf", **item})
             self._spawn(self.inbox.put("dtmf", item))
 
         @room.on("transcription_received")
         def _tr(segments: list[Any], participant: Any, publication: Any) -> None:
-            segs = [{"id": s.id, "text": s.text, "start_time": s.start_time,
-                     "end_time": s.end_time, "final": s.final, "language": s.language}
-                    for s in segments]
-            item = {"segments": segs,
-                    "sender": participant.identity if participant else None}
+            segs = [
+                {
+                    "id": s.id,
+                    "text": s.text,
+                    "start_time": s.start_time,
+                    "end_time": s.end_time,
+                    "final": s.final,
+                    "language": s.language,
+                }
+                for s in segments
+            ]
+            item = {"segments": segs, "sender": participant.identity if participant else None}
             emit({"event": "transcription", **item})
             self._spawn(self.inbox.put("transcription", item))
 
@@ -181,12 +206,15 @@ class Driver:
         if "single_peer_connection" in s:
             opts.single_peer_connection = bool(s["single_peer_connection"])
         t = time.monotonic()
-        await asyncio.wait_for(self.room.connect(s["url"], s["token"], opts),
-                               s.get("timeout", 20))
+        await asyncio.wait_for(self.room.connect(s["url"], s["token"], opts), s.get("timeout", 20))
         lp = self.room.local_participant
-        return {"identity": lp.identity, "sid": lp.sid, "room": self.room.name,
-                "connect_s": round(time.monotonic() - t, 3),
-                "remote": sorted(self.room.remote_participants)}
+        return {
+            "identity": lp.identity,
+            "sid": lp.sid,
+            "room": self.room.name,
+            "connect_s": round(time.monotonic() - t, 3),
+            "remote": sorted(self.room.remote_participants),
+        }
 
     async def op_wait_participant(self, s: dict[str, Any]) -> dict[str, Any]:
         deadline = time.monotonic() + s.get("timeout", 15)
@@ -196,16 +224,28 @@ class Driver:
             await asyncio.sleep(0.05)
         raise TimeoutError(f"participant {s['identity']} did not join")
 
+    async def op_wait_participant_gone(self, s: dict[str, Any]) -> dict[str, Any]:
+        deadline = time.monotonic() + s.get("timeout", 30)
+        while time.monotonic() < deadline:
+            if s["identity"] not in self.room.remote_participants:
+                return {"identity": s["identity"]}
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"participant {s['identity']} did not leave")
+
     async def op_send_data(self, s: dict[str, Any]) -> dict[str, Any]:
         data = _payload_bytes(s)
         for _ in range(int(s.get("count", 1))):
             await self.room.local_participant.publish_data(
-                data, reliable=s.get("reliable", True),
+                data,
+                reliable=s.get("reliable", True),
                 destination_identities=list(s.get("destinations", [])),
-                topic=s.get("topic", ""))
+                topic=s.get("topic", ""),
+            )
         return {"size": len(data)}
 
-    async def _expect(self, kind: str, s: dict[str, Any], match_keys: tuple[str, ...]) -> dict[str, Any]:
+    async def _expect(
+        self, kind: str, s: dict[str, Any], match_keys: tuple[str, ...]
+    ) -> dict[str, Any]:
         count = int(s.get("count", 1))
         match = {k: s[k] for k in match_keys if k in s}
         got = await self.inbox.take(kind, count, s.get("timeout", 10), match)
@@ -226,7 +266,8 @@ class Driver:
         track = rtc.LocalAudioTrack.create_audio_track(s.get("name", "tone"), source)
         opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         pub = await asyncio.wait_for(
-            self.room.local_participant.publish_track(track, opts), s.get("timeout", 15))
+            self.room.local_participant.publish_track(track, opts), s.get("timeout", 15)
+        )
 
         async def pump() -> None:
             spf = rate // 100
@@ -252,8 +293,12 @@ class Driver:
 
     async def op_subscribe_detect_tone(self, s: dict[str, Any]) -> dict[str, Any]:
         ident = s["identity"]
-        got = await self.inbox.take("track", 1, s.get("timeout", 15),
-                                    {"identity": ident, "kind": int(rtc.TrackKind.KIND_AUDIO)})
+        got = await self.inbox.take(
+            "track",
+            1,
+            s.get("timeout", 15),
+            {"identity": ident, "kind": int(rtc.TrackKind.KIND_AUDIO)},
+        )
         if not got:
             raise TimeoutError(f"no audio track from {ident}")
         track = got[0]["track"]
@@ -287,8 +332,12 @@ class Driver:
             raise TimeoutError("no audio frames received")
         pcm = np.concatenate(chunks)
         rms = float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2)))
-        return {"identity": ident, "freq": round(dominant_frequency(pcm, rate), 1),
-                "rms": round(rms, 1), "samples": int(len(pcm))}
+        return {
+            "identity": ident,
+            "freq": round(dominant_frequency(pcm, rate), 1),
+            "rms": round(rms, 1),
+            "samples": int(len(pcm)),
+        }
 
     async def op_publish_video(self, s: dict[str, Any]) -> dict[str, Any]:
         w, h = int(s.get("width", 320)), int(s.get("height", 240))
@@ -296,9 +345,12 @@ class Driver:
         r, g, b = s.get("color", [200, 40, 40])
         source = rtc.VideoSource(w, h)
         track = rtc.LocalVideoTrack.create_video_track(s.get("name", "video"), source)
-        opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)
+        opts = rtc.TrackPublishOptions(
+            source=rtc.TrackSource.SOURCE_CAMERA, simulcast=bool(s.get("simulcast", False))
+        )
         pub = await asyncio.wait_for(
-            self.room.local_participant.publish_track(track, opts), s.get("timeout", 15))
+            self.room.local_participant.publish_track(track, opts), s.get("timeout", 15)
+        )
         rgba = np.empty((h, w, 4), dtype=np.uint8)
         rgba[:] = (r, g, b, 255)
         data = rgba.tobytes()
@@ -319,8 +371,12 @@ class Driver:
 
     async def op_subscribe_video(self, s: dict[str, Any]) -> dict[str, Any]:
         ident = s["identity"]
-        got = await self.inbox.take("track", 1, s.get("timeout", 15),
-                                    {"identity": ident, "kind": int(rtc.TrackKind.KIND_VIDEO)})
+        got = await self.inbox.take(
+            "track",
+            1,
+            s.get("timeout", 15),
+            {"identity": ident, "kind": int(rtc.TrackKind.KIND_VIDEO)},
+        )
         if not got:
             raise TimeoutError(f"no video track from {ident}")
         stream = rtc.VideoStream(got[0]["track"])
@@ -347,23 +403,38 @@ class Driver:
         rgba = last.convert(rtc.VideoBufferType.RGBA)
         arr = np.frombuffer(bytes(rgba.data), dtype=np.uint8).reshape(rgba.height, rgba.width, 4)
         hh, ww = arr.shape[0], arr.shape[1]
-        center = arr[hh // 4: 3 * hh // 4, ww // 4: 3 * ww // 4, :3].reshape(-1, 3)
-        return {"identity": ident, "frames": frames, "width": rgba.width, "height": rgba.height,
-                "mean_rgb": [round(float(v), 1) for v in center.mean(axis=0)]}
+        center = arr[hh // 4 : 3 * hh // 4, ww // 4 : 3 * ww // 4, :3].reshape(-1, 3)
+        return {
+            "identity": ident,
+            "frames": frames,
+            "width": rgba.width,
+            "height": rgba.height,
+            "mean_rgb": [round(float(v), 1) for v in center.mean(axis=0)],
+        }
 
     async def op_register_rpc(self, s: dict[str, Any]) -> dict[str, Any]:
         behaviour = s.get("behaviour", {"type": "echo"})
         method = s["method"]
 
         async def handler(data: rtc.RpcInvocationData) -> str:
-            emit({"event": "rpc_invocation", "method": method, "caller": data.caller_identity,
-                  "payload": data.payload, "request_id": data.request_id})
+            emit(
+                {
+                    "event": "rpc_invocation",
+                    "method": method,
+                    "caller": data.caller_identity,
+                    "payload": data.payload,
+                    "request_id": data.request_id,
+                }
+            )
             kind = behaviour.get("type", "echo")
             if kind == "sleep":
                 await asyncio.sleep(float(behaviour.get("seconds", 1)))
             if kind == "error":
-                raise rtc.RpcError(int(behaviour.get("code", 1500)),
-                                   behaviour.get("message", "error"), behaviour.get("data"))
+                raise rtc.RpcError(
+                    int(behaviour.get("code", 1500)),
+                    behaviour.get("message", "error"),
+                    behaviour.get("data"),
+                )
             if "response" in behaviour:
                 return str(behaviour["response"])
             return data.payload
@@ -381,28 +452,35 @@ class Driver:
         t = time.monotonic()
         try:
             result = await self.room.local_participant.perform_rpc(
-                destination_identity=s["dest"], method=s["method"], payload=payload, **kwargs)
+                destination_identity=s["dest"], method=s["method"], payload=payload, **kwargs
+            )
             return {"result": result, "elapsed": round(time.monotonic() - t, 3)}
         except rtc.RpcError as e:
-            return {"error": {"code": e.code, "message": e.message, "data": e.data},
-                    "elapsed": round(time.monotonic() - t, 3)}
+            return {
+                "error": {"code": e.code, "message": e.message, "data": e.data},
+                "elapsed": round(time.monotonic() - t, 3),
+            }
 
     async def op_send_text(self, s: dict[str, Any]) -> dict[str, Any]:
         text = s.get("text", "")
         if "repeat" in s:
             text = text * int(s["repeat"])
         info = await self.room.local_participant.send_text(
-            text, topic=s.get("topic", ""),
+            text,
+            topic=s.get("topic", ""),
             destination_identities=list(s.get("destinations", [])) or None,
-            attributes=s.get("attributes"))
+            attributes=s.get("attributes"),
+        )
         return {"stream_id": info.stream_id, "size": len(text.encode())}
 
     async def op_send_bytes(self, s: dict[str, Any]) -> dict[str, Any]:
         data = _payload_bytes(s)
         writer = await self.room.local_participant.stream_bytes(
-            name=s.get("name", "blob.bin"), topic=s.get("topic", ""),
+            name=s.get("name", "blob.bin"),
+            topic=s.get("topic", ""),
             destination_identities=list(s.get("destinations", [])) or None,
-            total_size=len(data))
+            total_size=len(data),
+        )
         await writer.write(data)
         await writer.aclose()
         return {"stream_id": writer.info.stream_id, "size": len(data)}
@@ -411,22 +489,32 @@ class Driver:
         def on_text(reader: rtc.TextStreamReader, sender: str) -> None:
             async def read() -> None:
                 text = await reader.read_all()
-                item = {"topic": topic, "sender": sender, "text": text if len(text) <= 4096
-                        else text[:64] + "...", "size": len(text.encode()),
-                        "stream_id": reader.info.stream_id,
-                        "attributes": dict(reader.info.attributes or {})}
+                item = {
+                    "topic": topic,
+                    "sender": sender,
+                    "text": text if len(text) <= 4096 else text[:64] + "...",
+                    "size": len(text.encode()),
+                    "stream_id": reader.info.stream_id,
+                    "attributes": dict(reader.info.attributes or {}),
+                }
                 emit({"event": "text", **item})
                 await self.inbox.put("text", item)
+
             self._spawn(read())
 
         def on_bytes(reader: rtc.ByteStreamReader, sender: str) -> None:
             async def read() -> None:
                 chunks = [c async for c in reader]
                 data = b"".join(chunks)
-                item = {"topic": topic, "sender": sender, "name": reader.info.name,
-                        **_describe(data)}
+                item = {
+                    "topic": topic,
+                    "sender": sender,
+                    "name": reader.info.name,
+                    **_describe(data),
+                }
                 emit({"event": "bytes", **item})
                 await self.inbox.put("bytes", item)
+
             self._spawn(read())
 
         try:
@@ -450,14 +538,23 @@ class Driver:
         return {"topics": s.get("topics", [])}
 
     async def op_publish_transcription(self, s: dict[str, Any]) -> dict[str, Any]:
-        segs = [rtc.TranscriptionSegment(
-            id=g["id"], text=g["text"], start_time=int(g.get("start_time", 0)),
-            end_time=int(g.get("end_time", 0)), final=bool(g.get("final", True)),
-            language=g.get("language", "en")) for g in s["segments"]]
+        segs = [
+            rtc.TranscriptionSegment(
+                id=g["id"],
+                text=g["text"],
+                start_time=int(g.get("start_time", 0)),
+                end_time=int(g.get("end_time", 0)),
+                final=bool(g.get("final", True)),
+                language=g.get("language", "en"),
+            )
+            for g in s["segments"]
+        ]
         ident = s.get("participant_identity") or self.room.local_participant.identity
         await self.room.local_participant.publish_transcription(
-            rtc.Transcription(participant_identity=ident, track_sid=s.get("track_sid", ""),
-                              segments=segs))
+            rtc.Transcription(
+                participant_identity=ident, track_sid=s.get("track_sid", ""), segments=segs
+            )
+        )
         return {"segments": len(segs)}
 
     async def op_expect_transcription(self, s: dict[str, Any]) -> dict[str, Any]:
@@ -498,8 +595,9 @@ def _stdin_reader(loop: asyncio.AbstractEventLoop, q: "asyncio.Queue[str]") -> N
 async def main(script: dict[str, Any], stdin_signals: bool) -> int:
     d = Driver()
     if stdin_signals:
-        threading.Thread(target=_stdin_reader, args=(asyncio.get_running_loop(), d.signals),
-                         daemon=True).start()
+        threading.Thread(
+            target=_stdin_reader, args=(asyncio.get_running_loop(), d.signals), daemon=True
+        ).start()
     for topic in script.get("stream_topics", []):
         d._register_stream_handlers(topic)
     failures = 0
