@@ -98,10 +98,20 @@ def _takes_ctx(fn: Any) -> bool:
 
 
 def rows_from_json(stem: str, obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows from one JSON object printed by a script without ``run(ctx)``.
+
+    Numeric keys become metrics; other scalar keys (e.g. ``"mode": "opus"``) label the
+    benchmark so that different configurations are not merged.
+    """
     if {"benchmark", "impl", "metric", "value"} <= obj.keys():
         return [obj]
-    impl = obj.get("impl", "aiolivekit")
-    bench = str(obj.get("benchmark", stem))
+    impl = str(obj.get("impl", "aiolivekit"))
+    labels = [
+        f"{k}={v}"
+        for k, v in obj.items()
+        if k not in ("impl", "benchmark", "unit") and isinstance(v, (str, bool))
+    ]
+    bench = str(obj.get("benchmark", stem)) + (f" [{' '.join(labels)}]" if labels else "")
     return [
         {"benchmark": bench, "impl": impl, "metric": k, "value": float(v), "unit": ""}
         for k, v in obj.items()

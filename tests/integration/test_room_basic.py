@@ -301,8 +301,6 @@ async def test_ice_failure_gives_ice_error(any_server: Any) -> None:
     assert room.connection_state == ConnectionState.CONN_DISCONNECTED
     await room.connect(any_server.url, any_server.token("noice"))
     assert room.isconnected()
-    stats = await room.get_rtc_stats()
-    assert any(getattr(s, "type", "") == "transport" for s in stats.publisher_stats)
     await room.disconnect()
     with pytest.raises(RuntimeError):
         await room.get_rtc_stats()

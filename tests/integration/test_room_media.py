@@ -180,6 +180,12 @@ async def test_audio_tone_event_order_and_publication_fields(any_server: Any,
         assert rpub.encryption_type == EncryptionType.NONE and not rpub.muted
         assert rpub.mime_type.lower() in ("", "audio/opus")
         assert abs(await peak_frequency(rtrack) - 440) < 10
+        a_stats = await alice.get_rtc_stats()
+        assert any(s.type == "outbound-rtp" and s.kind == "audio" and s.packetsSent > 0
+                   for s in a_stats.publisher_stats)
+        b_stats = await bob.get_rtc_stats()
+        assert any(s.type == "inbound-rtp" and s.kind == "audio" and s.packetsReceived > 0
+                   for s in b_stats.subscriber_stats)
 
         # mute / unmute reach the other side (and the local room)
         rec_local = Recorder(alice, "track_muted", "track_unmuted")
@@ -204,6 +210,72 @@ async def test_audio_tone_event_order_and_publication_fields(any_server: Any,
         assert rpub.track is None and not rpub.subscribed and not rp.track_publications
     finally:
         await tone.close()
+
+
+async def test_two_audio_tracks_published_concurrently(any_server: Any,
+                                                        rooms: list[Room]) -> None:
+    """Two same-kind tracks at once: each remote track carries its own tone (msid mapping
+    and SSRC routing per m-line), and unpublishing one leaves the other playing."""
+    bob = await _join(any_server, rooms, "bob")
+    alice = await _join(any_server, rooms, "alice")
+    low, high = Tone(440), Tone(1000)
+    try:
+        lp = alice.local_participant
+        pub_low, pub_high = await asyncio.gather(
+            lp.publish_track(LocalAudioTrack.create_audio_track("low", low.source)),
+            lp.publish_track(LocalAudioTrack.create_audio_track("high", high.source)))
+        assert pub_low.sid != pub_high.sid
+        for _ in range(int(TIMEOUT / 0.02)):
+            rp = bob.remote_participants.get("alice")
+            if rp is not None and len(rp.track_publications) == 2:
+                break
+            await asyncio.sleep(0.02)
+        rp = bob.remote_participants["alice"]
+        r_low = await wait_track(rp.track_publications[pub_low.sid])
+        r_high = await wait_track(rp.track_publications[pub_high.sid])
+        assert rp.track_publications[pub_low.sid].name == "low"
+        assert abs(await peak_frequency(r_low) - 440) < 10
+        assert abs(await peak_frequency(r_high) - 1000) < 10
+        await lp.unpublish_track(pub_low.sid)
+        for _ in range(int(TIMEOUT / 0.02)):
+            if pub_low.sid not in rp.track_publications:
+                break
+            await asyncio.sleep(0.02)
+        assert list(rp.track_publications) == [pub_high.sid]
+        assert abs(await peak_frequency(r_high) - 1000) < 10
+    finally:
+        await low.close()
+        await high.close()
+
+
+async def test_republish_after_unpublish_recycled_mline(any_server: Any,
+                                                         rooms: list[Room]) -> None:
+    """The server reuses the subscriber m-line of an unpublished track for the next one
+    (new SSRC, no aiortc track event): the new track must still play."""
+    bob = await _join(any_server, rooms, "bob")
+    alice = await _join(any_server, rooms, "alice")
+    rec = Recorder(bob, "track_subscribed", "track_unsubscribed")
+    first, second = Tone(440), Tone(660)
+    try:
+        lp = alice.local_participant
+        pub1 = await lp.publish_track(LocalAudioTrack.create_audio_track("one", first.source))
+        r1 = await wait_track(await remote_pub(bob, "alice"))
+        assert abs(await peak_frequency(r1) - 440) < 10
+        await lp.unpublish_track(pub1.sid)
+        await rec.wait_for(lambda: "track_unsubscribed" in rec.names())
+        pub2 = await lp.publish_track(LocalAudioTrack.create_audio_track("two", second.source))
+        for _ in range(int(TIMEOUT / 0.02)):
+            rp = bob.remote_participants["alice"]
+            if pub2.sid in rp.track_publications:
+                break
+            await asyncio.sleep(0.02)
+        r2 = await wait_track(bob.remote_participants["alice"].track_publications[pub2.sid])
+        assert r2 is not r1 and r2.sid == pub2.sid
+        assert abs(await peak_frequency(r2) - 660) < 10
+        assert rec.names() == ["track_subscribed", "track_unsubscribed", "track_subscribed"]
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_leave_with_published_track_order(any_server: Any, rooms: list[Room]) -> None:

@@ -4,6 +4,7 @@ participant metadata from the server API, server-sent data, admin mute."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -162,3 +163,47 @@ async def test_admin_mute_mutes_local_track(any_server: Any, lkapi: api.LiveKitA
         await asyncio.gather(feeder, return_exceptions=True)
         await alice.disconnect()
         await source.aclose()
+
+
+async def test_server_shutdown_disconnects() -> None:
+    """Both servers end the session on shutdown; the Room reports it once, without hanging."""
+    from aiolivekit.server import DevServer
+    from aiolivekit.testing.servers import make_token
+
+    server = DevServer(port=0)
+    await server.start()
+    room = Room()
+    rec = Recorder(room, "connection_state_changed", "disconnected")
+    try:
+        await room.connect(server.url, make_token(server.api_key, server.api_secret, "x"))
+        await asyncio.wait_for(server.aclose(), 15)
+        await rec.wait_for(lambda: len(rec.events) == 2)
+        assert rec.events[0] == ("connection_state_changed", (ConnectionState.CONN_DISCONNECTED,))
+        (reason,) = rec.events[1][1]
+        assert reason in (DisconnectReason.SERVER_SHUTDOWN, DisconnectReason.SIGNAL_CLOSE)
+        assert not room.isconnected()
+    finally:
+        await room.disconnect()
+        await server.aclose()
+
+
+async def test_official_server_shutdown_disconnects() -> None:
+    from aiolivekit.testing.servers import LiveKitServerProcess, find_livekit_server, make_token
+
+    binary = find_livekit_server()
+    if binary is None or os.environ.get("AIOLIVEKIT_NETNS") != "1":
+        pytest.skip("needs livekit-server inside scripts/netns-run")
+    proc = LiveKitServerProcess(binary)
+    await proc.start()
+    room = Room()
+    rec = Recorder(room, "connection_state_changed", "disconnected")
+    try:
+        await room.connect(proc.url, make_token(proc.api_key, proc.api_secret, "x"))
+        await proc.stop()
+        await rec.wait_for(lambda: len(rec.events) == 2, timeout=20)
+        assert rec.events[0] == ("connection_state_changed", (ConnectionState.CONN_DISCONNECTED,))
+        (reason,) = rec.events[1][1]
+        assert reason in (DisconnectReason.SERVER_SHUTDOWN, DisconnectReason.SIGNAL_CLOSE)
+    finally:
+        await room.disconnect()
+        await proc.stop()

@@ -332,7 +332,7 @@ async def test_three_party_audio_mesh(livekit_dev_server: DevServer) -> None:
 
     results = await asyncio.gather(*(run_driver(server.url, server.token(n), steps_for(n))
                                      for n in names))
-    for name, events in zip(names, results):
+    for name, events in zip(names, results, strict=True):
         heard = {e["source"]: e["freq"] for e in events if e.get("op") == "measure_audio"}
         assert set(heard) == set(names) - {name}, events
         for source, freq in heard.items():
