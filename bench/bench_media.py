@@ -1,11 +1,20 @@
-"""CPU per published 48 kHz mono Opus track: aiolivekit's publish path vs raw aiortc.
+"""CPU per published 48 kHz mono Opus track: aiolivekit vs raw aiortc and vs the official SDK.
 
-One publisher and one subscriber RTCPeerConnection in this process over 127.0.0.1;
-N audio tracks; the subscriber decodes and drains every track. Prints process CPU as a
-share of one core (total and per track) and the payload bitrate per track.
+Standalone (``python bench/bench_media.py``): one publisher and one subscriber
+RTCPeerConnection in this process over 127.0.0.1; N audio tracks; the subscriber decodes
+and drains every track. Prints process CPU as a share of one core (total and per track)
+and the payload bitrate per track, for aiolivekit's publish path and for raw aiortc.
 ``--video`` adds one VP8 640x480@30 track (RGBA frames in) per mode.
 
     python bench/bench_media.py [--tracks 1 4 16] [--seconds 5] [--video]
+
+Under ``bench/run.py`` (``run(ctx)``) it also compares with the official SDK: for N = 1, 4,
+16 tracks a worker process (``bench/sdk_worker.py`` mode ``publish_cpu``, the same code
+for both SDKs) joins a room of the same server of the same run and publishes N tone
+tracks at ``audio_encoding.max_bitrate`` 32 kbit/s (the official SDK keeps its default
+RED on livekit-server); no subscriber. Its own CPU (``getrusage``, user+sys of every
+thread) over ``ctx.seconds`` after a 2 s warm-up, ÷ wall time, and the payload bitrate it
+sends (outbound-rtp ``bytesSent``) are reported per track.
 """
 
 from __future__ import annotations
@@ -67,7 +76,7 @@ class RawSineTrack(MediaStreamTrack):
         return frame
 
 
-async def run(mode: str, tracks: int, seconds: float) -> dict[str, Any]:
+async def run_audio(mode: str, tracks: int, seconds: float) -> dict[str, Any]:
     cfg = RTCConfiguration(iceServers=[])
     pub, sub = RTCPeerConnection(cfg), RTCPeerConnection(cfg)
     remote: list[Any] = []
@@ -238,6 +247,71 @@ async def run_video(mode: str, seconds: float) -> dict[str, Any]:
     }
 
 
+async def run_ctx(ctx: Any) -> list[dict[str, Any]]:
+    """Rows for bench/run.py: raw aiortc comparison (subprocess) + official SDK comparison."""
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    if str(here) not in sys.path:
+        sys.path.insert(0, str(here))
+    from common import row
+    from run import rows_from_json
+    from sdk_worker import run_worker
+
+    rows: list[dict[str, Any]] = []
+    counts = [1, 4, 16]
+    seconds = ctx.seconds
+    # 1. our publish path vs raw aiortc, in a process of its own (its CPU is measured)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).resolve()), "--tracks", *map(str, counts),
+        "--seconds", str(seconds), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), len(counts) * 2 * (seconds + 60))
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench_media.py exited {proc.returncode}: {err.decode()[-2000:]}")
+    for line in out.decode().splitlines():
+        if line.startswith("{"):
+            rows += rows_from_json("bench_media", json.loads(line))
+    # 2. vs the official SDK, through each server of this run
+    sdks = [("aiolivekit", sys.executable)]
+    if ctx.official_python:
+        sdks.append(("official", ctx.official_python))
+    repeat = 1 if ctx.quick else max(1, min(ctx.repeat, 2))
+    for sname, server in ctx.servers.items():
+        for rep in range(repeat):
+            for n in counts:
+                order = sdks if rep % 2 == 0 else sdks[::-1]
+                for sdk, python in order:
+                    room = ctx.room("pubcpu")
+                    res = await run_worker(
+                        python,
+                        {"sdk": sdk, "mode": "publish_cpu", "url": server.url,
+                         "token": server.token("pub", room), "tracks": n, "seconds": seconds,
+                         "warmup": 2.0, "bitrate": 32000},
+                        timeout=seconds + 90,
+                    )
+                    bench = f"publish_cpu_opus48k_{n}_tracks [server={sname}]"
+                    kbps = res["payload_kbps_per_track"]
+                    extra = {"tracks": n, "payload_kbps_per_track": kbps}
+                    rows.append(row(bench, sdk, "cpu_per_track", res["cpu_pct_per_track"],
+                                    "% of a core", **extra))
+                    rows.append(row(bench, sdk, "cpu_total", res["cpu_pct"], "% of a core",
+                                    **extra))
+                    rows.append(row(bench, sdk, "payload_bitrate_per_track", kbps, "kbit/s",
+                                    **extra))
+                    ctx.log(f"publish_cpu {sname} {sdk} {n} tracks: {res['cpu_pct']:.1f}% "
+                            f"({res['cpu_pct_per_track']:.2f}%/track), {kbps:.1f} kbit/s/track, "
+                            f"{res['packets_per_s_per_track']:.1f} packets/s/track")
+    return rows
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tracks", type=int, nargs="*", default=[1, 4, 16])
@@ -250,9 +324,13 @@ async def main() -> None:
             print(json.dumps(res), flush=True)
     for n in args.tracks:
         for mode in ("aiortc", "aiolivekit"):
-            res = await asyncio.wait_for(run(mode, n, args.seconds), args.seconds + 60)
+            res = await asyncio.wait_for(run_audio(mode, n, args.seconds), args.seconds + 60)
             print(json.dumps(res), flush=True)
 
 
 if __name__ == "__main__":
     asyncio.run(main())
+
+
+async def run(ctx: Any) -> list[dict[str, Any]]:  # bench/run.py entry point
+    return await run_ctx(ctx)

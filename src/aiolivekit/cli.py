@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "can_publish_sources=camera,microphone (repeatable)")
 
     demo = sub.add_parser("demo", help="run the two-participant demo on loopback")
-    demo.add_argument("args", nargs=argparse.REMAINDER)
+    demo.add_argument("--seconds", type=float, default=4.0, help="how long the tone is analysed")
+    demo.add_argument("--port", type=int, default=0, help="port of the embedded server (0: any free)")
     return parser
 
 
@@ -151,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import main as demo_main
 
-        rest = [a for a in args.args if a != "--"]
-        return int(demo_main(rest) or 0)
+        return int(demo_main(["--seconds", str(args.seconds), "--port", str(args.port)]) or 0)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

@@ -152,6 +152,8 @@ class LocalParticipant(LocalParticipantDataMixin, Participant):
             payload = payload.encode("utf-8")
         elif not isinstance(payload, (bytes, bytearray, memoryview)):
             raise TypeError("payload must be bytes or str")
+        if isinstance(destination_identities, str):
+            destination_identities = [destination_identities]
         await self._room._publish_user_data(
             bytes(payload), reliable=reliable,
             destination_identities=list(destination_identities), topic=topic)

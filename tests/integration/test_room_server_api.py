@@ -173,9 +173,9 @@ async def test_server_shutdown_disconnects() -> None:
     server = DevServer(port=0)
     await server.start()
     room = Room()
-    rec = Recorder(room, "connection_state_changed", "disconnected")
     try:
         await room.connect(server.url, make_token(server.api_key, server.api_secret, "x"))
+        rec = Recorder(room, "connection_state_changed", "disconnected")
         await asyncio.wait_for(server.aclose(), 15)
         await rec.wait_for(lambda: len(rec.events) == 2)
         assert rec.events[0] == ("connection_state_changed", (ConnectionState.CONN_DISCONNECTED,))
@@ -196,9 +196,9 @@ async def test_official_server_shutdown_disconnects() -> None:
     proc = LiveKitServerProcess(binary)
     await proc.start()
     room = Room()
-    rec = Recorder(room, "connection_state_changed", "disconnected")
     try:
         await room.connect(proc.url, make_token(proc.api_key, proc.api_secret, "x"))
+        rec = Recorder(room, "connection_state_changed", "disconnected")
         await proc.stop()
         await rec.wait_for(lambda: len(rec.events) == 2, timeout=20)
         assert rec.events[0] == ("connection_state_changed", (ConnectionState.CONN_DISCONNECTED,))

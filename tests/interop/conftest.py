@@ -37,6 +37,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "livekit_server: runs against the official livekit-server binary",
     ):
         config.addinivalue_line("markers", line)
+    if not config.pluginmanager.has_plugin("aiolivekit-compat-recorder"):
+        config.pluginmanager.register(CompatRecorder(), "aiolivekit-compat-recorder")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -74,7 +76,25 @@ def _client_of(item: pytest.Item, marker: pytest.Mark) -> str:
     return "unknown"
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+class CompatRecorder:
+    """Registered as a plugin so that ``compat``-marked tests anywhere are recorded."""
+
+    @staticmethod
+    def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+        _logreport(report)
+
+    @staticmethod
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+        outcome = yield
+        _annotate(item, outcome.get_result())
+
+    @staticmethod
+    def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+        _write(session)
+
+
+def _logreport(report: pytest.TestReport) -> None:
     item_info = getattr(report, "_compat", None)
     if item_info is None:
         return
@@ -104,10 +124,7 @@ def _short_reason(report: pytest.TestReport) -> str:
     return (lines[0][1:].strip() if lines else text[-200:])[:200]
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    outcome = yield
-    report = outcome.get_result()
+def _annotate(item: pytest.Item, report: pytest.TestReport) -> None:
     marker = item.get_closest_marker("compat")
     if marker is not None:
         report._compat = {  # consumed by pytest_runtest_logreport above
@@ -117,7 +134,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         }
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+def _write(session: pytest.Session) -> None:
     if not _results:
         return
     out = Path(

@@ -92,3 +92,12 @@ def test_protocol_errors() -> None:
         ws.FrameParser(max_message=10).feed(bytes([0x82, 11]) + b"x" * 11)
     with pytest.raises(ws.ProtocolError):
         ws.FrameParser().feed(bytes([0x83, 0]))  # unknown opcode
+
+
+def test_endpoint_parsing() -> None:
+    assert ws._endpoint("wss://example.org/rtc?x=1") == (
+        "example.org", 443, True, "/rtc?x=1", "example.org")
+    assert ws._endpoint("ws://127.0.0.1:7880/p/rtc") == (
+        "127.0.0.1", 7880, False, "/p/rtc", "127.0.0.1:7880")
+    assert ws._endpoint("http://[::1]:9/rtc/validate?a=b")[:4] == ("::1", 9, False,
+                                                                   "/rtc/validate?a=b")

@@ -1,0 +1,210 @@
+"""Server CPU per forwarded packet: a 10-participant audio room on our server vs livekit-server.
+
+Each participant publishes one 48 kHz Opus tone track and auto-subscribes to the other
+nine (no decoding). All participants run in one client process (``bench/sdk_worker.py``
+mode ``room``, the same client SDK for both servers). The servers run as their own
+processes so their CPU can be read from ``/proc/<pid>/stat`` (user+sys, all threads):
+
+* ours: ``python -m aiolivekit serve --port N`` (a fresh process),
+* the official ``livekit-server`` (a fresh process, not the one shared by ``run.py``).
+
+Forwarded packets/s are counted at the subscribers (inbound RTP packets, all
+participants; expected 10 x 9 x 50 = 4500/s). Reported: server CPU % of one core, CPU µs
+per forwarded packet and the packets/s per core it extrapolates to (``1e6 / µs``).
+
+    scripts/netns-run python bench/bench_server.py [--participants 10] [--seconds 10]
+        [--client aiolivekit|official]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import BenchContext, ServerInfo, row  # noqa: E402
+from sdk_worker import run_worker  # noqa: E402
+
+from aiolivekit.testing.servers import (  # noqa: E402
+    DEFAULT_KEY,
+    DEFAULT_SECRET,
+    LiveKitServerProcess,
+    find_livekit_server,
+    free_port,
+)
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+OFFICIAL_PY = Path.home() / ".cache" / "aiolivekit" / "official-venv" / "bin" / "python"
+# the official SDK is the lighter client here (Rust media path, no decoding without a
+# stream); the same client runs against both servers
+DEFAULT_CLIENT = "official"
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """user+sys CPU seconds of process ``pid`` (all its threads) from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+
+
+class OurServerProcess:
+    """``python -m aiolivekit serve`` on a free loopback port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-serve-", suffix=".log", delete=False)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def info(self) -> ServerInfo:
+        return ServerInfo("aiolivekit-serve", f"ws://127.0.0.1:{self.port}", DEFAULT_KEY,
+                          DEFAULT_SECRET)
+
+    async def start(self, timeout: float = 20.0) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "aiolivekit", "serve", "--bind", "127.0.0.1",
+             "--port", str(self.port), "--keys", f"{DEFAULT_KEY}:{DEFAULT_SECRET}"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"aiolivekit serve exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                await asyncio.sleep(0.1)
+        await self.stop()
+        raise RuntimeError("aiolivekit serve did not start listening in time")
+
+    async def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(asyncio.to_thread(proc.wait), 10)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+        self.log.close()
+
+
+async def measure(
+    server: ServerInfo, pid: int, client_python: str, client_sdk: str, participants: int,
+    seconds: float, room: str,
+) -> dict[str, Any]:
+    marks: dict[str, tuple[float, float]] = {}
+
+    def on_event(obj: dict[str, Any]) -> None:
+        if obj.get("event") in ("window", "end"):
+            marks[obj["event"]] = (proc_cpu_seconds(pid), time.monotonic())
+
+    tokens = [server.token(f"p{i}", room) for i in range(participants)]
+    res = await run_worker(
+        client_python,
+        {"sdk": client_sdk, "mode": "room", "url": server.url, "tokens": tokens,
+         "seconds": seconds, "warmup": 2.0, "bitrate": 32000},
+        timeout=seconds + 150,
+        on_event=on_event,
+    )
+    if "window" not in marks or "end" not in marks:
+        raise RuntimeError(f"room worker gave no measurement window: {res}")
+    (c0, w0), (c1, w1) = marks["window"], marks["end"]
+    wall = w1 - w0
+    cpu = c1 - c0
+    pps = float(res["received_pps"])
+    return {
+        "subscriptions": res["subscriptions"],
+        "expected_subscriptions": res["expected"],
+        "forwarded_pps": pps,
+        "server_cpu_pct": 100 * cpu / wall,
+        "us_per_packet": 1e6 * cpu / wall / pps if pps else None,
+        "pps_per_core": pps * wall / cpu if cpu else None,
+    }
+
+
+async def run_all(
+    participants: int, seconds: float, repeat: int, client: str, log: Any = print
+) -> list[dict[str, Any]]:
+    client_python = str(OFFICIAL_PY) if client == "official" else sys.executable
+    if client == "official" and not OFFICIAL_PY.is_file():
+        client, client_python = "aiolivekit", sys.executable
+    rows: list[dict[str, Any]] = []
+    bench = f"server_{participants}p_audio_room [client={client}]"
+    ours = OurServerProcess()
+    binary = find_livekit_server()
+    lk = LiveKitServerProcess(binary, log_path=os.devnull) if binary else None
+    try:
+        await ours.start()
+        if lk is not None:
+            await lk.start()
+        for rep in range(repeat):
+            targets: list[tuple[str, ServerInfo, int]] = [("aiolivekit", ours.info(), ours.pid)]
+            if lk is not None and lk._proc is not None:
+                targets.append(("official", lk.info(), lk._proc.pid))
+            for impl, info, pid in targets:
+                room = f"srv-{rep}-{int(time.time() * 1000) % 100000}"
+                m = await measure(info, pid, client_python, client, participants, seconds, room)
+                log(f"bench_server {impl}: {json.dumps(m)}")
+                extra = {"subscriptions": m["subscriptions"],
+                         "expected_subscriptions": m["expected_subscriptions"]}
+                rows.append(row(bench, impl, "server_cpu", m["server_cpu_pct"], "% of a core",
+                                **extra))
+                rows.append(row(bench, impl, "forwarded_pps", m["forwarded_pps"], "packets/s",
+                                **extra))
+                if m["us_per_packet"] is not None:
+                    rows.append(row(bench, impl, "cpu_per_forwarded_packet", m["us_per_packet"],
+                                    "µs", **extra))
+                if m["pps_per_core"] is not None:
+                    rows.append(row(bench, impl, "packets_per_core", m["pps_per_core"],
+                                    "packets/s (extrapolated)", **extra))
+    finally:
+        await ours.stop()
+        if lk is not None:
+            await lk.stop()
+    return rows
+
+
+async def run(ctx: BenchContext) -> list[dict[str, Any]]:
+    seconds = max(3.0, ctx.seconds if not ctx.quick else min(ctx.seconds, 5.0))
+    repeat = 1 if ctx.quick else max(1, min(ctx.repeat, 2))
+    return await run_all(10, seconds, repeat, DEFAULT_CLIENT, ctx.log)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--participants", type=int, default=10)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--client", choices=("aiolivekit", "official"), default=DEFAULT_CLIENT)
+    args = ap.parse_args()
+    from aiolivekit.testing.netns import in_private_netns
+
+    if not in_private_netns():
+        netns_run = HERE.parent / "scripts" / "netns-run"
+        os.execv(str(netns_run), [str(netns_run), sys.executable, *sys.argv])
+    rows = asyncio.run(run_all(args.participants, args.seconds, args.repeat, args.client,
+                               lambda m: print(m, file=sys.stderr)))
+    for r in rows:
+        print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()
