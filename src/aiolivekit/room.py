@@ -30,6 +30,7 @@ from .errors import (
     UnpublishTrackError,
 )
 from .events import EventEmitter
+from .media.stream_base import publications_changed
 from .participant import LocalParticipant, Participant, RemoteParticipant
 from .track_publication import (
     LocalTrackPublication,
@@ -90,6 +91,13 @@ class _DataSender:
         p = self._room._remote.get(identity)
         return None if p is None else int(p._info.client_protocol)
 
+    def remote_identities(self) -> list[str]:
+        return list(self._room._remote)
+
+    def remote_capabilities(self, identity: str) -> list[int] | None:
+        p = self._room._remote.get(identity)
+        return None if p is None else [int(c) for c in p._info.capabilities]
+
 
 class Room(RoomDataMixin, EventEmitter[EventTypes]):
     """A LiveKit room: ``await room.connect(url, token)``, then events and participants."""
@@ -117,8 +125,7 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
         self._token = ""
         self._options = RoomOptions()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._data = DataManager(emit=self.emit,
-                                 lookup_participant=lambda identity: self._remote.get(identity))
+        self._data = DataManager(emit=self.emit, lookup_participant=self._participant_by_identity)
 
     # ------------------------------------------------------------------ properties
 
@@ -408,6 +415,7 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
             self._pending_tracks.pop(key, None)
         self._data.on_participant_disconnected(p.identity)
         self.emit("participant_disconnected", p)
+        publications_changed(p)
 
     def _refresh_info(self, sid: str, local: bool) -> Participant | None:
         engine = self._engine
@@ -469,6 +477,7 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
         del p._track_publications[ev.track.sid]
         self._refresh_info(ev.participant_sid, False)
         self.emit("track_unpublished", pub, p)
+        publications_changed(p)
 
     def _unsubscribe_publication(self, p: RemoteParticipant, pub: RemoteTrackPublication) -> None:
         track = pub._track
@@ -479,6 +488,7 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
         pub._track = None
         pub._subscribed = False
         self.emit("track_unsubscribed", track, pub, p)
+        publications_changed(p)
         self._close_track(track)
 
     def _ev_TrackMuted(self, ev: sig.TrackMuted) -> None:
@@ -617,6 +627,14 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
         self._finish(ev.reason)
 
     # ------------------------------------------------------------------ data
+
+    def _participant_by_identity(self, identity: str) -> Participant | None:
+        """The remote participant with ``identity``, or the local one for our own identity."""
+        remote = self._remote.get(identity)
+        if remote is not None:
+            return remote
+        local = self._local
+        return local if local is not None and local.identity == identity else None
 
     def _ev_DataReceived(self, ev: eng.DataReceived) -> None:
         try:
@@ -759,6 +777,7 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
             old = pub._track
             pub._track = None
             self.emit("track_unsubscribed", old, pub, p)
+            publications_changed(p)
             self._close_track(old)
         try:
             from .track import RemoteAudioTrack, RemoteVideoTrack
@@ -780,6 +799,7 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
         pub._subscribed = True
         pub._desired = None
         self.emit("track_subscribed", track, pub, p)
+        publications_changed(p)
 
     def _ev_TrackRemoved(self, ev: eng.TrackRemoved) -> None:
         for p in self._remote.values():

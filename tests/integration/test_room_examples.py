@@ -121,15 +121,15 @@ async def test_track_publications_example(any_server: Any) -> None:
     assert "mic" in peer.subscribed
 
 
-async def test_publication_snippets_example(livekit_server: Any) -> None:
+async def test_publication_snippets_example(any_server: Any) -> None:
     # The peer publishes before the example joins (existing tracks at join). Only against
     # the official server for now: the embedded DevServer does not yet connect the
     # subscriber PC of a participant joining a room with published tracks.
     peer = Peer()
-    await peer.connect(livekit_server)
+    await peer.connect(any_server)
     await peer.publish()
     try:
-        out = await _run_example("publication_snippets.py", livekit_server, "snippets")
+        out = await _run_example("publication_snippets.py", any_server, "snippets")
     finally:
         await peer.stop()
     assert "MIME type: audio/opus" in out and "MIME type: video/vp8" in out

@@ -326,11 +326,10 @@ async def test_set_subscribed_and_manual_subscription(any_server: Any, rooms: li
         await tone.close()
 
 
-async def test_join_room_with_existing_tracks(livekit_server: Any, rooms: list[Room]) -> None:
+async def test_join_room_with_existing_tracks(any_server: Any, rooms: list[Room]) -> None:
     """Tracks published before we join: publications present when connect() returns,
-    no participant_connected/track_published for them, track_subscribed still fires.
-    (Official server only until the embedded DevServer connects such a subscriber PC.)"""
-    alice = await _join(livekit_server, rooms, "alice")
+    no participant_connected/track_published for them, track_subscribed still fires."""
+    alice = await _join(any_server, rooms, "alice")
     tone = Tone(880)
     try:
         pub = await alice.local_participant.publish_track(
@@ -339,7 +338,7 @@ async def test_join_room_with_existing_tracks(livekit_server: Any, rooms: list[R
         bob = Room()
         rooms.append(bob)
         rec = Recorder(bob, *REMOTE_EVENTS)
-        await bob.connect(livekit_server.url, livekit_server.token("bob"))
+        await bob.connect(any_server.url, any_server.token("bob"))
         rp = bob.remote_participants["alice"]
         assert list(rp.track_publications) == [pub.sid]
         rpub = rp.track_publications[pub.sid]

@@ -689,7 +689,13 @@ class ParticipantSession:
                 if self._closing or self._neg.outstanding:
                     return
                 self._neg.dirty = False
+                # The first offer carries only the data channels: with MAX_BUNDLE, aiortc
+                # stops the shared transport when a media m-line precedes the application
+                # m-line in the first negotiation. Tracks follow in the next offer.
+                first_offer = self._neg.offer_id == 0 and self.can_subscribe
                 for track_sid, (publisher_sid, fwd) in list(self._pending_adds.items()):
+                    if first_offer:
+                        break
                     del self._pending_adds[track_sid]
                     try:
                         transceiver = fwd.add_subscriber(
