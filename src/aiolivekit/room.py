@@ -73,6 +73,15 @@ PENDING_TRACK_TTL = 5.0
 _NOT_ALLOWED = rtc_pb.RequestResponse.NOT_ALLOWED
 
 
+_REFUSAL_HINTS = {
+    rtc_pb.RequestResponse.NOT_ALLOWED: (
+        "; publishing is not allowed for this participant or this track source "
+        "(token grants canPublish / canPublishSources)"),
+    rtc_pb.RequestResponse.LIMIT_EXCEEDED: "; too many tracks pending or published",
+    rtc_pb.RequestResponse.UNSUPPORTED_TYPE: "; unsupported track type",
+}
+
+
 class _DataSender:
     """The engine side of the data layer's ``DataSender`` protocol."""
 
@@ -537,8 +546,10 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
             waiter = self._publish_waiters.pop(ev.cid, None)
             if waiter is not None and not waiter.done():
                 name = rtc_pb.RequestResponse.Reason.Name(ev.reason)
+                hint = _REFUSAL_HINTS.get(ev.reason, "")
+                detail = f": {ev.message}" if ev.message else ""
                 waiter.set_exception(PublishTrackError(
-                    f"server refused the track: {name} {ev.message}".strip()))
+                    f"server refused the track ({name}){detail}{hint}"))
 
     def _ev_TrackPublishedAck(self, ev: sig.TrackPublishedAck) -> None:
         waiter = self._publish_waiters.pop(ev.cid, None)
