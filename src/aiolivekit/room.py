@@ -73,7 +73,7 @@ PENDING_TRACK_TTL = 5.0
 _NOT_ALLOWED = rtc_pb.RequestResponse.NOT_ALLOWED
 
 
-_REFUSAL_HINTS = {
+_REFUSAL_HINTS: dict[int, str] = {
     rtc_pb.RequestResponse.NOT_ALLOWED: (
         "; publishing is not allowed for this participant or this track source "
         "(token grants canPublish / canPublishSources)"),
