@@ -122,9 +122,7 @@ async def test_track_publications_example(any_server: Any) -> None:
 
 
 async def test_publication_snippets_example(any_server: Any) -> None:
-    # The peer publishes before the example joins (existing tracks at join). Only against
-    # the official server for now: the embedded DevServer does not yet connect the
-    # subscriber PC of a participant joining a room with published tracks.
+    # The peer publishes before the example joins (existing tracks at join).
     peer = Peer()
     await peer.connect(any_server)
     await peer.publish()

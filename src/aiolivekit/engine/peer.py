@@ -25,7 +25,7 @@ from aiortc import (
 
 from . import ice, sdp
 
-__all__ = ["PeerTransport", "filter_ice_servers"]
+__all__ = ["PeerTransport", "filter_ice_servers", "start_late_transceivers"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,33 @@ def _server_host(url: str) -> str:
     if rest.startswith("["):
         return rest[1:].split("]", 1)[0]
     return urlparse("//" + rest).hostname or rest.split(":", 1)[0]
+
+
+_late_start_tasks: set[asyncio.Future[None]] = set()
+
+
+def start_late_transceivers(pc: RTCPeerConnection) -> None:
+    """Start the transceivers negotiated while ``pc`` was still connecting; call once connected.
+
+    Every description applied schedules aiortc's connect step, which starts a transceiver's
+    sender/receiver only if DTLS is already connected at that moment. A transceiver whose
+    offer/answer completes during the DTLS handshake (e.g. a renegotiation right after the
+    first answer) is never started: no RTP is sent or received on it. Re-running the
+    (idempotent) connect step once connected starts it. Uses aiortc 1.16 internals.
+    """
+    connect = getattr(pc, "_RTCPeerConnection__connect", None)
+    if connect is None:  # pragma: no cover - only if aiortc internals change
+        logger.warning("aiortc internals changed: cannot start late-negotiated transceivers")
+        return
+    task = asyncio.ensure_future(connect())
+    _late_start_tasks.add(task)
+
+    def done(t: asyncio.Future[None]) -> None:
+        _late_start_tasks.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            logger.debug("starting late transceivers failed: %r", t.exception())
+
+    task.add_done_callback(done)
 
 
 def filter_ice_servers(servers: list[RTCIceServer], addresses: list[str] | None) -> list[RTCIceServer]:
@@ -88,12 +115,7 @@ class PeerTransport:
         logger.debug("pc %d connection state %s", self.target, state)
         if state == "connected":
             self._connected.set()
-            # aiortc starts a new transceiver's sender/receiver only if DTLS is already
-            # connected when the description is applied; one negotiated while DTLS was
-            # still connecting would never start. Re-run aiortc's (idempotent) connect step.
-            restart = getattr(self.pc, "_RTCPeerConnection__connect", None)
-            if restart is not None:
-                asyncio.ensure_future(restart())
+            start_late_transceivers(self.pc)
         elif state in ("failed", "closed"):
             self._failed.set()
 

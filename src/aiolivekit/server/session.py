@@ -31,6 +31,7 @@ from livekit.protocol import models as models_pb
 from livekit.protocol import rtc as rtc_pb
 
 from ..engine import ice, sdp
+from ..engine.peer import start_late_transceivers
 from .rooms import (
     CloseTrack,
     Disconnect,
@@ -606,6 +607,10 @@ class ParticipantSession:
         state = pc.connectionState
         logger.debug("participant %s %s PC: %s", self.identity,
                      "subscriber" if is_subscriber else "publisher", state)
+        if state == "connected":
+            # a track negotiated while this PC was still connecting (the subscriber PC of a
+            # participant joining a room with published tracks) would never start
+            start_late_transceivers(pc)
         primary = is_subscriber if self.can_subscribe else not is_subscriber
         if state == "connected" and primary:
             self.hub.dispatch(self.room.set_active(self.sid))
