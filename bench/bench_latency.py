@@ -25,8 +25,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import BenchContext, row  # noqa: E402
-from sdk_worker import run_worker  # noqa: E402
+from common import BenchContext, row
+from sdk_worker import run_worker
 
 PERIOD = 0.3
 

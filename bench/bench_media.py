@@ -256,7 +256,6 @@ async def run_ctx(ctx: Any) -> list[dict[str, Any]]:
     if str(here) not in sys.path:
         sys.path.insert(0, str(here))
     from common import row
-    from run import rows_from_json
     from sdk_worker import run_worker
 
     rows: list[dict[str, Any]] = []
@@ -277,8 +276,18 @@ async def run_ctx(ctx: Any) -> list[dict[str, Any]]:
     if proc.returncode != 0:
         raise RuntimeError(f"bench_media.py exited {proc.returncode}: {err.decode()[-2000:]}")
     for line in out.decode().splitlines():
-        if line.startswith("{"):
-            rows += rows_from_json("bench_media", json.loads(line))
+        if not line.startswith("{"):
+            continue
+        obj = json.loads(line)
+        if "tracks" not in obj:
+            continue
+        # one benchmark per track count; raw aiortc as "_raw_aiortc" metrics of the same row
+        suffix = "_raw_aiortc" if obj["mode"] == "aiortc" else ""
+        bench = f"loopback_publish_opus_{obj['tracks']}_tracks [no server, vs raw aiortc]"
+        rows.append(row(bench, "aiolivekit", "cpu_per_track" + suffix,
+                        obj["cpu_pct_per_track"], "% of a core", tracks=obj["tracks"]))
+        rows.append(row(bench, "aiolivekit", "payload_bitrate_per_track" + suffix,
+                        obj["payload_kbps_per_track"], "kbit/s", tracks=obj["tracks"]))
     # 2. vs the official SDK, through each server of this run
     sdks = [("aiolivekit", sys.executable)]
     if ctx.official_python:

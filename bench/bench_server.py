@@ -33,10 +33,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import BenchContext, ServerInfo, row  # noqa: E402
-from sdk_worker import run_worker  # noqa: E402
+from common import BenchContext, ServerInfo, row
+from sdk_worker import run_worker
 
-from aiolivekit.testing.servers import (  # noqa: E402
+from aiolivekit.testing.servers import (
     DEFAULT_KEY,
     DEFAULT_SECRET,
     LiveKitServerProcess,
@@ -51,17 +51,32 @@ OFFICIAL_PY = Path.home() / ".cache" / "aiolivekit" / "official-venv" / "bin" / 
 DEFAULT_CLIENT = "official"
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """user+sys CPU seconds of process ``pid`` (all its threads) from /proc."""
+def proc_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, sys) CPU seconds of process ``pid`` (all its threads) from /proc."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime (14, 15)
+
+
+_PROFILE_SNIPPET = (
+    "import cProfile, sys, time\n"
+    "from aiolivekit.cli import main\n"
+    "out = sys.argv[1]\n"
+    "prof = cProfile.Profile(time.process_time)\n"
+    "prof.enable()\n"
+    "try:\n"
+    "    main(sys.argv[2:])\n"
+    "finally:\n"
+    "    prof.disable()\n"
+    "    prof.dump_stats(out)\n"
+)
 
 
 class OurServerProcess:
     """``python -m aiolivekit serve`` on a free loopback port."""
 
-    def __init__(self) -> None:
+    def __init__(self, profile: str | None = None) -> None:
+        self.profile = profile
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tempfile.NamedTemporaryFile(prefix="bench-serve-", suffix=".log", delete=False)
@@ -76,8 +91,11 @@ class OurServerProcess:
                           DEFAULT_SECRET)
 
     async def start(self, timeout: float = 20.0) -> None:
+        # cProfile with a CPU-time clock (its default clock is wall time, which would charge
+        # a blocking/descheduled syscall to the function); written at SIGTERM (clean exit)
+        prof = ["-c", _PROFILE_SNIPPET, self.profile] if self.profile else ["-m", "aiolivekit"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aiolivekit", "serve", "--bind", "127.0.0.1",
+            [sys.executable, *prof, "serve", "--bind", "127.0.0.1",
              "--port", str(self.port), "--keys", f"{DEFAULT_KEY}:{DEFAULT_SECRET}"],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
@@ -109,7 +127,7 @@ async def measure(
     server: ServerInfo, pid: int, client_python: str, client_sdk: str, participants: int,
     seconds: float, room: str,
 ) -> dict[str, Any]:
-    marks: dict[str, tuple[float, float]] = {}
+    marks: dict[str, tuple[tuple[float, float], float]] = {}
 
     def on_event(obj: dict[str, Any]) -> None:
         if obj.get("event") in ("window", "end"):
@@ -125,14 +143,18 @@ async def measure(
     )
     if "window" not in marks or "end" not in marks:
         raise RuntimeError(f"room worker gave no measurement window: {res}")
-    (c0, w0), (c1, w1) = marks["window"], marks["end"]
+    ((u0, s0), w0), ((u1, s1), w1) = marks["window"], marks["end"]
     wall = w1 - w0
-    cpu = c1 - c0
+    cpu = (u1 - u0) + (s1 - s0)
     pps = float(res["received_pps"])
     return {
+        "server_user_pct": 100 * (u1 - u0) / wall,
+        "server_sys_pct": 100 * (s1 - s0) / wall,
         "subscriptions": res["subscriptions"],
         "expected_subscriptions": res["expected"],
         "forwarded_pps": pps,
+        "pps_per_participant": res.get("pps_per_participant"),
+        "inbound_streams_per_participant": res.get("inbound_streams_per_participant"),
         "server_cpu_pct": 100 * cpu / wall,
         "us_per_packet": 1e6 * cpu / wall / pps if pps else None,
         "pps_per_core": pps * wall / cpu if cpu else None,
@@ -140,15 +162,16 @@ async def measure(
 
 
 async def run_all(
-    participants: int, seconds: float, repeat: int, client: str, log: Any = print
+    participants: int, seconds: float, repeat: int, client: str, log: Any = print,
+    profile: str | None = None,
 ) -> list[dict[str, Any]]:
     client_python = str(OFFICIAL_PY) if client == "official" else sys.executable
     if client == "official" and not OFFICIAL_PY.is_file():
         client, client_python = "aiolivekit", sys.executable
     rows: list[dict[str, Any]] = []
     bench = f"server_{participants}p_audio_room [client={client}]"
-    ours = OurServerProcess()
-    binary = find_livekit_server()
+    ours = OurServerProcess(profile)
+    binary = None if profile else find_livekit_server()
     lk = LiveKitServerProcess(binary, log_path=os.devnull) if binary else None
     try:
         await ours.start()
@@ -166,6 +189,10 @@ async def run_all(
                          "expected_subscriptions": m["expected_subscriptions"]}
                 rows.append(row(bench, impl, "server_cpu", m["server_cpu_pct"], "% of a core",
                                 **extra))
+                rows.append(row(bench, impl, "server_cpu_user", m["server_user_pct"],
+                                "% of a core", **extra))
+                rows.append(row(bench, impl, "server_cpu_sys", m["server_sys_pct"],
+                                "% of a core", **extra))
                 rows.append(row(bench, impl, "forwarded_pps", m["forwarded_pps"], "packets/s",
                                 **extra))
                 if m["us_per_packet"] is not None:
@@ -194,6 +221,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--client", choices=("aiolivekit", "official"), default=DEFAULT_CLIENT)
+    ap.add_argument("--profile", metavar="PATH",
+                    help="run only our server, under cProfile, writing its stats to PATH "
+                         "(read with: python -m pstats PATH)")
     args = ap.parse_args()
     from aiolivekit.testing.netns import in_private_netns
 
@@ -201,7 +231,7 @@ def main() -> None:
         netns_run = HERE.parent / "scripts" / "netns-run"
         os.execv(str(netns_run), [str(netns_run), sys.executable, *sys.argv])
     rows = asyncio.run(run_all(args.participants, args.seconds, args.repeat, args.client,
-                               lambda m: print(m, file=sys.stderr)))
+                               lambda m: print(m, file=sys.stderr), args.profile))
     for r in rows:
         print(json.dumps(r))
 

@@ -34,8 +34,8 @@ import resource
 import statistics
 import sys
 import time
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -128,6 +128,21 @@ def _stats_sum(stats: Any, direction: str) -> tuple[int, int]:
                 total_p += st.packetsReceived
                 total_b += getattr(st, "bytesReceived", 0)
     return total_b, total_p
+
+
+def _inbound_streams(stats: Any) -> dict[str, tuple[int, float]]:
+    """Inbound RTP streams: id -> (packets received, the stats' own timestamp in s)."""
+    items = list(stats.publisher_stats) + list(stats.subscriber_stats)
+    out: dict[str, tuple[int, float]] = {}
+    for st in items:
+        if SDK == "official":
+            if st.WhichOneof("stats") == "inbound_rtp":
+                ib = st.inbound_rtp
+                ts = ib.rtc.timestamp / 1e6  # µs
+                out[ib.rtc.id] = (ib.received.packets_received, ts)
+        elif getattr(st, "type", "") == "inbound-rtp":
+            out[st.id] = (st.packetsReceived, st.timestamp.timestamp())
+    return out
 
 
 # ---------------------------------------------------------------------------- modes
@@ -336,20 +351,25 @@ async def mode_room(a: dict[str, Any]) -> dict[str, Any]:
     got = subscribed()
     await asyncio.sleep(float(a.get("warmup", 2.0)))
 
-    async def inbound() -> tuple[int, int]:
-        b = p = 0
-        for r in rooms:
-            bb, pp = _stats_sum(await r.get_rtc_stats(), "in")
-            b, p = b + bb, p + pp
-        return b, p
+    async def inbound() -> list[dict[str, tuple[int, float]]]:
+        """Inbound RTP streams of each participant (see _inbound_streams)."""
+        return [_inbound_streams(await r.get_rtc_stats()) for r in rooms]
 
-    _, p0 = await inbound()
     w0 = time.monotonic()
+    first = await inbound()
     emit({"event": "window", "subscriptions": got, "expected": want})
     await asyncio.sleep(seconds)
-    _, p1 = await inbound()
+    last = await inbound()
     w1 = time.monotonic()
-
+    # a rate per stream over the stats' own timestamps, summed per participant
+    per_participant = []
+    for f, l in zip(first, last):
+        rate = 0.0
+        for sid, (p1, t1) in l.items():
+            if sid in f and t1 > f[sid][1]:
+                rate += (p1 - f[sid][0]) / (t1 - f[sid][1])
+        per_participant.append(rate)
+    pps = sum(per_participant)
     emit({"event": "end"})
     task.cancel()
     for r in rooms:
@@ -360,7 +380,9 @@ async def mode_room(a: dict[str, Any]) -> dict[str, Any]:
     return {
         "subscriptions": got,
         "expected": want,
-        "received_pps": (p1 - p0) / (w1 - w0),
+        "received_pps": pps,
+        "pps_per_participant": [round(x, 1) for x in per_participant],
+        "inbound_streams_per_participant": [len(x) for x in last],
         "client_seconds": w1 - w0,
     }
 

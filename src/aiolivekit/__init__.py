@@ -59,7 +59,7 @@ _export(
 )
 _export(".data.rpc", "RpcError", "RpcInvocationData")
 
-__all__ = ["__version__", "rtc", *_EXPORTS]
+__all__ = ["__version__", "rtc", *_EXPORTS]  # noqa: PLE0604 - _EXPORTS maps str names
 
 
 def __getattr__(name: str) -> Any:
@@ -83,23 +83,23 @@ if TYPE_CHECKING:  # pragma: no cover - explicit re-exports for type checkers an
         RpcInvocationData as RpcInvocationData,
     )
     from .data.streams import (
-        TextStreamInfo as TextStreamInfo,
         ByteStreamInfo as ByteStreamInfo,
-        TextStreamReader as TextStreamReader,
-        TextStreamWriter as TextStreamWriter,
         ByteStreamReader as ByteStreamReader,
         ByteStreamWriter as ByteStreamWriter,
+        TextStreamInfo as TextStreamInfo,
+        TextStreamReader as TextStreamReader,
+        TextStreamWriter as TextStreamWriter,
     )
     from .errors import (
         AioLiveKitError as AioLiveKitError,
         ConnectError as ConnectError,
-        PublishTrackError as PublishTrackError,
-        UnpublishTrackError as UnpublishTrackError,
         PublishDataError as PublishDataError,
         PublishDTMFError as PublishDTMFError,
+        PublishTrackError as PublishTrackError,
         PublishTranscriptionError as PublishTranscriptionError,
-        StreamError as StreamError,
         SignalError as SignalError,
+        StreamError as StreamError,
+        UnpublishTrackError as UnpublishTrackError,
     )
     from .events import (
         EventEmitter as EventEmitter,
@@ -116,8 +116,8 @@ if TYPE_CHECKING:  # pragma: no cover - explicit re-exports for type checkers an
         AudioSource as AudioSource,
     )
     from .media.audio_stream import (
-        AudioStream as AudioStream,
         AudioFrameEvent as AudioFrameEvent,
+        AudioStream as AudioStream,
     )
     from .media.video_frame import (
         VideoFrame as VideoFrame,
@@ -126,62 +126,62 @@ if TYPE_CHECKING:  # pragma: no cover - explicit re-exports for type checkers an
         VideoSource as VideoSource,
     )
     from .media.video_stream import (
-        VideoStream as VideoStream,
         VideoFrameEvent as VideoFrameEvent,
+        VideoStream as VideoStream,
     )
     from .participant import (
-        Participant as Participant,
         LocalParticipant as LocalParticipant,
+        Participant as Participant,
         RemoteParticipant as RemoteParticipant,
     )
     from .room import (
         Room as Room,
     )
     from .track import (
-        Track as Track,
+        AudioTrack as AudioTrack,
         LocalAudioTrack as LocalAudioTrack,
+        LocalTrack as LocalTrack,
         LocalVideoTrack as LocalVideoTrack,
         RemoteAudioTrack as RemoteAudioTrack,
-        RemoteVideoTrack as RemoteVideoTrack,
-        LocalTrack as LocalTrack,
         RemoteTrack as RemoteTrack,
-        AudioTrack as AudioTrack,
+        RemoteVideoTrack as RemoteVideoTrack,
+        Track as Track,
         VideoTrack as VideoTrack,
     )
     from .track_publication import (
-        TrackPublication as TrackPublication,
         LocalTrackPublication as LocalTrackPublication,
         RemoteTrackPublication as RemoteTrackPublication,
+        TrackPublication as TrackPublication,
     )
     from .types import (
-        ConnectionState as ConnectionState,
+        AudioEncoding as AudioEncoding,
+        AudioTrackFeature as AudioTrackFeature,
         ConnectionQuality as ConnectionQuality,
-        DataPacketKind as DataPacketKind,
-        IceTransportType as IceTransportType,
+        ConnectionState as ConnectionState,
         ContinualGatheringPolicy as ContinualGatheringPolicy,
-        TrackKind as TrackKind,
-        TrackSource as TrackSource,
-        StreamState as StreamState,
-        VideoBufferType as VideoBufferType,
-        VideoRotation as VideoRotation,
-        VideoCodec as VideoCodec,
-        EncryptionType as EncryptionType,
+        DataPacket as DataPacket,
+        DataPacketKind as DataPacketKind,
+        DataStreamOptions as DataStreamOptions,
+        DisconnectReason as DisconnectReason,
         EncryptionState as EncryptionState,
+        EncryptionType as EncryptionType,
+        IceServer as IceServer,
+        IceTransportType as IceTransportType,
         ParticipantKind as ParticipantKind,
         ParticipantState as ParticipantState,
-        DisconnectReason as DisconnectReason,
-        AudioTrackFeature as AudioTrackFeature,
-        VideoQuality as VideoQuality,
-        IceServer as IceServer,
-        RtcConfiguration as RtcConfiguration,
-        RoomOptions as RoomOptions,
-        DataStreamOptions as DataStreamOptions,
-        VideoEncoding as VideoEncoding,
-        AudioEncoding as AudioEncoding,
-        TrackPublishOptions as TrackPublishOptions,
         ParticipantTrackPermission as ParticipantTrackPermission,
-        DataPacket as DataPacket,
+        RoomOptions as RoomOptions,
+        RtcConfiguration as RtcConfiguration,
         SipDTMF as SipDTMF,
-        TranscriptionSegment as TranscriptionSegment,
+        StreamState as StreamState,
+        TrackKind as TrackKind,
+        TrackPublishOptions as TrackPublishOptions,
+        TrackSource as TrackSource,
         Transcription as Transcription,
+        TranscriptionSegment as TranscriptionSegment,
+        VideoBufferType as VideoBufferType,
+        VideoCodec as VideoCodec,
+        VideoEncoding as VideoEncoding,
+        VideoQuality as VideoQuality,
+        VideoRotation as VideoRotation,
     )

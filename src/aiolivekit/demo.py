@@ -17,9 +17,21 @@ import time
 import numpy as np
 
 from . import (
-    AudioFrame, AudioSource, AudioStream, LocalAudioTrack, LocalVideoTrack, RemoteParticipant,
-    Room, RpcInvocationData, TrackKind, TrackPublishOptions, TrackSource, VideoBufferType,
-    VideoFrame, VideoSource, VideoStream,
+    AudioFrame,
+    AudioSource,
+    AudioStream,
+    LocalAudioTrack,
+    LocalVideoTrack,
+    RemoteParticipant,
+    Room,
+    RpcInvocationData,
+    TrackKind,
+    TrackPublishOptions,
+    TrackSource,
+    VideoBufferType,
+    VideoFrame,
+    VideoSource,
+    VideoStream,
 )
 from .server import DevServer
 
@@ -66,6 +78,7 @@ async def run_demo(seconds: float = 4.0, port: int = 0) -> int:
         got_data: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         got_text: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         subscribed: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        readers: set[asyncio.Task[None]] = set()  # keep the stream readers referenced
 
         @bob.on("participant_connected")
         def _on_join(p: RemoteParticipant) -> None:
@@ -85,7 +98,9 @@ async def run_demo(seconds: float = 4.0, port: int = 0) -> int:
                 if not got_text.done():
                     got_text.set_result(text)
 
-            asyncio.ensure_future(read())
+            task = asyncio.ensure_future(read())
+            readers.add(task)
+            task.add_done_callback(readers.discard)
 
         bob.register_text_stream_handler("chat", _on_text)
 

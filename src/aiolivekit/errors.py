@@ -15,13 +15,13 @@ from __future__ import annotations
 __all__ = [
     "AioLiveKitError",
     "ConnectError",
-    "PublishTrackError",
-    "UnpublishTrackError",
-    "PublishDataError",
     "PublishDTMFError",
+    "PublishDataError",
+    "PublishTrackError",
     "PublishTranscriptionError",
-    "StreamError",
     "SignalError",
+    "StreamError",
+    "UnpublishTrackError",
 ]
 
 

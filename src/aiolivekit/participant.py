@@ -7,8 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from livekit.protocol import models as models_pb
-from livekit.protocol import rtc as rtc_pb
+from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from .data.api import LocalParticipantDataMixin
 from .track_publication import (
@@ -41,7 +40,7 @@ _KIND: dict[int, ParticipantKind] = {
 }
 for _name, _ours in (("CONNECTOR", ParticipantKind.PARTICIPANT_KIND_CONNECTOR),
                      ("BRIDGE", ParticipantKind.PARTICIPANT_KIND_BRIDGE)):
-    if _name in models_pb.ParticipantInfo.Kind.keys():  # noqa: SIM118 - enum wrapper
+    if _name in models_pb.ParticipantInfo.Kind.keys():
         _KIND[models_pb.ParticipantInfo.Kind.Value(_name)] = _ours
 
 

@@ -14,14 +14,12 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from livekit.protocol import models as models_pb
-from livekit.protocol import rtc as rtc_pb
+from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from .data import packets
 from .data.api import RoomDataMixin
 from .data.dispatch import DataManager
-from .engine import engine as eng
-from .engine import signal as sig
+from .engine import engine as eng, signal as sig
 from .errors import (
     ConnectError,
     PublishDataError,
@@ -936,8 +934,8 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
             try:
                 transceiver.sender.replaceTrack(None)
                 transceiver.direction = "inactive"
-            except Exception as exc:
-                logger.debug("removing sender failed: %s", exc)
+            except Exception:
+                logger.debug("removing sender failed", exc_info=True)
         if track is not None:
             track._on_mute_changed = None
             detach = getattr(track, "_attach_sender", None)
@@ -945,7 +943,7 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
                 try:
                     detach(None)
                 except Exception:
-                    pass
+                    logger.debug("detaching the track from its sender failed", exc_info=True)
         self.emit("local_track_unpublished", pub)
         pub._track = None
         pub._unpublished()
@@ -1022,5 +1020,5 @@ def _prefer_codec(transceiver: Any, is_video: bool, codec: int) -> None:
     rest = [c for c in caps if c.mimeType.lower() == "video/rtx"]
     try:
         transceiver.setCodecPreferences(chosen + rest)
-    except Exception as exc:
-        logger.debug("setCodecPreferences failed: %s", exc)
+    except Exception:
+        logger.debug("setCodecPreferences failed", exc_info=True)

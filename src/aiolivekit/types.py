@@ -15,36 +15,36 @@ if TYPE_CHECKING:
     from .participant import RemoteParticipant
 
 __all__ = [
-    "ConnectionState",
+    "AudioEncoding",
+    "AudioTrackFeature",
     "ConnectionQuality",
-    "DataPacketKind",
-    "IceTransportType",
+    "ConnectionState",
     "ContinualGatheringPolicy",
-    "TrackKind",
-    "TrackSource",
-    "StreamState",
-    "VideoBufferType",
-    "VideoRotation",
-    "VideoCodec",
-    "EncryptionType",
+    "DataPacket",
+    "DataPacketKind",
+    "DataStreamOptions",
+    "DisconnectReason",
     "EncryptionState",
+    "EncryptionType",
+    "IceServer",
+    "IceTransportType",
     "ParticipantKind",
     "ParticipantState",
-    "DisconnectReason",
-    "AudioTrackFeature",
-    "VideoQuality",
-    "IceServer",
-    "RtcConfiguration",
-    "RoomOptions",
-    "DataStreamOptions",
-    "VideoEncoding",
-    "AudioEncoding",
-    "TrackPublishOptions",
     "ParticipantTrackPermission",
-    "DataPacket",
+    "RoomOptions",
+    "RtcConfiguration",
     "SipDTMF",
-    "TranscriptionSegment",
+    "StreamState",
+    "TrackKind",
+    "TrackPublishOptions",
+    "TrackSource",
     "Transcription",
+    "TranscriptionSegment",
+    "VideoBufferType",
+    "VideoCodec",
+    "VideoEncoding",
+    "VideoQuality",
+    "VideoRotation",
 ]
 
 E = TypeVar("E", bound="ProtoEnum")
@@ -54,20 +54,24 @@ class ProtoEnum(enum.IntEnum):
     """IntEnum with the class-level helpers of protobuf ``EnumTypeWrapper``."""
 
     @classmethod
-    def Name(cls, value: int) -> str:  # noqa: N802 - protobuf naming
+    def Name(cls, value: int) -> str:
         """Member name of ``value``; ``ValueError`` if unknown."""
         try:
             return cls(value).name
         except ValueError:
-            raise ValueError(f"Enum {cls.__name__} has no name defined for value {value!r}")
+            raise ValueError(
+                f"Enum {cls.__name__} has no name defined for value {value!r}"
+            ) from None
 
     @classmethod
-    def Value(cls, name: str) -> int:  # noqa: N802 - protobuf naming
+    def Value(cls, name: str) -> int:
         """Integer value of member ``name``; ``ValueError`` if unknown."""
         try:
             return int(cls[name])
         except KeyError:
-            raise ValueError(f"Enum {cls.__name__} has no value defined for name {name!r}")
+            raise ValueError(
+                f"Enum {cls.__name__} has no value defined for name {name!r}"
+            ) from None
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -236,11 +240,11 @@ class VideoQuality(ProtoEnum):
 class _Message:
     """Mixin giving dataclass records the protobuf-message helpers users call."""
 
-    def CopyFrom(self, other: Any) -> None:  # noqa: N802 - protobuf naming
+    def CopyFrom(self, other: Any) -> None:
         for f in fields(self):  # type: ignore[arg-type]
             setattr(self, f.name, getattr(other, f.name))
 
-    def HasField(self, name: str) -> bool:  # noqa: N802 - protobuf naming
+    def HasField(self, name: str) -> bool:
         return getattr(self, name, None) not in (None, "", 0, False, [])
 
 

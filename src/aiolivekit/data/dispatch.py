@@ -521,7 +521,8 @@ class DataManager(RpcTransport):
         compress: bool = True,
     ) -> ByteStreamInfo:
         path = os.fspath(file_path)
-        size = os.path.getsize(path)  # raises FileNotFoundError early
+        loop = asyncio.get_running_loop()
+        size = await loop.run_in_executor(None, os.path.getsize, path)  # FileNotFoundError early
         mime_type, _ = mimetypes.guess_type(path)
         writer = await self.stream_bytes(
             os.path.basename(path),
@@ -532,7 +533,6 @@ class DataManager(RpcTransport):
             destination_identities=destination_identities,
             topic=topic,
         )
-        loop = asyncio.get_running_loop()
         fh = await loop.run_in_executor(None, open, path, "rb")
         try:
             while True:

@@ -18,13 +18,11 @@ from typing import Any
 
 from aiortc import MediaStreamTrack, RTCIceServer, RTCRtpReceiver, RTCRtpTransceiver
 from aiortc.rtcdatachannel import RTCDataChannel
-from livekit.protocol import models as models_pb
-from livekit.protocol import rtc as rtc_pb
+from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from ..errors import ConnectError, PublishDataError, SignalError
 from ..types import RoomOptions
-from . import ice, sdp
-from . import signal as sig
+from . import ice, sdp, signal as sig
 from .peer import PeerTransport, filter_ice_servers
 from .ws import SignalTransport, signal_query
 
@@ -114,6 +112,8 @@ class RtcEngine:
         self.sub_channels: dict[str, RTCDataChannel] = {}
         self._sub_mids: dict[str, _MidState] = {}
         self._fired_mids: set[str] = set()
+        self._pending_offer_sdp = ""
+        self._pending_mid_map: dict[str, str] = {}
         self.host_addresses: list[str] | None = None
         self.closed = False
         self.close_reason: int | None = None
@@ -148,7 +148,7 @@ class RtcEngine:
                 try:
                     await self._ws.send(req)
                 except Exception as exc:
-                    logger.debug("signal send failed: %s", exc)
+                    logger.debug("signal send failed: %s", exc, exc_info=True)
                     return
 
     # ------------------------------------------------------------------ connect
@@ -381,9 +381,6 @@ class RtcEngine:
                                      f"subscriber negotiation failed: {exc}")
                 return
 
-    _pending_offer_sdp = ""
-    _pending_mid_map: dict[str, str] = {}
-
     def _section_ids(self, section: sdp.MediaSection, mid_map: dict[str, str]) -> tuple[str, str]:
         stream, track_id = section.stream_id, section.track_id
         psid, tsid = "", ""
@@ -542,8 +539,8 @@ class RtcEngine:
                 async with self._send_lock:
                     for req in self.session.drain():
                         await asyncio.wait_for(ws.send(req), 2.0)
-            except (asyncio.TimeoutError, Exception) as exc:
-                logger.debug("sending leave failed: %s", exc)
+            except Exception as exc:  # includes asyncio.TimeoutError
+                logger.debug("sending leave failed: %s", exc, exc_info=True)
         self.session.closed = True
         for task in list(self._tasks):
             if task is not current and not task.done():
@@ -552,8 +549,10 @@ class RtcEngine:
             if task is not current:
                 try:
                     await asyncio.wait_for(asyncio.shield(task), 2.0)
-                except BaseException:
-                    pass
+                except asyncio.CancelledError:
+                    pass  # the task was cancelled above: expected
+                except BaseException:  # closing goes on whatever a task did
+                    logger.debug("engine task %r ended with an error", task, exc_info=True)
         for pt in (self.publisher, self.subscriber):
             if pt is not None:
                 await pt.close()

@@ -10,24 +10,27 @@ process do not disturb each other.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import ipaddress
 import json
 import logging
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 import aioice.ice
-from aiortc import RTCIceCandidate
+from aiortc import RTCIceCandidate, RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 
 __all__ = [
-    "host_addresses",
+    "add_remote_candidate",
     "addresses_for_url",
-    "is_loopback_host",
-    "candidate_to_json",
     "candidate_from_json",
+    "candidate_to_json",
+    "host_addresses",
+    "is_loopback_host",
 ]
 
 logger = logging.getLogger(__name__)
@@ -109,3 +112,35 @@ def candidate_from_json(text: str) -> RTCIceCandidate | None:
     candidate.sdpMid = data.get("sdpMid")
     candidate.sdpMLineIndex = data.get("sdpMLineIndex")
     return candidate
+
+
+async def add_remote_candidate(
+    pc: RTCPeerConnection,
+    candidate_init: str,
+    *,
+    timeout: float | None = None,
+    bad_level: int = logging.DEBUG,
+) -> None:
+    """Apply one trickled RTCIceCandidateInit JSON to ``pc``; never raises.
+
+    An empty candidate string is ignored; one with neither ``sdpMid`` nor
+    ``sdpMLineIndex`` goes to the first m-line. Undecodable input is logged at
+    ``bad_level``, a candidate aiortc refuses (or, with ``timeout``, one it does not take
+    in time) at debug.
+    """
+    try:
+        candidate = candidate_from_json(candidate_init)
+    except Exception as exc:  # noqa: BLE001 - remote input: logged and dropped
+        logger.log(bad_level, "bad remote candidate %r: %r", candidate_init, exc)
+        return
+    if candidate is None:
+        return
+    if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
+        candidate.sdpMLineIndex = 0
+    try:
+        if timeout is None:
+            await pc.addIceCandidate(candidate)
+        else:
+            await asyncio.wait_for(pc.addIceCandidate(candidate), timeout)
+    except Exception:
+        logger.debug("addIceCandidate failed", exc_info=True)

@@ -189,23 +189,11 @@ class PeerTransport:
         if final and self._remote_set and not self._pending:
             try:
                 await self.pc.addIceCandidate(None)  # type: ignore[arg-type]
-            except Exception as exc:  # end-of-candidates is advisory
-                logger.debug("end of candidates failed: %s", exc)
+            except Exception:  # end-of-candidates is advisory
+                logger.debug("end of candidates failed", exc_info=True)
 
     async def _add_candidate(self, candidate_init: str) -> None:
-        try:
-            candidate = ice.candidate_from_json(candidate_init)
-        except Exception as exc:
-            logger.warning("bad remote candidate %r: %s", candidate_init, exc)
-            return
-        if candidate is None:
-            return
-        if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
-            candidate.sdpMLineIndex = 0
-        try:
-            await self.pc.addIceCandidate(candidate)
-        except Exception as exc:
-            logger.debug("addIceCandidate failed: %s", exc)
+        await ice.add_remote_candidate(self.pc, candidate_init, bad_level=logging.WARNING)
 
     async def close(self) -> None:
         if self.closed:
@@ -213,8 +201,8 @@ class PeerTransport:
         self.closed = True
         try:
             await asyncio.wait_for(self.pc.close(), 5.0)
-        except (asyncio.TimeoutError, Exception) as exc:
-            logger.debug("closing pc failed: %s", exc)
+        except Exception:  # includes asyncio.TimeoutError
+            logger.debug("closing pc failed", exc_info=True)
 
 
 def _hasten_nomination(pc: RTCPeerConnection) -> None:
@@ -234,8 +222,8 @@ def _hasten_nomination(pc: RTCPeerConnection) -> None:
             continue
         try:
             _wrap_request_received(conn)
-        except Exception as exc:  # pragma: no cover - only if aioice internals change
-            logger.debug("cannot hasten ICE nomination: %s", exc)
+        except Exception:  # pragma: no cover - only if aioice internals change
+            logger.debug("cannot hasten ICE nomination", exc_info=True)
 
 
 def _wrap_request_received(conn: Any) -> None:

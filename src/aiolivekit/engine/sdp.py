@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["MediaSection", "parse_media_sections", "local_candidates"]
+__all__ = ["MediaSection", "local_candidates", "parse_media_sections"]
 
 
 @dataclass

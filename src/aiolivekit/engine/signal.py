@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Union
 
-from livekit.protocol import models as models_pb
-from livekit.protocol import rtc as rtc_pb
+from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 __all__ = [
     "PUBLISHER",
@@ -31,7 +29,6 @@ __all__ = [
     "LeaveReceived",
     "LocalTrackSubscribed",
     "MuteRequested",
-    "StreamStateChanged",
     "OfferReceived",
     "ParticipantActive",
     "ParticipantAttributesChanged",
@@ -47,6 +44,7 @@ __all__ = [
     "SignalEvent",
     "SignalSession",
     "SpeakersChanged",
+    "StreamStateChanged",
     "SubscriptionFailed",
     "TokenRefreshed",
     "TrackMuted",
@@ -248,15 +246,15 @@ class PongReceived:
     rtt_ms: int
 
 
-SignalEvent = Union[
-    Joined, ParticipantJoined, ParticipantLeft, ParticipantMetadataChanged,
-    ParticipantNameChanged, ParticipantAttributesChanged, ParticipantActive,
-    ParticipantPermissionsChanged, TrackPublished, TrackUnpublished, TrackMuted, TrackUpdated,
-    RoomUpdated, OfferReceived, AnswerReceived, TrickleReceived, LeaveReceived, RequestAnswered,
-    TrackPublishedAck, TrackUnpublishedByServer, LocalTrackSubscribed, SubscriptionFailed,
-    MuteRequested, StreamStateChanged, SpeakersChanged, ConnectionQualityChanged,
-    TokenRefreshed, PingTimeout, PongReceived,
-]
+SignalEvent = (
+    Joined | ParticipantJoined | ParticipantLeft | ParticipantMetadataChanged |
+    ParticipantNameChanged | ParticipantAttributesChanged | ParticipantActive |
+    ParticipantPermissionsChanged | TrackPublished | TrackUnpublished | TrackMuted |
+    TrackUpdated | RoomUpdated | OfferReceived | AnswerReceived | TrickleReceived |
+    LeaveReceived | RequestAnswered | TrackPublishedAck | TrackUnpublishedByServer |
+    LocalTrackSubscribed | SubscriptionFailed | MuteRequested | StreamStateChanged |
+    SpeakersChanged | ConnectionQualityChanged | TokenRefreshed | PingTimeout | PongReceived
+)
 
 
 def _copy(msg: object) -> object:

@@ -208,7 +208,7 @@ def to_av_video_frame(frame: VideoFrame) -> Any:
     src = np.frombuffer(frame.data, dtype=np.uint8)
     cw, ch = (w + 1) // 2, (h + 1) // 2
     off = 0
-    for plane, (pw, ph) in zip(out.planes, ((w, h), (cw, ch), (cw, ch))):
+    for plane, (pw, ph) in zip(out.planes, ((w, h), (cw, ch), (cw, ch)), strict=True):
         buf: Any = plane
         dst = np.frombuffer(buf, dtype=np.uint8).reshape(-1, plane.line_size)
         dst[:ph, :pw] = src[off : off + pw * ph].reshape(ph, pw)

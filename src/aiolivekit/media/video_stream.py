@@ -70,7 +70,7 @@ def _i420_from_av(f: Any) -> VideoFrame:
     w, h = f.width, f.height
     cw, ch = (w + 1) // 2, (h + 1) // 2
     parts = []
-    for plane, (pw, ph) in zip(f.planes, ((w, h), (cw, ch), (cw, ch))):
+    for plane, (pw, ph) in zip(f.planes, ((w, h), (cw, ch), (cw, ch)), strict=True):
         arr = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)[:ph, :pw]
         parts.append(arr.tobytes())
     return VideoFrame(w, h, VideoBufferType.I420, bytearray(b"".join(parts)))

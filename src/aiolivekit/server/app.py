@@ -8,8 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
-from livekit.protocol import models as models_pb
-from livekit.protocol import rtc as rtc_pb
+from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from .auth import (
     AuthError,

@@ -627,7 +627,7 @@ class TrackForwarder:
 
     def _add_active(self, sender: ForwardingSender) -> None:
         if sender not in self._active:
-            self._active = self._active + (sender,)
+            self._active = (*self._active, sender)
 
     def _remove_active(self, sender: ForwardingSender) -> None:
         self._active = tuple(s for s in self._active if s is not sender)

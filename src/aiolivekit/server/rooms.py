@@ -12,10 +12,9 @@ import logging
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
-from livekit.protocol import models as models_pb
-from livekit.protocol import rtc as rtc_pb
+from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from .auth import VideoGrant
 
@@ -149,7 +148,9 @@ class Disconnect:
     action: int = rtc_pb.LeaveRequest.Action.DISCONNECT
 
 
-Effect = Union[SendSignal, SendData, Subscribe, Unsubscribe, SetPaused, CloseTrack, Disconnect]
+Effect = (
+    SendSignal | SendData | Subscribe | Unsubscribe | SetPaused | CloseTrack | Disconnect
+)
 
 
 class RoomNotFound(LookupError):
@@ -430,7 +431,7 @@ class RoomState:
         """Server-initiated removal: Leave to the participant, then :meth:`leave`."""
         if sid not in self.participants:
             return []
-        return [Disconnect(sid, reason)] + self.leave(sid, reason)
+        return [Disconnect(sid, reason), *self.leave(sid, reason)]
 
     # ------------------------------------------------------------------ tracks
 
@@ -753,7 +754,7 @@ class RoomState:
         try:
             packet.ParseFromString(payload)
         except Exception:  # protobuf DecodeError
-            logger.debug("dropping unparsable data packet from %s", sid)
+            logger.debug("dropping unparsable data packet from %s", sid, exc_info=True)
             return []
         which = packet.WhichOneof("value")
         if which == "metrics":

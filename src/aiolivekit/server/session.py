@@ -22,13 +22,12 @@ from aiortc import (
     RTCDataChannel,
     RTCPeerConnection,
     RTCSessionDescription,
+    sdp as aiortc_sdp,
 )
-from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 from google.protobuf import json_format
-from livekit.protocol import models as models_pb
-from livekit.protocol import rtc as rtc_pb
+from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from ..engine import ice, sdp
 from ..engine.peer import start_late_transceivers
@@ -302,8 +301,8 @@ class ParticipantSession:
                     await asyncio.wait_for(self.ws.send_str(data), SEND_TIMEOUT)
                 else:
                     await asyncio.wait_for(self.ws.send_bytes(data), SEND_TIMEOUT)
-            except Exception as exc:
-                logger.debug("session %s: send failed: %r", self.sid, exc)
+            except Exception as exc:  # includes asyncio.TimeoutError
+                logger.debug("session %s: send failed: %r", self.sid, exc, exc_info=True)
                 self._closing = True
                 return
 
@@ -319,7 +318,7 @@ class ParticipantSession:
                     break
                 try:
                     req.ParseFromString(data)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - reported, connection closed
                     self._bad_frame(f"malformed signal message: {exc!r}")
                     break
                 self._json = False
@@ -330,7 +329,7 @@ class ParticipantSession:
                 req = rtc_pb.SignalRequest()
                 try:
                     json_format.Parse(msg.data, req, ignore_unknown_fields=True)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - reported, connection closed
                     self._bad_frame(f"malformed JSON signal message: {exc!r}")
                     break
                 self._json = True
@@ -373,7 +372,7 @@ class ParticipantSession:
         try:
             await asyncio.wait_for(self.ws.close(), 2.0)
         except Exception:
-            pass
+            logger.debug("session %s: closing the WebSocket failed", self.sid, exc_info=True)
 
     async def _shutdown(self, writer: asyncio.Task[None]) -> None:
         if not self._left:
@@ -391,6 +390,7 @@ class ParticipantSession:
         try:
             await asyncio.wait_for(writer, 2.0)
         except Exception:
+            logger.debug("session %s: writer did not finish", self.sid, exc_info=True)
             writer.cancel()
         for task in list(self._tasks):
             if task is not asyncio.current_task():
@@ -410,7 +410,8 @@ class ParticipantSession:
             try:
                 await asyncio.wait_for(self.ws.close(), 2.0)
             except Exception:
-                pass
+                logger.debug("session %s: closing the WebSocket failed", self.sid,
+                             exc_info=True)
         self.closed.set()
 
     # ------------------------------------------------------------------ outgoing
@@ -435,8 +436,9 @@ class ParticipantSession:
             return
         try:
             channel.send(payload)
-        except Exception as exc:
-            logger.debug("data send to %s failed: %r", self.sid, exc)
+        except Exception:
+            logger.debug("data send to %s failed (reliable=%s), packet dropped", self.sid,
+                         reliable, exc_info=True)
 
     def _flush_reliable(self) -> None:
         pending, self._reliable_out = self._reliable_out, []
@@ -445,8 +447,9 @@ class ParticipantSession:
         for payload in pending:
             try:
                 self._dc_reliable.send(payload)
-            except Exception as exc:
-                logger.debug("data send to %s failed: %r", self.sid, exc)
+            except Exception:
+                logger.debug("buffered reliable data send to %s failed, packet dropped",
+                             self.sid, exc_info=True)
 
     def _send_local_candidates(self, pc: RTCPeerConnection, target: int) -> None:
         desc = pc.localDescription
@@ -632,19 +635,7 @@ class ParticipantSession:
             await self._add_candidate(pc, init)
 
     async def _add_candidate(self, pc: RTCPeerConnection, init: str) -> None:
-        try:
-            candidate = ice.candidate_from_json(init)
-        except Exception as exc:
-            logger.debug("bad trickle candidate %r: %r", init, exc)
-            return
-        if candidate is None:
-            return
-        if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
-            candidate.sdpMLineIndex = 0
-        try:
-            await asyncio.wait_for(pc.addIceCandidate(candidate), PC_OP_TIMEOUT)
-        except Exception as exc:
-            logger.debug("addIceCandidate failed: %r", exc)
+        await ice.add_remote_candidate(pc, init, timeout=PC_OP_TIMEOUT)
 
     # ------------------------------------------------------------------ subscriber PC
 

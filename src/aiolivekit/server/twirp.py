@@ -15,8 +15,7 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
-from livekit.protocol import models as models_pb
-from livekit.protocol import room as room_pb
+from livekit.protocol import models as models_pb, room as room_pb
 
 from .auth import AuthError, TokenClaims, VideoGrant, token_from_request, verify_token
 from .rooms import Effect, ParticipantNotFound, RoomManager, RoomNotFound, RoomState

@@ -13,15 +13,15 @@ import logging
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 __all__ = [
     "NETNS_ADDR",
-    "in_private_netns",
     "can_create_netns",
-    "netns_skip_reason",
+    "in_private_netns",
     "netns_command",
+    "netns_skip_reason",
     "run_in_netns",
 ]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from livekit import api
 
-__all__ = ["ServerInfo", "make_token", "find_livekit_server", "LiveKitServerProcess", "free_port"]
+__all__ = ["LiveKitServerProcess", "ServerInfo", "find_livekit_server", "free_port", "make_token"]
 
 DEFAULT_KEY = "devkey"
 DEFAULT_SECRET = "secret"
@@ -145,8 +145,11 @@ class LiveKitServerProcess:
         ])
 
     async def start(self, timeout: float = 20.0) -> None:
-        self._log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
-        self._proc = subprocess.Popen(
+        # the log file is closed in stop()
+        self._log = (await asyncio.to_thread(open, self.log_path, "wb") if self.log_path
+                     else subprocess.DEVNULL)
+        self._proc = await asyncio.to_thread(
+            subprocess.Popen,
             [self.binary, "--config-body", self.config_body()],
             stdout=self._log, stderr=subprocess.STDOUT,
         )
@@ -162,7 +165,8 @@ class LiveKitServerProcess:
             except (OSError, asyncio.TimeoutError):
                 if asyncio.get_running_loop().time() > deadline:
                     await self.stop()
-                    raise RuntimeError("livekit-server did not start listening in time")
+                    raise RuntimeError(
+                        "livekit-server did not start listening in time") from None
                 await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
@@ -178,7 +182,7 @@ class LiveKitServerProcess:
             self._log.close()
         self._log = None
 
-    async def __aenter__(self) -> "LiveKitServerProcess":
+    async def __aenter__(self) -> LiveKitServerProcess:
         await self.start()
         return self
 
