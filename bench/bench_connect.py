@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL_PY = Path(os.environ.get(
@@ -113,6 +114,31 @@ async def bench(runs: int, idle: float, with_official: bool) -> dict[str, list[d
                           f"  rss {res['rss_mib']:6.1f} MiB  idle cpu {res['idle_cpu_pct']:5.2f} %",
                           file=sys.stderr)
     return results
+
+
+async def run(ctx: "Any") -> list[dict[str, Any]]:
+    """bench/run.py entry: ``ctx.repeat`` fresh processes per SDK on each server."""
+    from common import row  # bench/ is on sys.path under run.py
+
+    sdks = [("aiolivekit", sys.executable)]
+    if ctx.official_python:
+        sdks.append(("official", ctx.official_python))
+    runs = max(3 if ctx.quick else 10, ctx.repeat)
+    idle = 3.0 if ctx.quick else min(10.0, float(ctx.seconds) * 2)
+    rows: list[dict[str, Any]] = []
+    for server_name, info in ctx.servers.items():
+        for i in range(runs):
+            for name, python in sdks:
+                token = info.token(f"bench-{name}-{i}", ctx.room("connect"))
+                res = await asyncio.to_thread(run_worker, python, name, info.url, token, idle)
+                if res is None:
+                    continue
+                for metric, key, scale, unit in (("connect_time", "connect_s", 1000.0, "ms"),
+                                                 ("rss_after_connect", "rss_mib", 1.0, "MiB"),
+                                                 ("idle_cpu", "idle_cpu_pct", 1.0, "% core")):
+                    rows.append(row(f"connect ({server_name})", name, metric,
+                                    res[key] * scale, unit))
+    return rows
 
 
 def table(results: dict[str, list[dict[str, float]]]) -> str:
