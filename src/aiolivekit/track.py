@@ -46,6 +46,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
+from ._tasks import cancel_and_wait
 from .types import StreamState, TrackKind, TrackPublishOptions
 
 if TYPE_CHECKING:
@@ -322,11 +323,7 @@ class _RemoteTrackBase(Track):
     async def _close(self) -> None:
         task, self._pump_task = self._pump_task, None
         if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(task)
         self._end_streams()
 
 

@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from .._tasks import cancel_and_wait
 from .audio_frame import AudioFrame
 
 __all__ = ["AudioSource"]
@@ -119,12 +120,7 @@ class AudioSource:
         self._buf.clear()
         self._notify()
         task, self._task = self._task, None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
         self._sinks.clear()
 
     # ------------------------------------------------------------------ internals

@@ -31,6 +31,7 @@ from ..types import TrackPublishOptions, VideoBufferType, VideoCodec
 from .video_frame import VideoFrame
 
 __all__ = [
+    "AV_PACKED_FORMATS",
     "AudioEncoderConfig",
     "OpusPacketEncoder",
     "VideoEncoderConfig",
@@ -48,6 +49,15 @@ AUDIO_TIME_BASE = fractions.Fraction(1, 48000)
 VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
 _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 _DTX_KEEPALIVE = 20  # send one DTX frame out of this many (20 x 20 ms = 400 ms)
+
+# packed RGB buffer types -> (libav pixel format, bytes per pixel)
+AV_PACKED_FORMATS: dict[int, tuple[str, int]] = {
+    VideoBufferType.RGBA: ("rgba", 4),
+    VideoBufferType.BGRA: ("bgra", 4),
+    VideoBufferType.ARGB: ("argb", 4),
+    VideoBufferType.ABGR: ("abgr", 4),
+    VideoBufferType.RGB24: ("rgb24", 3),
+}
 
 
 @dataclass
@@ -191,15 +201,8 @@ class OpusPacketEncoder:
 def to_av_video_frame(frame: VideoFrame) -> Any:
     """An ``av.VideoFrame`` in yuv420p (what both encoders take) from a ``VideoFrame``."""
     w, h, t = frame.width, frame.height, frame.type
-    packed = {
-        VideoBufferType.RGBA: ("rgba", 4),
-        VideoBufferType.BGRA: ("bgra", 4),
-        VideoBufferType.ARGB: ("argb", 4),
-        VideoBufferType.ABGR: ("abgr", 4),
-        VideoBufferType.RGB24: ("rgb24", 3),
-    }
-    if t in packed:
-        fmt, n = packed[t]
+    if t in AV_PACKED_FORMATS:
+        fmt, n = AV_PACKED_FORMATS[t]
         arr = np.frombuffer(frame.data, dtype=np.uint8)[: w * h * n].reshape(h, w, n)
         return av.VideoFrame.from_ndarray(arr, format=fmt).reformat(format="yuv420p")
     if t != VideoBufferType.I420:

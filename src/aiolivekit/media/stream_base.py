@@ -15,6 +15,8 @@ import collections
 import logging
 from typing import Any, Generic, TypeVar
 
+from .._tasks import cancel_and_wait
+
 __all__ = ["FrameStreamBase", "publications_changed"]
 
 logger = logging.getLogger(__name__)
@@ -173,10 +175,5 @@ class FrameStreamBase(Generic[T]):
         self._queue.clear()
         self._detach()
         task, self._follow_task = self._follow_task, None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
         self._wake()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..types import TrackKind, TrackSource, VideoBufferType, VideoRotation
+from .codecs import AV_PACKED_FORMATS
 from .stream_base import FrameStreamBase
 from .video_frame import VideoFrame
 
@@ -30,15 +31,6 @@ class VideoFrameEvent:
     timestamp_us: int
     rotation: VideoRotation
     metadata: Any = None
-
-
-_AV_FORMATS = {
-    VideoBufferType.RGBA: ("rgba", 4),
-    VideoBufferType.BGRA: ("bgra", 4),
-    VideoBufferType.ARGB: ("argb", 4),
-    VideoBufferType.ABGR: ("abgr", 4),
-    VideoBufferType.RGB24: ("rgb24", 3),
-}
 
 
 class _DecodedFrame:
@@ -78,8 +70,8 @@ def _i420_from_av(f: Any) -> VideoFrame:
 
 def _convert_av(f: Any, fmt: int, item: _DecodedFrame) -> VideoFrame:
     w, h = f.width, f.height
-    if fmt in _AV_FORMATS:
-        name, n = _AV_FORMATS[VideoBufferType(fmt)]
+    if fmt in AV_PACKED_FORMATS:
+        name, n = AV_PACKED_FORMATS[fmt]
         arr = f.to_ndarray(format=name)
         return VideoFrame(w, h, fmt, bytearray(arr.reshape(h, w * n).tobytes()))
     i420 = item._cache.get(VideoBufferType.I420)

@@ -3,16 +3,14 @@ manager."""
 
 from __future__ import annotations
 
-import datetime
 import logging
-import warnings
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
-from livekit import api
 
 from .app import LiveKitServerApp
+from .auth import make_token
 from .config import DEV_API_KEY, DEV_API_SECRET, ServerConfig
 
 __all__ = ["DevServer"]
@@ -134,28 +132,13 @@ class DevServer:
         ttl: float = 3600,
     ) -> str:
         """Mint a join token for ``identity`` in ``room`` signed with this server's key."""
-        grants = api.VideoGrants(
-            room_join=True,
-            room=room,
-            can_publish=can_publish,
-            can_subscribe=can_subscribe,
-            can_publish_data=can_publish_data,
-            can_update_own_metadata=can_update_metadata,
-            can_publish_sources=can_publish_sources,
-            hidden=hidden or None,
-            room_admin=room_admin or None,
+        return make_token(
+            self.api_key, self.api_secret, identity, room, name=name, metadata=metadata,
+            attributes=attributes, can_publish=can_publish, can_subscribe=can_subscribe,
+            can_publish_data=can_publish_data, can_update_metadata=can_update_metadata,
+            can_publish_sources=can_publish_sources, hidden=hidden, room_admin=room_admin,
+            ttl=ttl,
         )
-        tok = (api.AccessToken(self.api_key, self.api_secret).with_identity(identity)
-               .with_grants(grants).with_ttl(datetime.timedelta(seconds=ttl)))
-        if name is not None:
-            tok = tok.with_name(name)
-        if metadata is not None:
-            tok = tok.with_metadata(metadata)
-        if attributes:
-            tok = tok.with_attributes(attributes)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # short dev secrets trigger InsecureKeyLengthWarning
-            return tok.to_jwt()
 
     def __repr__(self) -> str:
         state: Any = self.url if self._port is not None else "stopped"

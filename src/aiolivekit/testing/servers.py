@@ -17,60 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from livekit import api
+from ..server.auth import make_token
 
 __all__ = ["LiveKitServerProcess", "ServerInfo", "find_livekit_server", "free_port", "make_token"]
 
 DEFAULT_KEY = "devkey"
 DEFAULT_SECRET = "secret"
-
-
-def make_token(
-    api_key: str,
-    api_secret: str,
-    identity: str,
-    room: str = "test-room",
-    *,
-    name: str | None = None,
-    metadata: str | None = None,
-    attributes: dict[str, str] | None = None,
-    can_publish: bool = True,
-    can_subscribe: bool = True,
-    can_publish_data: bool = True,
-    can_update_metadata: bool = True,
-    can_publish_sources: list[str] | None = None,
-    hidden: bool = False,
-    room_admin: bool = False,
-    ttl: int = 3600,
-) -> str:
-    """Mint a join token with livekit-api."""
-    from datetime import timedelta
-
-    grants = api.VideoGrants(
-        room_join=True,
-        room=room,
-        can_publish=can_publish,
-        can_subscribe=can_subscribe,
-        can_publish_data=can_publish_data,
-        can_update_own_metadata=can_update_metadata,
-        hidden=hidden,
-        room_admin=room_admin,
-    )
-    if can_publish_sources is not None:
-        grants.can_publish_sources = list(can_publish_sources)
-    token = (
-        api.AccessToken(api_key, api_secret)
-        .with_identity(identity)
-        .with_grants(grants)
-        .with_ttl(timedelta(seconds=ttl))
-    )
-    if name is not None:
-        token = token.with_name(name)
-    if metadata is not None:
-        token = token.with_metadata(metadata)
-    if attributes:
-        token = token.with_attributes(attributes)
-    return token.to_jwt()
 
 
 @dataclass
