@@ -79,6 +79,7 @@ async def pair(any_server: ServerInfo) -> AsyncIterator[tuple[Room, Room]]:
 # --------------------------------------------------------------------------- ours <-> ours
 
 
+@pytest.mark.compat('text_stream', 'byte_stream', client="aiolivekit")
 async def test_text_1mb_and_file_5mb(pair: tuple[Room, Room], tmp_path: Any) -> None:
     alice, bob = pair
     texts: dict[str, Any] = {}
@@ -123,6 +124,7 @@ async def test_text_1mb_and_file_5mb(pair: tuple[Room, Room], tmp_path: Any) -> 
     assert finfo.name == "blob.bin" and finfo.size == len(payload)
 
 
+@pytest.mark.compat('rpc', client="aiolivekit")
 async def test_rpc_both_ways(pair: tuple[Room, Room]) -> None:
     alice, bob = pair
 

@@ -65,6 +65,7 @@ async def _join(server: Any, rooms: list[Room], identity: str, **kw: Any) -> Roo
     return room
 
 
+@pytest.mark.compat('connect', 'participants', client="aiolivekit")
 async def test_two_participants_see_each_other(any_server: Any, rooms: list[Room]) -> None:
     alice = await _join(any_server, rooms, "alice", name="Alice", metadata="meta-a",
                         attributes={"role": "host"})
@@ -95,6 +96,7 @@ async def test_two_participants_see_each_other(any_server: Any, rooms: list[Room
     assert p.identity == "bob" and p.name == "Bob" and alice.remote_participants["bob"] is p
 
 
+@pytest.mark.compat('metadata', client="aiolivekit")
 async def test_metadata_name_attribute_updates(any_server: Any, rooms: list[Room]) -> None:
     alice = await _join(any_server, rooms, "alice", metadata="m0", name="A0",
                         attributes={"k1": "v1", "k2": "v2"})
@@ -125,6 +127,7 @@ async def test_update_without_permission_raises(any_server: Any, rooms: list[Roo
     assert alice.local_participant.metadata == "m0"
 
 
+@pytest.mark.compat('data', 'data_lossy', 'data_targeted', client="aiolivekit")
 async def test_data_packets_reliable_lossy_topics_destinations(any_server: Any,
                                                              rooms: list[Room]) -> None:
     alice = await _join(any_server, rooms, "alice")
@@ -213,6 +216,7 @@ async def test_participant_active_event(any_server: Any, rooms: list[Room]) -> N
     assert p is alice.remote_participants["bob"] and p.identity == "bob"
 
 
+@pytest.mark.compat('participants', client="aiolivekit")
 async def test_leave_events(any_server: Any, rooms: list[Room]) -> None:
     alice = await _join(any_server, rooms, "alice")
     rec_a = Recorder(alice, "participant_connected", "participant_disconnected")
@@ -237,6 +241,7 @@ async def test_leave_events(any_server: Any, rooms: list[Room]) -> None:
     assert seen_in_dict == [False] and "bob" not in alice.remote_participants
 
 
+@pytest.mark.compat('connect_errors', client="aiolivekit")
 async def test_bad_tokens_give_server_reason(any_server: Any) -> None:
     room = Room()
     with pytest.raises(ConnectError) as info:

@@ -145,6 +145,7 @@ async def remote_pub(room: Room, identity: str) -> RemoteTrackPublication:
 # ----------------------------------------------------------------------------- audio
 
 
+@pytest.mark.compat('audio', 'mute', client="aiolivekit")
 async def test_audio_tone_event_order_and_publication_fields(any_server: Any,
                                                               rooms: list[Room]) -> None:
     bob = await _join(any_server, rooms, "bob")
@@ -297,6 +298,7 @@ async def test_leave_with_published_track_order(any_server: Any, rooms: list[Roo
         await tone.close()
 
 
+@pytest.mark.compat('subscription', client="aiolivekit")
 async def test_set_subscribed_and_manual_subscription(any_server: Any, rooms: list[Room]) -> None:
     alice = await _join(any_server, rooms, "alice")
     tone = Tone(523)
@@ -326,6 +328,7 @@ async def test_set_subscribed_and_manual_subscription(any_server: Any, rooms: li
         await tone.close()
 
 
+@pytest.mark.compat('audio', client="aiolivekit")
 async def test_join_room_with_existing_tracks(any_server: Any, rooms: list[Room]) -> None:
     """Tracks published before we join: publications present when connect() returns,
     no participant_connected/track_published for them, track_subscribed still fires."""
@@ -397,6 +400,7 @@ def read_counter(frame: VideoFrame) -> int:
     return n
 
 
+@pytest.mark.compat('video', client="aiolivekit")
 @pytest.mark.parametrize("codec", [VideoCodec.VP8, VideoCodec.H264])
 async def test_video_counters(any_server: Any, rooms: list[Room], codec: VideoCodec) -> None:
     bob = await _join(any_server, rooms, "bob")

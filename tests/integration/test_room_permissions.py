@@ -29,6 +29,7 @@ async def _join(server: Any, rooms: list[Room], identity: str, **grants: Any) ->
     return room
 
 
+@pytest.mark.compat('permissions', client="aiolivekit")
 async def test_publish_without_can_publish_is_refused(any_server: Any, rooms: list[Room]) -> None:
     room = await _join(any_server, rooms, "viewer", can_publish=False)
     source = AudioSource(48000, 1)
@@ -41,6 +42,7 @@ async def test_publish_without_can_publish_is_refused(any_server: Any, rooms: li
     await source.aclose()
 
 
+@pytest.mark.compat('permissions', client="aiolivekit")
 async def test_source_outside_can_publish_sources_is_refused(any_server: Any,
                                                              rooms: list[Room]) -> None:
     room = await _join(any_server, rooms, "cam-only", can_publish_sources=["camera"])

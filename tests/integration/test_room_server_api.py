@@ -62,6 +62,7 @@ async def _join(server: Any, identity: str, **kw: Any) -> Room:
     return room
 
 
+@pytest.mark.compat('server_api', client="aiolivekit")
 async def test_removed_by_server(any_server: Any, lkapi: api.LiveKitAPI) -> None:
     alice = await _join(any_server, "alice")
     rec = Recorder(alice, "connection_state_changed", "disconnected")
@@ -87,6 +88,7 @@ async def test_duplicate_identity_ends_first_session(any_server: Any) -> None:
         await second.disconnect()
 
 
+@pytest.mark.compat('server_api', client="aiolivekit")
 async def test_metadata_from_server_api(any_server: Any, lkapi: api.LiveKitAPI) -> None:
     alice = await _join(any_server, "alice", metadata="a0", name="Alice")
     bob = await _join(any_server, "bob")
@@ -139,6 +141,7 @@ async def test_server_sent_data_has_no_participant(any_server: Any,
         await alice.disconnect()
 
 
+@pytest.mark.compat('server_api', client="aiolivekit")
 async def test_admin_mute_mutes_local_track(any_server: Any, lkapi: api.LiveKitAPI) -> None:
     alice = await _join(any_server, "alice")
     source = AudioSource(48000, 1)
