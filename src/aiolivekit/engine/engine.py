@@ -21,6 +21,7 @@ from aiortc.rtcdatachannel import RTCDataChannel
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from ..errors import ConnectError, PublishDataError, SignalError
+from ..media.jitter import install_audio_jitter_buffer
 from ..types import RoomOptions
 from . import ice, sdp, signal as sig
 from .peer import PeerTransport, filter_ice_servers
@@ -423,6 +424,8 @@ class RtcEngine:
             if t.mid == section.mid:
                 track = _revive_receiver(t.receiver, section.ssrcs)
                 if track is not None:
+                    if track.kind == "audio":
+                        install_audio_jitter_buffer(t.receiver)
                     self._emit(TrackReceived(track, t.receiver, t, psid, tsid, section.mid))
                 return
 
@@ -444,6 +447,8 @@ class RtcEngine:
             logger.warning("remote track on mid %s without a track sid", mid)
             return
         self._fired_mids.add(mid)
+        if track.kind == "audio":
+            install_audio_jitter_buffer(transceiver.receiver)
         self._emit(TrackReceived(track, transceiver.receiver, transceiver, psid, tsid, mid))
 
     # ------------------------------------------------------------------ data

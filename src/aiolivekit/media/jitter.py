@@ -1,0 +1,62 @@
+"""A low-latency jitter buffer for received audio (sans-I/O).
+
+aiortc's audio receiver holds four 20 ms frames before it decodes the oldest (about 80 ms
+of added latency), and cannot release a frame before the next one has arrived. An Opus
+RTP packet is a whole frame, so this buffer hands each packet to the decoder as soon as
+it arrives, in sequence order: a packet newer than the last one released goes out at
+once (a gap is left to the decoder's loss concealment), an older or duplicate one is
+dropped. It keeps no packets, so it cannot grow.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+__all__ = ["AudioJitterBuffer", "install_audio_jitter_buffer"]
+
+logger = logging.getLogger(__name__)
+
+_RECEIVER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+# a jump this far ahead (or behind) is a new stream: restart from it
+_RESYNC = 3000
+
+
+class AudioJitterBuffer:
+    """Drop-in for aiortc's ``JitterBuffer.add`` for single-packet audio frames."""
+
+    capacity = 16
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+        self.released = 0
+        self.dropped = 0
+
+    def add(self, packet: Any) -> tuple[bool, Any]:
+        """Take one RTP packet; return ``(pli_flag, frame_or_None)`` like aiortc."""
+        from aiortc.jitterbuffer import JitterFrame
+
+        seq = int(packet.sequence_number)
+        if self._last is not None:
+            ahead = (seq - self._last) & 0xFFFF
+            if ahead == 0 or (ahead >= 0x8000 and (0x10000 - ahead) < _RESYNC):
+                self.dropped += 1
+                return False, None
+        self._last = seq
+        self.released += 1
+        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+
+    def remove(self, count: int) -> None:  # aiortc API; nothing is held
+        pass
+
+    def smart_remove(self, count: int) -> bool:  # aiortc API; nothing is held
+        return False
+
+
+def install_audio_jitter_buffer(receiver: Any) -> bool:
+    """Replace an aiortc audio receiver's jitter buffer; ``False`` if aiortc lacks the hook."""
+    if not hasattr(receiver, _RECEIVER_ATTR):
+        logger.debug("aiortc receiver has no %s; keeping its jitter buffer", _RECEIVER_ATTR)
+        return False
+    setattr(receiver, _RECEIVER_ATTR, AudioJitterBuffer())
+    return True
