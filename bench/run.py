@@ -288,8 +288,16 @@ async def main_async(args: argparse.Namespace) -> int:
             except Exception:  # noqa: BLE001
                 pass
     mach = machine()
-    summary = summarize(rows)
     out_json = ROOT / "build" / "bench.json"
+    if args.merge and out_json.is_file():
+        # keep the earlier rows of the scripts not run this time
+        ran = {p.name for p in scripts}
+        previous = json.loads(out_json.read_text())
+        rows = [r for r in previous.get("rows", []) if r.get("script") not in ran] + rows
+        for name, err in previous.get("errors", {}).items():
+            if name not in ran:
+                errors.setdefault(name, err)
+    summary = summarize(rows)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(
         json.dumps({"machine": mach, "rows": rows, "summary": summary, "errors": errors}, indent=1)
@@ -308,6 +316,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="repetitions per measurement")
     ap.add_argument("--quick", action="store_true", help="smaller loads (smoke run)")
     ap.add_argument("-o", "--output", default=str(ROOT / "docs" / "bench.md"))
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of build/bench.json from scripts not run this time")
     args = ap.parse_args()
     if not in_private_netns():
         netns_run = ROOT / "scripts" / "netns-run"
