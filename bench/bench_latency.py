@@ -11,6 +11,9 @@ embedded DevServer and livekit-server), publisher and subscriber in one process:
 * ``time_to_first_frame``: fresh room per sample; from the ``publish_track`` call (a tone
   is fed from just before it) to the subscriber's ``track_subscribed``, its first decoded
   frame, and its first audible frame (peak > 3000).
+* the same two for aiolivekit with aiortc's audio jitter-buffer prefetch set to 1 (a
+  diagnosis: label ``diag: aiortc audio prefetch=1``; the official rows of the same run
+  are repeated in that group so the ratio column compares them).
 
     scripts/netns-run python bench/run.py --only latency
 """
@@ -25,8 +28,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import BenchContext, row
-from sdk_worker import run_worker
+from common import BenchContext, row  # noqa: E402
+from sdk_worker import run_worker  # noqa: E402
 
 PERIOD = 0.3
 
@@ -47,30 +50,41 @@ async def run(ctx: BenchContext) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     count = 15 if ctx.quick else max(20, int(3 * ctx.seconds / PERIOD))
     reps = 3 if ctx.quick else max(5, ctx.repeat)
+    # (sdk, python, label, extra worker args); the last is a diagnosis of ours: aiortc's
+    # audio jitter buffer waits for 4 frames (prefetch=4) before it releases one
+    variants: list[tuple[str, str, str, dict[str, Any]]] = [
+        (sdk, python, "", {}) for sdk, python in _sdks(ctx)
+    ]
+    variants.append((
+        "aiolivekit", sys.executable, ", diag: aiortc audio prefetch=1",
+        {"diag_audio_prefetch": 1},
+    ))
     for sname, server in ctx.servers.items():
-        for sdk, python in _sdks(ctx):
-            impl = sdk
+        official_rows: list[dict[str, Any]] = []
+        for sdk, python, label, diag in variants:
+            got: list[dict[str, Any]] = []
             room = ctx.room("lat")
             try:
                 res = await run_worker(
                     python,
                     {"sdk": sdk, "mode": "latency", "url": server.url,
                      "token_pub": server.token("pub", room), "token_sub": server.token("sub", room),
-                     "identity_pub": "pub", "count": count, "period": PERIOD, "bitrate": 32000},
+                     "identity_pub": "pub", "count": count, "period": PERIOD, "bitrate": 32000,
+                     **diag},
                     timeout=count * PERIOD + 90,
                 )
                 lat = [float(x) for x in res["latency_ms"]]
                 extra = {"bursts_sent": res["bursts_sent"], "bursts_detected": len(lat),
                          "frame_samples": res["frame_samples"], "samples_ms": lat}
-                bench = f"audio_latency [server={sname}]"
-                rows.append(row(bench, impl, "median", statistics.median(lat), "ms", **extra))
-                rows.append(row(bench, impl, "p95", _p95(lat), "ms", **extra))
-                rows.append(row(bench, impl, "bursts_detected", len(lat), "count", **extra))
-                ctx.log(f"latency {sname} {sdk}: median {statistics.median(lat):.1f} ms, "
+                bench = f"audio_latency [server={sname}{label}]"
+                got.append(row(bench, sdk, "median", statistics.median(lat), "ms", **extra))
+                got.append(row(bench, sdk, "p95", _p95(lat), "ms", **extra))
+                got.append(row(bench, sdk, "bursts_detected", len(lat), "count", **extra))
+                ctx.log(f"latency {sname} {sdk}{label}: median {statistics.median(lat):.1f} ms, "
                         f"p95 {_p95(lat):.1f} ms, {len(lat)}/{res['bursts_sent']} bursts, "
                         f"frames {res['frame_samples']} samples")
             except RuntimeError as e:
-                ctx.log(f"latency {sname} {sdk} failed: {e}")
+                ctx.log(f"latency {sname} {sdk}{label} failed: {e}")
 
             room = ctx.room("ttff")
             try:
@@ -79,17 +93,26 @@ async def run(ctx: BenchContext) -> list[dict[str, Any]]:
                     {"sdk": sdk, "mode": "ttff", "url": server.url, "bitrate": 32000,
                      "reps": [{"token_pub": server.token("pub", f"{room}-{i}"),
                                "token_sub": server.token("sub", f"{room}-{i}"),
-                               "identity_pub": "pub"} for i in range(reps)]},
+                               "identity_pub": "pub"} for i in range(reps)],
+                     **diag},
                     timeout=reps * 40 + 30,
                 )
-                bench = f"time_to_first_frame [server={sname}]"
+                bench = f"time_to_first_frame [server={sname}{label}]"
                 for r in res["runs"]:
                     for key, metric in (("subscribed_ms", "to_track_subscribed"),
                                         ("first_frame_ms", "to_first_frame"),
                                         ("first_audible_ms", "to_first_audible_frame")):
                         if key in r:
-                            rows.append(row(bench, impl, metric, r[key], "ms"))
-                ctx.log(f"ttff {sname} {sdk}: {res['runs']}")
+                            got.append(row(bench, sdk, metric, r[key], "ms"))
+                ctx.log(f"ttff {sname} {sdk}{label}: {res['runs']}")
             except RuntimeError as e:
-                ctx.log(f"ttff {sname} {sdk} failed: {e}")
+                ctx.log(f"ttff {sname} {sdk}{label} failed: {e}")
+            if sdk == "official":
+                official_rows = got
+            elif label:
+                # the official SDK's rows of this run, repeated in the diagnosis group
+                for r in official_rows:
+                    base = r["benchmark"].rstrip("]")
+                    got.append({**r, "benchmark": f"{base}{label}]", "repeated": True})
+            rows += got
     return rows

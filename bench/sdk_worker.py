@@ -277,8 +277,15 @@ async def mode_ttff(a: dict[str, Any]) -> dict[str, Any]:
             await asyncio.sleep(0.005)
         marks: dict[str, float] = {}
         done = asyncio.Event()
+        readers: list[asyncio.Future[None]] = []
 
-        def on_sub(track: Any, *_: Any) -> None:
+        def on_sub(
+            track: Any,
+            *_: Any,
+            marks: dict[str, float] = marks,
+            done: asyncio.Event = done,
+            readers: list[asyncio.Future[None]] = readers,
+        ) -> None:
             marks.setdefault("subscribed", time.monotonic())
 
             async def read() -> None:
@@ -295,7 +302,7 @@ async def mode_ttff(a: dict[str, Any]) -> dict[str, Any]:
                     done.set()
                     await stream.aclose()
 
-            asyncio.ensure_future(read())
+            readers.append(asyncio.ensure_future(read()))
 
         sub.on("track_subscribed", on_sub)
         source = rtc.AudioSource(RATE, 1)
@@ -313,6 +320,8 @@ async def mode_ttff(a: dict[str, Any]) -> dict[str, Any]:
         except asyncio.TimeoutError:
             pass
         feeder.cancel()
+        for r in readers:
+            r.cancel()
         res = {"publish_call_ms": (t_pub - t0) * 1000}
         for k, v in marks.items():
             res[k + "_ms"] = (v - t0) * 1000
@@ -363,9 +372,9 @@ async def mode_room(a: dict[str, Any]) -> dict[str, Any]:
     w1 = time.monotonic()
     # a rate per stream over the stats' own timestamps, summed per participant
     per_participant = []
-    for f, l in zip(first, last):
+    for f, lst in zip(first, last):
         rate = 0.0
-        for sid, (p1, t1) in l.items():
+        for sid, (p1, t1) in lst.items():
             if sid in f and t1 > f[sid][1]:
                 rate += (p1 - f[sid][0]) / (t1 - f[sid][1])
         per_participant.append(rate)
