@@ -11,9 +11,6 @@ embedded DevServer and livekit-server), publisher and subscriber in one process:
 * ``time_to_first_frame``: fresh room per sample; from the ``publish_track`` call (a tone
   is fed from just before it) to the subscriber's ``track_subscribed``, its first decoded
   frame, and its first audible frame (peak > 3000).
-* the same two for aiolivekit with aiortc's audio jitter-buffer prefetch set to 1 (a
-  diagnosis: label ``diag: aiortc audio prefetch=1``; the official rows of the same run
-  are repeated in that group so the ratio column compares them).
 
     scripts/netns-run python bench/run.py --only latency
 """
@@ -50,17 +47,11 @@ async def run(ctx: BenchContext) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     count = 15 if ctx.quick else max(20, int(3 * ctx.seconds / PERIOD))
     reps = 3 if ctx.quick else max(5, ctx.repeat)
-    # (sdk, python, label, extra worker args); the last is a diagnosis of ours: aiortc's
-    # audio jitter buffer waits for 4 frames (prefetch=4) before it releases one
+    # (sdk, python, label, extra worker args)
     variants: list[tuple[str, str, str, dict[str, Any]]] = [
         (sdk, python, "", {}) for sdk, python in _sdks(ctx)
     ]
-    variants.append((
-        "aiolivekit", sys.executable, ", diag: aiortc audio prefetch=1",
-        {"diag_audio_prefetch": 1},
-    ))
     for sname, server in ctx.servers.items():
-        official_rows: list[dict[str, Any]] = []
         for sdk, python, label, diag in variants:
             got: list[dict[str, Any]] = []
             room = ctx.room("lat")
@@ -107,12 +98,5 @@ async def run(ctx: BenchContext) -> list[dict[str, Any]]:
                 ctx.log(f"ttff {sname} {sdk}{label}: {res['runs']}")
             except RuntimeError as e:
                 ctx.log(f"ttff {sname} {sdk}{label} failed: {e}")
-            if sdk == "official":
-                official_rows = got
-            elif label:
-                # the official SDK's rows of this run, repeated in the diagnosis group
-                for r in official_rows:
-                    base = r["benchmark"].rstrip("]")
-                    got.append({**r, "benchmark": f"{base}{label}]", "repeated": True})
             rows += got
     return rows
