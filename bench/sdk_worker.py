@@ -413,16 +413,6 @@ def _load_sdk() -> None:
     else:
         import aiolivekit as mod
 
-        if "diag_audio_prefetch" in ARGS:  # diagnosis only: aiortc's audio jitter-buffer depth
-            import aiortc.rtcrtpreceiver as rr
-
-            base = rr.JitterBuffer
-            depth = int(ARGS["diag_audio_prefetch"])
-
-            def jitter_buffer(capacity: int, prefetch: int = 0, is_video: bool = False) -> Any:
-                return base(capacity, depth if not is_video else prefetch, is_video)
-
-            rr.JitterBuffer = jitter_buffer  # type: ignore[misc, assignment]
     rtc = mod
 
 
