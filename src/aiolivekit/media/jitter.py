@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from aiortc.jitterbuffer import JitterFrame
+
 __all__ = ["AudioJitterBuffer", "install_audio_jitter_buffer"]
 
 logger = logging.getLogger(__name__)
@@ -34,8 +36,6 @@ class AudioJitterBuffer:
 
     def add(self, packet: Any) -> tuple[bool, Any]:
         """Take one RTP packet; return ``(pli_flag, frame_or_None)`` like aiortc."""
-        from aiortc.jitterbuffer import JitterFrame
-
         seq = int(packet.sequence_number)
         if self._last is not None:
             ahead = (seq - self._last) & 0xFFFF
