@@ -10,7 +10,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._deferred_imports import install as _install_deferred_imports
 from .version import __version__
+
+_install_deferred_imports()
 
 _EXPORTS: dict[str, str] = {}
 

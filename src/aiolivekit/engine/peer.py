@@ -24,6 +24,7 @@ from aiortc import (
 )
 
 from . import ice, sdp
+from .stun_keepalive import install_keepalive_fast_path
 
 __all__ = ["PeerTransport", "filter_ice_servers", "start_late_transceivers"]
 
@@ -141,6 +142,7 @@ class PeerTransport:
     async def _set_local(self, description: RTCSessionDescription) -> str:
         with ice.host_addresses(self.host_addresses):
             await self.pc.setLocalDescription(description)
+        _answer_keepalives_fast(self.pc)
         local = self.pc.localDescription.sdp
         self._trickle_local(local)
         return local
@@ -203,6 +205,18 @@ class PeerTransport:
             await asyncio.wait_for(self.pc.close(), 5.0)
         except Exception:  # includes asyncio.TimeoutError
             logger.debug("closing pc failed", exc_info=True)
+
+
+def _answer_keepalives_fast(pc: RTCPeerConnection) -> None:
+    """Answer the server's keepalive checks on nominated pairs without aioice's STUN objects."""
+    transports: set[Any] = getattr(pc, "_RTCPeerConnection__iceTransports", set())
+    for transport in transports:
+        conn = getattr(transport, "_connection", None)
+        if conn is not None:
+            try:
+                install_keepalive_fast_path(conn)
+            except Exception:  # pragma: no cover - only if aioice internals change
+                logger.debug("cannot install the keepalive fast path", exc_info=True)
 
 
 def _hasten_nomination(pc: RTCPeerConnection) -> None:

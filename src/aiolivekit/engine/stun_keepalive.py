@@ -1,0 +1,217 @@
+"""Answer the server's steady-state ICE keepalive checks without aioice's generic STUN path.
+
+Once a candidate pair is nominated, the server keeps sending STUN Binding requests on
+it (pion: every ~2 s per peer connection, libwebrtc: consent checks). aioice parses each
+into a dict-based message and serialises the response attribute by attribute, which is
+most of a connected, idle participant's CPU. :func:`answer_binding_request` is a
+sans-I/O answerer for the one case that matters there: a Binding request that
+authenticates with our password, carries no USE-CANDIDATE and no role conflict. Every
+other datagram (data, responses, first checks, anything unusual) goes to aioice as
+before, so aioice stays the authority on ICE state.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hmac
+import logging
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["BindingRequest", "answer_binding_request", "install_keepalive_fast_path", "parse_binding_request"]
+
+logger = logging.getLogger(__name__)
+
+_COOKIE = 0x2112A442
+_COOKIE_BYTES = struct.pack("!I", _COOKIE)
+_BINDING_REQUEST = b"\x00\x01"
+_BINDING_SUCCESS = 0x0101
+_ATTR_USERNAME = 0x0006
+_ATTR_MESSAGE_INTEGRITY = 0x0008
+_ATTR_XOR_MAPPED_ADDRESS = 0x0020
+_ATTR_USE_CANDIDATE = 0x0025
+_ATTR_FINGERPRINT = 0x8028
+_ATTR_ICE_CONTROLLED = 0x8029
+_ATTR_ICE_CONTROLLING = 0x802A
+_FINGERPRINT_XOR = 0x5354554E
+_unpack_attr = struct.Struct("!HH").unpack_from
+_pack_header = struct.Struct("!HHI12s").pack
+
+
+class BindingRequest:
+    """The fields of a Binding request the keepalive answer needs."""
+
+    __slots__ = (
+        "controlled",
+        "controlling",
+        "integrity_ok",
+        "transaction_id",
+        "use_candidate",
+        "username",
+    )
+
+    def __init__(self, transaction_id: bytes, username: str, integrity_ok: bool,
+                 use_candidate: bool, controlling: bool, controlled: bool) -> None:
+        self.transaction_id = transaction_id
+        self.username = username
+        self.integrity_ok = integrity_ok
+        self.use_candidate = use_candidate
+        self.controlling = controlling
+        self.controlled = controlled
+
+
+def parse_binding_request(data: bytes, key: bytes) -> BindingRequest | None:
+    """A Binding request checked against ``key``, or ``None`` if ``data`` is anything else."""
+    size = len(data)
+    if size < 20 or data[0:2] != _BINDING_REQUEST or data[4:8] != _COOKIE_BYTES:
+        return None
+    body_length = (data[2] << 8) | data[3]
+    if body_length + 20 != size or body_length % 4:
+        return None
+    username: str | None = None
+    integrity_ok = False
+    use_candidate = controlling = controlled = False
+    pos = 20
+    while pos + 4 <= size:
+        attr_type, attr_length = _unpack_attr(data, pos)
+        value_start = pos + 4
+        value_end = value_start + attr_length
+        if value_end > size:
+            return None
+        if attr_type == _ATTR_USERNAME:
+            try:
+                username = data[value_start:value_end].decode("utf8")
+            except UnicodeDecodeError:
+                return None
+        elif attr_type == _ATTR_MESSAGE_INTEGRITY:
+            if attr_length != 20:
+                return None
+            covered = data[0:2] + struct.pack("!H", value_end - 20) + data[4:pos]
+            expected = hmac.digest(key, covered, "sha1")
+            integrity_ok = hmac.compare_digest(expected, data[value_start:value_end])
+            # only FINGERPRINT may follow MESSAGE-INTEGRITY
+            rest = data[value_end:]
+            if rest and (len(rest) != 8 or rest[0:2] != b"\x80\x28"):
+                return None
+            break
+        elif attr_type == _ATTR_USE_CANDIDATE:
+            use_candidate = True
+        elif attr_type == _ATTR_ICE_CONTROLLING:
+            controlling = True
+        elif attr_type == _ATTR_ICE_CONTROLLED:
+            controlled = True
+        pos = value_end + (-attr_length % 4)
+    if username is None:
+        return None
+    return BindingRequest(data[8:20], username, integrity_ok, use_candidate, controlling,
+                          controlled)
+
+
+def _xor_mapped_address(addr: tuple[str, int], transaction_id: bytes) -> bytes | None:
+    host, port = addr[0], addr[1]
+    try:
+        if ":" in host:
+            raw = socket.inet_pton(socket.AF_INET6, host)
+            family = 2
+            pad = _COOKIE_BYTES + transaction_id
+        else:
+            raw = socket.inet_aton(host)
+            family = 1
+            pad = _COOKIE_BYTES
+    except OSError:
+        return None
+    xored = bytes(b ^ p for b, p in zip(raw, pad, strict=False))
+    value = struct.pack("!BBH", 0, family, port ^ (_COOKIE >> 16)) + xored
+    return struct.pack("!HH", _ATTR_XOR_MAPPED_ADDRESS, len(value)) + value
+
+
+def answer_binding_request(request: BindingRequest, addr: tuple[str, int], key: bytes) -> bytes | None:
+    """The Binding success response (XOR-MAPPED-ADDRESS, MESSAGE-INTEGRITY, FINGERPRINT)."""
+    mapped = _xor_mapped_address(addr, request.transaction_id)
+    if mapped is None:
+        return None
+    tid = request.transaction_id
+    # MESSAGE-INTEGRITY covers the header with the length up to and including itself
+    covered = _pack_header(_BINDING_SUCCESS, len(mapped) + 24, _COOKIE, tid) + mapped
+    integrity = struct.pack("!HH", _ATTR_MESSAGE_INTEGRITY, 20) + hmac.digest(key, covered, "sha1")
+    body = mapped + integrity
+    with_length = _pack_header(_BINDING_SUCCESS, len(body) + 8, _COOKIE, tid) + body
+    crc = (binascii.crc32(with_length) ^ _FINGERPRINT_XOR) & 0xFFFFFFFF
+    return with_length + struct.pack("!HHI", _ATTR_FINGERPRINT, 4, crc)
+
+
+_SUCCEEDED: Any = None
+
+
+def install_keepalive_fast_path(conn: Any) -> int:
+    """Wrap the ``datagram_received`` of each of an aioice ``Connection``'s sockets.
+
+    Once ICE has nominated a pair, a Binding request on that socket from the remote
+    address of a pair whose checks already succeeded is answered here when it
+    authenticates and has no role conflict and no USE-CANDIDATE (unless that pair is
+    the nominated one already);
+    everything else goes to aioice unchanged. Returns the number of sockets wrapped.
+    Uses aioice 0.13 internals (``_protocols``, ``_nominated``, ``local_password``,
+    ``_valid_username``; aioice is pinned).
+    """
+    global _SUCCEEDED
+    if _SUCCEEDED is None:
+        from aioice.ice import CandidatePair
+
+        _SUCCEEDED = CandidatePair.State.SUCCEEDED
+    wrapped = 0
+    for protocol in list(getattr(conn, "_protocols", ())):
+        if getattr(protocol, "_aiolivekit_keepalive", False):
+            continue
+        protocol.datagram_received = _make_handler(conn, protocol, protocol.datagram_received)
+        protocol._aiolivekit_keepalive = True
+        wrapped += 1
+    return wrapped
+
+
+def _make_handler(conn: Any, protocol: Any,
+                  original: Callable[[bytes, tuple[Any, ...]], None]) -> Callable[..., None]:
+    def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+        if len(data) >= 20 and data[0] == 0 and data[1] == 1:
+            try:
+                if _answer(conn, protocol, data, addr):
+                    return
+            except Exception:  # never lose the datagram: aioice handles it then
+                logger.debug("keepalive fast path failed", exc_info=True)
+        original(data, addr)
+
+    return datagram_received
+
+
+def _answer(conn: Any, protocol: Any, data: bytes, addr: tuple[Any, ...]) -> bool:
+    if conn._closing or conn.local_password is None:
+        return False
+    if not conn._early_checks_done or not conn._nominated:
+        return False
+    remote = (addr[0], addr[1])
+    for pair in conn._check_list:
+        if pair.protocol is protocol and pair.remote_addr == remote:
+            break
+    else:
+        return False
+    # aioice does nothing more for a check on a pair that already succeeded, unless it
+    # nominates it; USE-CANDIDATE on the pair already nominated changes nothing either
+    if pair.state != _SUCCEEDED:
+        return False
+    renominates = bool(pair.nominated and pair.remote_nominated
+                       and pair in conn._nominated.values())
+    key = conn.local_password.encode("utf8")
+    request = parse_binding_request(data, key)
+    if (request is None or not request.integrity_ok
+            or (request.use_candidate and not (renominates and not conn.ice_controlling))
+            or not conn._valid_username(request.username)
+            or (conn.ice_controlling and request.controlling)
+            or (not conn.ice_controlling and request.controlled)):
+        return False
+    response = answer_binding_request(request, remote, key)
+    if response is None:
+        return False
+    protocol.transport.sendto(response, remote)
+    return True
