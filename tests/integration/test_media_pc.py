@@ -135,7 +135,7 @@ async def test_audio_tone_and_bitrate(channels: int, expect_kbps: int) -> None:
         # payload bytes only (no RTP/SRTP overhead): near the configured Opus rate, far below aiortc's 96k
         assert expect_kbps * 0.7 < kbps < expect_kbps * 1.3, kbps
         enc = local._rtc_track._encoder
-        assert enc is not None and enc._codec.layout.nb_channels == channels
+        assert enc is not None and enc.channels == channels
         # RFC 6464 level of a 12000-peak sine: -20*log10(12000/sqrt(2)/32768) = 11.7 dBov
         assert stereo_flags == {1 if channels == 2 else 0}  # on the wire: mono stays mono
         assert len(levels) > 50 and all(lv is not None and 10 <= lv[1] <= 13 for lv in levels[-50:]), levels[-5:]

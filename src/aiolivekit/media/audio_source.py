@@ -1,13 +1,19 @@
 """``AudioSource``: a real-time pacing buffer between the application and local tracks.
 
-The source owns a playout clock. While it holds audio, one task ticks every 20 ms,
-takes 20 ms of samples and hands them to the sinks (the local tracks publishing it);
-with no sink the samples are simply played out into the void, as in ``livekit.rtc``.
+The source owns a playout clock: chunk ``k`` (20 ms of samples) may be played out from
+``epoch + k * 20 ms`` (minus 10 ms of tolerance) on, and is then handed to the sinks (the
+local tracks publishing it); with no sink the samples are simply played out into the
+void, as in ``livekit.rtc``. A producer that keeps pace with real time gets each chunk
+played out (encoded and sent) from inside its own ``capture_frame`` call: no task, no
+queue hop, no added latency. Audio that is not due yet (a producer ahead of real time)
+or a partial chunk waits for the loop's shared :mod:`.playout_clock`, which serves every
+source on one timer. Late audio is never held back: after a stall the producer may catch
+up at once, by at most 250 ms (the schedule lags real time by no more than that).
 ``capture_frame`` appends samples and then blocks while more than ``queue_size_ms`` is
 buffered: this back-pressure is what paces producers that generate audio faster than
-real time. The ticker stops after a few idle ticks and restarts on the next capture, so
-an idle source costs nothing. Sinks receive ``(pcm_bytes, pts)`` where ``pts`` counts
-48 kHz ticks of the source clock (it keeps advancing across idle gaps).
+real time. A partial chunk is padded with silence one tick after it was due (or seen).
+Sinks receive ``(pcm_bytes, pts)`` where ``pts`` counts 48 kHz ticks of the source clock;
+a pause of the producer (40 ms or more with nothing queued) advances it by the pause.
 """
 
 from __future__ import annotations
@@ -16,16 +22,18 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from .._tasks import cancel_and_wait
 from .audio_frame import AudioFrame
+from .playout_clock import COALESCE, PlayoutClock, clock_for
 
 __all__ = ["AudioSource"]
 
 logger = logging.getLogger(__name__)
 
-TICK = 0.02  # seconds of audio handed to sinks per tick
-_IDLE_TICKS = 5  # the ticker stops after this many ticks without audio
-_MAX_LATE = 0.2  # resynchronise the clock after a stall longer than this
+TICK = 0.02  # seconds of audio handed to sinks per chunk
+EARLY = 0.01  # a complete chunk may be played out this much before it is due
+_CREDIT = 0.25  # the schedule lags real time by at most this: late audio is not held back
+_GAP = 2 * TICK  # a producer this late (nothing queued) paused: pts jump by the pause
+_PTS_STEP = 960  # 20 ms at 48 kHz
 
 AudioSink = Callable[[bytes, int], None]
 
@@ -55,9 +63,11 @@ class AudioSource:
         self._chunk_bytes = self._chunk_samples * self._bytes_per_sample
         self._buf = bytearray()
         self._sinks: list[AudioSink] = []
-        self._task: asyncio.Task[None] | None = None
+        self._clock: PlayoutClock | None = None
         self._progress: asyncio.Event | None = None
-        self._epoch: float | None = None
+        self._next_due: float | None = None  # loop time the next chunk may be played out
+        self._pts_due = 0.0  # loop time the next pts stands for (follows pauses)
+        self._waited_partial: float | None = None  # pad a partial chunk at this time
         self._tick = 0
         self._closed = False
 
@@ -80,17 +90,20 @@ class AudioSource:
 
     def _add_sink(self, sink: AudioSink) -> None:
         if sink not in self._sinks:
-            self._sinks.append(sink)
+            self._sinks = [*self._sinks, sink]  # copy-on-write: safe while iterating
 
     def _remove_sink(self, sink: AudioSink) -> None:
         if sink in self._sinks:
-            self._sinks.remove(sink)
+            self._sinks = [s for s in self._sinks if s != sink]
 
     # ------------------------------------------------------------------ producer API
 
     def clear_queue(self) -> None:
         """Drop all buffered audio and release ``wait_for_playout`` / ``capture_frame``."""
         self._buf.clear()
+        self._waited_partial = None
+        if self._clock is not None:
+            self._clock.cancel(self)
         self._notify()
 
     async def capture_frame(self, frame: AudioFrame) -> None:
@@ -102,8 +115,13 @@ class AudioSource:
                 f"frame is {frame.sample_rate} Hz/{frame.num_channels} ch, source is "
                 f"{self._sample_rate} Hz/{self._num_channels} ch"
             )
-        self._buf += frame.data.cast("B")
-        self._ensure_running()
+        underrun = len(self._buf) < self._chunk_bytes
+        raw = frame._data  # the frame's own buffer: appended without a memoryview chain
+        n = frame._num_channels * frame._samples_per_channel * 2
+        self._buf += raw if len(raw) == n else memoryview(raw).cast("B")[:n]
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._service(self._loop.time(), underrun)
         limit = self._queue_size_ms * self._sample_rate // 1000 * self._bytes_per_sample
         while len(self._buf) > limit and not self._closed:
             await self._wait_progress()
@@ -111,16 +129,19 @@ class AudioSource:
     async def wait_for_playout(self) -> None:
         """Return once everything captured so far has been played out (or cleared)."""
         while self._buf and not self._closed:
-            self._ensure_running()
-            await self._wait_progress()
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._service(self._loop.time())
+            if self._buf:
+                await self._wait_progress()
 
     async def aclose(self) -> None:
         """Stop the clock and drop buffered audio; later captures are ignored."""
         self._closed = True
         self._buf.clear()
+        if self._clock is not None:
+            self._clock.cancel(self)
         self._notify()
-        task, self._task = self._task, None
-        await cancel_and_wait(task)
         self._sinks.clear()
 
     # ------------------------------------------------------------------ internals
@@ -135,57 +156,70 @@ class AudioSource:
         if self._progress is not None:
             self._progress.set()
 
-    def _ensure_running(self) -> None:
-        if self._task is None or self._task.done():
-            loop = self._loop or asyncio.get_running_loop()
-            self._loop = loop
-            self._task = loop.create_task(self._run())
+    def _service(self, now: float, underrun: bool = False) -> None:
+        """Play out every chunk due at ``now``; ask the clock for a call when one is pending.
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if self._epoch is None:
-            self._epoch = now
-        # keep the clock monotonic across idle gaps
-        self._tick = max(self._tick, int((now - self._epoch) / TICK))
-        deadline = now
-        idle = 0
-        partial = False
+        ``underrun``: called from ``capture_frame`` while no complete chunk was queued
+        before this capture (the producer, not the clock, is late).
+        """
+        if self._closed:
+            return
+        buf = self._buf
         chunk_bytes = self._chunk_bytes
-        pts_step = 960  # 20 ms at 48 kHz
-        try:
-            while not self._closed:
-                avail = len(self._buf)
-                if avail >= chunk_bytes or (avail and partial):
-                    data = bytes(self._buf[:chunk_bytes])
-                    del self._buf[:chunk_bytes]
-                    if len(data) < chunk_bytes:
-                        data += bytes(chunk_bytes - len(data))
-                    partial = False
-                    idle = 0
-                    pts = self._tick * pts_step
-                    for sink in tuple(self._sinks):
-                        try:
-                            sink(data, pts)
-                        except Exception:  # a broken sink must not stop the clock
-                            logger.exception("audio sink failed")
-                    self._notify()
-                elif avail:
-                    partial = True  # give the producer one tick to complete the chunk
-                else:
-                    idle += 1
-                    if idle >= _IDLE_TICKS:
-                        break
-                self._tick += 1
-                deadline += TICK
-                delay = deadline - loop.time()
-                if delay < -_MAX_LATE:
-                    skipped = int(-delay / TICK)
+        played = False
+        wake: float | None = None
+        while buf:
+            due = self._next_due
+            if due is None:  # first chunk ever: the clock starts now
+                due = self._next_due = self._pts_due = now
+            if underrun:
+                # the producer (not the clock) is late: a pause shows up in pts
+                gap = now - self._pts_due
+                if gap >= _GAP:
+                    skipped = int(gap / TICK)
                     self._tick += skipped
-                    deadline += skipped * TICK
-                    delay = deadline - loop.time()
-                await asyncio.sleep(max(0, delay))
-        finally:
-            if self._task is asyncio.current_task():
-                self._task = None
+                    self._pts_due += skipped * TICK
+                underrun = False
+            if now - due > _CREDIT:
+                # late audio is played at once (no standing queue after a stall), but
+                # never more than _CREDIT of it faster than real time
+                due = self._next_due = now - _CREDIT
+            if now + COALESCE < due - EARLY:
+                wake = due - EARLY  # ahead of real time: wait for the clock
+                break
+            if len(buf) < chunk_bytes:
+                pad_at = self._waited_partial
+                if pad_at is None:  # one tick for the rest of the chunk
+                    pad_at = self._waited_partial = max(due, now) + TICK
+                if now + COALESCE < pad_at:
+                    wake = pad_at
+                    break
+                data = bytes(buf) + bytes(chunk_bytes - len(buf))
+                buf.clear()
+            elif len(buf) == chunk_bytes:
+                data = bytes(buf)
+                buf.clear()
+            else:
+                data = bytes(buf[:chunk_bytes])
+                del buf[:chunk_bytes]
+            self._waited_partial = None
+            pts = self._tick * _PTS_STEP
+            self._tick += 1
+            self._next_due = due + TICK
+            self._pts_due += TICK
+            played = True
+            for sink in self._sinks:
+                try:
+                    sink(data, pts)
+                except Exception:  # a broken sink must not stop the clock
+                    logger.exception("audio sink failed")
+        clock = self._clock
+        if wake is not None:
+            if clock is None:
+                assert self._loop is not None
+                clock = self._clock = clock_for(self._loop)
+            clock.schedule(self, wake)
+        elif clock is not None:
+            clock.cancel(self)
+        if played:
             self._notify()

@@ -1,8 +1,10 @@
 """Encoder configuration: the encoders local tracks run before aiortc packetizes.
 
 aiortc hard-codes its encoders (Opus stereo 96 kbit/s; VP8/H264 at fixed bitrates) and
-has no bitrate API. Local tracks therefore encode themselves with PyAV and hand aiortc
-``av.Packet`` s, which its sender only packetizes (``encoder.pack()``):
+has no bitrate API. Local tracks therefore encode themselves: video with PyAV, handing
+aiortc ``av.Packet`` s which its sender only packetizes (``encoder.pack()``); audio with
+libopus called directly (:mod:`.opus_native`, PyAV as the fallback), sent by
+:mod:`.rtp_direct`:
 
 * Opus (``libopus``): the source's channel count, ``audio_encoding.max_bitrate`` or
   32 kbit/s per channel, ``application=voip`` (mono) / ``audio`` (stereo), 20 ms frames,
@@ -21,6 +23,7 @@ import itertools
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +31,7 @@ import av
 import numpy as np
 
 from ..types import TrackPublishOptions, VideoBufferType, VideoCodec
+from . import opus_native
 from .video_frame import VideoFrame
 
 __all__ = [
@@ -123,19 +127,49 @@ def default_video_bitrate(width: int, height: int, fps: float = 30.0) -> int:
     return int(max(50_000, rate))
 
 
+def _load_audioop() -> Any:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import audioop  # stdlib up to 3.12, the audioop-lts package after
+    except ImportError:
+        return None
+    return audioop
+
+
+_audioop = _load_audioop()
+
+
 def audio_level_dbov(pcm: bytes) -> int:
     """RFC 6464 level (0 = loudest, 127 = silence) of int16 PCM."""
-    x = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
-    if x.size == 0:
+    n = len(pcm) // 2
+    if n == 0:
         return 127
-    rms = math.sqrt(float(np.dot(x, x)) / x.size) / 32768.0
+    r = -1
+    if _audioop is not None:
+        # one C call: a tenth of numpy's cost on a cold cache (it runs once per packet);
+        # its integer result is too coarse below -54 dBov, where numpy takes over
+        r = _audioop.rms(pcm, 2)
+        if r == 0 and _audioop.max(pcm, 2) == 0:
+            return 127
+    if r >= 64:
+        rms = r / 32768.0
+    else:
+        x = np.frombuffer(pcm, dtype=np.int16, count=n).astype(np.float32)
+        rms = math.sqrt(float(np.dot(x, x)) / n) / 32768.0
     if rms <= 1e-7:
         return 127
     return max(0, min(127, round(-20.0 * math.log10(rms))))
 
 
 class OpusPacketEncoder:
-    """20 ms PCM chunks in, ``av.Packet`` s (48 kHz pts) out."""
+    """20 ms PCM chunks in, Opus packets (48 kHz pts) out.
+
+    At the Opus rates (8/12/16/24/48 kHz) libopus is called directly through
+    :mod:`.opus_native` when it can be loaded; other rates (and the fallback) go through
+    PyAV's ``libopus`` after a resampler. ``encode_payloads`` returns ``(bytes, pts)``
+    pairs (the publish path); ``encode`` returns ``av.Packet`` s.
+    """
 
     def __init__(self, sample_rate: int, channels: int, config: AudioEncoderConfig) -> None:
         self.config = config
@@ -143,29 +177,81 @@ class OpusPacketEncoder:
         self._in_channels = channels
         self._layout = "stereo" if channels == 2 else "mono"
         enc_rate = sample_rate if sample_rate in _OPUS_RATES else 48000
+        self._enc_rate = enc_rate
         self._resampler: Any = None
+        self._native: opus_native.OpusEncoder | None = None
+        self._codec: Any = None
         if enc_rate != sample_rate:
             self._resampler = av.AudioResampler(
                 format="s16", layout=self._layout, rate=48000, frame_size=960
             )
-        codec: Any = av.CodecContext.create("libopus", "w")
-        codec.sample_rate = enc_rate
-        codec.layout = self._layout
-        codec.format = "s16"
-        codec.bit_rate = config.bitrate
-        codec.time_base = fractions.Fraction(1, enc_rate)
-        codec.options = {
-            "application": "voip" if channels == 1 else "audio",
-            "frame_duration": "20",
-            "vbr": "constrained",
-            "fec": "1",  # used by libopus once a packet-loss rate is known
-            "dtx": "1" if config.dtx else "0",
-        }
-        codec.open()
-        self._codec = codec
+        elif opus_native.available():
+            try:
+                self._native = opus_native.OpusEncoder(
+                    enc_rate, channels, config.bitrate, voip=channels == 1, dtx=config.dtx
+                )
+            except (opus_native.OpusError, ValueError):
+                logger.warning("native Opus encoder unavailable; using PyAV", exc_info=True)
+        if self._native is None:
+            self._codec = self._open_pyav()
         self._dtx_run = 0
         self._next_pts: int | None = None
         self.packets_out = 0
+
+    @property
+    def channels(self) -> int:
+        """Channels encoded (the source's: mono stays mono on the wire)."""
+        return self._in_channels
+
+    @property
+    def native(self) -> bool:
+        """True when libopus is called directly (no PyAV objects per frame)."""
+        return self._native is not None
+
+    def _open_pyav(self) -> Any:
+        codec: Any = av.CodecContext.create("libopus", "w")
+        codec.sample_rate = self._enc_rate
+        codec.layout = self._layout
+        codec.format = "s16"
+        codec.bit_rate = self.config.bitrate
+        codec.time_base = fractions.Fraction(1, self._enc_rate)
+        codec.options = {
+            "application": "voip" if self._in_channels == 1 else "audio",
+            "frame_duration": "20",
+            "vbr": "constrained",
+            "fec": "1",  # used by libopus once a packet-loss rate is known
+            "dtx": "1" if self.config.dtx else "0",
+        }
+        codec.open()
+        return codec
+
+    def _sync_pts(self, pts: int) -> None:
+        slack = 960 if self._resampler is None else 2880
+        if self._next_pts is None or pts >= self._next_pts + slack:
+            self._next_pts = pts
+
+    def _keep(self, size: int) -> bool:
+        """DTX: drop silence frames (<= 3 bytes) except one every ``_DTX_KEEPALIVE``."""
+        if self.config.dtx and size <= 3:
+            self._dtx_run += 1
+            return self._dtx_run % _DTX_KEEPALIVE == 1
+        self._dtx_run = 0
+        return True
+
+    def encode_payloads(self, pcm: bytes, pts: int) -> list[tuple[bytes, int]]:
+        """Encode one chunk into ``(payload, pts)`` pairs; see :meth:`encode` for ``pts``."""
+        native = self._native
+        if native is None:
+            return [(bytes(p), p.pts) for p in self.encode(pcm, pts)]
+        self._sync_pts(pts)
+        payload = native.encode(pcm)
+        packet_pts = self._next_pts
+        assert packet_pts is not None
+        self._next_pts = packet_pts + 960
+        if self.config.dtx and not self._keep(len(payload)):
+            return []
+        self.packets_out += 1
+        return [(payload, packet_pts)]
 
     def encode(self, pcm: bytes, pts: int) -> list[Any]:
         """Encode one chunk; ``pts`` is the chunk's start on the 48 kHz clock.
@@ -173,25 +259,28 @@ class OpusPacketEncoder:
         Packets get consecutive 20 ms timestamps; after a gap in the source clock (idle
         source, skipped tick) the timestamps jump to ``pts``.
         """
-        slack = 960 if self._resampler is None else 2880
-        if self._next_pts is None or pts >= self._next_pts + slack:
-            self._next_pts = pts
+        if self._native is not None:
+            out = []
+            for payload, packet_pts in self.encode_payloads(pcm, pts):
+                packet = av.Packet(payload)
+                packet.pts = packet_pts
+                packet.time_base = AUDIO_TIME_BASE
+                out.append(packet)
+            return out
+        self._sync_pts(pts)
         arr = np.frombuffer(pcm, dtype=np.int16).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(arr, format="s16", layout=self._layout)
         frame.sample_rate = self._in_rate
         frames = [frame] if self._resampler is None else self._resampler.resample(frame)
-        out: list[Any] = []
+        out = []
         for f in frames:
             for packet in self._codec.encode(f):
-                packet_pts = self._next_pts
-                self._next_pts += 960
-                if self.config.dtx and packet.size <= 3:
-                    self._dtx_run += 1
-                    if self._dtx_run % _DTX_KEEPALIVE != 1:
-                        continue
-                else:
-                    self._dtx_run = 0
-                packet.pts = packet_pts
+                next_pts = self._next_pts
+                assert next_pts is not None
+                self._next_pts = next_pts + 960
+                if not self._keep(packet.size):
+                    continue
+                packet.pts = next_pts
                 packet.time_base = AUDIO_TIME_BASE
                 out.append(packet)
         self.packets_out += len(out)

@@ -10,6 +10,15 @@ tests) raw ``av`` frames are returned and aiortc's own encoder is used.
   and puts the RFC 6464 audio level on audio packets (aiortc omits it on the
   ``pack()`` path);
 * ``_send_keyframe()`` (PLI/FIR): forces a keyframe on the next video encode.
+
+Audio fast path: once the sender's RTP loop asks for the first frame of a negotiated
+Opus codec, the wrapper parks that loop (it waits until the track stops or is detached)
+and arms a :class:`.rtp_direct.DirectRtpWriter`. From then on every chunk the
+``AudioSource`` plays out is encoded (libopus through ``ctypes``) and sent as one RTP
+packet synchronously, inside the source's playout call: no queue, no task switch, no
+``RtpPacket``. aiortc's RTCP loop still sends the sender reports from counters the
+writer keeps up to date. Without a sender, or for another codec, the queue + ``recv()``
+path below is used.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from . import codecs
 from .audio_source import AudioSource
+from .rtp_direct import DirectRtpWriter
 from .video_source import CapturedFrame, VideoSource
 
 __all__ = ["LocalAudioRtcTrack", "LocalVideoRtcTrack"]
@@ -44,10 +54,15 @@ class _LocalRtcTrack(MediaStreamTrack):
         self.force_keyframe = False
         self.audio_level: int | None = None
 
+    def _park(self, sender: Any, codec: Any) -> asyncio.Future[None] | None:
+        """Take over the sending of ``sender`` (fast path): a future to park its loop on."""
+        return None
+
     def attach_sender(self, sender: Any) -> None:
         if self.sender is sender:
             return
         self.sender = sender
+        self._sender_changed()
         if sender is None:
             return
         track = self
@@ -56,6 +71,13 @@ class _LocalRtcTrack(MediaStreamTrack):
 
         async def _next_encoded_frame(codec: Any) -> Any:
             track.codec_mime = codec.mimeType.lower()
+            if track.sender is sender:
+                parked = track._park(sender, codec)
+                if parked is not None:
+                    await parked  # until the track stops or the fast path is disarmed
+                    if track.readyState != "live":
+                        raise MediaStreamError
+                    return None
             enc = await orig_next(codec)
             if enc is not None and track.kind == "audio" and track.audio_level is not None:
                 enc.audio_level = -track.audio_level  # aiortc negates it
@@ -67,6 +89,9 @@ class _LocalRtcTrack(MediaStreamTrack):
 
         sender._next_encoded_frame = _next_encoded_frame
         sender._send_keyframe = _send_keyframe
+
+    def _sender_changed(self) -> None:
+        """Hook: the attached sender changed (fast-path state must follow)."""
 
 
 class LocalAudioRtcTrack(_LocalRtcTrack):
@@ -83,14 +108,58 @@ class LocalAudioRtcTrack(_LocalRtcTrack):
         self._waiter: asyncio.Future[None] | None = None
         self._consuming = False
         self._layout = "stereo" if source.num_channels == 2 else "mono"
+        # fast path: (sender, writer) of the attached sender, and the future its loop parks on
+        self._writer: DirectRtpWriter | None = None
+        self._writer_of: Any = None
+        self._parked: asyncio.Future[None] | None = None
         source._add_sink(self._on_chunk)
+
+    @property
+    def direct(self) -> bool:
+        """True while packets go out through the direct RTP writer."""
+        return self._parked is not None
 
     def configure(self, config: codecs.AudioEncoderConfig) -> None:
         self.config = config
         self._encoder = None  # re-created with the new settings on the next chunk
 
+    def _park(self, sender: Any, codec: Any) -> asyncio.Future[None] | None:
+        if self.readyState != "live" or codec.mimeType.lower() != "audio/opus":
+            return None
+        if self._writer_of is not sender:
+            self._writer = DirectRtpWriter.create(sender, codec)
+            self._writer_of = sender
+        if self._writer is None:
+            return None
+        parked = self._parked
+        if parked is None or parked.done():
+            parked = self._parked = asyncio.get_running_loop().create_future()
+        return parked
+
+    def _unpark(self) -> None:
+        parked, self._parked = self._parked, None
+        if parked is not None and not parked.done():
+            parked.set_result(None)
+
+    def _sender_changed(self) -> None:
+        self._unpark()
+
     def _on_chunk(self, pcm: bytes, pts: int) -> None:
-        if self.muted or not self._consuming:
+        if self.muted:
+            return
+        if self._parked is not None:
+            writer = self._writer
+            encoder = self._encoder
+            if encoder is None:
+                encoder = self._encoder = codecs.OpusPacketEncoder(
+                    self._source.sample_rate, self._source.num_channels, self.config
+                )
+            level = codecs.audio_level_dbov(pcm)
+            self.audio_level = level
+            for payload, packet_pts in encoder.encode_payloads(pcm, pts):
+                writer.send(payload, packet_pts, level)  # type: ignore[union-attr]
+            return
+        if not self._consuming:
             return
         level = codecs.audio_level_dbov(pcm)
         if self.sender is None or self.codec_mime not in (None, "audio/opus"):
@@ -133,6 +202,7 @@ class LocalAudioRtcTrack(_LocalRtcTrack):
     def stop(self) -> None:
         self._source._remove_sink(self._on_chunk)
         super().stop()
+        self._unpark()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
