@@ -243,7 +243,9 @@ async def _relay_main(args: argparse.Namespace) -> dict[str, Any]:
         recv1 = await _recv(conn)
         dropped = sum(s.sender._lk_queue.dropped for f in fws for s in f._subscriptions.values())
         socket_drops = sum(
-            s.sender._lk_dropped_socket for f in fws for s in f._subscriptions.values()
+            s.sender._lk_dropped_socket + s.sender._lk_out.dropped_socket
+            for f in fws
+            for s in f._subscriptions.values()
         )
         wall = wall1 - wall0
         forwarded = fwd1 - fwd0

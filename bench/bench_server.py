@@ -15,7 +15,13 @@ of one core (user and sys too), CPU µs per forwarded packet and the packets/s p
 extrapolates to (``1e6 / µs``).
 
     scripts/netns-run python bench/bench_server.py [--participants 10] [--seconds 10]
-        [--client aiolivekit|official]
+        [--client aiolivekit|official] [--repeat N]
+
+Each result line also has ``threads_cpu_pct`` (the server's busiest threads, % of a core).
+Profiling our server (only ours runs then): ``--profile PATH`` (cProfile; its overhead
+distorts a packet-rate workload) or ``--sample PATH`` (a 1 kHz sampler of the event-loop
+thread's Python stack, collapsed stacks; set ``BENCH_SERVER_SNIPPET=file.py`` to run the
+server under another wrapper instead, e.g. one that times chosen functions).
 """
 
 from __future__ import annotations
@@ -60,6 +66,25 @@ def proc_cpu_seconds(pid: int) -> tuple[float, float]:
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime (14, 15)
 
 
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """user+sys CPU seconds per thread of process ``pid`` ("tid:name" keys)."""
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                head, _, rest = f.read().rpartition(")")
+        except OSError:
+            continue
+        fields = rest.split()
+        name = head.partition("(")[2]
+        out[f"{tid}:{name}"] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
 _PROFILE_SNIPPET = (
     "import cProfile, sys, time\n"
     "from aiolivekit.cli import main\n"
@@ -74,11 +99,49 @@ _PROFILE_SNIPPET = (
 )
 
 
+# sampling profiler for the server's event-loop thread: every ~1 ms its Python stack is
+# recorded (collapsed "f1;f2;f3 count" lines written at exit); cheap enough to leave the
+# packet rate intact, unlike cProfile. Samples whose innermost frame is the selector are
+# the idle loop. The GIL switch interval is lowered so samples are not all taken at the
+# loop's GIL-releasing calls.
+_SAMPLE_SNIPPET = (
+    "import collections, sys, threading, time, atexit, signal\n"
+    "from aiolivekit.cli import main\n"
+    "out = sys.argv[1]\n"
+    "counts = collections.Counter()\n"
+    "main_id = threading.main_thread().ident\n"
+    "stop = False\n"
+    "def sampler():\n"
+    "    while not stop:\n"
+    "        time.sleep(0.001)\n"
+    "        f = sys._current_frames().get(main_id)\n"
+    "        stack = []\n"
+    "        while f is not None:\n"
+    "            c = f.f_code\n"
+    "            stack.append(f'{c.co_filename.rsplit(\"/\", 2)[-1]}:{c.co_name}')\n"
+    "            f = f.f_back\n"
+    "        counts[';'.join(reversed(stack))] += 1\n"
+    "def dump():\n"
+    "    global stop\n"
+    "    stop = True\n"
+    "    with open(out, 'w') as fh:\n"
+    "        for k, v in counts.most_common():\n"
+    "            fh.write(f'{k} {v}\\n')\n"
+    "atexit.register(dump)\n"
+    "sys.setswitchinterval(0.0002)\n"
+    "threading.Thread(target=sampler, daemon=True).start()\n"
+    "main(sys.argv[2:])\n"
+)
+
+
 class OurServerProcess:
     """``python -m aiolivekit serve`` on a free loopback port."""
 
-    def __init__(self, profile: str | None = None) -> None:
+    def __init__(self, profile: str | None = None, sample: str | None = None) -> None:
         self.profile = profile
+        self.sample = sample
+        custom = os.environ.get("BENCH_SERVER_SNIPPET")  # a file with another wrapper
+        self.sample_snippet = Path(custom).read_text() if custom else _SAMPLE_SNIPPET
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tempfile.NamedTemporaryFile(prefix="bench-serve-", suffix=".log", delete=False)
@@ -96,6 +159,8 @@ class OurServerProcess:
         # cProfile with a CPU-time clock (its default clock is wall time, which would charge
         # a blocking/descheduled syscall to the function); written at SIGTERM (clean exit)
         prof = ["-c", _PROFILE_SNIPPET, self.profile] if self.profile else ["-m", "aiolivekit"]
+        if self.sample:
+            prof = ["-c", self.sample_snippet, self.sample]
         self.proc = subprocess.Popen(
             [sys.executable, *prof, "serve", "--bind", "127.0.0.1",
              "--port", str(self.port), "--keys", f"{DEFAULT_KEY}:{DEFAULT_SECRET}"],
@@ -130,10 +195,12 @@ async def measure(
     seconds: float, room: str,
 ) -> dict[str, Any]:
     marks: dict[str, tuple[tuple[float, float], float]] = {}
+    threads: dict[str, dict[str, float]] = {}
 
     def on_event(obj: dict[str, Any]) -> None:
         if obj.get("event") in ("window", "end"):
             marks[obj["event"]] = (proc_cpu_seconds(pid), time.monotonic())
+            threads[obj["event"]] = thread_cpu_seconds(pid)
 
     tokens = [server.token(f"p{i}", room) for i in range(participants)]
     res = await run_worker(
@@ -151,6 +218,12 @@ async def measure(
     # per-packet cost over the nominal forwarded rate (N x (N-1) x 50/s of 20 ms packets):
     # the subscribers' own counts are reported too but vary by a few % with stats timing
     pps = float(participants * (participants - 1) * 50)
+    per_thread = {
+        k: round(100 * (v - threads["window"].get(k, 0.0)) / wall, 2)
+        for k, v in threads.get("end", {}).items()
+    }
+    busy_threads = dict(sorted(((k, v) for k, v in per_thread.items() if v > 0.0),
+                               key=lambda kv: -kv[1])[:8])
     return {
         "nominal_pps": pps,
         "server_user_pct": 100 * (u1 - u0) / wall,
@@ -163,20 +236,22 @@ async def measure(
         "server_cpu_pct": 100 * cpu / wall,
         "us_per_packet": 1e6 * cpu / wall / pps if pps else None,
         "pps_per_core": pps * wall / cpu if cpu else None,
+        "threads_cpu_pct": busy_threads,
+        "threads": len(per_thread),
     }
 
 
 async def run_all(
     participants: int, seconds: float, repeat: int, client: str, log: Any = print,
-    profile: str | None = None,
+    profile: str | None = None, sample: str | None = None,
 ) -> list[dict[str, Any]]:
     client_python = str(OFFICIAL_PY) if client == "official" else sys.executable
     if client == "official" and not OFFICIAL_PY.is_file():
         client, client_python = "aiolivekit", sys.executable
     rows: list[dict[str, Any]] = []
     bench = f"server_{participants}p_audio_room [client={client}]"
-    ours = OurServerProcess(profile)
-    binary = None if profile else find_livekit_server()
+    ours = OurServerProcess(profile, sample)
+    binary = None if profile or sample else find_livekit_server()
     lk = LiveKitServerProcess(binary, log_path=os.devnull) if binary else None
     try:
         await ours.start()
@@ -231,6 +306,9 @@ def main() -> None:
     ap.add_argument("--profile", metavar="PATH",
                     help="run only our server, under cProfile, writing its stats to PATH "
                          "(read with: python -m pstats PATH)")
+    ap.add_argument("--sample", metavar="PATH",
+                    help="run only our server under a 1 kHz stack sampler of its event-loop "
+                         "thread, writing collapsed stacks to PATH")
     args = ap.parse_args()
     from aiolivekit.testing.netns import in_private_netns
 
@@ -238,7 +316,8 @@ def main() -> None:
         netns_run = HERE.parent / "scripts" / "netns-run"
         os.execv(str(netns_run), [str(netns_run), sys.executable, *sys.argv])
     rows = asyncio.run(run_all(args.participants, args.seconds, args.repeat, args.client,
-                               lambda m: print(m, file=sys.stderr), args.profile))
+                               lambda m: print(m, file=sys.stderr), args.profile,
+                               args.sample))
     for r in rows:
         print(json.dumps(r))
 

@@ -240,6 +240,7 @@ async def test_opus_sine_forwarded_with_440hz_dominant(
     fast_path: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(forwarder_module, "FAST_PATH", fast_path)
+    monkeypatch.setattr(forwarder_module, "RAW_RECEIVE", fast_path)
     room = Room()
 
     async def body() -> None:
@@ -253,6 +254,23 @@ async def test_opus_sine_forwarded_with_440hz_dominant(
         assert abs(freq - 440.0) < 5.0, freq
         assert fw.packets_forwarded >= 100
         assert transceiver.sender._lk_fast is fast_path
+        # the forwarding sender's own sender reports reach the subscriber (first one
+        # 0.5-1.5 s after the start) with its SSRC and a plausible packet count
+        sub_pc = room.subs[0][1]
+        sub_receiver = next(t.receiver for t in sub_pc.getTransceivers() if t.kind == "audio")
+        lsr = sub_receiver._RTCRtpReceiver__lsr
+        await until(lambda: transceiver.sender._ssrc in lsr, timeout=3, what="a sender report")
+        report = next(
+            st for st in (await sub_receiver.getStats()).values()
+            if st.type == "remote-outbound-rtp"
+        )
+        assert report.ssrc == transceiver.sender._ssrc
+        assert 0 < report.packetsSent <= fw.packets_forwarded
+        tap = fw._tap
+        if fast_path:  # the publisher's packets came straight from the UDP socket
+            assert tap is not None and tap.packets >= 50 and fw._raw_ssrc in tap.routes
+        else:
+            assert tap is None
 
     try:
         await run_bounded(body())
@@ -504,11 +522,6 @@ async def test_opaque_payloads_pass_through_byte_identical() -> None:
     room = Room()
     received: list[bytes] = []
 
-    class PayloadTap(forwarder_module.ForwardingReceiver):
-        async def _handle_rtp_packet(self, packet: Any, arrival_time_ms: int) -> None:
-            received.append(packet.payload)
-            await super()._handle_rtp_packet(packet, arrival_time_ms)
-
     async def body() -> None:
         source = OpaquePacketTrack()
         fw = await room.publish(source)
@@ -518,8 +531,10 @@ async def test_opaque_payloads_pass_through_byte_identical() -> None:
         @sub.on("track")
         def on_track(remote: MediaStreamTrack) -> None:
             receiver = next(t.receiver for t in sub.getTransceivers() if t.receiver.track is remote)
-            TrackForwarder.attach(receiver, remote.kind)  # no decoding of opaque bytes
-            receiver.__class__ = PayloadTap
+            # no decoding of opaque bytes; the payloads are captured where the sub-side
+            # forwarder would fan them out (raw receive path or aiortc's, whichever ran)
+            tap = TrackForwarder.attach(receiver, remote.kind)
+            tap._dispatch = lambda p: received.append(bytes(p.payload))  # type: ignore[method-assign]
 
         await negotiate(relay_out, sub)
         await until(lambda: len(received) >= 50, what="50 opaque packets")

@@ -16,6 +16,7 @@ from aiolivekit.server.rtp_rewrite import (
     h264_fmtp_score,
     is_keyframe_start,
     ntp_time,
+    parse_rtp_header,
     rtx_wrap,
     seq_newer,
 )
@@ -287,3 +288,78 @@ def test_build_simple_matches_build(ids: dict[str, int], level: tuple[bool, int]
         fast = w.build_simple(marker, 65535, 0xFFFFFFFF, payload, level, 0xABCDEF)
         assert fast == full
         assert fast[hl:] == payload
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        {},
+        {"mid_id": 1},
+        {"mid_id": 1, "abs_send_time_id": 3},
+        {"mid_id": 1, "audio_level_id": 2},
+        {"mid_id": 4, "abs_send_time_id": 3, "audio_level_id": 2},
+        {"abs_send_time_id": 3},
+        {"audio_level_id": 2},
+    ],
+)
+@pytest.mark.parametrize("level", [None, (True, 42), (False, 127)])
+def test_write_into_matches_build_simple(
+    ids: dict[str, int], level: tuple[bool, int] | None
+) -> None:
+    w = RtpHeaderWriter(0x01020304, 111, mid="12", **ids)
+    payload = b"\x01\x02\x03payload"
+    for marker in (0, 1):
+        buf = bytearray(b"\xee" * 100)  # stale bytes must not leak into the packet
+        n = w.write_into(buf, marker, 65535, 0xFFFFFFFF, payload, level, 0xABCDEF)
+        assert bytes(buf[:n]) == w.build_simple(marker, 65535, 0xFFFFFFFF, payload, level,
+                                                0xABCDEF)
+        assert buf[n:] == b"\xee" * (100 - n)
+
+
+def test_parse_rtp_header_reads_what_the_writer_wrote() -> None:
+    w = RtpHeaderWriter(0xDEADBEEF, 96, mid="7", mid_id=1, abs_send_time_id=3, audio_level_id=2)
+    payload = bytes(range(40))
+    data = w.build_simple(1, 4242, 0x12345678, payload, (True, 17), 0x010203)
+    marker, pt, seq, ts, ssrc, start, end, level = parse_rtp_header(data, 2)
+    assert (marker, pt, seq, ts, ssrc, level) == (1, 96, 4242, 0x12345678, 0xDEADBEEF, (True, 17))
+    assert data[start:end] == payload
+    # unknown id: no level; CSRCs and padding excluded from the payload
+    data, hl = w.build(0, 1, 2, payload, csrc=[5, 6, 7], audio_level=(False, 99), padding_size=4)
+    marker, pt, seq, ts, ssrc, start, end, level = parse_rtp_header(data, 9)
+    assert (marker, seq, ts, level, start) == (0, 1, 2, None, hl)
+    assert data[start:end] == payload
+    assert parse_rtp_header(data, 2)[7] == (False, 99)
+    # no extension at all
+    plain = RtpHeaderWriter(1, 0).build_simple(0, 9, 9, b"xyz", None, 0)
+    assert parse_rtp_header(plain, 2)[5:] == (12, 15, None)
+
+
+def test_parse_rtp_header_two_byte_extensions() -> None:
+    # RFC 8285 two-byte form (0x100X): id 5 = audio level, after a 3-byte element id 1
+    ext = bytes([1, 3, 0xAA, 0xBB, 0xCC, 5, 1, 0x80 | 33, 0, 0, 0])  # padded to 12 below
+    ext += bytes((-len(ext)) % 4)
+    header = struct.pack("!BBHII", 0x90, 111, 1, 2, 3) + b"\x10\x00" + struct.pack(
+        "!H", len(ext) // 4
+    )
+    data = header + ext + b"opus"
+    parsed = parse_rtp_header(data, 5)
+    assert parsed[7] == (True, 33)
+    assert data[parsed[5] : parsed[6]] == b"opus"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        bytes(11),
+        bytes([0x40]) + bytes(11),  # version 1
+        bytes([0x90]) + bytes(11) + b"\xbe\xde",  # extension header cut
+        bytes([0x90]) + bytes(11) + b"\xbe\xde\x00\x05" + bytes(4),  # extension too long
+        bytes([0xA0]) + bytes(11) + b"x\x00",  # padding length 0
+        bytes([0xA0]) + bytes(11) + b"\x09",  # padding longer than the packet
+        bytes([0x8F]) + bytes(11),  # 15 CSRCs announced, none present
+    ],
+)
+def test_parse_rtp_header_rejects_malformed(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_rtp_header(data, 1)

@@ -11,11 +11,18 @@ header extensions (:mod:`.rtp_rewrite`), keeps its own history to answer NACKs,
 updates the sender-report counters and SRTP-sends through the transport. Subscriber
 PLI/FIR become a (rate-limited) PLI toward the publisher.
 
-Performance: when a subscriber's transport is connected and its queue is empty, the
-packet is rewritten, protected and written to the UDP socket synchronously from the
-publisher's receive path (no task switch per packet and subscriber); the queue and the
-RTP task take over otherwise. The publisher receiver's jitter buffer is replaced by one
-that never assembles frames (nothing is decoded). See ``bench/bench_forwarder.py``.
+Performance (see ``bench/bench_forwarder.py`` and ``bench/bench_server.py``):
+
+* Audio publishers' RTP is taken straight from the UDP socket by a
+  :class:`~.rtp_io.ReceiveTap` once the first packet of a source went through aiortc
+  (unprotect, header parse, aiortc's RR statistics updated, nothing else); RTX, video
+  (aiortc's NACK generation and REMB stay) and everything else use aiortc's receiver.
+* Per subscriber a :class:`_FastOut` (``__slots__``) rewrites the header straight into
+  the transport's SRTP buffer, protects it in place and hands the datagram back; the
+  fan-out then sends all datagrams back to back with ``socket.sendto`` (a loopback send
+  wakes the subscriber, which may take this CPU and its caches before the next send).
+  The sender's queue and RTP task take over whenever the fast path cannot be used.
+* Sender reports: about every 5 s for audio, 1 s for video (libwebrtc's intervals).
 
 This module depends on private names of aiortc 1.16.0; they are checked when a
 forwarder is attached and a :class:`AiortcCompatibilityError` names what is missing.
@@ -28,7 +35,9 @@ import collections
 import logging
 import queue
 import random
+import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiortc
@@ -41,9 +50,18 @@ from aiortc.rtcrtpparameters import (
     RTCRtpReceiveParameters,
     RTCRtpSendParameters,
 )
-from aiortc.rtp import RtpPacket, unwrap_rtx
+from aiortc.rtp import (
+    RtcpByePacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+    RtpPacket,
+    unwrap_rtx,
+)
 
 from ..errors import AioLiveKitError
+from .rtp_io import FastSrtp, ReceiveTap, fast_srtp_for, srtp_available
 from .rtp_rewrite import (
     KeyframeRequestLimiter,
     RtpHeaderWriter,
@@ -52,6 +70,7 @@ from .rtp_rewrite import (
     h264_fmtp_score,
     is_keyframe_start,
     ntp_time,
+    parse_rtp_header,
     rtx_wrap,
 )
 
@@ -77,6 +96,12 @@ AUDIO_HISTORY_SIZE = 128
 KEYFRAME_MIN_INTERVAL = 0.5  # seconds between PLIs sent upstream
 SOCKET_BUFFER_LIMIT = 1 << 20  # bytes buffered by asyncio's UDP transport before dropping
 FAST_PATH = True  # send synchronously from the receive path when the transport allows
+FAST_OUT = True  # per-subscriber _FastOut: header written into the SRTP buffer, no copies
+RTCP_INTERVAL_AUDIO = 5.0  # mean seconds between sender reports (libwebrtc's values)
+RTCP_INTERVAL_VIDEO = 1.0
+MAX_FAST_PAYLOAD = 1400  # larger payloads take the aiortc send path (buffer headroom)
+# audio: take the publisher's packets from the UDP socket (rtp_io.ReceiveTap), not aiortc
+RAW_RECEIVE = True
 _DTLS_CONNECTED = State.CONNECTED
 
 _RECEIVER_ATTRS = (
@@ -98,8 +123,19 @@ _SENDER_ATTRS = (
     "_RTCRtpSender__rtx_sequence_number",
     "_RTCRtpSender__mid",
     "_RTCRtpSender__started",
+    "_RTCRtpSender__rtcp_started",
+    "_RTCRtpSender__rtcp_exited",
+    "_RTCRtpSender__lsr",
 )
-_SENDER_METHODS = ("_run_rtp", "_retransmit", "_send_keyframe", "send", "_handle_rtcp_packet")
+_SENDER_METHODS = (
+    "_run_rtp",
+    "_run_rtcp",
+    "_send_rtcp",
+    "_retransmit",
+    "_send_keyframe",
+    "send",
+    "_handle_rtcp_packet",
+)
 
 
 if getattr(aiortc, "__version__", None) != SUPPORTED_AIORTC:
@@ -148,13 +184,73 @@ class _NoFrameJitterBuffer:
         return False, None
 
 
+class _InPacket:
+    """One publisher RTP packet, parsed once and shared by every subscriber.
+
+    The attribute names follow aiortc's ``RtpPacket`` where they overlap, so aiortc's
+    ``StreamStatistics.add`` accepts it.
+    """
+
+    __slots__ = (
+        "audio_level",
+        "csrc",
+        "marker",
+        "padding_size",
+        "payload",
+        "payload_type",
+        "sequence_number",
+        "simple",
+        "ssrc",
+        "timestamp",
+    )
+
+    def __init__(
+        self,
+        marker: int,
+        payload_type: int,
+        sequence_number: int,
+        timestamp: int,
+        ssrc: int,
+        payload: bytes,
+        audio_level: tuple[bool, int] | None,
+        csrc: list[int] | None = None,
+        padding_size: int = 0,
+    ) -> None:
+        self.marker = marker
+        self.payload_type = payload_type
+        self.sequence_number = sequence_number
+        self.timestamp = timestamp
+        self.ssrc = ssrc
+        self.payload = payload
+        self.audio_level = audio_level
+        self.csrc = csrc
+        self.padding_size = padding_size
+        # what the per-subscriber fast path handles: no CSRCs, no padding, room in the
+        # SRTP buffer
+        self.simple = not csrc and not padding_size and len(payload) <= MAX_FAST_PAYLOAD
+
+    @classmethod
+    def from_rtp(cls, packet: RtpPacket) -> _InPacket:
+        return cls(
+            packet.marker,
+            packet.payload_type,
+            packet.sequence_number,
+            packet.timestamp,
+            packet.ssrc,
+            packet.payload,
+            packet.extensions.audio_level,
+            packet.csrc or None,
+            packet.padding_size,
+        )
+
+
 class _PacketQueue:
     """Bounded single-consumer queue; when full the oldest packet is dropped."""
 
     __slots__ = ("_items", "_waiter", "dropped", "maxlen")
 
     def __init__(self, maxlen: int) -> None:
-        self._items: collections.deque[RtpPacket] = collections.deque()
+        self._items: collections.deque[_InPacket] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self.maxlen = maxlen
         self.dropped = 0
@@ -162,7 +258,7 @@ class _PacketQueue:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, packet: RtpPacket) -> None:
+    def put(self, packet: _InPacket) -> None:
         items = self._items
         if len(items) >= self.maxlen:
             items.popleft()
@@ -226,6 +322,138 @@ class ForwardingReceiver(RTCRtpReceiver):
         await super()._handle_rtp_packet(packet, arrival_time_ms)
 
 
+class _FastOut:
+    """The per-subscriber hot path, in one small object (``__slots__``).
+
+    Per forwarded packet it touches only itself, the munger, the header writer and the
+    transport's :class:`~.rtp_io.FastSrtp` buffer: rewrite, write the header and payload
+    straight into the SRTP buffer, protect in place, ``sendto`` on the UDP socket. The
+    sender-report counters live here (the sender exposes them to aiortc through
+    properties), so the large aiortc objects stay out of the per-packet path. Anything
+    unusual (not connected yet, a queue backlog, another route, another payload type,
+    CSRCs/padding) goes through :meth:`ForwardingSender._lk_deliver` instead.
+    """
+
+    __slots__ = (
+        "addr",
+        "buf",
+        "cdata",
+        "count",
+        "dropped_socket",
+        "fast_srtp",
+        "forwarder",
+        "history",
+        "history_size",
+        "items",
+        "len_p",
+        "mime",
+        "munger",
+        "nominated",
+        "ntp",
+        "octets",
+        "pair",
+        "protect",
+        "pts",
+        "ready",
+        "rtp_ts",
+        "sender",
+        "sendto",
+        "srtp",
+        "tx_bytes",
+        "tx_packets",
+        "writer",
+    )
+
+    def __init__(self, sender: ForwardingSender, forwarder: TrackForwarder) -> None:
+        self.sender = sender
+        self.forwarder = forwarder
+        self.items = sender._lk_queue._items
+        self.ready = False
+        self.munger: Any = None  # RtpMunger once armed
+        self.writer: Any = None  # RtpHeaderWriter once armed
+        self.mime = ""
+        self.pts: frozenset[int] = frozenset()
+        self.nominated: dict[int, Any] = {}
+        self.pair: Any = None
+        self.sendto: Any = None
+        self.addr: Any = None
+        self.fast_srtp: FastSrtp | None = None  # owns the libsrtp context behind srtp
+        self.srtp: Any = None
+        self.protect: Any = None
+        self.cdata: Any = None
+        self.buf: Any = None
+        self.len_p: Any = None
+        self.history: dict[int, tuple[int, bytes, int]] | None = None
+        self.history_size = VIDEO_HISTORY_SIZE if forwarder.kind == "video" else AUDIO_HISTORY_SIZE
+        self.count = 0
+        self.octets = 0
+        self.ntp = 0
+        self.rtp_ts = 0
+        self.tx_bytes = 0
+        self.tx_packets = 0
+        self.dropped_socket = 0
+
+    def forward(self, packet: _InPacket, now: float, send_time: int, ntp: int) -> bytes | None:
+        """Rewrite and protect ``packet`` for this subscriber; the caller sends the
+        returned datagram (``None``: dropped, or handled by the sender's own path)."""
+        if (
+            not self.ready
+            or self.items
+            or not packet.simple
+            or self.nominated.get(1) is not self.pair
+            or packet.payload_type not in self.pts
+        ):
+            self.sender._lk_deliver(packet, now, send_time, ntp)
+            return None
+        munger = self.munger
+        payload = packet.payload
+        mapped = munger.rewrite(
+            packet.ssrc,
+            packet.sequence_number,
+            packet.timestamp,
+            now,
+            # only looked at while the gate is (or, for a new source, becomes) closed
+            (not munger._gate_open or packet.ssrc != munger._source_ssrc)
+            and is_keyframe_start(self.mime, payload),
+        )
+        if mapped is None:
+            if munger.needs_keyframe():
+                self.forwarder.request_keyframe()
+            return None
+        seq, ts = mapped
+        buf = self.buf
+        n = self.writer.write_into(buf, packet.marker, seq, ts, payload, packet.audio_level,
+                                   send_time)
+        if self.history is not None:
+            self.history[seq % self.history_size] = (seq, buf[0:n], n - len(payload))
+        self.count += 1
+        self.octets += len(payload)
+        self.ntp = ntp
+        self.rtp_ts = ts
+        len_p = self.len_p
+        len_p[0] = n
+        if self.protect(self.srtp, self.cdata, len_p):
+            return None  # libsrtp refused (e.g. key usage limit): drop
+        n = len_p[0]
+        self.tx_bytes += n
+        self.tx_packets += 1
+        if self.tx_packets & 31 == 0:
+            self.sender._lk_flush_tx_stats()
+        return buf[0:n]  # type: ignore[no-any-return]
+
+
+def _sr_property(field: str, mask: int) -> property:
+    """An aiortc sender-report counter kept in the sender's :class:`_FastOut`."""
+
+    def get(sender: ForwardingSender) -> int:
+        return int(getattr(sender._lk_out, field)) & mask
+
+    def set_(sender: ForwardingSender, value: int) -> None:
+        setattr(sender._lk_out, field, value)
+
+    return property(get, set_)
+
+
 class ForwardingSender(RTCRtpSender):
     """aiortc sender whose RTP loop forwards packets instead of encoding a track.
 
@@ -242,10 +470,29 @@ class ForwardingSender(RTCRtpSender):
     _RTCRtpSender__mid: str | None
     _RTCRtpSender__rtp_started: asyncio.Event
     _RTCRtpSender__rtp_exited: asyncio.Event
-    _RTCRtpSender__ntp_timestamp: int
-    _RTCRtpSender__rtp_timestamp: int
-    _RTCRtpSender__octet_count: int
-    _RTCRtpSender__packet_count: int
+    _RTCRtpSender__rtcp_started: asyncio.Event
+    _RTCRtpSender__rtcp_exited: asyncio.Event
+    _RTCRtpSender__lsr: int | None
+    _RTCRtpSender__lsr_time: float | None
+    _RTCRtpSender__cname: str | None
+
+    # aiortc's RTCP loop reads these for its sender reports; the values live in _lk_out
+    # (data descriptors win over the instance attributes aiortc's __init__ created)
+    _RTCRtpSender__ntp_timestamp = _sr_property("ntp", (1 << 64) - 1)
+    _RTCRtpSender__rtp_timestamp = _sr_property("rtp_ts", 0xFFFFFFFF)
+    _RTCRtpSender__octet_count = _sr_property("octets", 0xFFFFFFFF)
+    _RTCRtpSender__packet_count = _sr_property("count", 0xFFFFFFFF)
+
+    @property  # type: ignore[override]
+    def _enabled(self) -> bool:
+        return self._lk_enabled
+
+    @_enabled.setter
+    def _enabled(self, value: bool) -> None:
+        self._lk_enabled = value
+        out = self.__dict__.get("_lk_out")
+        if out is not None and not value:
+            out.ready = False
 
     _lk_forwarder: TrackForwarder | None
     _lk_queue: _PacketQueue
@@ -254,7 +501,8 @@ class ForwardingSender(RTCRtpSender):
     _lk_fast: bool
     _lk_dtls: Any
     _lk_nominated: dict[int, Any]
-    _lk_route: tuple[Any, Any, tuple[str, int]] | None
+    _lk_route: tuple[Any, Callable[[bytes, Any], Any], tuple[str, int]] | None
+    _lk_srtp: FastSrtp | None
     _lk_munger: RtpMunger | None
     _lk_writer: RtpHeaderWriter | None
     _lk_parameters: RTCRtpSendParameters | None
@@ -262,11 +510,12 @@ class ForwardingSender(RTCRtpSender):
     _lk_history_size: int
     _lk_mime: str
     _lk_pt_ok: dict[int, bool]
-    _lk_octets: int
-    _lk_count: int
     _lk_dropped_socket: int
+    _lk_out: _FastOut
+    _lk_enabled: bool
 
     def _lk_setup(self, forwarder: TrackForwarder) -> None:
+        self._lk_enabled = bool(self.__dict__.pop("_enabled", True))
         self._lk_forwarder = forwarder
         self._lk_queue = _PacketQueue(
             VIDEO_QUEUE_SIZE if forwarder.kind == "video" else AUDIO_QUEUE_SIZE
@@ -275,6 +524,7 @@ class ForwardingSender(RTCRtpSender):
         self._lk_running = False
         self._lk_fast = False
         self._lk_route = None
+        self._lk_srtp = None
         self._lk_munger = None
         self._lk_writer = None
         self._lk_parameters = None
@@ -284,13 +534,13 @@ class ForwardingSender(RTCRtpSender):
         )
         self._lk_mime = ""
         self._lk_pt_ok = {}
-        self._lk_octets = 0
-        self._lk_count = 0
         self._lk_dropped_socket = 0
+        self._lk_out = _FastOut(self, forwarder)
 
     def _lk_detach(self) -> None:
         forwarder = self._lk_forwarder
         self._lk_forwarder = None
+        self._lk_out.ready = False
         self._lk_queue.clear()
         if forwarder is not None:
             forwarder._remove_active(self)
@@ -313,7 +563,10 @@ class ForwardingSender(RTCRtpSender):
             forwarder.request_keyframe()
 
     async def _retransmit(self, sequence_number: int) -> None:
-        entry = self._lk_history.get(sequence_number % self._lk_history_size)
+        history = self._lk_out.history
+        if history is None:
+            return
+        entry = history.get(sequence_number % self._lk_history_size)
         if entry is None or entry[0] != sequence_number:
             return
         data = entry[1]
@@ -343,19 +596,20 @@ class ForwardingSender(RTCRtpSender):
 
     # -- per packet -----------------------------------------------------------------
 
-    def _lk_rewrite(self, packet: RtpPacket, now: float, send_time: int, ntp: int) -> bytes | None:
+    def _lk_rewrite(self, packet: _InPacket, now: float, send_time: int, ntp: int) -> bytes | None:
         """Rewrite one publisher packet for this subscriber (``None`` = drop)."""
         forwarder = self._lk_forwarder
         munger = self._lk_munger
-        writer = self._lk_writer
-        if forwarder is None or munger is None or writer is None or not self._enabled:
+        if forwarder is None or munger is None or self._lk_writer is None or not self._enabled:
             return None
         pt = packet.payload_type
         ok = self._lk_pt_ok.get(pt)
         if ok is None:
             in_mime = forwarder._mime_for_pt(pt)
             ok = self._lk_pt_ok[pt] = in_mime is not None and in_mime == self._lk_mime
-            if not ok:
+            if ok:
+                self._lk_out.pts = frozenset(p for p, good in self._lk_pt_ok.items() if good)
+            else:
                 logger.warning(
                     "cannot forward %s to a subscriber that negotiated %s", in_mime, self._lk_mime
                 )
@@ -363,7 +617,7 @@ class ForwardingSender(RTCRtpSender):
             return None
         payload = packet.payload
         keyframe = False
-        if not munger._gate_open:
+        if not munger._gate_open or packet.ssrc != munger._source_ssrc:
             keyframe = is_keyframe_start(self._lk_mime, payload)
         mapped = munger.rewrite(
             packet.ssrc, packet.sequence_number, packet.timestamp, now, keyframe
@@ -372,7 +626,15 @@ class ForwardingSender(RTCRtpSender):
             if munger.needs_keyframe():
                 forwarder.request_keyframe()
             return None
-        seq, ts = mapped
+        return self._lk_build(packet, mapped[0], mapped[1], send_time, ntp)
+
+    def _lk_build(
+        self, packet: _InPacket, seq: int, ts: int, send_time: int, ntp: int
+    ) -> bytes:
+        """Serialise a rewritten packet; record it for NACKs and sender reports."""
+        writer = self._lk_writer
+        assert writer is not None
+        payload = packet.payload
         if packet.csrc or packet.padding_size:
             data, header_len = writer.build(
                 packet.marker,
@@ -380,27 +642,35 @@ class ForwardingSender(RTCRtpSender):
                 ts,
                 payload,
                 csrc=packet.csrc,
-                audio_level=packet.extensions.audio_level,
+                audio_level=packet.audio_level,
                 send_time=send_time,
                 padding_size=packet.padding_size,
             )
         else:
             data = writer.build_simple(
-                packet.marker, seq, ts, payload, packet.extensions.audio_level, send_time
+                packet.marker, seq, ts, payload, packet.audio_level, send_time
             )
             header_len = len(data) - len(payload)
-        self._lk_history[seq % self._lk_history_size] = (seq, data, header_len)
-        self._lk_octets += len(payload)
-        self._lk_count += 1
-        self._RTCRtpSender__ntp_timestamp = ntp
-        self._RTCRtpSender__rtp_timestamp = ts
-        self._RTCRtpSender__octet_count = self._lk_octets & 0xFFFFFFFF
-        self._RTCRtpSender__packet_count = self._lk_count & 0xFFFFFFFF
-        forwarder.packets_forwarded += 1
+        out = self._lk_out
+        if out.history is not None:
+            out.history[seq % self._lk_history_size] = (seq, data, header_len)
+        out.octets += len(payload)
+        out.count += 1
+        out.ntp = ntp
+        out.rtp_ts = ts
+        out.forwarder.packets_forwarded += 1
         return data
 
-    def _lk_deliver(self, packet: RtpPacket, now: float, send_time: int, ntp: int) -> None:
-        """Forward now if the socket is reachable synchronously, else queue."""
+    def _lk_flush_tx_stats(self) -> None:
+        out = self._lk_out
+        dtls = self._lk_dtls
+        dtls._RTCDtlsTransport__tx_bytes += out.tx_bytes
+        dtls._RTCDtlsTransport__tx_packets += out.tx_packets
+        out.tx_bytes = out.tx_packets = 0
+
+    def _lk_deliver(self, packet: _InPacket, now: float, send_time: int, ntp: int) -> None:
+        """Forward now if the socket is reachable synchronously, else queue; arms the
+        :class:`_FastOut` path once everything it needs is in place."""
         if self._lk_fast and not self._lk_queue._items:
             dtls = self._lk_dtls
             if dtls._state is _DTLS_CONNECTED:
@@ -411,17 +681,92 @@ class ForwardingSender(RTCRtpSender):
                         return
                     route = self._lk_route
                     if route is None or route[0] is not pair:
-                        route = self._lk_route = (pair, pair.protocol.transport, pair.remote_addr)
-                    udp = route[1]
-                    if udp is None or udp.get_write_buffer_size() > SOCKET_BUFFER_LIMIT:
+                        route = self._lk_route = _route_for(pair)
+                    srtp = self._lk_srtp
+                    if srtp is None or srtp.session is not dtls._tx_srtp:
+                        srtp = self._lk_srtp = fast_srtp_for(dtls, tx=True)
+                        if srtp is None:
+                            return
+                    self._lk_arm(pair, route, srtp)
+                    data = srtp.protect(data)
+                    try:
+                        route[1](data, route[2])
+                    except OSError:  # includes BlockingIOError: the socket buffer is full
                         self._lk_dropped_socket += 1
                         return
-                    data = dtls._tx_srtp.protect(data)
-                    udp.sendto(data, route[2])
                     dtls._RTCDtlsTransport__tx_bytes += len(data)
                     dtls._RTCDtlsTransport__tx_packets += 1
                     return
         self._lk_queue.put(packet)
+
+    def _lk_arm(
+        self, pair: Any, route: tuple[Any, Callable[[bytes, Any], Any], Any], srtp: FastSrtp
+    ) -> None:
+        out = self._lk_out
+        if not FAST_OUT or not self._lk_running or not self._enabled:
+            out.ready = False
+            return
+        out.nominated = self._lk_nominated
+        out.pair = pair
+        out.sendto = route[1]
+        out.addr = route[2]
+        out.fast_srtp = srtp
+        out.srtp = srtp._srtp
+        out.protect = srtp._protect
+        out.cdata = srtp._cdata
+        out.buf = srtp._buf
+        out.len_p = srtp._len
+        out.munger = self._lk_munger
+        out.writer = self._lk_writer
+        out.mime = self._lk_mime
+        out.ready = True
+
+    # -- RTCP task -------------------------------------------------------------------
+
+    async def _run_rtcp(self) -> None:
+        """aiortc's sender-report loop, with libwebrtc's intervals: about 1 s for video,
+        5 s for audio (aiortc uses 1 s for both; 90 audio senders in a 10-person room
+        then cost as much event-loop time as a tenth of the forwarding)."""
+        self._RTCRtpSender__rtcp_started.set()
+        interval = RTCP_INTERVAL_VIDEO if self.kind == "video" else RTCP_INTERVAL_AUDIO
+        delay = 0.5 + random.random()  # the first report early, like aiortc
+        try:
+            while True:
+                await asyncio.sleep(delay)
+                delay = interval * (0.5 + random.random())
+                await self._send_rtcp(self._lk_sender_report())
+        except asyncio.CancelledError:
+            pass
+        try:
+            await self._send_rtcp([RtcpByePacket(sources=[self._ssrc])])
+        finally:
+            self._RTCRtpSender__rtcp_exited.set()
+
+    def _lk_sender_report(self) -> list[Any]:
+        out = self._lk_out
+        ntp = out.ntp
+        packets: list[Any] = [
+            RtcpSrPacket(
+                ssrc=self._ssrc,
+                sender_info=RtcpSenderInfo(
+                    ntp_timestamp=ntp,
+                    rtp_timestamp=out.rtp_ts & 0xFFFFFFFF,
+                    packet_count=out.count & 0xFFFFFFFF,
+                    octet_count=out.octets & 0xFFFFFFFF,
+                ),
+            )
+        ]
+        # what aiortc's loop records to turn the receiver's LSR/DLSR into a round trip
+        self._RTCRtpSender__lsr = (ntp >> 16) & 0xFFFFFFFF
+        self._RTCRtpSender__lsr_time = time.time()
+        cname = getattr(self, "_RTCRtpSender__cname", None)  # set by send()
+        if cname is not None:
+            packets.append(
+                RtcpSdesPacket(
+                    chunks=[RtcpSourceInfo(ssrc=self._ssrc, items=[(1, cname.encode("utf8"))])]
+                )
+            )
+        return packets
 
     # -- RTP task -------------------------------------------------------------------
 
@@ -436,6 +781,7 @@ class ForwardingSender(RTCRtpSender):
         finally:
             self._lk_running = False
             self._lk_fast = False
+            self._lk_out.ready = False
             if self._lk_forwarder is not None:
                 self._lk_forwarder._remove_active(self)
             track = self.track
@@ -458,6 +804,9 @@ class ForwardingSender(RTCRtpSender):
         munger.set_paused(self._lk_paused)
         self._lk_munger = munger
         self._lk_writer = self._lk_build_writer(codec)
+        # keep packets for NACKs only when the subscriber negotiated NACK for this codec
+        if video or any(fb.type == "nack" and not fb.parameter for fb in codec.rtcpFeedback):
+            self._lk_out.history = self._lk_history
         rtp_queue = self._lk_queue
         items = rtp_queue._items
         send_rtp = self.transport._send_rtp
@@ -481,12 +830,27 @@ class ForwardingSender(RTCRtpSender):
                     await send_rtp(data)
 
 
+def _route_for(pair: Any) -> tuple[Any, Callable[[bytes, Any], Any], tuple[str, int]]:
+    """``(pair, sendto, address)`` for a nominated aioice candidate pair.
+
+    ``sendto`` is the UDP socket's own method when the asyncio transport has nothing
+    buffered (it only buffers after EAGAIN): it skips asyncio's checks; a full socket
+    buffer then raises and the packet is dropped, as a real network would.
+    """
+    udp = pair.protocol.transport
+    sock = getattr(udp, "_sock", None)
+    if sock is not None and not getattr(udp, "_buffer", None):
+        return pair, sock.sendto, pair.remote_addr
+    return pair, udp.sendto, pair.remote_addr
+
+
 def _fast_path_available(dtls: Any) -> bool:
     """Whether the private names the synchronous send path uses exist (aiortc 1.16)."""
     connection = getattr(getattr(dtls, "transport", None), "_connection", None)
     ok = (
         hasattr(dtls, "_state")
         and hasattr(dtls, "_tx_srtp")
+        and (dtls._tx_srtp is None or srtp_available(dtls._tx_srtp))
         and hasattr(dtls, "_RTCDtlsTransport__tx_bytes")
         and hasattr(dtls, "_RTCDtlsTransport__tx_packets")
         and isinstance(getattr(connection, "_nominated", None), dict)
@@ -514,7 +878,7 @@ class TrackForwarder:
         self.kind = kind
         self._receiver = receiver
         self._subscriptions: dict[RTCPeerConnection, _Subscription] = {}
-        self._active: tuple[ForwardingSender, ...] = ()
+        self._active: tuple[_FastOut, ...] = ()
         self._codecs: dict[int, RTCRtpCodecParameters] = {}
         self._rtx_apt: dict[int, int] = {}
         self._codec: RTCRtpCodecParameters | None = None
@@ -525,6 +889,10 @@ class TrackForwarder:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.mime_type: str | None = None
+        self._in_audio_level_id: int | None = None
+        self._tap: ReceiveTap | None = None
+        self._raw_ssrc: int | None = None
+        self._raw_stats: dict[int, Any] = {}
         self.packets_received = 0
         self.packets_forwarded = 0
         self.keyframe_requests_sent = 0
@@ -579,6 +947,9 @@ class TrackForwarder:
 
     def _on_receive_parameters(self, parameters: RTCRtpReceiveParameters) -> None:
         self._set_codecs(list(parameters.codecs))
+        for ext in parameters.headerExtensions:
+            if ext.uri == URI_AUDIO_LEVEL:
+                self._in_audio_level_id = ext.id
         # subscribers added before the codec was known: restrict their next offer
         try:
             preferences = self._codec_preferences()
@@ -596,6 +967,8 @@ class TrackForwarder:
     # -- receive side -------------------------------------------------------------
 
     def _on_rtp(self, packet: RtpPacket, receiver: ForwardingReceiver) -> None:
+        """A packet parsed by aiortc's receive path (RTX, the first packets of a source,
+        video, or every packet when the raw path is unavailable)."""
         pt = packet.payload_type
         apt = self._rtx_apt.get(pt)
         if apt is not None:
@@ -603,10 +976,47 @@ class TrackForwarder:
             if original is None or len(packet.payload) < 2:
                 return
             packet = unwrap_rtx(packet, payload_type=apt, ssrc=original)
-            pt = apt
         elif pt not in self._codecs:
             return
+        elif self._raw_ssrc != packet.ssrc and RAW_RECEIVE and self.kind == "audio":
+            self._enable_raw_receive(receiver, packet.ssrc)
+        self._dispatch(_InPacket.from_rtp(packet))
+
+    def _enable_raw_receive(self, receiver: ForwardingReceiver, ssrc: int) -> None:
+        """Take this source's later packets straight from the UDP socket (:mod:`.rtp_io`)."""
+        tap = ReceiveTap.for_transport(receiver.transport)
+        if tap is None:
+            return
+        if self._raw_ssrc is not None and self._tap is not None:
+            self._tap.remove_route(self._raw_ssrc, self._on_raw)
+        self._tap = tap
+        self._raw_ssrc = ssrc
+        # aiortc's receiver reports read these (empty dict if the private name moved)
+        self._raw_stats = getattr(receiver, "_RTCRtpReceiver__remote_streams", {})
+        tap.add_route(ssrc, self._on_raw)
+
+    def _on_raw(self, data: bytes) -> None:
+        """A plaintext RTP packet of the current source from the raw receive path."""
+        if not self._receiver._enabled:
+            return
+        marker, pt, seq, ts, ssrc, start, end, level = parse_rtp_header(
+            data, self._in_audio_level_id
+        )
+        if pt not in self._codecs:
+            return
+        padding = len(data) - end
+        packet = _InPacket(marker, pt, seq, ts, ssrc, data[start:end], level, None, padding)
+        if data[0] & 0x0F:  # CSRCs (rare): keep them
+            packet.csrc = list(struct.unpack_from(f"!{data[0] & 0x0F}I", data, 12))
+            packet.simple = False
+        stats = self._raw_stats.get(ssrc)
+        if stats is not None:  # aiortc's receiver reports (RR) read these statistics
+            stats.add(packet)
+        self._dispatch(packet)
+
+    def _dispatch(self, packet: _InPacket) -> None:
         self.packets_received += 1
+        pt = packet.payload_type
         if pt != self._last_pt:
             self._last_pt = pt
             codec = self._codecs[pt]
@@ -622,15 +1032,29 @@ class TrackForwarder:
             now = time.time()
             send_time = abs_send_time(now)
             ntp = ntp_time(now)
-            for sender in active:
-                sender._lk_deliver(packet, now, send_time, ntp)
+            # all the CPU work first, then the system calls back to back: on a busy
+            # machine each loopback send wakes a subscriber, which may take this CPU
+            # (and its caches) before the next send. (Deferring the sends to a
+            # call_soon callback, to batch them across publishers, measured no better.)
+            sends = []
+            for out in active:
+                datagram = out.forward(packet, now, send_time, ntp)
+                if datagram is not None:
+                    sends.append((out, datagram))
+            self.packets_forwarded += len(sends)
+            for out, datagram in sends:
+                try:
+                    out.sendto(datagram, out.addr)
+                except OSError:  # includes BlockingIOError: the socket buffer is full
+                    out.dropped_socket += 1
 
     def _add_active(self, sender: ForwardingSender) -> None:
-        if sender not in self._active:
-            self._active = (*self._active, sender)
+        out = sender._lk_out
+        if out not in self._active:
+            self._active = (*self._active, out)
 
     def _remove_active(self, sender: ForwardingSender) -> None:
-        self._active = tuple(s for s in self._active if s is not sender)
+        self._active = tuple(o for o in self._active if o.sender is not sender)
 
     # -- subscriber side ----------------------------------------------------------
 
@@ -741,6 +1165,9 @@ class TrackForwarder:
             self.remove_subscriber(pc)
         self._closed = True
         self._active = ()
+        if self._tap is not None and self._raw_ssrc is not None:
+            self._tap.remove_route(self._raw_ssrc, self._on_raw)
+        self._tap = None
         receiver = self._receiver
         if isinstance(receiver, ForwardingReceiver):
             receiver._lk_forwarder = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from typing import Any
 
 __all__ = [
     "KeyframeRequestLimiter",
@@ -22,6 +23,7 @@ __all__ = [
     "h264_fmtp_score",
     "is_keyframe_start",
     "ntp_time",
+    "parse_rtp_header",
     "rtx_wrap",
     "seq_newer",
 ]
@@ -34,6 +36,76 @@ _NTP_EPOCH_OFFSET = 2208988800  # seconds between 1900-01-01 and 1970-01-01
 
 _pack_header = struct.Struct("!BBHII").pack_into
 _pack_header_bytes = struct.Struct("!BBHII").pack
+
+
+_unpack_header = struct.Struct("!BBHII").unpack_from
+
+
+def parse_rtp_header(
+    data: bytes, audio_level_id: int | None = None
+) -> tuple[int, int, int, int, int, int, int, tuple[bool, int] | None]:
+    """Parse a plaintext RTP packet's header without copying its payload.
+
+    Returns ``(marker, payload_type, seq, timestamp, ssrc, payload_start, payload_end,
+    audio_level)``: the payload is ``data[payload_start:payload_end]`` (CSRCs, the
+    header extension block and padding excluded) and ``audio_level`` is the
+    ``(voice, level)`` of the ``ssrc-audio-level`` element with id ``audio_level_id``
+    (one-byte or two-byte extension form), ``None`` if absent. Raises ``ValueError``
+    for a truncated or non-version-2 packet.
+    """
+    n = len(data)
+    if n < 12:
+        raise ValueError(f"RTP packet too short ({n} bytes)")
+    first, second, seq, ts, ssrc = _unpack_header(data, 0)
+    if first >> 6 != 2:
+        raise ValueError("RTP packet is not version 2")
+    pos = 12 + 4 * (first & 0x0F)
+    end = n
+    level: tuple[bool, int] | None = None
+    if first & 0x10:
+        if pos + 4 > n:
+            raise ValueError("RTP header extension truncated")
+        profile = (data[pos] << 8) | data[pos + 1]
+        ext_end = pos + 4 + 4 * ((data[pos + 2] << 8) | data[pos + 3])
+        if ext_end > n:
+            raise ValueError("RTP header extension truncated")
+        if audio_level_id is not None:
+            i = pos + 4
+            if profile == 0xBEDE:
+                while i < ext_end:
+                    b = data[i]
+                    if b == 0:  # padding
+                        i += 1
+                        continue
+                    ext_id = b >> 4
+                    if ext_id == 15:
+                        break
+                    if ext_id == audio_level_id and i + 1 < ext_end:
+                        v = data[i + 1]
+                        level = (bool(v & 0x80), v & 0x7F)
+                        break
+                    i += 2 + (b & 0x0F)
+            elif profile & 0xFFF0 == 0x1000:
+                while i + 1 < ext_end:
+                    ext_id = data[i]
+                    if ext_id == 0:
+                        i += 1
+                        continue
+                    length = data[i + 1]
+                    if ext_id == audio_level_id and length >= 1 and i + 2 < ext_end:
+                        v = data[i + 2]
+                        level = (bool(v & 0x80), v & 0x7F)
+                        break
+                    i += 2 + length
+        pos = ext_end
+    if first & 0x20:
+        pad = data[n - 1] if n > pos else 0
+        if pad == 0 or pos + pad > n:
+            raise ValueError("RTP padding length invalid")
+        end = n - pad
+    if pos > end:
+        raise ValueError("RTP header longer than the packet")
+    return second >> 7, second & 0x7F, seq, ts, ssrc, pos, end, level
 
 
 def seq_newer(a: int, b: int) -> bool:
@@ -311,6 +383,31 @@ class RtpHeaderWriter:
             prefix = (b"\xbe\xde" + words.to_bytes(2, "big") + head) if size else b""
             self._simple.append((first, prefix, bytes(pad), abs_send_time_id is not None))
         self._al_byte = (audio_level_id << 4) if audio_level_id is not None else None
+        # write_into(): one struct per variant writes the fixed header and the whole
+        # extension block (mid, abs-send-time, audio level, padding) in one call
+        self._into: list[tuple[struct.Struct, bytes, int | None, int]] = []
+        for with_al in (False, True):
+            elems = len(self._mid_elem)
+            fmt = "!BBHII"
+            if abs_send_time_id is not None:
+                elems += 4
+            has_al = with_al and audio_level_id is not None
+            if has_al:
+                elems += 2
+            pad = (-elems) % 4
+            head = b""
+            if elems:
+                head = b"\xbe\xde" + ((elems + pad) >> 2).to_bytes(2, "big") + self._mid_elem
+                fmt += f"{len(head)}s"
+            ast_word = None
+            if abs_send_time_id is not None:
+                ast_word = ((abs_send_time_id << 4) | 2) << 24
+                fmt += "I"
+            if has_al:
+                fmt += "H"
+            fmt += "x" * pad
+            st = struct.Struct(fmt)
+            self._into.append((st, head, ast_word, st.size))
 
     def build_simple(
         self,
@@ -334,6 +431,43 @@ class RtpHeaderWriter:
         if ast:
             return header + prefix + send_time.to_bytes(3, "big") + tail + payload
         return header + prefix + tail + payload
+
+    def write_into(
+        self,
+        buf: Any,
+        marker: int,
+        seq: int,
+        ts: int,
+        payload: bytes,
+        audio_level: tuple[bool, int] | None,
+        send_time: int,
+    ) -> int:
+        """Write the same packet as :meth:`build_simple` at the start of ``buf`` (any
+        writable buffer) and return its length; no intermediate objects."""
+        al_byte = self._al_byte
+        second = (marker << 7) | self.payload_type
+        if audio_level is not None and al_byte is not None:
+            st, head, ast_word, size = self._into[1]
+            vad, level = audio_level
+            al = (al_byte << 8) | (0x80 if vad else 0) | (level & 0x7F)
+            first = 0x90
+            if ast_word is not None:
+                st.pack_into(buf, 0, first, second, seq, ts, self.ssrc, head,
+                             ast_word | send_time, al)
+            else:
+                st.pack_into(buf, 0, first, second, seq, ts, self.ssrc, head, al)
+        else:
+            st, head, ast_word, size = self._into[0]
+            if ast_word is not None:
+                st.pack_into(buf, 0, 0x90, second, seq, ts, self.ssrc, head,
+                             ast_word | send_time)
+            elif head:
+                st.pack_into(buf, 0, 0x90, second, seq, ts, self.ssrc, head)
+            else:
+                st.pack_into(buf, 0, 0x80, second, seq, ts, self.ssrc)
+        end = size + len(payload)
+        buf[size:end] = payload
+        return end
 
     def build(
         self,
