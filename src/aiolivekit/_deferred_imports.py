@@ -106,9 +106,27 @@ class _PlaceholderModule(types.ModuleType):
             raise AttributeError(name)
         if _state["window"]:
             return _LazyAttribute(self.__name__, name)
+        light = _LIGHT_ATTRIBUTES.get((self.__name__, name))
+        if light is not None:
+            return light
         real = importlib.import_module(self.__name__)
         resolve(self.__name__)
         return getattr(real, name)
+
+
+def _is_mdns_hostname(name: str) -> bool:
+    """aioice asks this of every remote candidate: only an ``x.local`` name needs dnspython."""
+    if not name.endswith(".local"):
+        return False
+    real: bool = importlib.import_module("aioice.mdns").is_mdns_hostname(name)
+    resolve("aioice.mdns")
+    return real
+
+
+#: attributes a placeholder answers without loading its module (checked before loading)
+_LIGHT_ATTRIBUTES: dict[tuple[str, str], Any] = {
+    ("aioice.mdns", "is_mdns_hostname"): _is_mdns_hostname,
+}
 
 
 class _PlaceholderLoader(importlib.abc.Loader):

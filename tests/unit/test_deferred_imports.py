@@ -96,3 +96,19 @@ def test_opt_out_imports_eagerly() -> None:
         print(json.dumps({"av": "av" in sys.modules}))
     """, AIOLIVEKIT_EAGER_IMPORTS="1")
     assert out == {"av": True}
+
+
+def test_remote_candidate_check_does_not_load_dnspython_unless_mdns() -> None:
+    out = _run("""
+        import json, sys
+        import aiolivekit, aiortc
+        import aioice.ice
+        plain = aioice.ice.mdns.is_mdns_hostname("127.0.0.1")
+        after_plain = "dns" in sys.modules
+        mdns = aioice.ice.mdns.is_mdns_hostname("0a1b2c3d-aaaa-bbbb.local")
+        print(json.dumps({"plain": plain, "after_plain": after_plain, "mdns": mdns,
+                          "after_mdns": "dns" in sys.modules,
+                          "swapped": aioice.ice.mdns is sys.modules["aioice.mdns"]}))
+    """)
+    assert out == {"plain": False, "after_plain": False, "mdns": True, "after_mdns": True,
+                   "swapped": True}
