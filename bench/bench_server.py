@@ -14,8 +14,13 @@ timestamps) are reported next to it as ``delivered_pps_counted``. Reported: serv
 of one core (user and sys too), CPU µs per forwarded packet and the packets/s per core it
 extrapolates to (``1e6 / µs``).
 
+With ``--pin`` (and as a second set of rows from ``run.py``) the servers start on the first
+CPU only and the client process on the others, so a server's CPU per packet is measured
+without the load generator evicting its caches; livekit-server then runs with
+GOMAXPROCS=1.
+
     scripts/netns-run python bench/bench_server.py [--participants 10] [--seconds 10]
-        [--client aiolivekit|official] [--repeat N]
+        [--client aiolivekit|official] [--pin] [--repeat N]
 
 Each result line also has ``threads_cpu_pct`` (the server's busiest threads, % of a core).
 Profiling our server (only ours runs then): ``--profile PATH`` (cProfile; its overhead
@@ -161,7 +166,8 @@ class OurServerProcess:
         prof = ["-c", _PROFILE_SNIPPET, self.profile] if self.profile else ["-m", "aiolivekit"]
         if self.sample:
             prof = ["-c", self.sample_snippet, self.sample]
-        self.proc = subprocess.Popen(
+        self.proc = await asyncio.to_thread(
+            subprocess.Popen,
             [sys.executable, *prof, "serve", "--bind", "127.0.0.1",
              "--port", str(self.port), "--keys", f"{DEFAULT_KEY}:{DEFAULT_SECRET}"],
             stdout=self.log, stderr=subprocess.STDOUT,
@@ -243,20 +249,27 @@ async def measure(
 
 async def run_all(
     participants: int, seconds: float, repeat: int, client: str, log: Any = print,
-    profile: str | None = None, sample: str | None = None,
+    profile: str | None = None, sample: str | None = None, pin: bool = False,
 ) -> list[dict[str, Any]]:
     client_python = str(OFFICIAL_PY) if client == "official" else sys.executable
     if client == "official" and not OFFICIAL_PY.is_file():
         client, client_python = "aiolivekit", sys.executable
     rows: list[dict[str, Any]] = []
-    bench = f"server_{participants}p_audio_room [client={client}]"
+    bench = f"server_{participants}p_audio_room [client={client}{', pinned' if pin else ''}]"
     ours = OurServerProcess(profile, sample)
     binary = None if profile or sample else find_livekit_server()
     lk = LiveKitServerProcess(binary, log_path=os.devnull) if binary else None
+    cpus = sorted(os.sched_getaffinity(0))
+    pin = pin and len(cpus) >= 2
     try:
+        if pin:  # the servers start on (and inherit) the first CPU only
+            os.sched_setaffinity(0, {cpus[0]})
         await ours.start()
         if lk is not None:
             await lk.start()
+        if pin:  # this process and the client worker it spawns: the other CPUs
+            os.sched_setaffinity(0, set(cpus[1:]))
+            log(f"bench_server: servers pinned to CPU {cpus[0]}, clients to {cpus[1:]}")
         for rep in range(repeat):
             targets: list[tuple[str, ServerInfo, int]] = [("aiolivekit", ours.info(), ours.pid)]
             if lk is not None and lk._proc is not None:
@@ -284,6 +297,8 @@ async def run_all(
                     rows.append(row(bench, impl, "packets_per_core", m["pps_per_core"],
                                     "packets/s (extrapolated)", **extra))
     finally:
+        if pin:
+            os.sched_setaffinity(0, set(cpus))
         await ours.stop()
         if lk is not None:
             await lk.stop()
@@ -293,7 +308,12 @@ async def run_all(
 async def run(ctx: BenchContext) -> list[dict[str, Any]]:
     seconds = max(3.0, ctx.seconds if not ctx.quick else min(ctx.seconds, 5.0))
     repeat = 1 if ctx.quick else max(1, min(ctx.repeat, 2))
-    return await run_all(10, seconds, repeat, DEFAULT_CLIENT, ctx.log)
+    # unpinned (clients and servers share both CPUs) and pinned (each server alone on one
+    # CPU, the clients on the others: per-core cost without the load generator's interference)
+    rows = await run_all(10, seconds, repeat, DEFAULT_CLIENT, ctx.log)
+    if len(os.sched_getaffinity(0)) >= 2:
+        rows += await run_all(10, seconds, repeat, DEFAULT_CLIENT, ctx.log, pin=True)
+    return rows
 
 
 def main() -> None:
@@ -303,6 +323,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--client", choices=("aiolivekit", "official"), default=DEFAULT_CLIENT)
+    ap.add_argument("--pin", action="store_true",
+                    help="servers on the first CPU, clients on the others (less interference)")
     ap.add_argument("--profile", metavar="PATH",
                     help="run only our server, under cProfile, writing its stats to PATH "
                          "(read with: python -m pstats PATH)")
@@ -317,7 +339,7 @@ def main() -> None:
         os.execv(str(netns_run), [str(netns_run), sys.executable, *sys.argv])
     rows = asyncio.run(run_all(args.participants, args.seconds, args.repeat, args.client,
                                lambda m: print(m, file=sys.stderr), args.profile,
-                               args.sample))
+                               args.sample, args.pin))
     for r in rows:
         print(json.dumps(r))
 

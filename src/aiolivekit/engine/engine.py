@@ -109,6 +109,7 @@ class RtcEngine:
         self._negotiate_lock = asyncio.Lock()
         self._send_lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._armed_due = float("inf")  # when the timer loop wakes up next (time.time())
         self.pub_channels: dict[str, RTCDataChannel] = {}
         self.sub_channels: dict[str, RTCDataChannel] = {}
         self._sub_mids: dict[str, _MidState] = {}
@@ -138,7 +139,7 @@ class RtcEngine:
     def _flush(self) -> None:
         """Send whatever the session queued (in order, from a task)."""
         if self.session._outbox:
-            self._wake.set()
+            self._rearm()
             self._spawn(self._send_queued(), "lk-signal-send")
 
     async def _send_queued(self) -> None:
@@ -316,7 +317,7 @@ class RtcEngine:
                                          "signal connection closed")
                     return
                 events = self.session.receive(resp, time.time())
-                self._wake.set()
+                self._rearm()
                 for ev in events:
                     await self._handle(ev)
                 self._flush()
@@ -347,11 +348,22 @@ class RtcEngine:
         else:
             self._emit(ev)
 
+    def _rearm(self) -> None:
+        """Wake the timer loop only if the session's next deadline moved earlier.
+
+        A received message pushes the ping-timeout deadline later, which the armed
+        (earlier) wake-up handles anyway: no extra wake-up per message.
+        """
+        due = self.session.next_timer()
+        if due is not None and due < self._armed_due:
+            self._wake.set()
+
     async def _timer_loop(self) -> None:
         while not self.closed:
             due = self.session.next_timer()
             now = time.time()
             delay = 3600.0 if due is None else max(0.0, due - now)
+            self._armed_due = now + delay
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), delay)
