@@ -266,18 +266,21 @@ def test_long_stream_across_many_wraps_keeps_mapping() -> None:
     assert m.last_sequence == (300 + 199_999) & 0xFFFF
 
 
-@pytest.mark.parametrize(
-    "ids",
-    [
-        {},
-        {"mid_id": 1},
-        {"mid_id": 1, "abs_send_time_id": 3},
-        {"mid_id": 1, "audio_level_id": 2},
-        {"mid_id": 4, "abs_send_time_id": 3, "audio_level_id": 2},
-        {"abs_send_time_id": 3},
-    ],
-)
-@pytest.mark.parametrize("level", [None, (True, 42), (False, 127)])
+# header-extension id sets the writers are checked with
+EXTENSION_IDS: list[dict[str, int]] = [
+    {},
+    {"mid_id": 1},
+    {"mid_id": 1, "abs_send_time_id": 3},
+    {"mid_id": 1, "audio_level_id": 2},
+    {"mid_id": 4, "abs_send_time_id": 3, "audio_level_id": 2},
+    {"abs_send_time_id": 3},
+    {"audio_level_id": 2},
+]
+AUDIO_LEVELS = [None, (True, 42), (False, 127)]
+
+
+@pytest.mark.parametrize("ids", EXTENSION_IDS)
+@pytest.mark.parametrize("level", AUDIO_LEVELS)
 def test_build_simple_matches_build(ids: dict[str, int], level: tuple[bool, int] | None) -> None:
     w = RtpHeaderWriter(0x01020304, 111, mid="12", **ids)
     payload = b"\x01\x02\x03payload"
@@ -290,19 +293,8 @@ def test_build_simple_matches_build(ids: dict[str, int], level: tuple[bool, int]
         assert fast[hl:] == payload
 
 
-@pytest.mark.parametrize(
-    "ids",
-    [
-        {},
-        {"mid_id": 1},
-        {"mid_id": 1, "abs_send_time_id": 3},
-        {"mid_id": 1, "audio_level_id": 2},
-        {"mid_id": 4, "abs_send_time_id": 3, "audio_level_id": 2},
-        {"abs_send_time_id": 3},
-        {"audio_level_id": 2},
-    ],
-)
-@pytest.mark.parametrize("level", [None, (True, 42), (False, 127)])
+@pytest.mark.parametrize("ids", EXTENSION_IDS)
+@pytest.mark.parametrize("level", AUDIO_LEVELS)
 def test_write_into_matches_build_simple(
     ids: dict[str, int], level: tuple[bool, int] | None
 ) -> None:
