@@ -1,12 +1,12 @@
-"""Direct RTP output for pre-encoded audio: one ``struct.pack`` + SRTP + ``sendto`` per packet.
+"""Direct RTP output for pre-encoded audio: one header write + SRTP + ``sendto`` per packet.
 
 aiortc's ``RTCRtpSender._run_rtp`` costs a coroutine hop, an ``RtpPacket`` object, a header
 extension map walk and a chain of awaits (``_send_rtp`` -> ICE -> protocol) for every
 packet. :class:`DirectRtpWriter` writes the same packets for one sender synchronously:
 
 * the header (with the negotiated ``mid``, ``abs-send-time`` and ``ssrc-audio-level``
-  one-byte extensions, marker set as aiortc does) is serialised from a precomputed
-  ``struct`` layout;
+  one-byte extensions, marker set as aiortc does) is serialised by the forwarder's
+  :class:`~aiolivekit.server.rtp_rewrite.RtpHeaderWriter`;
 * it is protected with the DTLS transport's SRTP session and written to the nominated
   ICE pair's datagram transport (a TURN pair goes through aioice's coroutine instead);
 * the sender's RTCP counters (packets, octets, last RTP/NTP timestamp pair) and the
@@ -24,19 +24,19 @@ import asyncio
 import logging
 import os
 import random
-import struct
 import time
 from typing import Any
 
 from aioice.ice import StunProtocol
 from aiortc.rtcdtlstransport import State as DtlsState
 
+# sans-I/O RTP header serialisation shared with the SFU's forwarder
+from ..server.rtp_rewrite import RtpHeaderWriter, abs_send_time, ntp_time
+
 __all__ = ["DirectRtpWriter", "enabled"]
 
 logger = logging.getLogger(__name__)
 
-_NTP_EPOCH = 2208988800  # seconds from 1900 to 1970
-_MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 
 
 def enabled() -> bool:
@@ -47,19 +47,12 @@ def enabled() -> bool:
 class DirectRtpWriter:
     """Sends one sender's RTP packets without going through ``RTCRtpSender._run_rtp``."""
 
-    def __init__(
-        self,
-        sender: Any,
-        payload_type: int,
-        mid: str | None,
-        mid_id: int,
-        abs_send_time_id: int,
-        audio_level_id: int,
-    ) -> None:
+    def __init__(self, sender: Any, header: RtpHeaderWriter) -> None:
         self._sender = sender
         self._dtls = sender.transport
-        self.ssrc: int = sender._ssrc
-        self.payload_type = payload_type
+        self._header = header
+        self.ssrc: int = header.ssrc
+        self.payload_type = header.payload_type
         self.sequence_number = random.getrandbits(16) % 32768  # as aiortc: no early wrap
         self.timestamp_origin = random.getrandbits(32)
         self.packets_sent = 0
@@ -68,29 +61,6 @@ class DirectRtpWriter:
         self._pair_send: Any = None
         self._pair_addr: tuple[str, int] | None = None
         self._pair_async = False
-        # header layout: fixed header, extension header, dynamic words, static bytes
-        fmt = "!BBHI I"
-        static = b""
-        words = 0
-        if mid and mid_id:
-            raw = mid.encode("utf8")
-            static += bytes([(mid_id << 4) | (len(raw) - 1)]) + raw
-        self._ast_word = (abs_send_time_id << 4 | 2) << 24 if abs_send_time_id else 0
-        self._level_hdr = (audio_level_id << 4) << 8 if audio_level_id else 0
-        ext_len = len(static) + (4 if abs_send_time_id else 0) + (2 if audio_level_id else 0)
-        self._has_ext = ext_len > 0
-        if self._has_ext:
-            pad = -ext_len % 4
-            words = (ext_len + pad) // 4
-            fmt += " HH" + (" I" if abs_send_time_id else "") + (" H" if audio_level_id else "")
-            static += b"\x00" * pad
-            if static:
-                fmt += f" {len(static)}s"
-        self._static = static
-        self._words = words
-        self._struct = struct.Struct(fmt.replace(" ", ""))
-        self._b0 = 0x90 if self._has_ext else 0x80
-        self._b1 = 0x80 | (payload_type & 0x7F)  # marker on every packet, as aiortc does
 
     @classmethod
     def create(cls, sender: Any, codec: Any) -> DirectRtpWriter | None:
@@ -114,10 +84,18 @@ class DirectRtpWriter:
         except AttributeError:
             logger.debug("aiortc internals differ; direct RTP disabled", exc_info=True)
             return None
-        mid_len = len(mid.encode("utf8")) if mid else 0
-        if any(i > 14 for i in (mid_id, ast_id, level_id)) or mid_len > 16:
+        try:
+            header = RtpHeaderWriter(
+                sender._ssrc,
+                int(codec.payloadType),
+                mid=(mid or None) if mid_id else None,
+                mid_id=mid_id or None,
+                abs_send_time_id=ast_id or None,
+                audio_level_id=level_id or None,
+            )
+        except ValueError:
             return None  # needs two-byte header extensions: leave it to aiortc
-        return cls(sender, int(codec.payloadType), mid, mid_id, ast_id, level_id)
+        return cls(sender, header)
 
     def _resolve_pair(self) -> bool:
         conn = self._dtls.transport._connection
@@ -144,20 +122,11 @@ class DirectRtpWriter:
                 return False
         seq = self.sequence_number
         ts = (self.timestamp_origin + pts) & 0xFFFFFFFF
-        now = time.time() + _NTP_EPOCH
-        if self._has_ext:
-            args: list[Any] = [self._b0, self._b1, seq, ts, self.ssrc, 0xBEDE, self._words]
-            if self._ast_word:
-                args.append(self._ast_word | (int(now * 262144) & 0xFFFFFF))
-            if self._level_hdr:
-                level = 127 if audio_level is None else audio_level
-                args.append(self._level_hdr | (level & 0x7F))
-            if self._static:
-                args.append(self._static)
-            header = self._struct.pack(*args)
-        else:
-            header = self._struct.pack(self._b0, self._b1, seq, ts, self.ssrc)
-        data = dtls._tx_srtp.protect(header + payload)
+        now = time.time()
+        level = (False, 127 if audio_level is None else audio_level)
+        # marker on every packet, as aiortc does
+        packet = self._header.build_simple(1, seq, ts, payload, level, abs_send_time(now))
+        data = dtls._tx_srtp.protect(packet)
         try:
             if self._pair_async:
                 if self._loop is None:
@@ -171,7 +140,7 @@ class DirectRtpWriter:
         self.sequence_number = (seq + 1) & 0xFFFF
         self.packets_sent += 1
         sender = self._sender
-        sender._RTCRtpSender__ntp_timestamp = int(now * 4294967296)
+        sender._RTCRtpSender__ntp_timestamp = ntp_time(now)
         sender._RTCRtpSender__rtp_timestamp = ts
         sender._RTCRtpSender__octet_count += len(payload)
         sender._RTCRtpSender__packet_count += 1
