@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["DEFERRED_MODULES", "install", "is_deferred", "resolve", "resolve_all"]
+__all__ = ["DEFERRED_MODULES", "install", "resolve"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,8 +148,8 @@ class _PlaceholderFinder(importlib.abc.MetaPathFinder):
         return importlib.machinery.ModuleSpec(fullname, _PlaceholderLoader(), is_package=True)
 
 
-class _WindowLoader(importlib.abc.Loader):
-    """Wraps aiortc's own loader: runs it with the placeholders active."""
+class _WrappingLoader(importlib.abc.Loader):
+    """Runs a module's own loader differently once, then hands the module back to it."""
 
     def __init__(self, inner: importlib.abc.Loader) -> None:
         self._inner = inner
@@ -157,12 +157,19 @@ class _WindowLoader(importlib.abc.Loader):
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
         return self._inner.create_module(spec)
 
-    def exec_module(self, module: types.ModuleType) -> None:
-        with _placeholders():
-            self._inner.exec_module(module)
+    def _restore(self, module: types.ModuleType) -> None:
         if module.__spec__ is not None:
             module.__spec__.loader = self._inner
         module.__loader__ = self._inner
+
+
+class _WindowLoader(_WrappingLoader):
+    """Wraps aiortc's own loader: runs it with the placeholders active."""
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        with _placeholders():
+            self._inner.exec_module(module)
+        self._restore(module)
 
 
 class _DeferringFinder(importlib.abc.MetaPathFinder):
@@ -200,19 +207,13 @@ class _DeferringFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
-class _LazyPackageLoader(importlib.abc.Loader):
+class _LazyPackageLoader(_WrappingLoader):
     """``livekit.protocol`` without its ``__init__``: submodules load on first access.
 
     The package's ``__init__`` imports every generated module (agents, egress, SIP, ...),
     ~2 MiB of descriptors a client never uses; attribute access imports them on demand,
     so ``livekit.protocol.egress`` and ``from livekit.protocol import egress`` still work.
     """
-
-    def __init__(self, inner: importlib.abc.Loader) -> None:
-        self._inner = inner
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
-        return self._inner.create_module(spec)
 
     def exec_module(self, module: types.ModuleType) -> None:
         package = module.__name__
@@ -227,9 +228,7 @@ class _LazyPackageLoader(importlib.abc.Loader):
             return submodule.__version__ if name == "__version__" else submodule
 
         setattr(module, "__getattr__", __getattr__)  # noqa: B010 - PEP 562 hook
-        if module.__spec__ is not None:
-            module.__spec__.loader = self._inner
-        module.__loader__ = self._inner
+        self._restore(module)
 
 
 _placeholder_finder = _PlaceholderFinder()
@@ -257,11 +256,6 @@ def _placeholders() -> Iterator[None]:
             logger.debug("aiortc imported with %s deferred", ", ".join(DEFERRED_MODULES))
 
 
-def is_deferred(name: str = "av") -> bool:
-    """``True`` while aiortc/aioice globals still stand for the unloaded module ``name``."""
-    return _state["installed"] and name not in _resolved and name not in sys.modules
-
-
 def resolve(name: str) -> None:
     """Load the deferred module ``name`` (or a submodule's root) and swap its placeholders."""
     root = _root_of(name)
@@ -280,12 +274,6 @@ def resolve(name: str) -> None:
                     namespace[key] = value._lk_resolve()
                 elif isinstance(value, _PlaceholderModule) and _root_of(value.__name__) == root:
                     namespace[key] = importlib.import_module(value.__name__)
-
-
-def resolve_all() -> None:
-    """Load every deferred module now and swap all placeholders for the real objects."""
-    for name in DEFERRED_MODULES:
-        resolve(name)
 
 
 def install() -> None:

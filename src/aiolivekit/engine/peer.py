@@ -209,14 +209,18 @@ class PeerTransport:
 
 def _answer_keepalives_fast(pc: RTCPeerConnection) -> None:
     """Answer the server's keepalive checks on nominated pairs without aioice's STUN objects."""
+    for conn in _ice_connections(pc):
+        try:
+            install_keepalive_fast_path(conn)
+        except Exception:  # pragma: no cover - only if aioice internals change
+            logger.debug("cannot install the keepalive fast path", exc_info=True)
+
+
+def _ice_connections(pc: RTCPeerConnection) -> list[Any]:
+    """The aioice ``Connection`` of each of ``pc``'s ICE transports (aiortc 1.16 internals)."""
     transports: set[Any] = getattr(pc, "_RTCPeerConnection__iceTransports", set())
-    for transport in transports:
-        conn = getattr(transport, "_connection", None)
-        if conn is not None:
-            try:
-                install_keepalive_fast_path(conn)
-            except Exception:  # pragma: no cover - only if aioice internals change
-                logger.debug("cannot install the keepalive fast path", exc_info=True)
+    conns = (getattr(transport, "_connection", None) for transport in transports)
+    return [conn for conn in conns if conn is not None]
 
 
 def _hasten_nomination(pc: RTCPeerConnection) -> None:
@@ -229,10 +233,8 @@ def _hasten_nomination(pc: RTCPeerConnection) -> None:
     binding request on that pair (at most twice per pair, only until ICE completes),
     which lets pion nominate immediately. Uses aioice 0.13 internals (pinned).
     """
-    transports: set[Any] = getattr(pc, "_RTCPeerConnection__iceTransports", set())
-    for transport in transports:
-        conn = getattr(transport, "_connection", None)
-        if conn is None or getattr(conn, "_aiolivekit_hastened", False):
+    for conn in _ice_connections(pc):
+        if getattr(conn, "_aiolivekit_hastened", False):
             continue
         try:
             _wrap_request_received(conn)

@@ -405,22 +405,11 @@ class _FastOut:
         ):
             self.sender._lk_deliver(packet, now, send_time, ntp)
             return None
-        munger = self.munger
-        payload = packet.payload
-        mapped = munger.rewrite(
-            packet.ssrc,
-            packet.sequence_number,
-            packet.timestamp,
-            now,
-            # only looked at while the gate is (or, for a new source, becomes) closed
-            (not munger._gate_open or packet.ssrc != munger._source_ssrc)
-            and is_keyframe_start(self.mime, payload),
-        )
+        mapped = _map_packet(self.munger, self.mime, packet, now, self.forwarder)
         if mapped is None:
-            if munger.needs_keyframe():
-                self.forwarder.request_keyframe()
             return None
         seq, ts = mapped
+        payload = packet.payload
         buf = self.buf
         n = self.writer.write_into(buf, packet.marker, seq, ts, payload, packet.audio_level,
                                    send_time)
@@ -440,6 +429,23 @@ class _FastOut:
         if self.tx_packets & 31 == 0:
             self.sender._lk_flush_tx_stats()
         return buf[0:n]  # type: ignore[no-any-return]
+
+
+def _map_packet(
+    munger: RtpMunger, mime: str, packet: _InPacket, now: float, forwarder: TrackForwarder
+) -> tuple[int, int] | None:
+    """The subscriber's ``(sequence, timestamp)`` for ``packet``, or ``None`` (dropped;
+    a keyframe is requested upstream while the munger waits for one)."""
+    mapped = munger.rewrite(
+        packet.ssrc,
+        packet.sequence_number,
+        packet.timestamp,
+        now,
+        munger.keyframe_matters(packet.ssrc) and is_keyframe_start(mime, packet.payload),
+    )
+    if mapped is None and munger.needs_keyframe():
+        forwarder.request_keyframe()
+    return mapped
 
 
 def _sr_property(field: str, mask: int) -> property:
@@ -507,7 +513,6 @@ class ForwardingSender(RTCRtpSender):
     _lk_writer: RtpHeaderWriter | None
     _lk_parameters: RTCRtpSendParameters | None
     _lk_history: dict[int, tuple[int, bytes, int]]
-    _lk_history_size: int
     _lk_mime: str
     _lk_pt_ok: dict[int, bool]
     _lk_dropped_socket: int
@@ -529,9 +534,6 @@ class ForwardingSender(RTCRtpSender):
         self._lk_writer = None
         self._lk_parameters = None
         self._lk_history = {}
-        self._lk_history_size = (
-            VIDEO_HISTORY_SIZE if forwarder.kind == "video" else AUDIO_HISTORY_SIZE
-        )
         self._lk_mime = ""
         self._lk_pt_ok = {}
         self._lk_dropped_socket = 0
@@ -566,7 +568,7 @@ class ForwardingSender(RTCRtpSender):
         history = self._lk_out.history
         if history is None:
             return
-        entry = history.get(sequence_number % self._lk_history_size)
+        entry = history.get(sequence_number % self._lk_out.history_size)
         if entry is None or entry[0] != sequence_number:
             return
         data = entry[1]
@@ -615,16 +617,8 @@ class ForwardingSender(RTCRtpSender):
                 )
         if not ok:
             return None
-        payload = packet.payload
-        keyframe = False
-        if not munger._gate_open or packet.ssrc != munger._source_ssrc:
-            keyframe = is_keyframe_start(self._lk_mime, payload)
-        mapped = munger.rewrite(
-            packet.ssrc, packet.sequence_number, packet.timestamp, now, keyframe
-        )
+        mapped = _map_packet(munger, self._lk_mime, packet, now, forwarder)
         if mapped is None:
-            if munger.needs_keyframe():
-                forwarder.request_keyframe()
             return None
         return self._lk_build(packet, mapped[0], mapped[1], send_time, ntp)
 
@@ -653,7 +647,7 @@ class ForwardingSender(RTCRtpSender):
             header_len = len(data) - len(payload)
         out = self._lk_out
         if out.history is not None:
-            out.history[seq % self._lk_history_size] = (seq, data, header_len)
+            out.history[seq % out.history_size] = (seq, data, header_len)
         out.octets += len(payload)
         out.count += 1
         out.ntp = ntp
@@ -743,16 +737,15 @@ class ForwardingSender(RTCRtpSender):
             self._RTCRtpSender__rtcp_exited.set()
 
     def _lk_sender_report(self) -> list[Any]:
-        out = self._lk_out
-        ntp = out.ntp
+        ntp = self._RTCRtpSender__ntp_timestamp
         packets: list[Any] = [
             RtcpSrPacket(
                 ssrc=self._ssrc,
                 sender_info=RtcpSenderInfo(
                     ntp_timestamp=ntp,
-                    rtp_timestamp=out.rtp_ts & 0xFFFFFFFF,
-                    packet_count=out.count & 0xFFFFFFFF,
-                    octet_count=out.octets & 0xFFFFFFFF,
+                    rtp_timestamp=self._RTCRtpSender__rtp_timestamp,
+                    packet_count=self._RTCRtpSender__packet_count,
+                    octet_count=self._RTCRtpSender__octet_count,
                 ),
             )
         ]

@@ -69,29 +69,23 @@ class FastSrtp:
 
     def protect(self, packet: bytes) -> bytes:
         """SRTP-protect one plaintext RTP packet."""
-        n = len(packet)
-        if n > _MAX_PACKET:
-            raise ValueError(f"RTP packet too long ({n} bytes)")
-        self._buf[0:n] = packet
-        length = self._len
-        length[0] = n
-        rc = self._protect(self._srtp, self._cdata, length)
-        if rc:
-            raise pylibsrtp.Error(f"srtp_protect failed ({rc})")
-        out: bytes = self._buf[0 : length[0]]
-        return out
+        return self._apply(self._protect, packet, _MAX_PACKET, "RTP", "srtp_protect")
 
     def unprotect(self, packet: bytes) -> bytes:
         """Verify and decrypt one SRTP packet (raises ``pylibsrtp.Error``)."""
+        return self._apply(self._unprotect, packet, _BUFFER_SIZE, "SRTP", "srtp_unprotect")
+
+    def _apply(self, func: Any, packet: bytes, limit: int, kind: str, name: str) -> bytes:
+        """Run libsrtp's ``func`` on ``packet`` in the preallocated buffer."""
         n = len(packet)
-        if n > _BUFFER_SIZE:
-            raise ValueError(f"SRTP packet too long ({n} bytes)")
+        if n > limit:
+            raise ValueError(f"{kind} packet too long ({n} bytes)")
         self._buf[0:n] = packet
         length = self._len
         length[0] = n
-        rc = self._unprotect(self._srtp, self._cdata, length)
+        rc = func(self._srtp, self._cdata, length)
         if rc:
-            raise pylibsrtp.Error(f"srtp_unprotect failed ({rc})")
+            raise pylibsrtp.Error(f"{name} failed ({rc})")
         out: bytes = self._buf[0 : length[0]]
         return out
 

@@ -200,6 +200,11 @@ class RtpMunger:
         """``True`` while the gate is closed (the owner should ask upstream)."""
         return not self.paused and not self._gate_open
 
+    def keyframe_matters(self, ssrc: int) -> bool:
+        """Whether :meth:`rewrite` looks at ``keyframe_start`` for a packet of ``ssrc``:
+        while the gate is closed, or when ``ssrc`` would become a new source."""
+        return not self._gate_open or ssrc != self._source_ssrc
+
     def rewrite(
         self, ssrc: int, seq: int, ts: int, now: float, keyframe_start: bool = False
     ) -> tuple[int, int] | None:
