@@ -581,3 +581,50 @@ def test_missing_aiortc_hooks_fail_loudly() -> None:
         TrackForwarder.attach(NotAReceiver(), "audio")
     with pytest.raises(TypeError):
         TrackForwarder.attach(object(), "audio")  # type: ignore[arg-type]
+
+
+async def test_three_subscribers_share_one_fanout_with_pause_and_reports() -> None:
+    """With several steady subscribers the forwarder serves them in one loop
+    (``_Fanout``); tone, loss-free sequence numbers and sender reports hold for each,
+    and pausing one takes it out of the loop and back."""
+    room = Room()
+
+    async def body() -> None:
+        fw = await room.publish(SineTrack())
+        subs = [await room.subscribe(i + 1) for i in range(3)]
+        sinks = [s[1] for s in subs]
+        await until(lambda: all(len(s.frames) >= 60 for s in sinks), what="three subscribers")
+        fan = fw._fan
+        assert fan is not None and len(fan.outs) == 3 and not fan.rest
+        for sink in sinks:
+            assert abs(dominant_frequency([f for _, f in sink.frames[25:60]]) - 440.0) < 5.0
+        for _pc, _sink, transceiver, _ in subs:  # sender reports carry the fanned-out counts
+            sender = transceiver.sender
+            assert sender._RTCRtpSender__packet_count == sender._lk_out.count >= 60
+        pc1 = subs[0][0]
+        fw.set_paused(pc1, True)
+        await asyncio.sleep(0.5)
+        fan = fw._fan
+        assert fan is not None and len(fan.outs) == 2 and len(fan.rest) == 1
+        t0 = time.monotonic()
+        await asyncio.sleep(0.5)
+        assert len(sinks[0].since(t0)) == 0 and len(sinks[1].since(t0)) >= 15
+        fw.set_paused(pc1, False)
+        t1 = time.monotonic()
+        await until(lambda: len(sinks[0].since(t1)) >= 25, what="audio after resume")
+        await until(lambda: fw._fan is not None and len(fw._fan.outs) == 3,
+                    what="the resumed subscriber back in the fan-out")
+        for i, (_pc, sink, _, _) in enumerate(subs):
+            assert abs(dominant_frequency(sink.since(t1)[-25:]) - 440.0) < 5.0, i
+        for i in range(3):  # the pause did not open a gap in anyone's sequence numbers
+            receiver = next(t.receiver for t in room.subs[i][1].getTransceivers()
+                            if t.kind == "audio")
+            inbound = next(st for st in (await receiver.getStats()).values()
+                           if st.type == "inbound-rtp")
+            assert inbound.packetsLost == 0, (i, inbound)
+            assert inbound.packetsReceived >= 80, (i, inbound)
+
+    try:
+        await run_bounded(body())
+    finally:
+        await room.close()

@@ -355,3 +355,44 @@ def test_parse_rtp_header_two_byte_extensions() -> None:
 def test_parse_rtp_header_rejects_malformed(data: bytes) -> None:
     with pytest.raises(ValueError):
         parse_rtp_header(data, 1)
+
+
+def test_steady_state_and_catch_up_match_rewrite() -> None:
+    """Mapping in-order packets by the steady offsets, then ``catch_up``, leaves the
+    munger exactly where ``rewrite`` of each packet would, and later packets (a
+    reordered one, a re-sync after pause) map the same way."""
+    a = RtpMunger(48000, initial_sequence=65530, initial_timestamp=0xFFFFF000)
+    b = RtpMunger(48000, initial_sequence=65530, initial_timestamp=0xFFFFF000)
+    assert a.steady_state(7) is None  # not started
+    for m in (a, b):
+        assert m.rewrite(7, 100, 5000, 1.0) == (65530, 0xFFFFF000)
+    state = b.steady_state(7)
+    assert state is not None and b.steady_state(8) is None
+    seq_off, ts_off, highest = state
+    assert highest == 100
+    seq, ts, advanced, t = 100, 5000, 0, 1.0
+    for step in (1, 1, 3, 1):  # a gap of two lost packets included
+        seq, ts, t = (seq + step) & 0xFFFF, ts + 960 * step, t + 0.02 * step
+        advanced += step
+        assert a.rewrite(7, seq, ts, t) == ((seq + seq_off) & 0xFFFF, (ts + ts_off) & 0xFFFFFFFF)
+    b.catch_up(seq, ts, advanced, t)
+    b.catch_up(seq, ts, 0, t + 5)  # nothing new: no change
+    assert {k: getattr(a, k) for k in RtpMunger.__slots__} == {
+        k: getattr(b, k) for k in RtpMunger.__slots__}
+    # the late packet 103 (one of the gap) and a pause/resume behave identically
+    assert a.rewrite(7, 103, 5000 + 3 * 960, t) == b.rewrite(7, 103, 5000 + 3 * 960, t)
+    for m in (a, b):
+        m.set_paused(True)
+        assert m.steady_state(7) is None
+        m.set_paused(False)
+    assert b.steady_state(7) is None  # a re-sync is pending
+    assert a.rewrite(7, seq + 1, ts + 960, t + 1.0) == b.rewrite(7, seq + 1, ts + 960, t + 1.0)
+    assert b.steady_state(7) is not None
+
+
+def test_steady_state_closed_while_waiting_for_keyframe() -> None:
+    m = RtpMunger(90000, wait_for_keyframe=True)
+    assert m.rewrite(1, 10, 0, 0.0, keyframe_start=False) is None
+    assert m.steady_state(1) is None
+    assert m.rewrite(1, 11, 0, 0.01, keyframe_start=True) is not None
+    assert m.steady_state(1) is not None

@@ -11,6 +11,7 @@ untouched payload (encrypted payloads pass through as they are).
 
 from __future__ import annotations
 
+import functools
 import logging
 import struct
 from typing import Any
@@ -140,6 +141,29 @@ class RtpMunger:
       keyframe opens the gate, unless ``keyframe_timeout`` seconds pass.
     """
 
+    # slots: an SFU keeps one munger per subscription and touches it per packet
+    __slots__ = (
+        "_ext_highest",
+        "_gate_open",
+        "_gate_since",
+        "_highest_in_seq",
+        "_last_out_seq",
+        "_last_out_time",
+        "_last_out_ts",
+        "_resync",
+        "_seq_offset",
+        "_source_seen",
+        "_source_ssrc",
+        "_started",
+        "_ts_offset",
+        "clock_rate",
+        "dropped",
+        "keyframe_timeout",
+        "paused",
+        "source_timeout",
+        "wait_for_keyframe",
+    )
+
     def __init__(
         self,
         clock_rate: int,
@@ -204,6 +228,35 @@ class RtpMunger:
         """Whether :meth:`rewrite` looks at ``keyframe_start`` for a packet of ``ssrc``:
         while the gate is closed, or when ``ssrc`` would become a new source."""
         return not self._gate_open or ssrc != self._source_ssrc
+
+    def steady_state(self, ssrc: int) -> tuple[int, int, int] | None:
+        """``(seq_offset, ts_offset, highest_seq)`` while newer in-order packets of
+        ``ssrc`` map by constant offsets (started, not paused, gate open, no pending
+        re-sync); else ``None``. A caller may then map such packets itself, for many
+        mungers at once, and report them with :meth:`catch_up`."""
+        if (
+            ssrc != self._source_ssrc
+            or self.paused
+            or self._resync
+            or not self._gate_open
+            or not self._started
+        ):
+            return None
+        return self._seq_offset, self._ts_offset, self._highest_in_seq
+
+    def catch_up(self, seq: int, ts: int, advanced: int, now: float) -> None:
+        """Account for newer in-order packets mapped through :meth:`steady_state`'s
+        offsets without :meth:`rewrite`: ``seq``/``ts`` are the newest input packet's,
+        ``advanced`` how far the input sequence moved forward since the state was read.
+        The munger ends as if :meth:`rewrite` had seen every one of them."""
+        if advanced <= 0:
+            return
+        self._source_seen = now
+        self._highest_in_seq = seq
+        self._ext_highest += advanced
+        self._last_out_seq = (seq + self._seq_offset) & 0xFFFF
+        self._last_out_ts = (ts + self._ts_offset) & 0xFFFFFFFF
+        self._last_out_time = now
 
     def rewrite(
         self, ssrc: int, seq: int, ts: int, now: float, keyframe_start: bool = False
@@ -336,6 +389,13 @@ def is_keyframe_start(mime_type: str, payload: bytes) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=64)
+def _shared_struct(fmt: str) -> struct.Struct:
+    """One :class:`struct.Struct` per header layout, shared by every writer using it
+    (fewer distinct objects touched per forwarded packet)."""
+    return struct.Struct(fmt)
+
+
 class RtpHeaderWriter:
     """Serialises outgoing RTP packets for one subscriber stream.
 
@@ -343,6 +403,9 @@ class RtpHeaderWriter:
     RFC 8285): ``mid`` (constant), ``abs-send-time`` (per packet) and the publisher's
     ``ssrc-audio-level`` value.
     """
+
+    __slots__ = ("_al_byte", "_al_id", "_ast_id", "_into", "_mid_elem", "_simple",
+                 "payload_type", "ssrc")
 
     def __init__(
         self,
@@ -411,7 +474,7 @@ class RtpHeaderWriter:
             if has_al:
                 fmt += "H"
             fmt += "x" * pad
-            st = struct.Struct(fmt)
+            st = _shared_struct(fmt)
             self._into.append((st, head, ast_word, st.size))
 
     def build_simple(
