@@ -234,7 +234,8 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
     async def connect(self, url: str, token: str, options: RoomOptions | None = None) -> None:
         """Join the room at ``url`` with ``token``.
 
-        Returns once signalling is up and both peer connections are connected; participants
+        Returns once signalling is up and the primary peer connection is connected (the
+        publisher PC of a subscriber-primary join connects on first publish); participants
         already in the room are then in :attr:`remote_participants`. Raises
         :class:`ConnectError` (``status``/``reason`` from the server, or ``signal_timeout``
         after ``options.connect_timeout`` (10 s) / ``ice_timeout`` after
@@ -674,9 +675,13 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
         engine = self._engine
         if engine is None or engine.closed or self._local is None:
             raise PublishDataError("cannot send data: not connected")
-        data = self._encoder.encode(packet, reliable=reliable,
-                                    reliable_max=engine.reliable_max_message_size())
-        await engine.send_data(data, reliable=reliable)
+        encoder = self._encoder
+
+        def encode(reliable_max: int) -> bytes:
+            # run by the engine right before sending (in call order): the size limit is
+            # the one the server advertised once the (lazily connected) publisher is up
+            return encoder.encode(packet, reliable=reliable, reliable_max=reliable_max)
+        await engine.send_data(encode, reliable=reliable)
 
     async def _publish_user_data(self, payload: bytes, *, reliable: bool,
                                  destination_identities: list[str], topic: str) -> None:
@@ -875,6 +880,12 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
         if configure is not None:
             configure(options)
         try:
+            # a subscriber-primary join negotiates the publisher lazily: its first offer
+            # carries the data channels only, the track comes in the renegotiation below
+            await engine.ensure_publisher_negotiated()
+        except ConnectError as exc:
+            raise PublishTrackError(f"publisher negotiation failed: {exc.message}") from None
+        try:
             transceiver = engine.publisher.pc.addTransceiver(rtc_track, direction="sendonly")
             _prefer_codec(transceiver, is_video, options.video_codec)
             attach = getattr(track, "_attach_sender", None)
@@ -887,6 +898,12 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
             raise
         except Exception as exc:
             raise PublishTrackError(f"publishing failed: {exc}") from exc
+        try:
+            # the first publication connects a lazily negotiated publisher PC: wait for it,
+            # so that frames captured once publish_track returns are sent, not dropped
+            await engine.ensure_publisher_connected()
+        except ConnectError as exc:
+            raise PublishTrackError(f"publisher did not connect: {exc.message}") from None
         negotiated = _negotiated_mime(engine.publisher.last_remote_sdp, transceiver.mid)
         if negotiated:
             info.mime_type = negotiated

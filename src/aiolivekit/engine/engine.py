@@ -108,7 +108,11 @@ class RtcEngine:
         self._answer_waiter: asyncio.Future[sig.AnswerReceived] | None = None
         self._negotiate_lock = asyncio.Lock()
         self._send_lock = asyncio.Lock()
-        self._wake = asyncio.Event()
+        self._data_locks = {"_reliable": asyncio.Lock(), "_lossy": asyncio.Lock()}
+        self._data_waiting = {"_reliable": 0, "_lossy": 0}
+        self._wake_fut: asyncio.Future[bool] | None = None
+        self._negotiated_event = asyncio.Event()  # the publisher PC was negotiated once
+        self._sub_channel_added = asyncio.Event()
         self._armed_due = float("inf")  # when the timer loop wakes up next (time.time())
         self.pub_channels: dict[str, RTCDataChannel] = {}
         self.sub_channels: dict[str, RTCDataChannel] = {}
@@ -156,7 +160,12 @@ class RtcEngine:
     # ------------------------------------------------------------------ connect
 
     async def connect(self, url: str, token: str, options: RoomOptions) -> rtc_pb.JoinResponse:
-        """Join: WebSocket, JoinResponse, both PCs negotiated and connected."""
+        """Join: WebSocket, JoinResponse, then the primary PC connected.
+
+        Subscriber-primary joins (the usual case) wait for the subscriber PC only and leave
+        the publisher PC unnegotiated until :meth:`ensure_publisher_connected` (first data
+        packet or track), as the official SDKs do; otherwise both PCs are connected here.
+        """
         self.url = url
         connect_timeout = options.connect_timeout or DEFAULT_CONNECT_TIMEOUT
         ice_timeout = options.ice_timeout or DEFAULT_ICE_TIMEOUT
@@ -190,8 +199,14 @@ class RtcEngine:
             self._timer_task = self._spawn(self._timer_loop(), "lk-signal-timer")
             self._offer_task = self._spawn(self._offer_loop(), "lk-subscriber-offers")
             self._flush()
-            await self._negotiate_publisher_initial(ice_timeout)
-            await self._wait_transports(ice_timeout, join.subscriber_primary)
+            self._publisher_timeout = ice_timeout
+            if join.subscriber_primary:
+                # like the official SDKs: the publisher PC is negotiated on first need
+                # (first data packet or track, see ensure_publisher_connected)
+                await self._wait_subscriber(ice_timeout)
+            else:
+                await self._negotiate_publisher_initial(ice_timeout)
+                await self._wait_transports(ice_timeout, join.subscriber_primary)
             return join
         except BaseException:
             await self._shutdown(send_leave=False)
@@ -232,13 +247,26 @@ class RtcEngine:
 
     def _make_state_watcher(self, pt: PeerTransport) -> Callable[[], None]:
         def watcher() -> None:
-            if pt.pc.connectionState == "failed" and not self.closed and self._connected_once:
-                logger.warning("peer connection %d failed", pt.target)
-                self._spawn(self._fail(models_pb.DisconnectReason.CONNECTION_TIMEOUT,
-                                       "peer connection failed"), "lk-fail")
+            state = pt.pc.connectionState
+            if state == "connected" and pt is self.publisher:
+                self._publisher_connected_once = True
+            if state != "failed" or self.closed or not self._connected_once:
+                return
+            if pt is self.publisher and not self._publisher_connected_once:
+                # a lazily negotiated publisher that never connected: the pending
+                # ensure_publisher_connected() reports it; the session itself is fine
+                logger.info("publisher peer connection failed before connecting")
+                return
+            logger.warning("peer connection %d failed", pt.target)
+            self._spawn(self._fail(models_pb.DisconnectReason.CONNECTION_TIMEOUT,
+                                   "peer connection failed"), "lk-fail")
         return watcher
 
     _connected_once = False
+    _publisher_connected_once = False
+    _publisher_negotiated = False
+    _publisher_attempt: asyncio.Task[None] | None = None
+    _publisher_timeout = DEFAULT_ICE_TIMEOUT
 
     def _local_candidate(self, init: str, target: int) -> None:
         self.session.send_trickle(init, target)
@@ -250,6 +278,37 @@ class RtcEngine:
         except asyncio.TimeoutError:
             raise ConnectError(f"publisher negotiation timed out after {timeout:g} s",
                                reason="signal_timeout") from None
+
+    async def _wait_subscriber(self, timeout: float) -> None:
+        """Connect in subscriber-primary mode: only the subscriber PC must be up."""
+        assert self.subscriber is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        ok = await self.subscriber.wait_connected(timeout)
+        if not ok:
+            if self.closed:
+                raise ConnectError(f"connection closed while connecting ({self._close_error})",
+                                   reason="leave")
+            raise ConnectError(
+                f"ICE/peer connection (subscriber) did not connect within {timeout:g} s "
+                f"(state {self.subscriber.pc.connectionState})", reason="ice_timeout")
+        # the server's data channels: data it sends us right after the join must not be
+        # lost (livekit-server drops packets for a subscriber channel not yet open)
+        for label in ("_reliable", "_lossy"):
+            while label not in self.sub_channels:
+                remaining = deadline - loop.time()
+                if self.closed or remaining <= 0:
+                    raise ConnectError(
+                        f"the server's data channel {label} did not open within {timeout:g} s",
+                        reason="ice_timeout")
+                self._sub_channel_added.clear()
+                try:
+                    await asyncio.wait_for(self._sub_channel_added.wait(), remaining)
+                except asyncio.TimeoutError:
+                    pass
+            await self._wait_channel_open(self.sub_channels[label],
+                                          max(0.1, deadline - loop.time()))
+        self._connected_once = True
 
     async def _wait_transports(self, timeout: float, subscriber_primary: bool) -> None:
         assert self.publisher is not None and self.subscriber is not None
@@ -291,18 +350,119 @@ class RtcEngine:
     async def negotiate_publisher(self, timeout: float = NEGOTIATION_TIMEOUT) -> None:
         """Offer on the publisher PC and apply the server's answer (serialized)."""
         async with self._negotiate_lock:
-            if self.closed or self.publisher is None:
-                raise SignalError("engine is closed")
-            loop = asyncio.get_running_loop()
-            self._answer_waiter = loop.create_future()
-            try:
-                offer = await self.publisher.create_offer()
-                self.session.send_offer(offer)
-                self._flush()
-                answer = await asyncio.wait_for(asyncio.shield(self._answer_waiter), timeout)
-                await self.publisher.set_answer(answer.sdp)
-            finally:
-                self._answer_waiter = None
+            await self._negotiate_locked(timeout)
+
+    async def _negotiate_locked(self, timeout: float) -> None:
+        if self.closed or self.publisher is None:
+            raise SignalError("engine is closed")
+        loop = asyncio.get_running_loop()
+        self._answer_waiter = loop.create_future()
+        try:
+            offer = await self.publisher.create_offer()
+            self.session.send_offer(offer)
+            self._flush()
+            answer = await asyncio.wait_for(asyncio.shield(self._answer_waiter), timeout)
+            await self.publisher.set_answer(answer.sdp)
+            self._publisher_negotiated = True
+            self._negotiated_event.set()
+        finally:
+            self._answer_waiter = None
+
+    def publisher_ready(self) -> bool:
+        """True when the publisher PC is connected and both data channels are open."""
+        pt = self.publisher
+        if pt is None or not pt.connected:
+            return False
+        return all(ch.readyState == "open" for ch in self.pub_channels.values())
+
+    def _publisher_connecting(self, timeout: float | None = None) -> asyncio.Task[None]:
+        """The one shared attempt to bring the publisher up (started if none is running)."""
+        task = self._publisher_attempt
+        if task is None or task.done():
+            task = self._spawn(self._connect_publisher(
+                self._publisher_timeout if timeout is None else timeout), "lk-publisher-connect")
+            self._publisher_attempt = task
+            # a failed attempt is reported to its awaiters; a later call starts a new one
+            task.add_done_callback(_consume_exception)
+        return task
+
+    async def ensure_publisher_connected(self, timeout: float | None = None) -> None:
+        """Negotiate the publisher PC if needed and wait until it is connected with both
+        data channels open (at most ``timeout`` s, by default the ICE timeout).
+
+        Concurrent callers share one attempt. Raises :class:`ConnectError` on failure or
+        timeout (a later call tries again).
+        """
+        if self.closed:
+            raise ConnectError("not connected", reason="leave")
+        if self.publisher_ready():
+            return
+        await self._await_publisher(self._publisher_connecting(timeout))
+
+    async def ensure_publisher_negotiated(self, timeout: float | None = None) -> None:
+        """Have the publisher PC negotiated once (data channels only), without waiting for
+        it to connect; joins the shared attempt of :meth:`ensure_publisher_connected`.
+
+        Call before adding the first transceiver: aiortc (1.16) tears down the shared
+        transport when a PC's first offer bundles media under an earlier data channel, so
+        the first publisher offer must carry the data channels alone (as in eager mode).
+        Raises :class:`ConnectError` on failure or timeout.
+        """
+        if self._publisher_negotiated:
+            return
+        if self.closed:
+            raise ConnectError("not connected", reason="leave")
+        task = self._publisher_connecting(timeout)
+        waiter = asyncio.ensure_future(self._negotiated_event.wait())
+        try:
+            # bounded: the attempt itself times out after ``timeout``
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if not self._publisher_negotiated:
+            await self._await_publisher(task)  # raises the attempt's error
+            if not self._publisher_negotiated:
+                raise ConnectError("publisher negotiation failed", reason="signal_timeout")
+
+    async def _await_publisher(self, task: asyncio.Task[None]) -> None:
+        # shield: a caller giving up (cancelled) does not abort the shared attempt
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelling = getattr(asyncio.current_task(), "cancelling", None)  # 3.11+
+            if task.cancelled() and not (cancelling is not None and cancelling()):
+                raise ConnectError("connection closed while connecting the publisher",
+                                   reason="leave") from None
+            raise
+
+    async def _negotiate_once(self, timeout: float) -> None:
+        async with self._negotiate_lock:  # a publish_track negotiation may be running
+            if not self._publisher_negotiated:
+                await self._negotiate_locked(timeout)
+
+    async def _connect_publisher(self, timeout: float) -> None:
+        pt = self.publisher
+        if self.closed or pt is None:
+            raise ConnectError("not connected", reason="leave")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            await asyncio.wait_for(self._negotiate_once(timeout), timeout)
+        except (asyncio.TimeoutError, SignalError) as exc:
+            if self.closed:
+                raise ConnectError(f"connection closed ({self._close_error})",
+                                   reason="leave") from None
+            raise ConnectError(f"publisher negotiation failed: {exc or 'timed out'} "
+                               f"(after {timeout:g} s)", reason="signal_timeout") from None
+        ok = await pt.wait_connected(max(0.0, deadline - loop.time()))
+        if not ok:
+            if self.closed:
+                raise ConnectError(f"connection closed ({self._close_error})", reason="leave")
+            raise ConnectError(
+                f"publisher peer connection did not connect within {timeout:g} s "
+                f"(state {pt.pc.connectionState})", reason="ice_timeout")
+        for ch in self.pub_channels.values():
+            await self._wait_channel_open(ch, max(0.1, deadline - loop.time()))
 
     # ------------------------------------------------------------------ loops
 
@@ -354,22 +514,32 @@ class RtcEngine:
         A received message pushes the ping-timeout deadline later, which the armed
         (earlier) wake-up handles anyway: no extra wake-up per message.
         """
+        fut = self._wake_fut
+        if fut is None or fut.done():
+            return  # the loop is not sleeping: it recomputes its deadline anyway
         due = self.session.next_timer()
         if due is not None and due < self._armed_due:
-            self._wake.set()
+            fut.set_result(False)
 
     async def _timer_loop(self) -> None:
+        """Run the session's timers: one future per sleep, resolved by a ``call_later``
+        handle (deadline reached: True) or by :meth:`_rearm` (recompute: False)."""
+        loop = asyncio.get_running_loop()
         while not self.closed:
             due = self.session.next_timer()
             now = time.time()
             delay = 3600.0 if due is None else max(0.0, due - now)
             self._armed_due = now + delay
-            self._wake.clear()
+            fut: asyncio.Future[bool] = loop.create_future()
+            self._wake_fut = fut
+            handle = loop.call_later(delay, _resolve, fut, True)
             try:
-                await asyncio.wait_for(self._wake.wait(), delay)
-                continue  # state changed: recompute
-            except asyncio.TimeoutError:
-                pass
+                fired = await fut
+            finally:
+                handle.cancel()
+                self._wake_fut = None
+            if not fired:
+                continue  # deadline moved earlier: recompute
             for ev in self.session.handle_timer(time.time()):
                 await self._handle(ev)
             self._flush()
@@ -467,6 +637,7 @@ class RtcEngine:
 
     def _on_sub_datachannel(self, channel: RTCDataChannel) -> None:
         self.sub_channels[channel.label] = channel
+        self._sub_channel_added.set()
         channel.on("message", self._make_channel_reader(channel.label))
 
     def _make_channel_reader(self, label: str) -> Callable[[Any], None]:
@@ -488,28 +659,56 @@ class RtcEngine:
         size = getattr(sctp, "_remote_max_message_size", 65536) if sctp is not None else 65536
         return int(size or 65536)
 
-    async def send_data(self, data: bytes, *, reliable: bool) -> None:
-        """Send one encoded DataPacket on the publisher's reliable or lossy channel."""
+    async def send_data(self, data: bytes | Callable[[int], bytes], *, reliable: bool) -> None:
+        """Send one encoded DataPacket on the publisher's reliable or lossy channel.
+
+        Brings the publisher up first if it is not (subscriber-primary joins negotiate it
+        lazily). Packets sent concurrently go out in call order: once one has to wait
+        (publisher connecting, reliable channel congested) later ones queue behind it.
+        ``data`` may be a callable that encodes the packet given the reliable size limit
+        (:meth:`reliable_max_message_size`, known once the publisher is connected); it is
+        called right before sending, in call order.
+        """
         if self.closed:
             raise PublishDataError("not connected")
-        ch = self.pub_channels.get("_reliable" if reliable else "_lossy")
+        label = "_reliable" if reliable else "_lossy"
+        ch = self.pub_channels.get(label)
         if ch is None:
             raise PublishDataError("not connected")
-        if ch.readyState != "open":
-            try:
-                await self._wait_channel_open(ch, CHANNEL_OPEN_TIMEOUT)
-            except ConnectError as exc:
-                raise PublishDataError(exc.message) from None
-        if reliable:
-            if ch.bufferedAmount > RELIABLE_HIGH_WATER:
-                low = asyncio.Event()
-                ch.bufferedAmountLowThreshold = RELIABLE_HIGH_WATER // 2
-                ch.once("bufferedamountlow", low.set)
-                try:
-                    await asyncio.wait_for(low.wait(), 30.0)
-                except asyncio.TimeoutError:
-                    raise PublishDataError("reliable data channel is congested") from None
-        elif ch.bufferedAmount > LOSSY_HIGH_WATER:
+        if (ch.readyState == "open" and not self._data_waiting[label]
+                and (not reliable or ch.bufferedAmount <= RELIABLE_HIGH_WATER)):
+            self._send_now(ch, _encoded(data, self), reliable)
+            return
+        attempt = None if self.publisher_ready() else self._publisher_connecting()
+        self._data_waiting[label] += 1
+        try:
+            async with self._data_locks[label]:  # FIFO: keeps the call order
+                if ch.readyState != "open":
+                    if attempt is None:
+                        attempt = self._publisher_connecting()
+                    try:
+                        await self._await_publisher(attempt)
+                    except ConnectError as exc:
+                        raise PublishDataError(
+                            f"cannot send data: publisher not connected: {exc.message}") from None
+                    if ch.readyState != "open":
+                        raise PublishDataError(f"data channel {label} is {ch.readyState}")
+                if self.closed:
+                    raise PublishDataError("not connected")
+                if reliable and ch.bufferedAmount > RELIABLE_HIGH_WATER:
+                    low = asyncio.Event()
+                    ch.bufferedAmountLowThreshold = RELIABLE_HIGH_WATER // 2
+                    ch.once("bufferedamountlow", low.set)
+                    try:
+                        await asyncio.wait_for(low.wait(), 30.0)
+                    except asyncio.TimeoutError:
+                        raise PublishDataError("reliable data channel is congested") from None
+                self._send_now(ch, _encoded(data, self), reliable)
+        finally:
+            self._data_waiting[label] -= 1
+
+    def _send_now(self, ch: RTCDataChannel, data: bytes, reliable: bool) -> None:
+        if not reliable and ch.bufferedAmount > LOSSY_HIGH_WATER:
             logger.debug("dropping lossy packet: channel congested")
             return
         try:
@@ -575,6 +774,21 @@ class RtcEngine:
                 await pt.close()
         if ws is not None:
             await ws.close()
+
+
+def _encoded(data: bytes | Callable[[int], bytes], engine: RtcEngine) -> bytes:
+    return data(engine.reliable_max_message_size()) if callable(data) else data
+
+
+def _resolve(fut: asyncio.Future[bool], value: bool) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _consume_exception(task: asyncio.Task[Any]) -> None:
+    """Mark a shared task's failure as retrieved (its awaiters got it already)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _revive_receiver(receiver: RTCRtpReceiver, ssrcs: list[int]) -> MediaStreamTrack | None:
