@@ -250,14 +250,16 @@ class RtcEngine:
             state = pt.pc.connectionState
             if state == "connected" and pt is self.publisher:
                 self._publisher_connected_once = True
-            if state != "failed" or self.closed or not self._connected_once:
+            # "closed" without close() from us: aiortc closes a PC whose ICE connection
+            # ended (e.g. RFC 7675 consent expired), which is a failure too
+            if state not in ("failed", "closed") or self.closed or not self._connected_once:
                 return
             if pt is self.publisher and not self._publisher_connected_once:
                 # a lazily negotiated publisher that never connected: the pending
                 # ensure_publisher_connected() reports it; the session itself is fine
                 logger.info("publisher peer connection failed before connecting")
                 return
-            logger.warning("peer connection %d failed", pt.target)
+            logger.warning("peer connection %d %s", pt.target, state)
             self._spawn(self._fail(models_pb.DisconnectReason.CONNECTION_TIMEOUT,
                                    "peer connection failed"), "lk-fail")
         return watcher

@@ -20,7 +20,14 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["BindingRequest", "answer_binding_request", "install_keepalive_fast_path", "parse_binding_request"]
+__all__ = [
+    "BindingRequest",
+    "answer_binding_request",
+    "binding_response_ok",
+    "install_keepalive_fast_path",
+    "parse_binding_request",
+    "seal_message",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -127,19 +134,51 @@ def _xor_mapped_address(addr: tuple[str, int], transaction_id: bytes) -> bytes |
     return struct.pack("!HH", _ATTR_XOR_MAPPED_ADDRESS, len(value)) + value
 
 
+def seal_message(message_type: int, transaction_id: bytes, attributes: bytes, key: bytes) -> bytes:
+    """A STUN message of ``attributes`` (encoded, padded) with MESSAGE-INTEGRITY (``key``)
+    and FINGERPRINT appended."""
+    # MESSAGE-INTEGRITY covers the header with the length up to and including itself
+    covered = _pack_header(message_type, len(attributes) + 24, _COOKIE, transaction_id)
+    integrity = hmac.digest(key, covered + attributes, "sha1")
+    body = attributes + struct.pack("!HH", _ATTR_MESSAGE_INTEGRITY, 20) + integrity
+    with_length = _pack_header(message_type, len(body) + 8, _COOKIE, transaction_id) + body
+    crc = (binascii.crc32(with_length) ^ _FINGERPRINT_XOR) & 0xFFFFFFFF
+    return with_length + struct.pack("!HHI", _ATTR_FINGERPRINT, 4, crc)
+
+
 def answer_binding_request(request: BindingRequest, addr: tuple[str, int], key: bytes) -> bytes | None:
     """The Binding success response (XOR-MAPPED-ADDRESS, MESSAGE-INTEGRITY, FINGERPRINT)."""
     mapped = _xor_mapped_address(addr, request.transaction_id)
     if mapped is None:
         return None
-    tid = request.transaction_id
-    # MESSAGE-INTEGRITY covers the header with the length up to and including itself
-    covered = _pack_header(_BINDING_SUCCESS, len(mapped) + 24, _COOKIE, tid) + mapped
-    integrity = struct.pack("!HH", _ATTR_MESSAGE_INTEGRITY, 20) + hmac.digest(key, covered, "sha1")
-    body = mapped + integrity
-    with_length = _pack_header(_BINDING_SUCCESS, len(body) + 8, _COOKIE, tid) + body
-    crc = (binascii.crc32(with_length) ^ _FINGERPRINT_XOR) & 0xFFFFFFFF
-    return with_length + struct.pack("!HHI", _ATTR_FINGERPRINT, 4, crc)
+    return seal_message(_BINDING_SUCCESS, request.transaction_id, mapped, key)
+
+
+def binding_response_ok(data: bytes, transaction_id: bytes, key: bytes) -> bool:
+    """Whether ``data`` is a Binding success response to ``transaction_id`` whose
+    MESSAGE-INTEGRITY verifies with ``key``."""
+    size = len(data)
+    if (size < 20 or data[0:2] != b"\x01\x01" or data[4:8] != _COOKIE_BYTES
+            or data[8:20] != transaction_id):
+        return False
+    body_length = (data[2] << 8) | data[3]
+    if body_length + 20 != size or body_length % 4:
+        return False
+    pos = 20
+    while pos + 4 <= size:
+        attr_type, attr_length = _unpack_attr(data, pos)
+        value_start = pos + 4
+        value_end = value_start + attr_length
+        if value_end > size:
+            return False
+        if attr_type == _ATTR_MESSAGE_INTEGRITY:
+            if attr_length != 20:
+                return False
+            covered = data[0:2] + struct.pack("!H", value_end - 20) + data[4:pos]
+            return hmac.compare_digest(hmac.digest(key, covered, "sha1"),
+                                       data[value_start:value_end])
+        pos = value_end + (-attr_length % 4)
+    return False
 
 
 _SUCCEEDED: Any = None
@@ -174,15 +213,41 @@ def install_keepalive_fast_path(conn: Any) -> int:
 def _make_handler(conn: Any, protocol: Any,
                   original: Callable[[bytes, tuple[Any, ...]], None]) -> Callable[..., None]:
     def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
-        if len(data) >= 20 and data[0] == 0 and data[1] == 1:
+        if len(data) >= 20 and data[1] == 1 and data[0] < 2:
             try:
-                if _answer(conn, protocol, data, addr):
-                    return
+                if data[0] == 0:  # a Binding request
+                    if _answer(conn, protocol, data, addr):
+                        _consent_awake(conn)
+                        return
+                else:  # a Binding success response: perhaps to our consent check
+                    keeper = conn.__dict__.get("_aiolivekit_consent")
+                    if keeper is not None and keeper.response(data):
+                        return
             except Exception:  # never lose the datagram: aioice handles it then
                 logger.debug("keepalive fast path failed", exc_info=True)
         original(data, addr)
 
     return datagram_received
+
+
+def _consent_awake(conn: Any) -> None:
+    """A keepalive was answered: let a due consent check go out in the same wake-up
+    (taking consent checks over from aioice on the first occasion)."""
+    keeper = conn.__dict__.get("_aiolivekit_consent")
+    if keeper is None:
+        if conn.__dict__.get("_aiolivekit_consent_tried", 0) >= 50:
+            return
+        from . import consent
+
+        if not consent.enabled():
+            conn._aiolivekit_consent_tried = 50
+            return
+        conn._aiolivekit_consent_tried = conn.__dict__.get("_aiolivekit_consent_tried", 0) + 1
+        keeper = consent.ConsentKeeper.take_over(conn)
+        if keeper is None:
+            return
+        conn._aiolivekit_consent = keeper
+    keeper.awake()
 
 
 def _answer(conn: Any, protocol: Any, data: bytes, addr: tuple[Any, ...]) -> bool:

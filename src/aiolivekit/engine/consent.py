@@ -1,0 +1,174 @@
+"""RFC 7675 consent freshness checks that ride on wake-ups the process has anyway.
+
+aioice checks consent on a nominated pair from its own task every 4-6 s: a timer
+wake-up to send, another for the response, for an otherwise idle participant. The
+server meanwhile sends its own keepalive checks (pion: every 2 s), which
+:mod:`.stun_keepalive` answers. :class:`ConsentSchedule` (sans-I/O, time passed in)
+lets a check go out up to ``early`` seconds before it is due when the process is awake
+to answer such a keepalive, so the check costs no wake-up of its own; its own timer
+remains for when nothing else happens. Consent expires, and the ICE connection is
+closed as aioice would, when no authenticated response arrived for ``expiry`` seconds.
+
+:class:`ConsentKeeper` is the asyncio shell for one aioice ``Connection``: it takes
+the checks over from aioice's task (aioice 0.13 internals, pinned) and builds and
+verifies the STUN bytes itself (:func:`.stun_keepalive.seal_message`).
+``AIOLIVEKIT_FAST_CONSENT=0`` leaves consent to aioice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from collections.abc import Callable
+from typing import Any
+
+from .stun_keepalive import binding_response_ok, seal_message
+
+__all__ = ["ConsentKeeper", "ConsentSchedule", "enabled"]
+
+logger = logging.getLogger(__name__)
+
+CONSENT_INTERVAL = 5.0  # RFC 7675: randomised 0.8-1.2 x 5 s
+CONSENT_EARLY = 2.0  # a check may go out this much early when the process is awake anyway
+CONSENT_EXPIRY = 30.0  # RFC 7675: consent expires 30 s after the last response
+_BINDING_REQUEST_TYPE = 0x0001
+
+
+def enabled() -> bool:
+    """Whether consent checks are taken over from aioice (``AIOLIVEKIT_FAST_CONSENT``)."""
+    return os.environ.get("AIOLIVEKIT_FAST_CONSENT", "1") != "0"
+
+
+class ConsentSchedule:
+    """When to send the next consent check and whether consent has expired."""
+
+    def __init__(self, now: float, *, interval: float = CONSENT_INTERVAL,
+                 early: float = CONSENT_EARLY, expiry: float = CONSENT_EXPIRY,
+                 rng: Callable[[], float] = random.random) -> None:
+        self.interval = interval
+        self.early = early
+        self.expiry = expiry
+        self._rng = rng
+        self.last_ok = now
+        self.pending: bytes | None = None  # transaction id of the outstanding check
+        self.due = now + self._next_interval()
+        self.sent_count = 0
+        self.ok_count = 0
+
+    def _next_interval(self) -> float:
+        return self.interval * (0.8 + 0.4 * self._rng())
+
+    def should_send(self, now: float, *, awake: bool) -> bool:
+        """A check is due (``awake``: the process runs anyway, so up to ``early`` s early)."""
+        return now >= self.due - (self.early if awake else 0.0)
+
+    def sent(self, now: float, transaction_id: bytes) -> None:
+        """A check went out now; the next one is due one randomised interval later."""
+        self.pending = transaction_id
+        self.due = now + self._next_interval()
+        self.sent_count += 1
+
+    def response(self, now: float, transaction_id: bytes) -> bool:
+        """An authenticated success response arrived; ``True`` if it answers our check."""
+        if self.pending is None or transaction_id != self.pending:
+            return False
+        self.pending = None
+        self.last_ok = now
+        self.ok_count += 1
+        return True
+
+    def expired(self, now: float) -> bool:
+        return now - self.last_ok >= self.expiry
+
+
+class ConsentKeeper:
+    """Consent checks of one aioice ``Connection`` (component 1), in place of aioice's task."""
+
+    def __init__(self, conn: Any, loop: asyncio.AbstractEventLoop, attributes: bytes,
+                 schedule: ConsentSchedule) -> None:
+        self._conn = conn
+        self._loop = loop
+        self._attributes = attributes  # USERNAME, PRIORITY, ICE-CONTROLL(ED|ING)
+        self._key = conn.remote_password.encode("utf8")
+        self.schedule = schedule
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self.stopped = False
+        self._arm()
+
+    @classmethod
+    def take_over(cls, conn: Any) -> ConsentKeeper | None:
+        """Stop aioice's consent task and check consent here; ``None`` (aioice keeps
+        doing it) if its task is not running yet or the internals are not as expected."""
+        task = getattr(conn, "_query_consent_task", None)
+        pair = getattr(conn, "_nominated", {}).get(1)
+        if (not isinstance(task, asyncio.Task) or task.done() or pair is None
+                or not getattr(conn, "remote_password", None) or conn._closing):
+            return None
+        request = conn.build_request(pair, nominate=False)
+        attributes = bytes(request)[20:]  # aioice adds no integrity/fingerprint here
+        task.cancel()
+        conn._query_consent_task = None
+        loop = asyncio.get_running_loop()
+        schedule = ConsentSchedule(loop.time(), interval=CONSENT_INTERVAL, early=CONSENT_EARLY,
+                                   expiry=CONSENT_EXPIRY)
+        keeper = cls(conn, loop, attributes, schedule)
+        logger.debug("consent checks taken over from aioice")
+        return keeper
+
+    def awake(self) -> None:
+        """The process is running anyway (a keepalive was just answered)."""
+        if not self.stopped and self.schedule.should_send(self._loop.time(), awake=True):
+            self._check()
+
+    def response(self, data: bytes) -> bool:
+        """Consume ``data`` if it is the authenticated answer to the outstanding check."""
+        schedule = self.schedule
+        if schedule.pending is None or data[8:20] != schedule.pending:
+            return False
+        if not binding_response_ok(data, schedule.pending, self._key):
+            return False
+        schedule.response(self._loop.time(), data[8:20])
+        return True
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(self.schedule.due, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self.stopped:
+            self._check()
+
+    def _check(self) -> None:
+        conn = self._conn
+        now = self._loop.time()
+        if conn._closing:
+            self.stop()
+            return
+        if self.schedule.expired(now):
+            logger.info("ICE consent expired (no response for %.0f s)", self.schedule.expiry)
+            self.stop()
+            self._closing = self._loop.create_task(conn.close())
+            return
+        pair = conn._nominated.get(1)
+        if pair is None or pair.protocol.transport is None:
+            self.stop()
+            return
+        transaction_id = os.urandom(12)
+        data = seal_message(_BINDING_REQUEST_TYPE, transaction_id, self._attributes, self._key)
+        try:
+            pair.protocol.transport.sendto(data, pair.remote_addr)
+        except Exception:  # a closed transport: the connection is going away
+            logger.debug("sending a consent check failed", exc_info=True)
+        self.schedule.sent(now, transaction_id)
+        self._arm()

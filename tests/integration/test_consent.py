@@ -1,0 +1,84 @@
+"""RFC 7675 consent checks of the client's ICE connection, through real servers.
+
+The client takes the checks over from aioice (``engine/consent.py``): they are sent
+(early, with the server's keepalive answers, or on their own timer), the server's
+responses are verified and credited, and when responses stop, consent expires and
+the connection ends as it would with aioice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from aiolivekit import Room
+from aiolivekit.engine import consent
+from aiolivekit.engine.peer import _ice_connections
+
+pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+
+
+def _keeper(room: Room) -> Any:
+    engine = room._engine
+    assert engine is not None and engine.subscriber is not None
+    conns = _ice_connections(engine.subscriber.pc)
+    assert len(conns) == 1
+    return conns[0], conns[0].__dict__.get("_aiolivekit_consent")
+
+
+async def _until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_consent_checks_answered_and_credited(
+    any_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(consent, "CONSENT_INTERVAL", 1.0)
+    monkeypatch.setattr(consent, "CONSENT_EARLY", 0.4)
+    room = Room()
+    try:
+        await asyncio.wait_for(room.connect(any_server.url, any_server.token("consent")), 30)
+        # taken over at the first answered keepalive of the server (pion: ~2 s, aioice: ~5 s)
+        await _until(lambda: _keeper(room)[1] is not None, 15, "the consent keeper")
+        conn, keeper = _keeper(room)
+        assert conn._query_consent_task is None  # aioice's own task was stopped
+        await _until(lambda: keeper.schedule.ok_count >= 4, 15, "four answered checks")
+        schedule = keeper.schedule
+        assert schedule.sent_count - schedule.ok_count <= 1  # at most one outstanding
+        assert not schedule.expired(asyncio.get_running_loop().time())
+        assert room._engine is not None and room._engine.subscriber is not None
+        assert room._engine.subscriber.pc.connectionState == "connected"
+        assert room.isconnected()
+    finally:
+        await room.disconnect()
+
+
+async def test_consent_expiry_ends_the_session(
+    any_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(consent, "CONSENT_INTERVAL", 0.5)
+    monkeypatch.setattr(consent, "CONSENT_EXPIRY", 2.5)
+    room = Room()
+    disconnected = asyncio.Event()
+    room.on("disconnected", lambda *_: disconnected.set())
+    try:
+        await asyncio.wait_for(room.connect(any_server.url, any_server.token("expiry")), 30)
+        await _until(lambda: _keeper(room)[1] is not None, 15, "the consent keeper")
+        conn, keeper = _keeper(room)
+        # from now on the server's answers are lost (as on a dead path)
+        monkeypatch.setattr(consent.ConsentKeeper, "response", lambda self, data: False)
+        started = time.monotonic()
+        await asyncio.wait_for(disconnected.wait(), 20)
+        elapsed = time.monotonic() - started
+        assert keeper.stopped and conn._closing
+        assert elapsed >= 1.0, elapsed  # not before consent could have expired
+        assert not room.isconnected()
+    finally:
+        await room.disconnect()
