@@ -37,6 +37,13 @@ async def _until(predicate: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _join_with_keeper(room: Room, server: Any, identity: str) -> tuple[Any, Any]:
+    await asyncio.wait_for(room.connect(server.url, server.token(identity)), 30)
+    conn, keeper = _keeper(room)
+    assert keeper is not None  # taken over from aioice when the PC connected
+    return conn, keeper
+
+
 async def test_consent_checks_answered_and_credited(
     any_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -44,10 +51,7 @@ async def test_consent_checks_answered_and_credited(
     monkeypatch.setattr(consent, "CONSENT_EARLY", 0.4)
     room = Room()
     try:
-        await asyncio.wait_for(room.connect(any_server.url, any_server.token("consent")), 30)
-        # taken over at the first answered keepalive of the server (pion: ~2 s, aioice: ~5 s)
-        await _until(lambda: _keeper(room)[1] is not None, 15, "the consent keeper")
-        conn, keeper = _keeper(room)
+        conn, keeper = await _join_with_keeper(room, any_server, "consent")
         assert conn._query_consent_task is None  # aioice's own task was stopped
         await _until(lambda: keeper.schedule.ok_count >= 4, 15, "four answered checks")
         schedule = keeper.schedule
@@ -69,9 +73,7 @@ async def test_consent_expiry_ends_the_session(
     disconnected = asyncio.Event()
     room.on("disconnected", lambda *_: disconnected.set())
     try:
-        await asyncio.wait_for(room.connect(any_server.url, any_server.token("expiry")), 30)
-        await _until(lambda: _keeper(room)[1] is not None, 15, "the consent keeper")
-        conn, keeper = _keeper(room)
+        conn, keeper = await _join_with_keeper(room, any_server, "expiry")
         # from now on the server's answers are lost (as on a dead path)
         monkeypatch.setattr(consent.ConsentKeeper, "response", lambda self, data: False)
         started = time.monotonic()

@@ -101,3 +101,41 @@ def test_endpoint_parsing() -> None:
         "127.0.0.1", 7880, False, "/p/rtc", "127.0.0.1:7880")
     assert ws._endpoint("http://[::1]:9/rtc/validate?a=b")[:4] == ("::1", 9, False,
                                                                    "/rtc/validate?a=b")
+
+
+async def test_try_send_now_writes_a_frame_unless_a_send_is_in_progress() -> None:
+    import asyncio
+
+    from livekit.protocol import rtc as rtc_pb
+
+    received = bytearray()
+    got = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while chunk := await reader.read(4096):
+            received.extend(chunk)
+            got.set()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    transport = ws.SignalTransport(reader, writer)
+    try:
+        ping = rtc_pb.SignalRequest(ping_req=rtc_pb.Ping(timestamp=1234, rtt=5))
+        assert transport.try_send_now(ping)
+        await asyncio.wait_for(got.wait(), 5)
+        # one masked binary frame carrying exactly the request
+        assert received[0] == 0x82 and received[1] & 0x80
+        length = received[1] & 0x7F
+        mask = bytes(received[2:6])
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(received[6:6 + length]))
+        assert rtc_pb.SignalRequest.FromString(payload) == ping
+        async with transport._write_lock:  # a send() in progress: keep the order, say no
+            assert not transport.try_send_now(ping)
+        await transport.close()
+        assert not transport.try_send_now(ping)
+    finally:
+        writer.close()
+        server.close()
+        await server.wait_closed()

@@ -108,6 +108,7 @@ class RtcEngine:
         self._answer_waiter: asyncio.Future[sig.AnswerReceived] | None = None
         self._negotiate_lock = asyncio.Lock()
         self._send_lock = asyncio.Lock()
+        self._send_tasks: set[asyncio.Task[Any]] = set()
         self._data_locks = {"_reliable": asyncio.Lock(), "_lossy": asyncio.Lock()}
         self._data_waiting = {"_reliable": 0, "_lossy": 0}
         self._wake_fut: asyncio.Future[bool] | None = None
@@ -141,10 +142,27 @@ class RtcEngine:
         return task
 
     def _flush(self) -> None:
-        """Send whatever the session queued (in order, from a task)."""
-        if self.session._outbox:
-            self._rearm()
-            self._spawn(self._send_queued(), "lk-signal-send")
+        """Send whatever the session queued, in order: written at once when no send is
+        in progress (an idle client's ping costs no task), else from a task."""
+        if not self.session._outbox:
+            return
+        self._rearm()
+        send_now = getattr(self._ws, "try_send_now", None)
+        if send_now is not None and not self._send_lock.locked() and not self._send_tasks:
+            pending = self.session.drain()
+            sent = 0
+            try:
+                while sent < len(pending) and send_now(pending[sent]):
+                    sent += 1
+            except SignalError as exc:  # like _send_queued: the receive loop sees the close
+                logger.debug("signal send failed: %s", exc)
+                return
+            if sent == len(pending):
+                return
+            self.session._outbox[:0] = pending[sent:]  # the rest, first, from a task
+        task = self._spawn(self._send_queued(), "lk-signal-send")
+        self._send_tasks.add(task)
+        task.add_done_callback(self._send_tasks.discard)
 
     async def _send_queued(self) -> None:
         async with self._send_lock:
@@ -286,14 +304,8 @@ class RtcEngine:
         assert self.subscriber is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        ok = await self.subscriber.wait_connected(timeout)
-        if not ok:
-            if self.closed:
-                raise ConnectError(f"connection closed while connecting ({self._close_error})",
-                                   reason="leave")
-            raise ConnectError(
-                f"ICE/peer connection (subscriber) did not connect within {timeout:g} s "
-                f"(state {self.subscriber.pc.connectionState})", reason="ice_timeout")
+        if not await self.subscriber.wait_connected(timeout):
+            raise self._not_connected("subscriber", timeout, self.subscriber.pc.connectionState)
         # the server's data channels: data it sends us right after the join must not be
         # lost (livekit-server drops packets for a subscriber channel not yet open)
         for label in ("_reliable", "_lossy"):
@@ -312,6 +324,13 @@ class RtcEngine:
                                           max(0.1, deadline - loop.time()))
         self._connected_once = True
 
+    def _not_connected(self, which: str, timeout: float, state: str) -> ConnectError:
+        if self.closed:
+            return ConnectError(f"connection closed while connecting ({self._close_error})",
+                                reason="leave")
+        return ConnectError(f"ICE/peer connection ({which}) did not connect within "
+                            f"{timeout:g} s (state {state})", reason="ice_timeout")
+
     async def _wait_transports(self, timeout: float, subscriber_primary: bool) -> None:
         assert self.publisher is not None and self.subscriber is not None
         loop = asyncio.get_running_loop()
@@ -320,16 +339,9 @@ class RtcEngine:
         if subscriber_primary:
             need.append(self.subscriber)
         for pt in need:
-            ok = await pt.wait_connected(max(0.0, deadline - loop.time()))
-            if not ok:
+            if not await pt.wait_connected(max(0.0, deadline - loop.time())):
                 which = "publisher" if pt is self.publisher else "subscriber"
-                state = pt.pc.connectionState
-                if self.closed:
-                    raise ConnectError(f"connection closed while connecting ({self._close_error})",
-                                       reason="leave")
-                raise ConnectError(
-                    f"ICE/peer connection ({which}) did not connect within {timeout:g} s "
-                    f"(state {state})", reason="ice_timeout")
+                raise self._not_connected(which, timeout, pt.pc.connectionState)
         for ch in self.pub_channels.values():
             await self._wait_channel_open(ch, max(0.5, deadline - loop.time()))
         self._connected_once = True

@@ -23,8 +23,8 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from . import ice, sdp
-from .stun_keepalive import install_keepalive_fast_path
+from . import consent, ice, sdp
+from .stun_keepalive import install_keepalive_fast_path, take_over_consent
 
 __all__ = ["PeerTransport", "filter_ice_servers", "start_late_transceivers"]
 
@@ -117,6 +117,7 @@ class PeerTransport:
         if state == "connected":
             self._connected.set()
             start_late_transceivers(self.pc)
+            _take_over_consent(self.pc)
         elif state in ("failed", "closed"):
             self._failed.set()
 
@@ -214,6 +215,18 @@ def _answer_keepalives_fast(pc: RTCPeerConnection) -> None:
             install_keepalive_fast_path(conn)
         except Exception:  # pragma: no cover - only if aioice internals change
             logger.debug("cannot install the keepalive fast path", exc_info=True)
+
+
+def _take_over_consent(pc: RTCPeerConnection) -> None:
+    """Check RFC 7675 consent ourselves from now on (see :mod:`.consent`); at the latest
+    the first keepalive answered by :mod:`.stun_keepalive` does it otherwise."""
+    if not consent.enabled():
+        return
+    for conn in _ice_connections(pc):
+        try:
+            take_over_consent(conn)
+        except Exception:  # pragma: no cover - only if aioice internals change
+            logger.debug("cannot take consent checks over", exc_info=True)
 
 
 def _ice_connections(pc: RTCPeerConnection) -> list[Any]:

@@ -17,7 +17,7 @@ import hmac
 import logging
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "install_keepalive_fast_path",
     "parse_binding_request",
     "seal_message",
+    "take_over_consent",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,47 +70,66 @@ class BindingRequest:
         self.controlled = controlled
 
 
-def parse_binding_request(data: bytes, key: bytes) -> BindingRequest | None:
-    """A Binding request checked against ``key``, or ``None`` if ``data`` is anything else."""
-    size = len(data)
-    if size < 20 or data[0:2] != _BINDING_REQUEST or data[4:8] != _COOKIE_BYTES:
-        return None
+def _framed(data: bytes, message_type: bytes) -> bool:
+    """Whether ``data`` is one whole STUN message of ``message_type`` (2 bytes)."""
+    if len(data) < 20 or data[0:2] != message_type or data[4:8] != _COOKIE_BYTES:
+        return False
     body_length = (data[2] << 8) | data[3]
-    if body_length + 20 != size or body_length % 4:
-        return None
-    username: str | None = None
-    integrity_ok = False
-    use_candidate = controlling = controlled = False
+    return body_length + 20 == len(data) and not body_length % 4
+
+
+def _attributes(data: bytes) -> Iterator[tuple[int, int, int, int]]:
+    """``(type, position, value start, value end)`` of each attribute of a framed
+    message; ``ValueError`` if one runs past the end."""
+    size = len(data)
     pos = 20
     while pos + 4 <= size:
         attr_type, attr_length = _unpack_attr(data, pos)
         value_start = pos + 4
         value_end = value_start + attr_length
         if value_end > size:
-            return None
-        if attr_type == _ATTR_USERNAME:
-            try:
-                username = data[value_start:value_end].decode("utf8")
-            except UnicodeDecodeError:
-                return None
-        elif attr_type == _ATTR_MESSAGE_INTEGRITY:
-            if attr_length != 20:
-                return None
-            covered = data[0:2] + struct.pack("!H", value_end - 20) + data[4:pos]
-            expected = hmac.digest(key, covered, "sha1")
-            integrity_ok = hmac.compare_digest(expected, data[value_start:value_end])
-            # only FINGERPRINT may follow MESSAGE-INTEGRITY
-            rest = data[value_end:]
-            if rest and (len(rest) != 8 or rest[0:2] != b"\x80\x28"):
-                return None
-            break
-        elif attr_type == _ATTR_USE_CANDIDATE:
-            use_candidate = True
-        elif attr_type == _ATTR_ICE_CONTROLLING:
-            controlling = True
-        elif attr_type == _ATTR_ICE_CONTROLLED:
-            controlled = True
+            raise ValueError("STUN attribute runs past the message")
+        yield attr_type, pos, value_start, value_end
         pos = value_end + (-attr_length % 4)
+
+
+def _integrity_ok(data: bytes, pos: int, value_start: int, value_end: int, key: bytes) -> bool:
+    """Check the MESSAGE-INTEGRITY attribute at ``pos`` (it covers the header, with the
+    length up to its own end, and every attribute before it)."""
+    if value_end - value_start != 20:
+        return False
+    covered = data[0:2] + struct.pack("!H", value_end - 20) + data[4:pos]
+    return hmac.compare_digest(hmac.digest(key, covered, "sha1"), data[value_start:value_end])
+
+
+def parse_binding_request(data: bytes, key: bytes) -> BindingRequest | None:
+    """A Binding request checked against ``key``, or ``None`` if ``data`` is anything else."""
+    if not _framed(data, _BINDING_REQUEST):
+        return None
+    username: str | None = None
+    integrity_ok = False
+    use_candidate = controlling = controlled = False
+    try:
+        for attr_type, pos, value_start, value_end in _attributes(data):
+            if attr_type == _ATTR_USERNAME:
+                username = data[value_start:value_end].decode("utf8")
+            elif attr_type == _ATTR_MESSAGE_INTEGRITY:
+                if value_end - value_start != 20:
+                    return None
+                integrity_ok = _integrity_ok(data, pos, value_start, value_end, key)
+                # only FINGERPRINT may follow MESSAGE-INTEGRITY
+                rest = data[value_end:]
+                if rest and (len(rest) != 8 or rest[0:2] != b"\x80\x28"):
+                    return None
+                break
+            elif attr_type == _ATTR_USE_CANDIDATE:
+                use_candidate = True
+            elif attr_type == _ATTR_ICE_CONTROLLING:
+                controlling = True
+            elif attr_type == _ATTR_ICE_CONTROLLED:
+                controlled = True
+    except ValueError:  # includes UnicodeDecodeError
+        return None
     if username is None:
         return None
     return BindingRequest(data[8:20], username, integrity_ok, use_candidate, controlling,
@@ -157,27 +177,14 @@ def answer_binding_request(request: BindingRequest, addr: tuple[str, int], key: 
 def binding_response_ok(data: bytes, transaction_id: bytes, key: bytes) -> bool:
     """Whether ``data`` is a Binding success response to ``transaction_id`` whose
     MESSAGE-INTEGRITY verifies with ``key``."""
-    size = len(data)
-    if (size < 20 or data[0:2] != b"\x01\x01" or data[4:8] != _COOKIE_BYTES
-            or data[8:20] != transaction_id):
+    if not _framed(data, b"\x01\x01") or data[8:20] != transaction_id:
         return False
-    body_length = (data[2] << 8) | data[3]
-    if body_length + 20 != size or body_length % 4:
+    try:
+        for attr_type, pos, value_start, value_end in _attributes(data):
+            if attr_type == _ATTR_MESSAGE_INTEGRITY:
+                return _integrity_ok(data, pos, value_start, value_end, key)
+    except ValueError:
         return False
-    pos = 20
-    while pos + 4 <= size:
-        attr_type, attr_length = _unpack_attr(data, pos)
-        value_start = pos + 4
-        value_end = value_start + attr_length
-        if value_end > size:
-            return False
-        if attr_type == _ATTR_MESSAGE_INTEGRITY:
-            if attr_length != 20:
-                return False
-            covered = data[0:2] + struct.pack("!H", value_end - 20) + data[4:pos]
-            return hmac.compare_digest(hmac.digest(key, covered, "sha1"),
-                                       data[value_start:value_end])
-        pos = value_end + (-attr_length % 4)
     return False
 
 
@@ -200,6 +207,7 @@ def install_keepalive_fast_path(conn: Any) -> int:
         from aioice.ice import CandidatePair
 
         _SUCCEEDED = CandidatePair.State.SUCCEEDED
+        _warm_up()
     wrapped = 0
     for protocol in list(getattr(conn, "_protocols", ())):
         if getattr(protocol, "_aiolivekit_keepalive", False):
@@ -230,24 +238,44 @@ def _make_handler(conn: Any, protocol: Any,
     return datagram_received
 
 
-def _consent_awake(conn: Any) -> None:
-    """A keepalive was answered: let a due consent check go out in the same wake-up
-    (taking consent checks over from aioice on the first occasion)."""
+def take_over_consent(conn: Any) -> Any:
+    """The connection's :class:`~.consent.ConsentKeeper`, taking consent checks over
+    from aioice if that is possible now (``None`` otherwise; gives up after 50 tries)."""
     keeper = conn.__dict__.get("_aiolivekit_consent")
-    if keeper is None:
-        if conn.__dict__.get("_aiolivekit_consent_tried", 0) >= 50:
-            return
-        from . import consent
+    if keeper is not None:
+        return keeper
+    tried = conn.__dict__.get("_aiolivekit_consent_tried", 0)
+    if tried >= 50:
+        return None
+    from . import consent  # (imported by peer.py already: no import cost here)
 
-        if not consent.enabled():
-            conn._aiolivekit_consent_tried = 50
-            return
-        conn._aiolivekit_consent_tried = conn.__dict__.get("_aiolivekit_consent_tried", 0) + 1
-        keeper = consent.ConsentKeeper.take_over(conn)
-        if keeper is None:
-            return
+    if not consent.enabled():
+        conn._aiolivekit_consent_tried = 50
+        return None
+    conn._aiolivekit_consent_tried = tried + 1
+    keeper = consent.ConsentKeeper.take_over(conn)
+    if keeper is not None:
         conn._aiolivekit_consent = keeper
-    keeper.awake()
+    return keeper
+
+
+def _consent_awake(conn: Any) -> None:
+    """A keepalive was answered: let a due consent check go out in the same wake-up."""
+    keeper = conn.__dict__.get("_aiolivekit_consent") or take_over_consent(conn)
+    if keeper is not None:
+        keeper.awake()
+
+
+def _warm_up() -> None:
+    """Run the answer path once on a synthetic request, so its first real use (an
+    idle participant's first keepalive) does not pay for OpenSSL's HMAC setup and
+    the interpreter's first run of this code."""
+    key = b"warm-up-password"
+    request = seal_message(0x0001, bytes(12), struct.pack("!HH4s", _ATTR_USERNAME, 3, b"a:b\0"),
+                           key)
+    parsed = parse_binding_request(request, key)
+    if parsed is not None:
+        answer_binding_request(parsed, ("127.0.0.1", 9), key)
 
 
 def _answer(conn: Any, protocol: Any, data: bytes, addr: tuple[Any, ...]) -> bool:

@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 PROTOCOL_VERSION = 16
 MAX_MESSAGE = 8 * 1024 * 1024
 MAX_HEAD = 64 * 1024
+SEND_NOW_LIMIT = 64 * 1024  # bytes already buffered below which a send needs no drain()
 _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _REASONS = {400: "bad_request", 401: "unauthorized", 403: "unauthorized", 404: "not_found"}
 
@@ -362,6 +363,21 @@ class SignalTransport:
         async with self._write_lock:
             self._writer.write(encode_frame(opcode, payload, mask=os.urandom(4)))
             await self._writer.drain()
+
+    def try_send_now(self, request: rtc_pb.SignalRequest) -> bool:
+        """Write ``request`` at once if nothing is being sent and the socket buffer is
+        nearly empty (no flow control needed); ``False``: use :meth:`send`."""
+        transport = self._writer.transport
+        if (self._closed or self._write_lock.locked() or transport.is_closing()
+                or transport.get_write_buffer_size() > SEND_NOW_LIMIT):
+            return False
+        try:
+            self._writer.write(encode_frame(OP_BINARY, request.SerializeToString(),
+                                            mask=os.urandom(4)))
+        except (OSError, RuntimeError) as exc:
+            self._closed = True
+            raise SignalError(f"signal send failed: {exc}") from exc
+        return True
 
     async def send(self, request: rtc_pb.SignalRequest) -> None:
         if self._closed:
