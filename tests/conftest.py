@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,12 @@ async def any_server(request: pytest.FixtureRequest) -> AsyncIterator[ServerInfo
         assert binary is not None
         async with LiveKitServerProcess(binary) as proc:
             yield proc.info()
+
+
+@pytest.fixture
+async def rooms() -> AsyncIterator[list[Any]]:
+    """Rooms a test creates (append them); all disconnected at the end."""
+    created: list[Any] = []
+    yield created
+    for room in created:
+        await room.disconnect()

@@ -8,7 +8,6 @@ the first data/frames sent right after that must still arrive, complete and in o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,14 +20,6 @@ from aiolivekit.errors import PublishDataError
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 
 TIMEOUT = 15.0
-
-
-@pytest.fixture
-async def rooms() -> AsyncIterator[list[Room]]:
-    created: list[Room] = []
-    yield created
-    for r in created:
-        await r.disconnect()
 
 
 async def _join(server: Any, rooms: list[Room], identity: str) -> Room:

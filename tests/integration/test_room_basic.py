@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -47,14 +47,6 @@ class Recorder:
                 self._changed.clear()
                 await self._changed.wait()
         await asyncio.wait_for(loop(), timeout)
-
-
-@pytest.fixture
-async def rooms() -> AsyncIterator[list[Room]]:
-    created: list[Room] = []
-    yield created
-    for r in created:
-        await r.disconnect()
 
 
 async def _join(server: Any, rooms: list[Room], identity: str, **kw: Any) -> Room:

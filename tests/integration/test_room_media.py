@@ -4,7 +4,7 @@ set_subscribed, auto_subscribe=False, wait_for_subscription, event order."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -61,14 +61,6 @@ class Recorder:
 REMOTE_EVENTS = ("participant_connected", "participant_disconnected", "track_published",
                  "track_unpublished", "track_subscribed", "track_unsubscribed", "track_muted",
                  "track_unmuted")
-
-
-@pytest.fixture
-async def rooms() -> AsyncIterator[list[Room]]:
-    created: list[Room] = []
-    yield created
-    for r in created:
-        await r.disconnect()
 
 
 async def _join(server: Any, rooms: list[Room], identity: str,

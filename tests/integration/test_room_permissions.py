@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -12,14 +12,6 @@ from aiolivekit import (
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
-
-
-@pytest.fixture
-async def rooms() -> AsyncIterator[list[Room]]:
-    created: list[Room] = []
-    yield created
-    for room in created:
-        await room.disconnect()
 
 
 async def _join(server: Any, rooms: list[Room], identity: str, **grants: Any) -> Room:
