@@ -26,7 +26,7 @@ def _keeper(room: Room) -> Any:
     assert engine is not None and engine.subscriber is not None
     conns = _ice_connections(engine.subscriber.pc)
     assert len(conns) == 1
-    return conns[0], conns[0].__dict__.get("_aiolivekit_consent")
+    return conns[0], conns[0].__dict__.get(consent._KEEPER)
 
 
 async def _until(predicate: Any, timeout: float, what: str) -> None:

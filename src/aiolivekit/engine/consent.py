@@ -26,7 +26,14 @@ from typing import Any
 
 from .stun_keepalive import binding_response_ok, seal_message
 
-__all__ = ["ConsentKeeper", "ConsentSchedule", "enabled"]
+__all__ = [
+    "ConsentKeeper",
+    "ConsentSchedule",
+    "enabled",
+    "keepalive_answered",
+    "response_received",
+    "take_over",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +41,47 @@ CONSENT_INTERVAL = 5.0  # RFC 7675: randomised 0.8-1.2 x 5 s
 CONSENT_EARLY = 2.0  # a check may go out this much early when the process is awake anyway
 CONSENT_EXPIRY = 30.0  # RFC 7675: consent expires 30 s after the last response
 _BINDING_REQUEST_TYPE = 0x0001
+_KEEPER = "_aiolivekit_consent"  # attribute of the aioice Connection holding its keeper
+_TRIED = "_aiolivekit_consent_tried"
+MAX_TAKE_OVER_TRIES = 50
 
 
 def enabled() -> bool:
     """Whether consent checks are taken over from aioice (``AIOLIVEKIT_FAST_CONSENT``)."""
     return os.environ.get("AIOLIVEKIT_FAST_CONSENT", "1") != "0"
+
+
+def take_over(conn: Any) -> ConsentKeeper | None:
+    """The :class:`ConsentKeeper` of an aioice ``Connection``, taking consent checks over
+    from aioice if that is possible now (``None``: aioice keeps them; after
+    :data:`MAX_TAKE_OVER_TRIES` failed tries, or when disabled, for good)."""
+    keeper: ConsentKeeper | None = conn.__dict__.get(_KEEPER)
+    if keeper is not None:
+        return keeper
+    tried = conn.__dict__.get(_TRIED, 0)
+    if tried >= MAX_TAKE_OVER_TRIES:
+        return None
+    if not enabled():
+        setattr(conn, _TRIED, MAX_TAKE_OVER_TRIES)
+        return None
+    setattr(conn, _TRIED, tried + 1)
+    keeper = ConsentKeeper.take_over(conn)
+    if keeper is not None:
+        setattr(conn, _KEEPER, keeper)
+    return keeper
+
+
+def keepalive_answered(conn: Any) -> None:
+    """The server's keepalive on ``conn`` was just answered: a due check goes out now."""
+    keeper = take_over(conn)
+    if keeper is not None:
+        keeper.awake()
+
+
+def response_received(conn: Any, data: bytes) -> bool:
+    """Consume ``data`` if it answers ``conn``'s outstanding consent check."""
+    keeper: ConsentKeeper | None = conn.__dict__.get(_KEEPER)
+    return keeper is not None and keeper.response(data)
 
 
 class ConsentSchedule:
@@ -101,7 +144,8 @@ class ConsentKeeper:
     @classmethod
     def take_over(cls, conn: Any) -> ConsentKeeper | None:
         """Stop aioice's consent task and check consent here; ``None`` (aioice keeps
-        doing it) if its task is not running yet or the internals are not as expected."""
+        doing it) if its task is not running yet or the internals are not as expected.
+        Use the module's :func:`take_over`, which keeps one keeper per connection."""
         task = getattr(conn, "_query_consent_task", None)
         pair = getattr(conn, "_nominated", {}).get(1)
         if (not isinstance(task, asyncio.Task) or task.done() or pair is None
@@ -125,13 +169,10 @@ class ConsentKeeper:
 
     def response(self, data: bytes) -> bool:
         """Consume ``data`` if it is the authenticated answer to the outstanding check."""
-        schedule = self.schedule
-        if schedule.pending is None or data[8:20] != schedule.pending:
+        pending = self.schedule.pending
+        if pending is None or not binding_response_ok(data, pending, self._key):
             return False
-        if not binding_response_ok(data, schedule.pending, self._key):
-            return False
-        schedule.response(self._loop.time(), data[8:20])
-        return True
+        return self.schedule.response(self._loop.time(), pending)
 
     def stop(self) -> None:
         self.stopped = True

@@ -284,7 +284,6 @@ class RtcEngine:
 
     _connected_once = False
     _publisher_connected_once = False
-    _publisher_negotiated = False
     _publisher_attempt: asyncio.Task[None] | None = None
     _publisher_timeout = DEFAULT_ICE_TIMEOUT
 
@@ -377,7 +376,6 @@ class RtcEngine:
             self._flush()
             answer = await asyncio.wait_for(asyncio.shield(self._answer_waiter), timeout)
             await self.publisher.set_answer(answer.sdp)
-            self._publisher_negotiated = True
             self._negotiated_event.set()
         finally:
             self._answer_waiter = None
@@ -422,7 +420,7 @@ class RtcEngine:
         the first publisher offer must carry the data channels alone (as in eager mode).
         Raises :class:`ConnectError` on failure or timeout.
         """
-        if self._publisher_negotiated:
+        if self._negotiated_event.is_set():
             return
         if self.closed:
             raise ConnectError("not connected", reason="leave")
@@ -433,9 +431,9 @@ class RtcEngine:
             await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
-        if not self._publisher_negotiated:
+        if not self._negotiated_event.is_set():
             await self._await_publisher(task)  # raises the attempt's error
-            if not self._publisher_negotiated:
+            if not self._negotiated_event.is_set():
                 raise ConnectError("publisher negotiation failed", reason="signal_timeout")
 
     async def _await_publisher(self, task: asyncio.Task[None]) -> None:
@@ -451,7 +449,7 @@ class RtcEngine:
 
     async def _negotiate_once(self, timeout: float) -> None:
         async with self._negotiate_lock:  # a publish_track negotiation may be running
-            if not self._publisher_negotiated:
+            if not self._negotiated_event.is_set():
                 await self._negotiate_locked(timeout)
 
     async def _connect_publisher(self, timeout: float) -> None:
@@ -468,13 +466,8 @@ class RtcEngine:
                                    reason="leave") from None
             raise ConnectError(f"publisher negotiation failed: {exc or 'timed out'} "
                                f"(after {timeout:g} s)", reason="signal_timeout") from None
-        ok = await pt.wait_connected(max(0.0, deadline - loop.time()))
-        if not ok:
-            if self.closed:
-                raise ConnectError(f"connection closed ({self._close_error})", reason="leave")
-            raise ConnectError(
-                f"publisher peer connection did not connect within {timeout:g} s "
-                f"(state {pt.pc.connectionState})", reason="ice_timeout")
+        if not await pt.wait_connected(max(0.0, deadline - loop.time())):
+            raise self._not_connected("publisher", timeout, pt.pc.connectionState)
         for ch in self.pub_channels.values():
             await self._wait_channel_open(ch, max(0.1, deadline - loop.time()))
 

@@ -24,7 +24,7 @@ from aiortc import (
 )
 
 from . import consent, ice, sdp
-from .stun_keepalive import install_keepalive_fast_path, take_over_consent
+from .stun_keepalive import install_keepalive_fast_path
 
 __all__ = ["PeerTransport", "filter_ice_servers", "start_late_transceivers"]
 
@@ -212,7 +212,8 @@ def _answer_keepalives_fast(pc: RTCPeerConnection) -> None:
     """Answer the server's keepalive checks on nominated pairs without aioice's STUN objects."""
     for conn in _ice_connections(pc):
         try:
-            install_keepalive_fast_path(conn)
+            install_keepalive_fast_path(conn, answered=consent.keepalive_answered,
+                                        response=consent.response_received)
         except Exception:  # pragma: no cover - only if aioice internals change
             logger.debug("cannot install the keepalive fast path", exc_info=True)
 
@@ -220,11 +221,9 @@ def _answer_keepalives_fast(pc: RTCPeerConnection) -> None:
 def _take_over_consent(pc: RTCPeerConnection) -> None:
     """Check RFC 7675 consent ourselves from now on (see :mod:`.consent`); at the latest
     the first keepalive answered by :mod:`.stun_keepalive` does it otherwise."""
-    if not consent.enabled():
-        return
     for conn in _ice_connections(pc):
         try:
-            take_over_consent(conn)
+            consent.take_over(conn)
         except Exception:  # pragma: no cover - only if aioice internals change
             logger.debug("cannot take consent checks over", exc_info=True)
 

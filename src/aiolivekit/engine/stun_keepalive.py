@@ -27,7 +27,6 @@ __all__ = [
     "install_keepalive_fast_path",
     "parse_binding_request",
     "seal_message",
-    "take_over_consent",
 ]
 
 logger = logging.getLogger(__name__)
@@ -191,14 +190,21 @@ def binding_response_ok(data: bytes, transaction_id: bytes, key: bytes) -> bool:
 _SUCCEEDED: Any = None
 
 
-def install_keepalive_fast_path(conn: Any) -> int:
+def install_keepalive_fast_path(
+    conn: Any,
+    *,
+    answered: Callable[[Any], None] | None = None,
+    response: Callable[[Any, bytes], bool] | None = None,
+) -> int:
     """Wrap the ``datagram_received`` of each of an aioice ``Connection``'s sockets.
 
     Once ICE has nominated a pair, a Binding request on that socket from the remote
     address of a pair whose checks already succeeded is answered here when it
     authenticates and has no role conflict and no USE-CANDIDATE (unless that pair is
-    the nominated one already);
-    everything else goes to aioice unchanged. Returns the number of sockets wrapped.
+    the nominated one already); ``answered(conn)`` is called after each such answer.
+    A Binding success response goes to ``response(conn, data)`` first and is consumed
+    if it returns ``True`` (see :mod:`.consent`). Everything else goes to aioice
+    unchanged. Returns the number of sockets wrapped.
     Uses aioice 0.13 internals (``_protocols``, ``_nominated``, ``local_password``,
     ``_valid_username``; aioice is pinned).
     """
@@ -212,58 +218,32 @@ def install_keepalive_fast_path(conn: Any) -> int:
     for protocol in list(getattr(conn, "_protocols", ())):
         if getattr(protocol, "_aiolivekit_keepalive", False):
             continue
-        protocol.datagram_received = _make_handler(conn, protocol, protocol.datagram_received)
+        protocol.datagram_received = _make_handler(conn, protocol, protocol.datagram_received,
+                                                   answered, response)
         protocol._aiolivekit_keepalive = True
         wrapped += 1
     return wrapped
 
 
 def _make_handler(conn: Any, protocol: Any,
-                  original: Callable[[bytes, tuple[Any, ...]], None]) -> Callable[..., None]:
+                  original: Callable[[bytes, tuple[Any, ...]], None],
+                  answered: Callable[[Any], None] | None,
+                  response: Callable[[Any, bytes], bool] | None) -> Callable[..., None]:
     def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
         if len(data) >= 20 and data[1] == 1 and data[0] < 2:
             try:
                 if data[0] == 0:  # a Binding request
                     if _answer(conn, protocol, data, addr):
-                        _consent_awake(conn)
+                        if answered is not None:
+                            answered(conn)
                         return
-                else:  # a Binding success response: perhaps to our consent check
-                    keeper = conn.__dict__.get("_aiolivekit_consent")
-                    if keeper is not None and keeper.response(data):
-                        return
+                elif response is not None and response(conn, data):  # a success response
+                    return
             except Exception:  # never lose the datagram: aioice handles it then
                 logger.debug("keepalive fast path failed", exc_info=True)
         original(data, addr)
 
     return datagram_received
-
-
-def take_over_consent(conn: Any) -> Any:
-    """The connection's :class:`~.consent.ConsentKeeper`, taking consent checks over
-    from aioice if that is possible now (``None`` otherwise; gives up after 50 tries)."""
-    keeper = conn.__dict__.get("_aiolivekit_consent")
-    if keeper is not None:
-        return keeper
-    tried = conn.__dict__.get("_aiolivekit_consent_tried", 0)
-    if tried >= 50:
-        return None
-    from . import consent  # (imported by peer.py already: no import cost here)
-
-    if not consent.enabled():
-        conn._aiolivekit_consent_tried = 50
-        return None
-    conn._aiolivekit_consent_tried = tried + 1
-    keeper = consent.ConsentKeeper.take_over(conn)
-    if keeper is not None:
-        conn._aiolivekit_consent = keeper
-    return keeper
-
-
-def _consent_awake(conn: Any) -> None:
-    """A keepalive was answered: let a due consent check go out in the same wake-up."""
-    keeper = conn.__dict__.get("_aiolivekit_consent") or take_over_consent(conn)
-    if keeper is not None:
-        keeper.awake()
 
 
 def _warm_up() -> None:

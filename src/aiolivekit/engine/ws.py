@@ -359,9 +359,12 @@ class SignalTransport:
     def closed(self) -> bool:
         return self._closed
 
+    def _write_frame(self, opcode: int, payload: bytes) -> None:
+        self._writer.write(encode_frame(opcode, payload, mask=os.urandom(4)))
+
     async def _send_frame(self, opcode: int, payload: bytes) -> None:
         async with self._write_lock:
-            self._writer.write(encode_frame(opcode, payload, mask=os.urandom(4)))
+            self._write_frame(opcode, payload)
             await self._writer.drain()
 
     def try_send_now(self, request: rtc_pb.SignalRequest) -> bool:
@@ -372,8 +375,7 @@ class SignalTransport:
                 or transport.get_write_buffer_size() > SEND_NOW_LIMIT):
             return False
         try:
-            self._writer.write(encode_frame(OP_BINARY, request.SerializeToString(),
-                                            mask=os.urandom(4)))
+            self._write_frame(OP_BINARY, request.SerializeToString())
         except (OSError, RuntimeError) as exc:
             self._closed = True
             raise SignalError(f"signal send failed: {exc}") from exc

@@ -477,7 +477,6 @@ class _Fanout:
         "pt",
         "rest",
         "ssrc",
-        "ts_offsets",
         "tx_bytes",
     )
 
@@ -489,7 +488,6 @@ class _Fanout:
         self.pt = pt
         self.highest = highest
         self.outs = tuple(out for out, _, _ in members)
-        self.ts_offsets = tuple(ts_off for _, _, ts_off in members)
         self.checks = tuple((out.nominated, out.pair) for out in self.outs)
         self.entries = tuple(
             (out.writer.write_into, out.buf, out.cdata, out.len_p, out.srtp, out.protect,
@@ -1231,12 +1229,13 @@ class TrackForwarder:
             return
         if fan.count:
             count, octets, seq, ts = fan.count, fan.octets, fan.highest, fan.last_ts
-            for out, ts_off, tx_bytes in zip(fan.outs, fan.ts_offsets, fan.tx_bytes, strict=True):
-                out.munger.catch_up(seq, ts, fan.advanced, fan.last_now)
+            for out, tx_bytes in zip(fan.outs, fan.tx_bytes, strict=True):
+                munger = out.munger
+                munger.catch_up(seq, ts, fan.advanced, fan.last_now)
                 out.count += count
                 out.octets += octets
                 out.ntp = fan.last_ntp
-                out.rtp_ts = (ts + ts_off) & 0xFFFFFFFF
+                out.rtp_ts = munger.last_timestamp
                 out.tx_bytes += tx_bytes
                 out.tx_packets += count
                 out.sender._lk_flush_tx_stats()
