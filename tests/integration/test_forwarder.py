@@ -269,6 +269,14 @@ async def test_opus_sine_forwarded_with_440hz_dominant(
         tap = fw._tap
         if fast_path:  # the publisher's packets came straight from the UDP socket
             assert tap is not None and tap.packets >= 50 and fw._raw_ssrc in tap.routes
+            assert tap.reads_sockets  # read by the tap itself, decrypted in its buffer
+            # the subscriber's receiver reports reach the forwarding sender through the
+            # subscriber transport's tap (handled at once, no task hop): remote stats
+            sub_tap = transceiver.sender._lk_dtls._lk_rx_tap
+            await until(lambda: sub_tap.rtcp_packets > 0, timeout=4, what="an RR")
+            remote = [st for st in (await transceiver.sender.getStats()).values()
+                      if st.type == "remote-inbound-rtp"]
+            assert remote and remote[0].packetsReceived > 0
         else:
             assert tap is None
 
@@ -382,6 +390,9 @@ async def test_subscriber_pli_reaches_publisher() -> None:
         await sub_receiver._send_rtcp_pli(transceiver.sender._ssrc)
         await until(lambda: len(requests) > before, timeout=3, what="PLI at publisher")
         assert fw.keyframe_requests_sent >= 2
+        # the PLI went through the subscriber transport's tap (feedback: in a task)
+        sub_tap = transceiver.sender._lk_dtls._lk_rx_tap
+        assert sub_tap.reads_sockets and sub_tap.rtcp_packets >= 1
 
     try:
         await run_bounded(body())

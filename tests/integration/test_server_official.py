@@ -56,8 +56,25 @@ def step(events: list[dict[str, Any]], op: str) -> dict[str, Any]:
     return found[0]
 
 
+async def _publisher_dtls(server: DevServer, identity: str, timeout: float) -> tuple[str, bytes]:
+    """The server-side DTLS role and SRTP profile of ``identity``'s publisher PC, once
+    its handshake is done."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        for session in list(server.app.hub.sessions.values()):
+            if session.identity != identity:
+                continue
+            for transceiver in session._pub.getTransceivers():
+                dtls = transceiver.receiver.transport
+                if dtls.state == "connected":
+                    return dtls._role, dtls._ssl.get_selected_srtp_profile()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{identity} published nothing within {timeout}s")
+
+
 async def test_two_official_participants(livekit_dev_server: DevServer) -> None:
     server = livekit_dev_server
+    dtls = asyncio.ensure_future(_publisher_dtls(server, "alice", 60))
     alice_steps = [
         {"op": "wait_peer", "identity": "bob"},
         {"op": "send", "payload": "hello from alice", "topic": "greet"},
@@ -91,6 +108,11 @@ async def test_two_official_participants(livekit_dev_server: DevServer) -> None:
         alice_data[0].items()
     assert {"payload": "hello from alice", "topic": "greet", "from": "alice"}.items() <= \
         bob_data[0].items()
+    # like livekit-server, the server answered a=setup:passive: as DTLS server it picked
+    # AES-GCM from libwebrtc's offer (libwebrtc as server would pick AES-CM/HMAC-SHA1)
+    role, profile = await dtls
+    assert role == "server"
+    assert profile.startswith(b"SRTP_AEAD_AES_"), profile
     # the published track reaches bob and it is a 440 Hz tone
     published = next(e for e in alice if e.get("event") == "published")
     assert published["sid"].startswith("TR_AM")

@@ -78,7 +78,10 @@ class _World:
             out.cdata, out.buf, out.len_p = srtp._cdata, srtp._buf, srtp._len
             out.munger = RtpMunger(48000, initial_sequence=1000 * i + 7,
                                    initial_timestamp=12345 * i)
-            out.writer = RtpHeaderWriter(0xABC0 + i, 111, mid=str(i), mid_id=4,
+            # every header layout: mid + audio level, mid + abs-send-time + audio level,
+            # no extension at all
+            out.writer = RtpHeaderWriter(0xABC0 + i, 111, mid=str(i) if i < 2 else None,
+                                         mid_id=4,
                                          abs_send_time_id=3 if i == 1 else None,
                                          audio_level_id=1 if i != 2 else None)
             out.mime, out.pts = "audio/opus", frozenset({111})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import struct
 from typing import Any
 
@@ -77,7 +79,12 @@ def test_receive_tap_routes_known_ssrcs_and_passes_the_rest() -> None:
     assert tap is not None and ReceiveTap.for_transport(dtls) is tap
     sender = _session(True)
     got: list[bytes] = []
-    tap.add_route(0xAAAA, got.append)
+
+    def collect(buf: memoryview, n: int) -> None:
+        got.append(bytes(buf[:n]))
+
+    tap.add_route(0xAAAA, collect)
+    assert not tap.reads_sockets  # no asyncio transport here: the protocols are wrapped
     proto = dtls.protocols[0]
     packets = [_rtp(0xAAAA, s) for s in range(3)]
     for p in packets:
@@ -102,7 +109,7 @@ def test_receive_tap_routes_known_ssrcs_and_passes_the_rest() -> None:
     assert proto.slow == [late]
     dtls._state = State.CONNECTED
     # removing the last route restores the protocols' own method
-    tap.remove_route(0xAAAA, got.append)
+    tap.remove_route(0xAAAA, collect)
     assert "datagram_received" not in vars(proto)
     proto.datagram_received(sender.protect(_rtp(0xAAAA, 9)), None)
     assert len(proto.slow) == 2 and len(got) == 3
@@ -113,7 +120,7 @@ def test_receive_tap_contains_handler_errors() -> None:
     tap = ReceiveTap.for_transport(dtls)
     assert tap is not None
 
-    def boom(data: bytes) -> None:
+    def boom(data: memoryview, n: int) -> None:
         raise RuntimeError("handler bug")
 
     tap.add_route(1, boom)
@@ -133,3 +140,206 @@ def test_fast_srtp_for_caches_per_transport() -> None:
 
 def test_tap_unavailable_without_aiortc_internals() -> None:
     assert ReceiveTap.for_transport(object()) is None
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    """An aioice ``StunProtocol`` stand-in: keeps its transport, records datagrams."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.slow: list[bytes] = []
+        self.errors: list[Exception] = []
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.slow.append(data)
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.append(exc)
+
+
+async def _until(predicate: Any, timeout: float = 2.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+async def test_receive_tap_reads_the_socket_itself() -> None:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        _UdpProtocol, local_addr=("127.0.0.1", 0))
+    dtls = _Dtls()
+    dtls.protocols[:] = [protocol]
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    address = transport.get_extra_info("sockname")
+    try:
+        tap = ReceiveTap.for_transport(dtls)
+        assert tap is not None
+        got: list[bytes] = []
+        tap.add_route(0xAAAA, lambda buf, n: got.append(bytes(buf[:n])))
+        assert tap.reads_sockets and "datagram_received" not in vars(protocol)
+        sender = _session(True)
+        packets = [_rtp(0xAAAA, s, os.urandom(40 + s)) for s in range(3)]
+        for p in packets:
+            peer.sendto(sender.protect(p), address)
+        await _until(lambda: len(got) == 3)
+        assert got == packets and protocol.slow == []
+        assert dtls._RTCDtlsTransport__rx_packets == 3
+        # everything else reaches the protocol byte for byte, with the sender's address
+        other = sender.protect(_rtp(0xBBBB, 1))
+        rtcp = bytes([0x81, 201, 0, 1]) + bytes(8)
+        big = bytes([0x16]) + os.urandom(3000)  # DTLS-like, larger than any RTP buffer
+        for d in (other, rtcp, big):
+            peer.sendto(d, address)
+        await _until(lambda: len(protocol.slow) == 3)
+        assert protocol.slow == [other, rtcp, big]
+        # a tampered packet of a routed SSRC is dropped
+        bad = bytearray(sender.protect(_rtp(0xAAAA, 7)))
+        bad[-1] ^= 0xFF
+        peer.sendto(bytes(bad), address)
+        peer.sendto(sender.protect(_rtp(0xAAAA, 8)), address)
+        await _until(lambda: len(got) == 4)
+        assert got[-1] == _rtp(0xAAAA, 8) and len(protocol.slow) == 3
+        # without routes asyncio's own reader is back
+        tap.remove_route(0xAAAA)
+        assert not tap.reads_sockets
+        late = sender.protect(_rtp(0xAAAA, 9))
+        peer.sendto(late, address)
+        await _until(lambda: len(protocol.slow) == 4)
+        assert protocol.slow[-1] == late and len(got) == 4
+        # a transport closed while tapped is left closed
+        tap.add_route(0xAAAA, lambda buf, n: got.append(bytes(buf[:n])))
+        transport.close()
+        tap.remove_route(0xAAAA)
+        await asyncio.sleep(0)
+    finally:
+        peer.close()
+        transport.close()
+
+
+async def test_receive_tap_socket_errors_go_to_the_protocol() -> None:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        _UdpProtocol, local_addr=("127.0.0.1", 0))
+    dtls = _Dtls()
+    dtls.protocols[:] = [protocol]
+
+    class _FailingSocket:
+        def __init__(self, exc: OSError) -> None:
+            self.exc = exc
+
+        def recvfrom_into(self, buffer: Any) -> Any:
+            raise self.exc
+
+    try:
+        tap = ReceiveTap.for_transport(dtls)
+        assert tap is not None
+        tap.add_route(1, lambda buf, n: None)
+        assert tap.reads_sockets
+        tap._read_ready(_FailingSocket(BlockingIOError()), protocol)  # spurious wake-up
+        assert protocol.errors == []
+        refused = ConnectionRefusedError(111, "refused")
+        tap._read_ready(_FailingSocket(refused), protocol)  # as asyncio's reader does
+        assert protocol.errors == [refused] and protocol.slow == []
+    finally:
+        transport.close()
+
+
+class _Recipient:
+    """An aiortc RTP sender/receiver stand-in: records RTCP and the task it ran in."""
+
+    def __init__(self, wait: float = 0.0) -> None:
+        self.wait = wait
+        self.got: list[tuple[Any, Any]] = []
+
+    async def _handle_rtcp_packet(self, packet: Any) -> None:
+        if self.wait:
+            await asyncio.sleep(self.wait)
+        self.got.append((packet, asyncio.current_task()))
+
+
+class _Router:
+    def __init__(self, recipients: dict[int, _Recipient]) -> None:
+        self.recipients = recipients
+
+    def route_rtcp(self, packet: Any) -> set[_Recipient]:
+        ssrcs = [r.ssrc for r in getattr(packet, "reports", [])]
+        ssrcs.append(getattr(packet, "media_ssrc", None))
+        return {self.recipients[s] for s in ssrcs if s in self.recipients}
+
+
+async def test_receive_tap_handles_rtcp_without_the_transport_task() -> None:
+    from aiortc.rtp import (
+        RTCP_PSFB_PLI,
+        RtcpPacket,
+        RtcpPsfbPacket,
+        RtcpReceiverInfo,
+        RtcpRrPacket,
+        RtcpSdesPacket,
+        RtcpSourceInfo,
+    )
+
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        _UdpProtocol, local_addr=("127.0.0.1", 0))
+    dtls = _Dtls()
+    dtls.protocols[:] = [protocol]
+    plain, waiting = _Recipient(), _Recipient(wait=0.01)
+    dtls._rtp_router = _Router({0x51: plain, 0x52: waiting})
+    rtcp_data: list[bytes] = []
+
+    async def handle_rtcp_data(data: bytes) -> None:  # aiortc's own RTCP coroutine
+        rtcp_data.append(data)
+        for packet in RtcpPacket.parse(data):
+            for recipient in dtls._rtp_router.route_rtcp(packet):
+                await recipient._handle_rtcp_packet(packet)
+
+    dtls._handle_rtcp_data = handle_rtcp_data
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    address = transport.get_extra_info("sockname")
+    sender = _session(True)
+
+    def report(ssrc: int) -> bytes:
+        return bytes(RtcpRrPacket(ssrc=0x99, reports=[RtcpReceiverInfo(
+            ssrc=ssrc, fraction_lost=0, packets_lost=2, highest_sequence=100, jitter=3,
+            lsr=0, dlsr=0)]))
+
+    sdes = bytes(RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=0x99, items=[(1, b"cname")])]))
+    try:
+        tap = ReceiveTap.for_transport(dtls)
+        assert tap is not None and tap.take_rtcp()
+        # reports: the recipient's handler runs right away, outside any task
+        peer.sendto(sender.protect_rtcp(report(0x51) + sdes), address)
+        await _until(lambda: len(plain.got) == 1)
+        packet, task = plain.got[0]
+        assert isinstance(packet, RtcpRrPacket) and packet.reports[0].packets_lost == 2
+        assert task is None and rtcp_data == [] and protocol.slow == []
+        # a handler that waits after all is finished by a task
+        peer.sendto(sender.protect_rtcp(report(0x52)), address)
+        await _until(lambda: len(waiting.got) == 1)
+        assert waiting.got[0][1] is not None
+        # feedback (here a PLI after a report) goes to aiortc's coroutine in a task
+        pli = bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=0x99, media_ssrc=0x51))
+        peer.sendto(sender.protect_rtcp(report(0x51) + pli), address)
+        await _until(lambda: len(plain.got) == 3)
+        assert rtcp_data == [report(0x51) + pli]
+        assert [type(p) for p, _ in plain.got[1:]] == [RtcpRrPacket, RtcpPsfbPacket]
+        assert all(t is not None for _, t in plain.got[1:])
+        assert tap.rtcp_packets == 3 and protocol.slow == []
+        # RTCP that fails authentication is dropped; plain RTP of no route passes on
+        bad = bytearray(sender.protect_rtcp(report(0x51)))
+        bad[-1] ^= 1
+        peer.sendto(bytes(bad), address)
+        rtp = sender.protect(_rtp(0xCC, 1))
+        peer.sendto(rtp, address)
+        await _until(lambda: protocol.slow == [rtp])
+        assert tap.rtcp_packets == 3 and len(plain.got) == 3
+        # routes gone, the tap still reads: RTCP stays with it
+        assert tap.reads_sockets
+    finally:
+        peer.close()
+        transport.close()

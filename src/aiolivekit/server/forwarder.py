@@ -110,6 +110,9 @@ RTCP_INTERVAL_VIDEO = 1.0
 MAX_FAST_PAYLOAD = 1400  # larger payloads take the aiortc send path (buffer headroom)
 # audio: take the publisher's packets from the UDP socket (rtp_io.ReceiveTap), not aiortc
 RAW_RECEIVE = True
+# RTCP of the transports the forwarder uses handled by their ReceiveTap, without aioice's
+# queue and the DTLS transport's task (rtp_io.ReceiveTap.take_rtcp)
+SYNC_RTCP = True
 _DTLS_CONNECTED = State.CONNECTED
 
 _RECEIVER_ATTRS = (
@@ -472,8 +475,10 @@ class _Fanout:
         "last_now",
         "last_ntp",
         "last_ts",
+        "level",
         "octets",
         "outs",
+        "protect",
         "pt",
         "rest",
         "ssrc",
@@ -481,16 +486,19 @@ class _Fanout:
     )
 
     def __init__(
-        self, ssrc: int, pt: int, highest: int,
+        self, ssrc: int, pt: int, highest: int, level: bool,
         members: list[tuple[_FastOut, int, int]], rest: tuple[_FastOut, ...],
     ) -> None:
         self.ssrc = ssrc
         self.pt = pt
         self.highest = highest
+        self.level = level  # whether the source's packets carry an audio level
         self.outs = tuple(out for out, _, _ in members)
         self.checks = tuple((out.nominated, out.pair) for out in self.outs)
+        self.protect = self.outs[0].protect  # libsrtp's srtp_protect, the same for all
+        # the header write inlined (RtpHeaderWriter.fan_layout), then libsrtp and the socket
         self.entries = tuple(
-            (out.writer.write_into, out.buf, out.cdata, out.len_p, out.srtp, out.protect,
+            (*out.writer.fan_layout(level), out.buf, out.cdata, out.len_p, out.srtp,
              out.sendto, out.addr, seq_off, ts_off, out)
             for out, seq_off, ts_off in members
         )
@@ -509,7 +517,13 @@ class _Fanout:
     ) -> bool:
         """Rewrite and protect ``packet`` for every member, queueing the datagrams on
         ``sends``; ``False`` (nothing done) if the packet does not fit the fan-out."""
-        if packet.ssrc != self.ssrc or packet.payload_type != self.pt or not packet.simple:
+        level = packet.audio_level
+        if (
+            packet.ssrc != self.ssrc
+            or packet.payload_type != self.pt
+            or not packet.simple
+            or (level is not None) is not self.level
+        ):
             return False
         seq = packet.sequence_number
         diff = ((seq - self.highest + 0x8000) & 0xFFFF) - 0x8000
@@ -521,23 +535,43 @@ class _Fanout:
         self.highest = seq
         self.advanced += diff
         ts = packet.timestamp
-        marker = packet.marker
+        mark = 0x80 if packet.marker else 0
+        level_bits = ((0x80 if level[0] else 0) | (level[1] & 0x7F)) if level else 0
         payload = packet.payload
-        level = packet.audio_level
+        n_payload = len(payload)
         tx_bytes = self.tx_bytes
+        protect = self.protect
         i = 0
-        for write, buf, cdata, len_p, srtp, protect, sendto, addr, seq_off, ts_off, out in (
-            self.entries
-        ):
-            len_p[0] = write(buf, marker, (seq + seq_off) & 0xFFFF, (ts + ts_off) & 0xFFFFFFFF,
-                             payload, level, send_time)
+        for (
+            kind, pack, head, ast_word, al_word, size, pt, ssrc,
+            buf, cdata, len_p, srtp, sendto, addr, seq_off, ts_off, out,
+        ) in self.entries:
+            if kind == 4:
+                pack(buf, 0, 0x90, mark | pt, (seq + seq_off) & 0xFFFF,
+                     (ts + ts_off) & 0xFFFFFFFF, ssrc, head, ast_word | send_time,
+                     al_word | level_bits)
+            elif kind == 3:
+                pack(buf, 0, 0x90, mark | pt, (seq + seq_off) & 0xFFFF,
+                     (ts + ts_off) & 0xFFFFFFFF, ssrc, head, al_word | level_bits)
+            elif kind == 2:
+                pack(buf, 0, 0x90, mark | pt, (seq + seq_off) & 0xFFFF,
+                     (ts + ts_off) & 0xFFFFFFFF, ssrc, head, ast_word | send_time)
+            elif kind == 1:
+                pack(buf, 0, 0x90, mark | pt, (seq + seq_off) & 0xFFFF,
+                     (ts + ts_off) & 0xFFFFFFFF, ssrc, head)
+            else:
+                pack(buf, 0, 0x80, mark | pt, (seq + seq_off) & 0xFFFF,
+                     (ts + ts_off) & 0xFFFFFFFF, ssrc)
+            end = size + n_payload
+            buf[size:end] = payload
+            len_p[0] = end
             if not protect(srtp, cdata, len_p):  # else libsrtp refused (key limit): drop
                 n = len_p[0]
                 tx_bytes[i] += n
                 sends.append((sendto, buf[0:n], addr, out))
             i += 1
         self.count += 1
-        self.octets += len(payload)
+        self.octets += n_payload
         self.last_ts = ts
         self.last_now = now
         self.last_ntp = ntp
@@ -833,6 +867,10 @@ class ForwardingSender(RTCRtpSender):
         out.writer = self._lk_writer
         out.mime = self._lk_mime
         out.ready = True
+        if SYNC_RTCP:  # the subscriber's reports and feedback without a task hop
+            tap = ReceiveTap.for_transport(self._lk_dtls)
+            if tap is not None:
+                tap.take_rtcp()
 
     # -- RTCP task -------------------------------------------------------------------
 
@@ -1108,18 +1146,22 @@ class TrackForwarder:
         # aiortc's receiver reports read these (empty dict if the private name moved)
         self._raw_stats = getattr(receiver, "_RTCRtpReceiver__remote_streams", {})
         tap.add_route(ssrc, self._on_raw)
+        if SYNC_RTCP:
+            tap.take_rtcp()
 
-    def _on_raw(self, data: bytes) -> None:
-        """A plaintext RTP packet of the current source from the raw receive path."""
+    def _on_raw(self, data: memoryview, n: int) -> None:
+        """A plaintext RTP packet of the current source (the first ``n`` bytes of
+        ``data``) from the raw receive path."""
         if not self._receiver._enabled:
             return
         marker, pt, seq, ts, ssrc, start, end, level = parse_rtp_header(
-            data, self._in_audio_level_id
+            data, self._in_audio_level_id, n
         )
         if pt not in self._codecs:
             return
-        padding = len(data) - end
-        packet = _InPacket(marker, pt, seq, ts, ssrc, data[start:end], level, None, padding)
+        packet = _InPacket(
+            marker, pt, seq, ts, ssrc, data[start:end].tobytes(), level, None, n - end
+        )
         if data[0] & 0x0F:  # CSRCs (rare): keep them
             packet.csrc = list(struct.unpack_from(f"!{data[0] & 0x0F}I", data, 12))
             packet.simple = False
@@ -1217,7 +1259,8 @@ class TrackForwarder:
                 rest.append(out)
         if highest is None or len(members) < FANOUT_MIN:
             return None
-        self._fan = _Fanout(ssrc, pt, highest, members, tuple(rest))
+        self._fan = _Fanout(ssrc, pt, highest, packet.audio_level is not None, members,
+                            tuple(rest))
         return self._fan
 
     def _fan_flush(self, dissolve: bool = False) -> None:

@@ -3,26 +3,35 @@
 * :class:`FastSrtp` calls libsrtp through pylibsrtp's cffi binding with a buffer and a
   length cell allocated once per session (pylibsrtp's ``Session.protect`` allocates and
   type-checks on every call).
-* :class:`ReceiveTap` sits on the UDP protocols of one aiortc DTLS transport (aioice
-  ``StunProtocol.datagram_received``, replaced per instance): an SRTP packet whose SSRC
-  has a registered route is unprotected and handed to that route synchronously, without
-  aioice's STUN parse attempt, its queue, the DTLS transport's receive task, aiortc's
-  ``RtpPacket.parse`` and its receiver pipeline. Every other datagram (STUN, DTLS,
-  SCTP, RTCP, RTP of other SSRCs) goes the normal way.
+* :class:`ReceiveTap` sits on the UDP sockets of one aiortc DTLS transport: it reads
+  them itself in place of asyncio's datagram transport (or, on other event loops,
+  wraps aioice's ``StunProtocol.datagram_received`` per instance). An SRTP packet whose
+  SSRC has a registered route is unprotected in the tap's buffer and handed to that
+  route synchronously, without aioice's STUN parse attempt, its queue, the DTLS
+  transport's receive task, aiortc's ``RtpPacket.parse`` and its receiver pipeline.
+  Every other datagram (STUN, DTLS, SCTP, RTCP, RTP of other SSRCs) goes to the
+  protocol as before.
 
-Relies on private names of aiortc 1.16 / aioice 0.13; :func:`tap_available` and
-:func:`srtp_available` say whether they exist (callers then keep the aiortc path).
+Relies on private names of aiortc 1.16 / aioice 0.13 and asyncio's selector transport;
+:func:`tap_available` and :func:`srtp_available` say whether they exist (callers then
+keep the aiortc path).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import os
+import socket
+import struct
+from asyncio.selector_events import _SelectorDatagramTransport  # type: ignore[attr-defined]
 from collections.abc import Callable
 from typing import Any
 
 import pylibsrtp
 from aiortc.rtcdtlstransport import State
+from aiortc.rtp import RtcpByePacket, RtcpPacket, RtcpRrPacket, RtcpSdesPacket, RtcpSrPacket
 
 try:  # the cffi module behind pylibsrtp
     from pylibsrtp import _binding as _srtp_binding
@@ -36,6 +45,13 @@ logger = logging.getLogger(__name__)
 _BUFFER_SIZE = 2048
 _MAX_PACKET = 1500
 _CONNECTED = State.CONNECTED
+
+# the tap reads the UDP sockets itself where it can (AIOLIVEKIT_SOCKET_READER=0: never)
+SOCKET_READER = os.environ.get("AIOLIVEKIT_SOCKET_READER", "1") != "0"
+
+# RTCP whose aiortc handlers (RTCRtpSender/RTCRtpReceiver._handle_rtcp_packet) never wait:
+# a tap that reads the socket runs them at once instead of through the transport's task
+_SYNC_RTCP = (RtcpRrPacket, RtcpSrPacket, RtcpSdesPacket, RtcpByePacket)
 
 
 def srtp_available(session: Any) -> bool:
@@ -119,18 +135,56 @@ def tap_available(dtls: Any) -> bool:
     )
 
 
-RawHandler = Callable[[bytes], None]
+RawHandler = Callable[[memoryview, int], None]
+"""A route's handler: ``handler(buffer, length)``, the plaintext RTP packet being the
+first ``length`` bytes of ``buffer`` (valid only during the call)."""
+
+# a receive buffer holds any UDP datagram (IPv4 payloads end at 65 507 bytes)
+_RX_SIZE = 65536
+_ssrc_at_8 = struct.Struct("!I").unpack_from
+
+
+def _socket_reader_available(protocol: Any) -> bool:
+    """Whether ``protocol``'s UDP socket can be read by the tap itself: an asyncio
+    selector datagram transport (not on Windows' proactor loop, nor uvloop)."""
+    transport = getattr(protocol, "transport", None)
+    loop = getattr(transport, "_loop", None)
+    return (
+        isinstance(transport, _SelectorDatagramTransport)
+        and isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
+        and isinstance(getattr(transport, "_sock", None), socket.socket)
+        and not transport.is_closing()
+    )
 
 
 class ReceiveTap:
-    """Synchronous SRTP receive path for chosen SSRCs of one DTLS transport."""
+    """Synchronous SRTP receive path for chosen SSRCs of one DTLS transport.
+
+    Where it can (asyncio's selector loop), the tap reads the transport's UDP sockets
+    itself: each datagram lands in one preallocated buffer and a routed SRTP packet is
+    decrypted there in place, so a packet costs one ``recvfrom_into`` and one
+    ``srtp_unprotect`` before its handler. Elsewhere it wraps the protocols'
+    ``datagram_received``. Everything not routed goes to the protocol unchanged.
+    """
 
     def __init__(self, dtls: Any) -> None:
         self._dtls = dtls
         self._routes: dict[int, RawHandler] = {}
-        self._hooked: list[Any] = []
+        self._hooked: list[Any] = []  # protocols whose datagram_received is wrapped
+        self._readers: list[Any] = []  # protocols whose socket the tap reads
         self._errors = 0
         self.packets = 0
+        self._rx = bytearray(_RX_SIZE)
+        self._rx_view = memoryview(self._rx)
+        self._rx_c = _srtp_binding.ffi.from_buffer(self._rx)
+        self._rx_len = _srtp_binding.ffi.new("int *")
+        self._unprotect = _srtp_binding.lib.srtp_unprotect
+        self._unprotect_rtcp = _srtp_binding.lib.srtp_unprotect_rtcp
+        self._session: Any = None  # the pylibsrtp session _srtp belongs to
+        self._srtp: Any = None
+        self._rtcp = False  # SRTCP handled here too (take_rtcp)
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self.rtcp_packets = 0
 
     @classmethod
     def for_transport(cls, dtls: Any) -> ReceiveTap | None:
@@ -148,55 +202,198 @@ class ReceiveTap:
     def routes(self) -> dict[int, RawHandler]:
         return self._routes
 
+    @property
+    def reads_sockets(self) -> bool:
+        """Whether the tap reads at least one socket itself."""
+        return bool(self._readers)
+
     def add_route(self, ssrc: int, handler: RawHandler) -> None:
-        """Send RTP of ``ssrc`` to ``handler(plaintext)`` from now on."""
+        """Send RTP of ``ssrc`` to ``handler`` from now on."""
         self._routes[ssrc] = handler
         self._hook()
 
     def remove_route(self, ssrc: int, handler: RawHandler | None = None) -> None:
         if handler is None or self._routes.get(ssrc) == handler:
             self._routes.pop(ssrc, None)
-        if not self._routes:
+        if not self._routes and not self._rtcp:
             self._unhook()
+
+    def take_rtcp(self) -> bool:
+        """Handle the transport's SRTCP too, where the tap reads the sockets itself:
+        reports (RR, SR, SDES, BYE) go to aiortc's handlers synchronously, compound
+        packets with feedback (NACK, PLI, REMB...) to aiortc's own coroutine in a task,
+        none through aioice's queue and the transport's receive task. Returns whether
+        the tap reads a socket (else aiortc keeps its path)."""
+        self._rtcp = True
+        self._hook()
+        return bool(self._readers)
 
     def _hook(self) -> None:
         protocols = self._dtls.transport._connection._protocols
         for protocol in protocols:
-            if any(p is protocol for p in self._hooked):
+            if any(p is protocol for p in self._hooked) or any(
+                p is protocol for p in self._readers
+            ):
                 continue
-            original = protocol.datagram_received  # the bound class method
-            protocol.datagram_received = functools.partial(self._on_datagram, original)
-            self._hooked.append(protocol)
+            if SOCKET_READER and _socket_reader_available(protocol):
+                transport = protocol.transport
+                transport._loop._add_reader(
+                    transport._sock_fd, self._read_ready, transport._sock, protocol
+                )
+                self._readers.append(protocol)
+            else:
+                original = protocol.datagram_received  # the bound class method
+                protocol.datagram_received = functools.partial(self._on_datagram, original)
+                self._hooked.append(protocol)
 
     def _unhook(self) -> None:
         hooked, self._hooked = self._hooked, []
         for protocol in hooked:
             if "datagram_received" in vars(protocol):
                 del protocol.datagram_received
+        readers, self._readers = self._readers, []
+        for protocol in readers:
+            transport = protocol.transport
+            if not transport.is_closing():  # give the socket back to asyncio's reader
+                transport._loop._add_reader(transport._sock_fd, transport._read_ready)
+
+    def _read_ready(self, sock: socket.socket, protocol: Any) -> None:
+        """The socket is readable (asyncio's reader callback in place of the transport's)."""
+        try:
+            n, addr = sock.recvfrom_into(self._rx)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            protocol.error_received(exc)
+            return
+        rx = self._rx
+        # SRTP or SRTCP: RFC 7983 first byte 128..191; SRTCP packet types are 192..223
+        if n >= 12 and 127 < rx[0] < 192:
+            if not 191 < rx[1] < 224:
+                handler = self._routes.get(_ssrc_at_8(rx, 8)[0])
+                if handler is not None and self._take(handler, n):
+                    return
+            elif self._rtcp and self._take_rtcp(n):
+                return
+        protocol.datagram_received(self._rx_view[:n].tobytes(), addr)
 
     def _on_datagram(self, original: Callable[[bytes, Any], None], data: bytes, addr: Any) -> None:
-        # SRTP (RFC 7983 first byte 128..191) but not SRTCP (packet type 192..223)
-        if len(data) >= 12 and 127 < data[0] < 192 and not 191 < data[1] < 224:
+        """``datagram_received`` of a wrapped protocol (when the tap cannot read)."""
+        n = len(data)
+        if n >= 12 and 127 < data[0] < 192 and not 191 < data[1] < 224:
             handler = self._routes.get(int.from_bytes(data[8:12], "big"))
-            if handler is not None:
-                dtls = self._dtls
-                if dtls._state is _CONNECTED:
-                    srtp = getattr(dtls, "_lk_fast_rx", None)
-                    if srtp is None or srtp.session is not dtls._rx_srtp:
-                        srtp = fast_srtp_for(dtls, tx=False)
-                    if srtp is not None:
-                        dtls._RTCDtlsTransport__rx_bytes += len(data)
-                        dtls._RTCDtlsTransport__rx_packets += 1
-                        try:
-                            plain = srtp.unprotect(data)
-                        except (pylibsrtp.Error, ValueError):
-                            return  # like aiortc: a bad or replayed packet is dropped
-                        self.packets += 1
-                        try:
-                            handler(plain)
-                        except Exception:  # never let it reach (and close) the UDP transport
-                            self._errors += 1
-                            if self._errors <= 5:
-                                logger.exception("raw RTP handler failed")
-                        return
+            if handler is not None and n <= _RX_SIZE:
+                self._rx[:n] = data
+                if self._take(handler, n):
+                    return
         original(data, addr)
+
+    def _take(self, handler: RawHandler, n: int) -> bool:
+        """Decrypt the routed SRTP packet in the receive buffer (``n`` bytes) and hand it
+        over; ``False`` if the DTLS transport is not ready (the packet then goes the
+        normal way)."""
+        dtls = self._dtls
+        if dtls._state is not _CONNECTED:
+            return False
+        srtp = self._srtp
+        if self._session is not dtls._rx_srtp:
+            srtp = self._bind_session()
+            if srtp is None:
+                return False
+        dtls._RTCDtlsTransport__rx_bytes += n
+        dtls._RTCDtlsTransport__rx_packets += 1
+        length = self._rx_len
+        length[0] = n
+        if self._unprotect(srtp, self._rx_c, length):
+            return True  # like aiortc: a bad or replayed packet is dropped
+        self.packets += 1
+        try:
+            handler(self._rx_view, length[0])
+        except Exception:  # never let it reach (and close) the UDP transport
+            self._errors += 1
+            if self._errors <= 5:
+                logger.exception("raw RTP handler failed")
+        return True
+
+    def _take_rtcp(self, n: int) -> bool:
+        """Decrypt the SRTCP packet in the receive buffer and hand its RTCP packets to
+        aiortc's recipients (what ``RTCDtlsTransport._handle_rtcp_data`` does);
+        ``False`` if the DTLS transport is not ready."""
+        dtls = self._dtls
+        if dtls._state is not _CONNECTED:
+            return False
+        srtp = self._srtp
+        if self._session is not dtls._rx_srtp:
+            srtp = self._bind_session()
+            if srtp is None:
+                return False
+        dtls._RTCDtlsTransport__rx_bytes += n
+        dtls._RTCDtlsTransport__rx_packets += 1
+        length = self._rx_len
+        length[0] = n
+        if self._unprotect_rtcp(srtp, self._rx_c, length):
+            return True  # like aiortc: a bad or replayed packet is dropped
+        data = self._rx_view[: length[0]].tobytes()
+        try:
+            packets = RtcpPacket.parse(data)
+        except ValueError:
+            return True  # aiortc drops it too
+        self.rtcp_packets += 1
+        try:
+            if all(isinstance(p, _SYNC_RTCP) for p in packets):
+                route = dtls._rtp_router.route_rtcp
+                for packet in packets:
+                    for recipient in route(packet):
+                        self._run_now(recipient._handle_rtcp_packet(packet))
+            else:
+                self._spawn(dtls._handle_rtcp_data(data))
+        except Exception:  # never let it reach (and close) the UDP transport
+            self._errors += 1
+            if self._errors <= 5:
+                logger.exception("RTCP handling failed")
+        return True
+
+    def _run_now(self, coro: Any) -> None:
+        """Run an aiortc RTCP handler coroutine to its end now; one that waits after all
+        (another aiortc version) is finished by a task."""
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return
+        self._spawn(_finish(coro, waiting))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._errors += 1
+            if self._errors <= 5:
+                logger.error("RTCP handling failed", exc_info=task.exception())
+
+    def _bind_session(self) -> Any:
+        """The libsrtp context of the transport's current receive session, or ``None``."""
+        session = self._dtls._rx_srtp
+        if session is None or not srtp_available(session):
+            return None
+        self._session = session
+        self._srtp = session._srtp[0]
+        return self._srtp
+
+
+async def _finish(coro: Any, waiting: Any) -> None:
+    """Drive ``coro``, suspended on ``waiting`` (an asyncio future, or ``None`` for a bare
+    yield) after its first step, to its end the way an asyncio task would."""
+    while True:
+        if waiting is not None:
+            waiting._asyncio_future_blocking = False
+            await asyncio.wait((waiting,))
+        else:
+            await asyncio.sleep(0)
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return

@@ -41,20 +41,23 @@ _pack_header_bytes = struct.Struct("!BBHII").pack
 
 _unpack_header = struct.Struct("!BBHII").unpack_from
 
+Buffer = bytes | bytearray | memoryview
+
 
 def parse_rtp_header(
-    data: bytes, audio_level_id: int | None = None
+    data: Buffer, audio_level_id: int | None = None, length: int | None = None
 ) -> tuple[int, int, int, int, int, int, int, tuple[bool, int] | None]:
     """Parse a plaintext RTP packet's header without copying its payload.
 
-    Returns ``(marker, payload_type, seq, timestamp, ssrc, payload_start, payload_end,
-    audio_level)``: the payload is ``data[payload_start:payload_end]`` (CSRCs, the
-    header extension block and padding excluded) and ``audio_level`` is the
-    ``(voice, level)`` of the ``ssrc-audio-level`` element with id ``audio_level_id``
-    (one-byte or two-byte extension form), ``None`` if absent. Raises ``ValueError``
-    for a truncated or non-version-2 packet.
+    ``data`` is any indexable buffer (bytes, bytearray, memoryview) whose first
+    ``length`` bytes (all by default) are the packet. Returns ``(marker, payload_type,
+    seq, timestamp, ssrc, payload_start, payload_end, audio_level)``: the payload is
+    ``data[payload_start:payload_end]`` (CSRCs, the header extension block and padding
+    excluded) and ``audio_level`` is the ``(voice, level)`` of the ``ssrc-audio-level``
+    element with id ``audio_level_id`` (one-byte or two-byte extension form), ``None``
+    if absent. Raises ``ValueError`` for a truncated or non-version-2 packet.
     """
-    n = len(data)
+    n = len(data) if length is None else length
     if n < 12:
         raise ValueError(f"RTP packet too short ({n} bytes)")
     first, second, seq, ts, ssrc = _unpack_header(data, 0)
@@ -476,6 +479,29 @@ class RtpHeaderWriter:
             fmt += "x" * pad
             st = _shared_struct(fmt)
             self._into.append((st, head, ast_word, st.size))
+
+    def fan_layout(self, with_level: bool) -> tuple[int, Any, bytes, int, int, int, int, int]:
+        """How :meth:`write_into` writes a simple packet, for callers that inline it:
+        ``(kind, pack_into, head, ast_word, al_word, size, payload_type, ssrc)``.
+
+        ``with_level`` says whether the packets carry an audio level. ``kind`` gives the
+        arguments ``pack_into(buf, 0, first, second, seq, ts, ssrc, ...)`` takes after
+        ``ssrc``: 0 nothing (``first`` 0x80, no extension block), 1 ``head``, 2 ``head,
+        ast_word | send_time``, 3 ``head, al_word | level_bits``, 4 ``head, ast_word |
+        send_time, al_word | level_bits`` (``first`` 0x90 for 1-4); ``size`` is where
+        the payload starts.
+        """
+        use_level = with_level and self._al_byte is not None
+        st, head, ast_word, size = self._into[1 if use_level else 0]
+        al_word = (self._al_byte << 8) if use_level and self._al_byte is not None else 0
+        if not head:
+            kind = 0
+        elif ast_word is None:
+            kind = 3 if use_level else 1
+        else:
+            kind = 4 if use_level else 2
+        return (kind, st.pack_into, head, ast_word or 0, al_word, size, self.payload_type,
+                self.ssrc)
 
     def build_simple(
         self,

@@ -119,6 +119,26 @@ def _accept_rid_extensions(pc: RTCPeerConnection, offer_sdp: str) -> None:
                     RTCRtpHeaderExtensionParameters(id=ext.id, uri=ext.uri))
 
 
+def _answer_as_dtls_server(pc: RTCPeerConnection, offer_sdp: str) -> None:
+    """Make the coming answer say ``a=setup:passive`` when the offer left the choice to us
+    (``actpass``), as livekit-server does (pion ``SetAnsweringDTLSRole(DTLSRoleServer)``).
+
+    The DTLS server picks the SRTP profile from its own preference list. As server we pick
+    AES-GCM, which the official clients offer, whereas libwebrtc as server picks
+    AES-CM + HMAC-SHA1, whose authentication costs several times more per packet here.
+    A role set by an earlier negotiation is kept.
+    """
+    setups = {line.strip() for line in offer_sdp.splitlines() if line.startswith("a=setup:")}
+    if setups != {"a=setup:actpass"}:
+        return
+    transports = [t.receiver.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        transports.append(pc.sctp.transport)
+    for dtls in transports:
+        if dtls._role == "auto":
+            dtls._set_role("server")
+
+
 def _pc() -> RTCPeerConnection:
     return RTCPeerConnection(
         RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
@@ -520,6 +540,7 @@ class ParticipantSession:
                 RTCSessionDescription(sdp=offer.sdp, type="offer")), PC_OP_TIMEOUT)
             await self._apply_pending_candidates(0)
             _accept_rid_extensions(self._pub, offer.sdp)
+            _answer_as_dtls_server(self._pub, offer.sdp)
             answer = await asyncio.wait_for(self._pub.createAnswer(), PC_OP_TIMEOUT)
             with ice.host_addresses(self.hub.bind_addresses):
                 await asyncio.wait_for(self._pub.setLocalDescription(answer), PC_OP_TIMEOUT)
