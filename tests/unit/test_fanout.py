@@ -180,3 +180,44 @@ def test_fanout_keeps_counters_for_sender_reports(monkeypatch: pytest.MonkeyPatc
     world.outs[0].ready = True
     world.feed(101, 960 * 101)
     assert world.fw._fan is not None and len(world.fw._fan.outs) == 3
+
+
+def test_raw_receive_statistics_match_aiortc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The raw receive path keeps aiortc's receiver statistics (read by its receiver
+    reports) itself: same fields as ``StreamStatistics.add`` after wraps, losses,
+    reordering and duplicates."""
+    import random
+    import struct
+    import types
+
+    import aiortc.rtcrtpreceiver as aiortc_receiver
+
+    monkeypatch.setattr(forwarder_module, "time", _Clock)
+    monkeypatch.setattr(aiortc_receiver, "time", _Clock)
+    fw = TrackForwarder(None, "audio")  # type: ignore[arg-type]
+    fw._codecs = {111: OPUS}
+    fw._receiver = types.SimpleNamespace(_enabled=True)  # type: ignore[assignment]
+    ours = aiortc_receiver.StreamStatistics(48000)
+    reference = aiortc_receiver.StreamStatistics(48000)
+    fw._raw_stats = {0x5EED: ours}
+    fw._inline_stats = True
+    rng = random.Random(7)
+    seq, ts = 65400, 4_294_000_000
+    order: list[tuple[int, int]] = []
+    for _ in range(400):
+        seq, ts = (seq + 1) & 0xFFFF, (ts + 960) & 0xFFFFFFFF
+        if rng.random() < 0.05:
+            continue  # lost
+        order.append((seq, ts))
+        if rng.random() < 0.05 and len(order) > 3:
+            order.append(order[-3])  # late duplicate
+    for i in range(0, len(order) - 1, 17):
+        order[i], order[i + 1] = order[i + 1], order[i]  # reordered pairs
+    for seq, ts in order:
+        _Clock.now += 0.02 + rng.random() * 0.004
+        packet = struct.pack("!BBHII", 0x80, 111, seq, ts, 0x5EED) + b"opus"
+        fw._on_raw(memoryview(packet), len(packet))
+        reference.add(_InPacket(0, 111, seq, ts, 0x5EED, b"opus", None))  # type: ignore[arg-type]
+        assert vars(ours) == vars(reference)
+    assert ours.packets_lost == reference.packets_lost > 0
+    assert ours.jitter == reference.jitter > 0 and ours.cycles == 0x10000

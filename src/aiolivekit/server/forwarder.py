@@ -55,6 +55,7 @@ from aiortc.rtcrtpparameters import (
     RTCRtpReceiveParameters,
     RTCRtpSendParameters,
 )
+from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import (
     RtcpByePacket,
     RtcpSdesPacket,
@@ -68,6 +69,7 @@ from aiortc.rtp import (
 from ..errors import AioLiveKitError
 from .rtp_io import FastSrtp, ReceiveTap, fast_srtp_for, srtp_available
 from .rtp_rewrite import (
+    _NTP_EPOCH_OFFSET,
     KeyframeRequestLimiter,
     RtpHeaderWriter,
     RtpMunger,
@@ -123,6 +125,9 @@ _RECEIVER_ATTRS = (
     "_RTCRtpReceiver__jitter_buffer",
 )
 _RECEIVER_METHODS = ("_handle_rtp_packet", "_send_rtcp_pli", "receive")
+# aiortc StreamStatistics fields that TrackForwarder._on_raw updates itself
+_STATS_ATTRS = ("max_seq", "base_seq", "packets_received", "cycles", "_clockrate",
+                "_last_timestamp", "_last_arrival", "_jitter_q4")
 _SENDER_ATTRS = (
     "_RTCRtpSender__rtp_started",
     "_RTCRtpSender__rtp_exited",
@@ -1045,6 +1050,7 @@ class TrackForwarder:
         self._tap: ReceiveTap | None = None
         self._raw_ssrc: int | None = None
         self._raw_stats: dict[int, Any] = {}
+        self._inline_stats = False
         self.packets_received = 0
         self.packets_forwarded = 0
         self.keyframe_requests_sent = 0
@@ -1145,6 +1151,8 @@ class TrackForwarder:
         self._raw_ssrc = ssrc
         # aiortc's receiver reports read these (empty dict if the private name moved)
         self._raw_stats = getattr(receiver, "_RTCRtpReceiver__remote_streams", {})
+        probe = StreamStatistics(48000)
+        self._inline_stats = all(hasattr(probe, name) for name in _STATS_ATTRS)
         tap.add_route(ssrc, self._on_raw)
         if SYNC_RTCP:
             tap.take_rtcp()
@@ -1165,12 +1173,31 @@ class TrackForwarder:
         if data[0] & 0x0F:  # CSRCs (rare): keep them
             packet.csrc = list(struct.unpack_from(f"!{data[0] & 0x0F}I", data, 12))
             packet.simple = False
+        now = time.time()
         stats = self._raw_stats.get(ssrc)
         if stats is not None:  # aiortc's receiver reports (RR) read these statistics
-            stats.add(packet)
-        self._dispatch(packet)
+            if self._inline_stats:
+                # what aiortc's StreamStatistics.add does (RFC 3550 A.1, A.8), inline
+                max_seq = stats.max_seq
+                stats.packets_received += 1
+                if max_seq is None:
+                    stats.base_seq = seq
+                if max_seq is None or (seq != max_seq and ((seq - max_seq) & 0xFFFF) < 0x8000):
+                    arrival = int(now * stats._clockrate)
+                    if max_seq is not None and seq < max_seq:
+                        stats.cycles += 0x10000
+                    stats.max_seq = seq
+                    last_ts = stats._last_timestamp
+                    if ts != last_ts and stats.packets_received > 1:
+                        diff = abs((arrival - stats._last_arrival) - (ts - last_ts))
+                        stats._jitter_q4 += diff - ((stats._jitter_q4 + 8) >> 4)
+                    stats._last_arrival = arrival
+                    stats._last_timestamp = ts
+            else:
+                stats.add(packet)
+        self._dispatch(packet, now)
 
-    def _dispatch(self, packet: _InPacket) -> None:
+    def _dispatch(self, packet: _InPacket, now: float | None = None) -> None:
         self.packets_received += 1
         pt = packet.payload_type
         if pt != self._last_pt:
@@ -1185,9 +1212,10 @@ class TrackForwarder:
                 self.request_keyframe()
         active = self._active
         if active:
-            now = time.time()
-            send_time = abs_send_time(now)
-            ntp = ntp_time(now)
+            if now is None:
+                now = time.time()
+            send_time = int(now * 262144.0) & 0xFFFFFF  # abs_send_time(now), inline
+            ntp = int((now + _NTP_EPOCH_OFFSET) * 4294967296.0)  # ntp_time(now), inline
             # all the CPU work first, then the system calls back to back: on a busy
             # machine each loopback send wakes a subscriber, which may take this CPU
             # (and its caches) before the next send. (Deferring the sends to a
