@@ -292,48 +292,51 @@ class ReceiveTap:
         """Decrypt the routed SRTP packet in the receive buffer (``n`` bytes) and hand it
         over; ``False`` if the DTLS transport is not ready (the packet then goes the
         normal way)."""
+        length = self._decrypt(n, self._unprotect)
+        if length is None:
+            return False
+        if length >= 0:
+            self.packets += 1
+            try:
+                handler(self._rx_view, length)
+            except Exception:  # never let it reach (and close) the UDP transport
+                self._errors += 1
+                if self._errors <= 5:
+                    logger.exception("raw RTP handler failed")
+        return True
+
+    def _decrypt(self, n: int, unprotect: Any) -> int | None:
+        """Run libsrtp's ``unprotect`` on the ``n`` bytes in the receive buffer: the
+        plaintext length, -1 if libsrtp refused the packet (bad or replayed: dropped,
+        as aiortc does), ``None`` if the DTLS transport is not ready."""
         dtls = self._dtls
         if dtls._state is not _CONNECTED:
-            return False
+            return None
         srtp = self._srtp
         if self._session is not dtls._rx_srtp:
             srtp = self._bind_session()
             if srtp is None:
-                return False
+                return None
         dtls._RTCDtlsTransport__rx_bytes += n
         dtls._RTCDtlsTransport__rx_packets += 1
         length = self._rx_len
         length[0] = n
-        if self._unprotect(srtp, self._rx_c, length):
-            return True  # like aiortc: a bad or replayed packet is dropped
-        self.packets += 1
-        try:
-            handler(self._rx_view, length[0])
-        except Exception:  # never let it reach (and close) the UDP transport
-            self._errors += 1
-            if self._errors <= 5:
-                logger.exception("raw RTP handler failed")
-        return True
+        if unprotect(srtp, self._rx_c, length):
+            return -1
+        result: int = length[0]
+        return result
 
     def _take_rtcp(self, n: int) -> bool:
         """Decrypt the SRTCP packet in the receive buffer and hand its RTCP packets to
         aiortc's recipients (what ``RTCDtlsTransport._handle_rtcp_data`` does);
         ``False`` if the DTLS transport is not ready."""
-        dtls = self._dtls
-        if dtls._state is not _CONNECTED:
+        length = self._decrypt(n, self._unprotect_rtcp)
+        if length is None:
             return False
-        srtp = self._srtp
-        if self._session is not dtls._rx_srtp:
-            srtp = self._bind_session()
-            if srtp is None:
-                return False
-        dtls._RTCDtlsTransport__rx_bytes += n
-        dtls._RTCDtlsTransport__rx_packets += 1
-        length = self._rx_len
-        length[0] = n
-        if self._unprotect_rtcp(srtp, self._rx_c, length):
-            return True  # like aiortc: a bad or replayed packet is dropped
-        data = self._rx_view[: length[0]].tobytes()
+        if length < 0:
+            return True
+        dtls = self._dtls
+        data = self._rx_view[:length].tobytes()
         try:
             packets = RtcpPacket.parse(data)
         except ValueError:
