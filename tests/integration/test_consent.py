@@ -84,3 +84,42 @@ async def test_consent_expiry_ends_the_session(
         assert not room.isconnected()
     finally:
         await room.disconnect()
+
+
+async def test_embedded_server_keeps_consent_and_answers_checks_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The embedded server does what the client does: its consent checks of each
+    participant are taken over from aioice, and the participant's checks on the
+    nominated pair are answered by the keepalive fast path."""
+    from aiolivekit.server import DevServer
+
+    monkeypatch.setattr(consent, "CONSENT_INTERVAL", 1.0)
+    monkeypatch.setattr(consent, "CONSENT_EARLY", 0.4)
+    answered: list[Any] = []
+    original = consent.keepalive_answered
+
+    def counting(conn: Any) -> None:
+        answered.append(conn)
+        original(conn)
+
+    monkeypatch.setattr(consent, "keepalive_answered", counting)
+    async with DevServer(port=0) as server:
+        room = Room()
+        try:
+            await asyncio.wait_for(room.connect(server.url, server.token("watched")), 30)
+            session = next(iter(server.app.hub.sessions.values()))
+            conns = _ice_connections(session._sub)
+            assert len(conns) == 1
+            conn = conns[0]
+            await _until(lambda: consent._KEEPER in conn.__dict__, 5, "the server's keeper")
+            keeper = conn.__dict__[consent._KEEPER]
+            assert conn._query_consent_task is None  # aioice's own task was stopped
+            assert all(getattr(p, "_aiolivekit_keepalive", False) for p in conn._protocols)
+            # the server's checks are answered by the client, the client's by the server
+            await _until(lambda: keeper.schedule.ok_count >= 3, 15, "three answered checks")
+            await _until(lambda: conn in answered, 10, "a client check answered fast")
+            assert not keeper.schedule.expired(asyncio.get_running_loop().time())
+            assert room.isconnected()
+        finally:
+            await room.disconnect()

@@ -545,7 +545,8 @@ async def test_opaque_payloads_pass_through_byte_identical() -> None:
             # no decoding of opaque bytes; the payloads are captured where the sub-side
             # forwarder would fan them out (raw receive path or aiortc's, whichever ran)
             tap = TrackForwarder.attach(receiver, remote.kind)
-            tap._dispatch = lambda p: received.append(bytes(p.payload))  # type: ignore[method-assign]
+            tap._dispatch = (  # type: ignore[method-assign]
+                lambda p, now=None: received.append(bytes(p.payload)))
 
         await negotiate(relay_out, sub)
         await until(lambda: len(received) >= 50, what="50 opaque packets")

@@ -117,7 +117,7 @@ class PeerTransport:
         if state == "connected":
             self._connected.set()
             start_late_transceivers(self.pc)
-            _take_over_consent(self.pc)
+            take_over_consent(self.pc)
         elif state in ("failed", "closed"):
             self._failed.set()
 
@@ -143,7 +143,7 @@ class PeerTransport:
     async def _set_local(self, description: RTCSessionDescription) -> str:
         with ice.host_addresses(self.host_addresses):
             await self.pc.setLocalDescription(description)
-        _answer_keepalives_fast(self.pc)
+        answer_keepalives_fast(self.pc)
         local = self.pc.localDescription.sdp
         self._trickle_local(local)
         return local
@@ -208,8 +208,9 @@ class PeerTransport:
             logger.debug("closing pc failed", exc_info=True)
 
 
-def _answer_keepalives_fast(pc: RTCPeerConnection) -> None:
-    """Answer the server's keepalive checks on nominated pairs without aioice's STUN objects."""
+def answer_keepalives_fast(pc: RTCPeerConnection) -> None:
+    """Answer the remote peer's keepalive checks on nominated pairs without aioice's STUN
+    objects (see :mod:`.stun_keepalive`); call after each ``setLocalDescription``."""
     for conn in _ice_connections(pc):
         try:
             install_keepalive_fast_path(conn, answered=consent.keepalive_answered,
@@ -218,7 +219,7 @@ def _answer_keepalives_fast(pc: RTCPeerConnection) -> None:
             logger.debug("cannot install the keepalive fast path", exc_info=True)
 
 
-def _take_over_consent(pc: RTCPeerConnection) -> None:
+def take_over_consent(pc: RTCPeerConnection) -> None:
     """Check RFC 7675 consent ourselves from now on (see :mod:`.consent`); at the latest
     the first keepalive answered by :mod:`.stun_keepalive` does it otherwise."""
     for conn in _ice_connections(pc):

@@ -30,7 +30,7 @@ from google.protobuf import json_format
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from ..engine import ice, sdp
-from ..engine.peer import start_late_transceivers
+from ..engine.peer import answer_keepalives_fast, start_late_transceivers, take_over_consent
 from .rooms import (
     CloseTrack,
     Disconnect,
@@ -544,6 +544,7 @@ class ParticipantSession:
             answer = await asyncio.wait_for(self._pub.createAnswer(), PC_OP_TIMEOUT)
             with ice.host_addresses(self.hub.bind_addresses):
                 await asyncio.wait_for(self._pub.setLocalDescription(answer), PC_OP_TIMEOUT)
+            answer_keepalives_fast(self._pub)
             local = self._pub.localDescription
             self.send_signal(rtc_pb.SignalResponse(answer=rtc_pb.SessionDescription(
                 type="answer", sdp=local.sdp, id=offer.id)))
@@ -635,6 +636,7 @@ class ParticipantSession:
             # a track negotiated while this PC was still connecting (the subscriber PC of a
             # participant joining a room with published tracks) would never start
             start_late_transceivers(pc)
+            take_over_consent(pc)  # RFC 7675 checks timed with the client's keepalives
         primary = is_subscriber if self.can_subscribe else not is_subscriber
         if state == "connected" and primary:
             self.hub.dispatch(self.room.set_active(self.sid))
@@ -727,6 +729,7 @@ class ParticipantSession:
                 offer = await asyncio.wait_for(self._sub.createOffer(), PC_OP_TIMEOUT)
                 with ice.host_addresses(self.hub.bind_addresses):
                     await asyncio.wait_for(self._sub.setLocalDescription(offer), PC_OP_TIMEOUT)
+                answer_keepalives_fast(self._sub)
                 self._neg.offer_id += 1
                 self._neg.outstanding = True
                 mid_map = {t.mid: sid for sid, t in self._sub_transceivers.items() if t.mid}
