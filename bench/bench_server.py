@@ -276,7 +276,14 @@ async def run_all(
                 targets.append(("official", lk.info(), lk._proc.pid))
             for impl, info, pid in targets:
                 room = f"srv-{rep}-{int(time.time() * 1000) % 100000}"
-                m = await measure(info, pid, client_python, client, participants, seconds, room)
+                try:
+                    m = await measure(info, pid, client_python, client, participants, seconds,
+                                      room)
+                except Exception as exc:  # the load generator failed: this window is lost
+                    # (the official SDK's client has panicked parsing its own WebRTC stats)
+                    log(f"bench_server {impl}: window {rep} failed: {exc!r:.300}")
+                    rows.append(row(bench, impl, "failed_windows", 1, "count"))
+                    continue
                 log(f"bench_server {impl}: {json.dumps(m)}")
                 extra = {"subscriptions": m["subscriptions"],
                          "expected_subscriptions": m["expected_subscriptions"]}
