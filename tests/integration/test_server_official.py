@@ -180,9 +180,9 @@ async def test_official_mute_metadata_resubscribe_unpublish(livekit_dev_server: 
         run_driver(server.url, server.token("alice"), alice_steps),
         run_driver(server.url, server.token("bob"), bob_steps),
     )
-    for events in (alice, bob):
-        failed = [e for e in events if e.get("event") == "step" and not e.get("ok")]
-        assert not failed, failed
+    failed = {name: [e for e in events if e.get("event") == "step" and not e.get("ok")]
+              for name, events in (("alice", alice), ("bob", bob))}
+    assert not failed["alice"] and not failed["bob"], (failed, bob[-12:])
     assert step(alice, "set_metadata")["ok"]
     meta = next(e for e in bob if e.get("event") == "participant_metadata_changed")
     assert meta["args"] == ["alice", "", "m2"]
