@@ -69,7 +69,6 @@ from aiortc.rtp import (
 from ..errors import AioLiveKitError
 from .rtp_io import FastSrtp, ReceiveTap, fast_srtp_for, srtp_available
 from .rtp_rewrite import (
-    _NTP_EPOCH_OFFSET,
     KeyframeRequestLimiter,
     RtpHeaderWriter,
     RtpMunger,
@@ -1214,8 +1213,8 @@ class TrackForwarder:
         if active:
             if now is None:
                 now = time.time()
-            send_time = int(now * 262144.0) & 0xFFFFFF  # abs_send_time(now), inline
-            ntp = int((now + _NTP_EPOCH_OFFSET) * 4294967296.0)  # ntp_time(now), inline
+            send_time = abs_send_time(now)
+            ntp = ntp_time(now)
             # all the CPU work first, then the system calls back to back: on a busy
             # machine each loopback send wakes a subscriber, which may take this CPU
             # (and its caches) before the next send. (Deferring the sends to a

@@ -180,8 +180,7 @@ class ReceiveTap:
         self._rx_len = _srtp_binding.ffi.new("int *")
         self._unprotect = _srtp_binding.lib.srtp_unprotect
         self._unprotect_rtcp = _srtp_binding.lib.srtp_unprotect_rtcp
-        self._session: Any = None  # the pylibsrtp session _srtp belongs to
-        self._srtp: Any = None
+        self._fast_rx: FastSrtp | None = None  # the receive session's libsrtp context
         self._rtcp = False  # SRTCP handled here too (take_rtcp)
         self._tasks: set[asyncio.Future[Any]] = set()
         self.rtcp_packets = 0
@@ -312,16 +311,16 @@ class ReceiveTap:
         dtls = self._dtls
         if dtls._state is not _CONNECTED:
             return None
-        srtp = self._srtp
-        if self._session is not dtls._rx_srtp:
-            srtp = self._bind_session()
-            if srtp is None:
+        fast = self._fast_rx
+        if fast is None or fast.session is not dtls._rx_srtp:
+            fast = self._fast_rx = fast_srtp_for(dtls, tx=False)
+            if fast is None:
                 return None
         dtls._RTCDtlsTransport__rx_bytes += n
         dtls._RTCDtlsTransport__rx_packets += 1
         length = self._rx_len
         length[0] = n
-        if unprotect(srtp, self._rx_c, length):
+        if unprotect(fast._srtp, self._rx_c, length):
             return -1
         result: int = length[0]
         return result
@@ -376,15 +375,6 @@ class ReceiveTap:
             self._errors += 1
             if self._errors <= 5:
                 logger.error("RTCP handling failed", exc_info=task.exception())
-
-    def _bind_session(self) -> Any:
-        """The libsrtp context of the transport's current receive session, or ``None``."""
-        session = self._dtls._rx_srtp
-        if session is None or not srtp_available(session):
-            return None
-        self._session = session
-        self._srtp = session._srtp[0]
-        return self._srtp
 
 
 async def _finish(coro: Any, waiting: Any) -> None:
