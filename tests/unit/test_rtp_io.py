@@ -160,6 +160,15 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.errors.append(exc)
 
 
+async def _udp_transport() -> tuple[Any, _UdpProtocol, _Dtls]:
+    """A real loopback UDP endpoint as the only socket of a stand-in DTLS transport."""
+    transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
+        _UdpProtocol, local_addr=("127.0.0.1", 0))
+    dtls = _Dtls()
+    dtls.protocols[:] = [protocol]
+    return transport, protocol, dtls
+
+
 async def _until(predicate: Any, timeout: float = 2.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
@@ -168,11 +177,7 @@ async def _until(predicate: Any, timeout: float = 2.0) -> None:
 
 
 async def test_receive_tap_reads_the_socket_itself() -> None:
-    loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(
-        _UdpProtocol, local_addr=("127.0.0.1", 0))
-    dtls = _Dtls()
-    dtls.protocols[:] = [protocol]
+    transport, protocol, dtls = await _udp_transport()
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     peer.bind(("127.0.0.1", 0))
     address = transport.get_extra_info("sockname")
@@ -222,11 +227,7 @@ async def test_receive_tap_reads_the_socket_itself() -> None:
 
 
 async def test_receive_tap_socket_errors_go_to_the_protocol() -> None:
-    loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(
-        _UdpProtocol, local_addr=("127.0.0.1", 0))
-    dtls = _Dtls()
-    dtls.protocols[:] = [protocol]
+    transport, protocol, dtls = await _udp_transport()
 
     class _FailingSocket:
         def __init__(self, exc: OSError) -> None:
@@ -283,11 +284,7 @@ async def test_receive_tap_handles_rtcp_without_the_transport_task() -> None:
         RtcpSourceInfo,
     )
 
-    loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(
-        _UdpProtocol, local_addr=("127.0.0.1", 0))
-    dtls = _Dtls()
-    dtls.protocols[:] = [protocol]
+    transport, protocol, dtls = await _udp_transport()
     plain, waiting = _Recipient(), _Recipient(wait=0.01)
     dtls._rtp_router = _Router({0x51: plain, 0x52: waiting})
     rtcp_data: list[bytes] = []
