@@ -25,6 +25,9 @@ _GRANT_FLAGS = {
 }
 
 
+MAX_READ_BATCH_MS = 100.0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiolivekit",
                                      description="aiolivekit: LiveKit in pure Python")
@@ -39,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 7880)")
     serve.add_argument("--keys", default=None,
                        help="API keys as key:secret[,key2:secret2] (default devkey:secret)")
+    serve.add_argument("--read-batch-ms", type=float, default=None, metavar="MS",
+                       help="under dense traffic, read the media sockets every MS ms "
+                            "(default 10, env AIOLIVEKIT_READ_BATCH_MS; 0: per packet)")
 
     token = sub.add_parser("token", help="print an access token (JWT)")
     token.add_argument("--identity", required=True)
@@ -134,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
             keys = parse_keys(args.keys) if args.keys else {DEV_API_KEY: DEV_API_SECRET}
         except ValueError as exc:
             parser.error(str(exc))
+        if args.read_batch_ms is not None:
+            if not 0 <= args.read_batch_ms <= MAX_READ_BATCH_MS:
+                parser.error(f"--read-batch-ms must be between 0 and {MAX_READ_BATCH_MS}")
+            from .server import read_batching
+
+            read_batching.BATCH_WINDOW = args.read_batch_ms / 1000.0
         host = "127.0.0.1" if args.dev and args.bind is None else args.bind
         try:
             asyncio.run(_serve(host, args.port, keys))

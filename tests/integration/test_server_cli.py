@@ -85,3 +85,22 @@ def test_serve_rejects_bad_keys() -> None:
     out = subprocess.run([sys.executable, "-m", "aiolivekit", "serve", "--keys", "nocolon"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "key:secret" in out.stderr
+
+
+def test_serve_read_batch_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiolivekit import cli
+    from aiolivekit.server import read_batching
+
+    out = subprocess.run([sys.executable, "-m", "aiolivekit", "serve", "--read-batch-ms", "-1"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "--read-batch-ms must be between 0 and 100" in out.stderr
+    seen: list[float] = []
+
+    async def fake_serve(host: str, port: int, keys: dict[str, str]) -> None:
+        seen.append(read_batching.BATCH_WINDOW)
+
+    monkeypatch.setattr(cli, "_serve", fake_serve)
+    monkeypatch.setattr(read_batching, "BATCH_WINDOW", read_batching.BATCH_WINDOW)
+    assert cli.main(["serve", "--read-batch-ms", "2.5"]) == 0
+    assert cli.main(["serve", "--read-batch-ms", "0"]) == 0
+    assert seen == [0.0025, 0.0]

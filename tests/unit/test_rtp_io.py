@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import socket
 import struct
 from typing import Any
@@ -187,6 +188,8 @@ async def test_receive_tap_reads_the_socket_itself() -> None:
         got: list[bytes] = []
         tap.add_route(0xAAAA, lambda buf, n: got.append(bytes(buf[:n])))
         assert tap.reads_sockets and "datagram_received" not in vars(protocol)
+        batcher = tap.batcher  # one epoll reader for the loop's tapped sockets (Linux)
+        assert (batcher is not None) == hasattr(select, "epoll")
         sender = _session(True)
         packets = [_rtp(0xAAAA, s, os.urandom(40 + s)) for s in range(3)]
         for p in packets:
@@ -221,6 +224,16 @@ async def test_receive_tap_reads_the_socket_itself() -> None:
         transport.close()
         tap.remove_route(0xAAAA)
         await asyncio.sleep(0)
+        # ... also when a datagram comes between close() and the socket's end
+        transport, protocol, dtls = await _udp_transport()
+        tap = ReceiveTap.for_transport(dtls)
+        assert tap is not None
+        tap.add_route(0xAAAA, lambda buf, n: got.append(bytes(buf[:n])))
+        batcher = tap.batcher
+        transport.close()
+        tap._read_ready(transport._sock, protocol)
+        assert not tap.reads_sockets and tap.batcher is None
+        assert batcher is None or batcher.closed  # its only socket left it
     finally:
         peer.close()
         transport.close()

@@ -67,6 +67,7 @@ from aiortc.rtp import (
 )
 
 from ..errors import AioLiveKitError
+from .read_batching import ReadBatcher
 from .rtp_io import FastSrtp, ReceiveTap, fast_srtp_for, srtp_available
 from .rtp_rewrite import (
     KeyframeRequestLimiter,
@@ -1047,6 +1048,7 @@ class TrackForwarder:
         self.mime_type: str | None = None
         self._in_audio_level_id: int | None = None
         self._tap: ReceiveTap | None = None
+        self._batcher: ReadBatcher | None = None  # the tap's, for batched sends
         self._raw_ssrc: int | None = None
         self._raw_stats: dict[int, Any] = {}
         self._inline_stats = False
@@ -1155,6 +1157,7 @@ class TrackForwarder:
         tap.add_route(ssrc, self._on_raw)
         if SYNC_RTCP:
             tap.take_rtcp()
+        self._batcher = tap.batcher
 
     def _on_raw(self, data: memoryview, n: int) -> None:
         """A plaintext RTP packet of the current source (the first ``n`` bytes of
@@ -1217,9 +1220,16 @@ class TrackForwarder:
             ntp = ntp_time(now)
             # all the CPU work first, then the system calls back to back: on a busy
             # machine each loopback send wakes a subscriber, which may take this CPU
-            # (and its caches) before the next send. (Deferring the sends to a
-            # call_soon callback, to batch them across publishers, measured no better.)
-            sends: list[tuple[Any, bytes, Any, _FastOut]] = []
+            # (and its caches) before the next send. Inside a read batch, the sends
+            # wait for the end of the whole batch (see read_batching).
+            batcher = self._batcher
+            if batcher is not None and batcher.batching:
+                sends: list[Any] = batcher.sends
+                deferred = True
+            else:
+                sends = []
+                deferred = False
+            before = len(sends)
             fan = self._fan
             if (
                 fan is None
@@ -1239,7 +1249,9 @@ class TrackForwarder:
                 datagram = out.forward(packet, now, send_time, ntp)
                 if datagram is not None:
                     sends.append((out.sendto, datagram, out.addr, out))
-            self.packets_forwarded += len(sends)
+            self.packets_forwarded += len(sends) - before
+            if deferred:
+                return
             for sendto, datagram, addr, out in sends:
                 try:
                     sendto(datagram, addr)
@@ -1428,6 +1440,7 @@ class TrackForwarder:
         if self._tap is not None and self._raw_ssrc is not None:
             self._tap.remove_route(self._raw_ssrc, self._on_raw)
         self._tap = None
+        self._batcher = None
         receiver = self._receiver
         if isinstance(receiver, ForwardingReceiver):
             receiver._lk_forwarder = None

@@ -33,6 +33,8 @@ import pylibsrtp
 from aiortc.rtcdtlstransport import State
 from aiortc.rtp import RtcpByePacket, RtcpPacket, RtcpRrPacket, RtcpSdesPacket, RtcpSrPacket
 
+from .read_batching import ReadBatcher, batcher_for
+
 try:  # the cffi module behind pylibsrtp
     from pylibsrtp import _binding as _srtp_binding
 except ImportError:  # pragma: no cover - other pylibsrtp builds
@@ -172,6 +174,7 @@ class ReceiveTap:
         self._routes: dict[int, RawHandler] = {}
         self._hooked: list[Any] = []  # protocols whose datagram_received is wrapped
         self._readers: list[Any] = []  # protocols whose socket the tap reads
+        self._batchers: list[ReadBatcher | None] = []  # the batcher of each, if any
         self._errors = 0
         self.packets = 0
         self._rx = bytearray(_RX_SIZE)
@@ -200,6 +203,12 @@ class ReceiveTap:
     @property
     def routes(self) -> dict[int, RawHandler]:
         return self._routes
+
+    @property
+    def batcher(self) -> ReadBatcher | None:
+        """The batcher that reads the tap's sockets, if any (its handlers may then put
+        their sends in :attr:`ReadBatcher.sends`)."""
+        return next((b for b in self._batchers if b is not None and not b.closed), None)
 
     @property
     def reads_sockets(self) -> bool:
@@ -236,9 +245,20 @@ class ReceiveTap:
                 continue
             if SOCKET_READER and _socket_reader_available(protocol):
                 transport = protocol.transport
-                transport._loop._add_reader(
-                    transport._sock_fd, self._read_ready, transport._sock, protocol
-                )
+                loop = transport._loop
+                batcher = batcher_for(loop)
+                if batcher is not None:  # one reader for all sockets, see read_batching
+                    loop._remove_reader(transport._sock_fd)
+                    batcher.add(
+                        transport._sock,
+                        functools.partial(self._read_ready, transport._sock, protocol),
+                    )
+                    self._batchers.append(batcher)
+                else:
+                    loop._add_reader(
+                        transport._sock_fd, self._read_ready, transport._sock, protocol
+                    )
+                    self._batchers.append(None)
                 self._readers.append(protocol)
             else:
                 original = protocol.datagram_received  # the bound class method
@@ -251,13 +271,31 @@ class ReceiveTap:
             if "datagram_received" in vars(protocol):
                 del protocol.datagram_received
         readers, self._readers = self._readers, []
-        for protocol in readers:
+        batchers, self._batchers = self._batchers, []
+        for protocol, batcher in zip(readers, batchers):
             transport = protocol.transport
+            if batcher is not None:
+                batcher.remove(transport._sock)
             if not transport.is_closing():  # give the socket back to asyncio's reader
                 transport._loop._add_reader(transport._sock_fd, transport._read_ready)
 
+    def _drop_reader(self, protocol: Any) -> None:
+        """Stop reading the socket of ``protocol``, whose transport is closing (asyncio
+        removed its own reader then; a batched socket has to leave the batcher)."""
+        for index, known in enumerate(self._readers):
+            if known is protocol:
+                del self._readers[index]
+                batcher = self._batchers.pop(index)
+                if batcher is not None:
+                    batcher.remove(protocol.transport._sock)
+                return
+
     def _read_ready(self, sock: socket.socket, protocol: Any) -> None:
-        """The socket is readable (asyncio's reader callback in place of the transport's)."""
+        """The socket is readable (asyncio's reader callback in place of the transport's,
+        or the batcher's)."""
+        if protocol.transport._closing:
+            self._drop_reader(protocol)
+            return
         try:
             n, addr = sock.recvfrom_into(self._rx)
         except (BlockingIOError, InterruptedError):
