@@ -464,8 +464,11 @@ async def run_worker(
                     await r
 
     err_task = asyncio.ensure_future(read_err())
+    both = asyncio.gather(read_out(), proc.wait())
+    # a cancelled run (a background load stopped early) leaves nothing unretrieved
+    both.add_done_callback(lambda f: f.cancelled() or f.exception())
     try:
-        await asyncio.wait_for(asyncio.gather(read_out(), proc.wait()), timeout)
+        await asyncio.wait_for(both, timeout)
     except asyncio.TimeoutError:
         pass
     finally:

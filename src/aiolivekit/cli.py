@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="API keys as key:secret[,key2:secret2] (default devkey:secret)")
     serve.add_argument("--read-batch-ms", type=float, default=None, metavar="MS",
                        help="under dense traffic, read the media sockets every MS ms "
-                            "(default 10, env AIOLIVEKIT_READ_BATCH_MS; 0: per packet)")
+                            "(default 5, env AIOLIVEKIT_READ_BATCH_MS; 0: per packet)")
 
     token = sub.add_parser("token", help="print an access token (JWT)")
     token.add_argument("--identity", required=True)

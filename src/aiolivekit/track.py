@@ -338,6 +338,10 @@ class RemoteAudioTrack(_RemoteTrackBase):
     ) -> RemoteAudioTrack:
         track = cls(name, sid)
         track._start(rtc_track, receiver)
+        if receiver is not None:  # decode only while an AudioStream reads the track
+            from .media.jitter import attach_listener
+
+            attach_listener(receiver, track)
         return track
 
     def _convert(self, frame: Any) -> Any:

@@ -25,9 +25,9 @@ FREQS = {"p0": 350.0, "p1": 650.0, "p2": 950.0}
 
 
 async def test_tones_forwarded_through_batched_reads(monkeypatch: pytest.MonkeyPatch) -> None:
-    # three 50 packets/s publishers are 1.5 datagrams per 10-ms window: make that dense
-    monkeypatch.setattr(read_batching, "_POLL_FROM", 0.5)
-    monkeypatch.setattr(read_batching, "_POLL_DOWN_TO", 0.3)
+    # three 50 packets/s publishers (and their RTCP) are 3 datagrams per 20-ms window:
+    # dense enough for the timer
+    monkeypatch.setattr(read_batching, "BATCH_WINDOW", 0.02)
     loop = asyncio.get_running_loop()
     rooms: list[Room] = []
     tones: list[Tone] = []
@@ -65,7 +65,7 @@ async def test_tones_forwarded_through_batched_reads(monkeypatch: pytest.MonkeyP
                 watcher.cancel()
             wakeups = batcher.wakeups - before[0]
             datagrams = batcher.datagrams - before[1]
-            assert polled[0] and batcher.per_window > 0.5
+            assert polled[0] and batcher.per_window >= 1.5
             assert datagrams > 1.3 * wakeups  # several datagrams per wake-up
         finally:
             for tone in tones:

@@ -205,6 +205,34 @@ async def test_audio_tone_event_order_and_publication_fields(any_server: Any,
         await tone.close()
 
 
+async def _audio_packets_received(room: Room) -> int:
+    stats = await room.get_rtc_stats()
+    return sum(s.packetsReceived for s in stats.subscriber_stats
+               if s.type == "inbound-rtp" and s.kind == "audio")
+
+
+async def test_audio_nobody_reads_is_not_decoded(any_server: Any, rooms: list[Room]) -> None:
+    """Packets of a subscribed track keep arriving while no AudioStream reads it, but none
+    is decoded; a stream brings the decoded tone back."""
+    bob = await _join(any_server, rooms, "bob")
+    alice = await _join(any_server, rooms, "alice")
+    tone = Tone(520)
+    try:
+        track = LocalAudioTrack.create_audio_track("mic", tone.source)
+        await alice.local_participant.publish_track(
+            track, TrackPublishOptions(source=TrackSource.SOURCE_MICROPHONE))
+        rtrack = await wait_track(await remote_pub(bob, "alice"))
+        await asyncio.sleep(0.3)
+        packets, frames = await _audio_packets_received(bob), rtrack.frames_received
+        await asyncio.sleep(1.0)
+        assert await _audio_packets_received(bob) - packets > 25  # 50 packets/s arrive
+        assert rtrack.frames_received == frames  # ... and none is decoded
+        assert abs(await peak_frequency(rtrack) - 520) < 10
+        assert rtrack.frames_received > frames
+    finally:
+        await tone.close()
+
+
 async def test_two_audio_tracks_published_concurrently(any_server: Any,
                                                         rooms: list[Room]) -> None:
     """Two same-kind tracks at once: each remote track carries its own tone (msid mapping

@@ -1,6 +1,6 @@
 from aiortc.rtp import RtpPacket
 
-from aiolivekit.media.jitter import AudioJitterBuffer
+from aiolivekit.media.jitter import AudioJitterBuffer, attach_listener
 
 
 def _pkt(seq: int, ts: int, payload: bytes) -> RtpPacket:
@@ -34,3 +34,26 @@ def test_sequence_wraparound_and_resync() -> None:
     assert jb.add(_pkt(65535, 960, b"y"))[1] is None
     # a publisher restart far behind is a new stream, not a late packet
     assert jb.add(_pkt(20000, 0, b"n"))[1].data == b"n"
+
+
+def test_packets_decoded_only_while_the_track_has_streams() -> None:
+    class _Track:
+        def __init__(self) -> None:
+            self._streams: list[object] = []
+
+    class _Receiver:
+        _RTCRtpReceiver__jitter_buffer = None
+
+    receiver = _Receiver()
+    assert not attach_listener(receiver, _Track())  # aiortc's own buffer: decode all
+    jb = AudioJitterBuffer()
+    receiver._RTCRtpReceiver__jitter_buffer = jb
+    track = _Track()
+    assert attach_listener(receiver, track) and jb.listener is track
+    assert jb.add(_pkt(1, 0, b"a"))[1] is None  # nobody reads: not decoded
+    track._streams.append(object())
+    assert jb.add(_pkt(2, 960, b"b"))[1].data == b"b"
+    assert jb.add(_pkt(1, 0, b"a"))[1] is None  # order is still kept while unheard
+    track._streams.clear()
+    assert jb.add(_pkt(3, 1920, b"c"))[1] is None
+    assert (jb.released, jb.unheard, jb.dropped) == (1, 2, 1)

@@ -222,3 +222,12 @@ async def test_batcher_per_loop_and_off_switch(monkeypatch: pytest.MonkeyPatch) 
     second.close()
     monkeypatch.setattr(read_batching, "BATCH_WINDOW", 0.0)
     assert batcher_for(loop) is None
+
+
+def test_window_from_environment(monkeypatch: pytest.MonkeyPatch,
+                                 caplog: pytest.LogCaptureFixture) -> None:
+    for text, window in (("", 0.005), ("12", 0.012), ("0", 0.0), ("abc", 0.005),
+                         ("-3", 0.005), ("1000", 0.005)):
+        monkeypatch.setenv("AIOLIVEKIT_READ_BATCH_MS", text)
+        assert read_batching._window_from_env() == pytest.approx(window), text
+    assert "'abc' is not 0..100 ms" in caplog.text

@@ -6,6 +6,11 @@ RTP packet is a whole frame, so this buffer hands each packet to the decoder as 
 it arrives, in sequence order: a packet newer than the last one released goes out at
 once (a gap is left to the decoder's loss concealment), an older or duplicate one is
 dropped. It keeps no packets, so it cannot grow.
+
+A packet of a track nobody reads (no ``AudioStream``) is not decoded at all: the buffer
+knows its :class:`~aiolivekit.track.RemoteAudioTrack` (``listener``) and releases packets
+only while the track has a stream. A bot in a room of many speakers then decodes only
+what it listens to.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 
 from aiortc.jitterbuffer import JitterFrame
 
-__all__ = ["AudioJitterBuffer", "install_audio_jitter_buffer"]
+__all__ = ["AudioJitterBuffer", "attach_listener", "install_audio_jitter_buffer"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +38,8 @@ class AudioJitterBuffer:
         self._last: int | None = None
         self.released = 0
         self.dropped = 0
+        self.unheard = 0  # packets not decoded: nobody reads the track
+        self.listener: Any = None  # the RemoteAudioTrack (its ``_streams``), once known
 
     def add(self, packet: Any) -> tuple[bool, Any]:
         """Take one RTP packet; return ``(pli_flag, frame_or_None)`` like aiortc."""
@@ -43,6 +50,10 @@ class AudioJitterBuffer:
                 self.dropped += 1
                 return False, None
         self._last = seq
+        listener = self.listener
+        if listener is not None and not listener._streams:
+            self.unheard += 1
+            return False, None
         self.released += 1
         return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
 
@@ -51,6 +62,16 @@ class AudioJitterBuffer:
 
     def smart_remove(self, count: int) -> bool:  # aiortc API; nothing is held
         return False
+
+
+def attach_listener(receiver: Any, track: Any) -> bool:
+    """Decode ``receiver``'s packets only while ``track`` has streams; ``False`` if the
+    receiver has no :class:`AudioJitterBuffer` (then everything is decoded)."""
+    buffer = getattr(receiver, _RECEIVER_ATTR, None)
+    if not isinstance(buffer, AudioJitterBuffer):
+        return False
+    buffer.listener = track
+    return True
 
 
 def install_audio_jitter_buffer(receiver: Any) -> bool:
