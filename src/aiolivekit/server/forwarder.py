@@ -67,7 +67,7 @@ from aiortc.rtp import (
 )
 
 from ..errors import AioLiveKitError
-from .read_batching import ReadBatcher
+from .read_batching import ReadBatcher, send_all
 from .rtp_io import FastSrtp, ReceiveTap, fast_srtp_for, srtp_available
 from .rtp_rewrite import (
     KeyframeRequestLimiter,
@@ -1250,13 +1250,8 @@ class TrackForwarder:
                 if datagram is not None:
                     sends.append((out.sendto, datagram, out.addr, out))
             self.packets_forwarded += len(sends) - before
-            if deferred:
-                return
-            for sendto, datagram, addr, out in sends:
-                try:
-                    sendto(datagram, addr)
-                except OSError:  # includes BlockingIOError: the socket buffer is full
-                    out.dropped_socket += 1
+            if not deferred:
+                send_all(sends)
 
     def _add_active(self, sender: ForwardingSender) -> None:
         out = sender._lk_out

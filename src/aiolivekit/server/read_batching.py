@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-__all__ = ["BATCH_WINDOW", "ReadBatcher", "batcher_for"]
+__all__ = ["BATCH_WINDOW", "ReadBatcher", "batcher_for", "send_all"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,16 @@ class SendOwner(Protocol):
 PendingSend = tuple[Callable[[Any, Any], Any], Any, Any, SendOwner]
 """``(sendto, datagram, address, owner)``: ``sendto(datagram, address)`` at the batch's
 end; an ``OSError`` (full socket buffer) counts in ``owner.dropped_socket``."""
+
+def send_all(sends: list[PendingSend]) -> None:
+    """Send each pending datagram; one the socket refuses counts in its owner's
+    ``dropped_socket``."""
+    for sendto, datagram, addr, owner in sends:
+        try:
+            sendto(datagram, addr)
+        except OSError:  # includes BlockingIOError: the socket buffer is full
+            owner.dropped_socket += 1
+
 
 _batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReadBatcher] = (
     weakref.WeakKeyDictionary()
@@ -211,14 +221,9 @@ class ReadBatcher:
 
     def _send_pending(self) -> None:
         sends = self.sends
-        if not sends:
-            return
-        for sendto, datagram, addr, owner in sends:
-            try:
-                sendto(datagram, addr)
-            except OSError:  # includes BlockingIOError: the socket buffer is full
-                owner.dropped_socket += 1
-        sends.clear()
+        if sends:
+            send_all(sends)
+            sends.clear()
 
     def _read_rounds(self) -> int:
         read = 0
