@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import select
-from typing import Any
 
 import pytest
+
+# same directory (pytest's rootdir import)
+from test_room_media import Tone, peak_frequency, remote_pub, wait_track
 
 from aiolivekit import LocalAudioTrack, Room, TrackPublishOptions, TrackSource
 from aiolivekit.server import read_batching
 from aiolivekit.server.devserver import DevServer
-
-from test_room_media import Tone, peak_frequency, wait_track  # same directory (rootdir import)
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning"),
@@ -54,11 +54,11 @@ async def test_tones_forwarded_through_batched_reads(monkeypatch: pytest.MonkeyP
             watcher = asyncio.ensure_future(watch())
             before = (batcher.wakeups, batcher.datagrams)
             try:
-                for room, identity in zip(rooms, FREQS):
+                for room, identity in zip(rooms, FREQS, strict=True):
                     for other, freq in FREQS.items():
                         if other == identity:
                             continue
-                        pub = await _remote_publication(room, other)
+                        pub = await remote_pub(room, other)
                         heard = await peak_frequency(await wait_track(pub))
                         assert abs(heard - freq) < 15, (identity, other, heard)
             finally:
@@ -72,12 +72,3 @@ async def test_tones_forwarded_through_batched_reads(monkeypatch: pytest.MonkeyP
                 await tone.close()
             for room in rooms:
                 await room.disconnect()
-
-
-async def _remote_publication(room: Room, identity: str) -> Any:
-    for _ in range(750):
-        participant = room.remote_participants.get(identity)
-        if participant is not None and participant.track_publications:
-            return next(iter(participant.track_publications.values()))
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{identity} published nothing")

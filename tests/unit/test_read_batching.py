@@ -4,6 +4,7 @@ dense, and the batch's sends after its reads (real loopback sockets, real event 
 from __future__ import annotations
 
 import asyncio
+import functools
 import select
 import socket
 from typing import Any
@@ -76,7 +77,7 @@ async def test_sparse_datagrams_are_read_at_once(peer: socket.socket) -> None:
         batcher.add(end.sock, end.read_one)
         for i in range(15):  # one publisher's 50 packets/s: one per window or less
             peer.sendto(b"sparse-%d" % i, end.address)
-            await _until(lambda: len(end.got) == i + 1)
+            await _until(lambda i=i: len(end.got) == i + 1)
             assert end.got[-1][0] == b"sparse-%d" % i
             assert not batcher.polling
             await asyncio.sleep(0.02)
@@ -160,7 +161,7 @@ async def test_sends_of_a_batch_go_out_after_all_its_reads(peer: socket.socket) 
     sink_sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         for end in ends:
-            batcher.add(end.sock, lambda end=end: forward(end))
+            batcher.add(end.sock, functools.partial(forward, end))
         # both datagrams are queued before the loop runs: one batch reads both
         peer.sendto(b"one", ends[0].address)
         peer.sendto(b"two", ends[1].address)
