@@ -25,9 +25,6 @@ _GRANT_FLAGS = {
 }
 
 
-MAX_READ_BATCH_MS = 100.0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiolivekit",
                                      description="aiolivekit: LiveKit in pure Python")
@@ -141,11 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         if args.read_batch_ms is not None:
-            if not 0 <= args.read_batch_ms <= MAX_READ_BATCH_MS:
-                parser.error(f"--read-batch-ms must be between 0 and {MAX_READ_BATCH_MS}")
             from .server import read_batching
 
-            read_batching.BATCH_WINDOW = args.read_batch_ms / 1000.0
+            try:
+                read_batching.BATCH_WINDOW = read_batching.window_seconds(args.read_batch_ms)
+            except ValueError:
+                parser.error(f"--read-batch-ms must be between 0 and "
+                             f"{read_batching.MAX_WINDOW_MS:g}")
         host = "127.0.0.1" if args.dev and args.bind is None else args.bind
         try:
             asyncio.run(_serve(host, args.port, keys))

@@ -31,26 +31,31 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-__all__ = ["BATCH_WINDOW", "ReadBatcher", "batcher_for", "send_all"]
+__all__ = ["BATCH_WINDOW", "ReadBatcher", "batcher_for", "send_all", "window_seconds"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_MS = 5.0
+MAX_WINDOW_MS = 100.0
+
+
+def window_seconds(ms: float) -> float:
+    """A batching window given in milliseconds, in seconds; ``ValueError`` outside
+    0..:data:`MAX_WINDOW_MS` (0: no batching)."""
+    if not 0 <= ms <= MAX_WINDOW_MS:
+        raise ValueError(f"the read batching window must be 0..{MAX_WINDOW_MS:g} ms, not {ms}")
+    return ms / 1000.0
 
 
 def _window_from_env() -> float:
     text = os.environ.get("AIOLIVEKIT_READ_BATCH_MS", "")
-    if not text:
-        return DEFAULT_WINDOW_MS / 1000.0
-    try:
-        ms = float(text)
-    except ValueError:
-        ms = -1.0
-    if not 0 <= ms <= 100:
-        logger.warning("AIOLIVEKIT_READ_BATCH_MS=%r is not 0..100 ms; using %s ms",
-                       text, DEFAULT_WINDOW_MS)
-        ms = DEFAULT_WINDOW_MS
-    return ms / 1000.0
+    if text:
+        try:
+            return window_seconds(float(text))
+        except ValueError:
+            logger.warning("AIOLIVEKIT_READ_BATCH_MS=%r is not 0..%g ms; using %g ms",
+                           text, MAX_WINDOW_MS, DEFAULT_WINDOW_MS)
+    return window_seconds(DEFAULT_WINDOW_MS)
 
 
 BATCH_WINDOW = _window_from_env()
