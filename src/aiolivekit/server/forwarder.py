@@ -67,7 +67,7 @@ from aiortc.rtp import (
 )
 
 from ..errors import AioLiveKitError
-from .read_batching import ReadBatcher, send_all
+from .read_batching import send_all
 from .rtp_io import FastSrtp, ReceiveTap, fast_srtp_for, srtp_available
 from .rtp_rewrite import (
     KeyframeRequestLimiter,
@@ -1048,7 +1048,6 @@ class TrackForwarder:
         self.mime_type: str | None = None
         self._in_audio_level_id: int | None = None
         self._tap: ReceiveTap | None = None
-        self._batcher: ReadBatcher | None = None  # the tap's, for batched sends
         self._raw_ssrc: int | None = None
         self._raw_stats: dict[int, Any] = {}
         self._inline_stats = False
@@ -1157,7 +1156,6 @@ class TrackForwarder:
         tap.add_route(ssrc, self._on_raw)
         if SYNC_RTCP:
             tap.take_rtcp()
-        self._batcher = tap.batcher
 
     def _on_raw(self, data: memoryview, n: int) -> None:
         """A plaintext RTP packet of the current source (the first ``n`` bytes of
@@ -1222,7 +1220,7 @@ class TrackForwarder:
             # machine each loopback send wakes a subscriber, which may take this CPU
             # (and its caches) before the next send. Inside a read batch, the sends
             # wait for the end of the whole batch (see read_batching).
-            batcher = self._batcher
+            batcher = self._tap.batcher if self._tap is not None else None
             if batcher is not None and batcher.batching:
                 sends: list[Any] = batcher.sends
                 deferred = True
@@ -1435,7 +1433,6 @@ class TrackForwarder:
         if self._tap is not None and self._raw_ssrc is not None:
             self._tap.remove_route(self._raw_ssrc, self._on_raw)
         self._tap = None
-        self._batcher = None
         receiver = self._receiver
         if isinstance(receiver, ForwardingReceiver):
             receiver._lk_forwarder = None

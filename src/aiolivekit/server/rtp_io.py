@@ -174,7 +174,7 @@ class ReceiveTap:
         self._routes: dict[int, RawHandler] = {}
         self._hooked: list[Any] = []  # protocols whose datagram_received is wrapped
         self._readers: list[Any] = []  # protocols whose socket the tap reads
-        self._batchers: list[ReadBatcher | None] = []  # the batcher of each, if any
+        self._batcher: ReadBatcher | None = None  # reads those sockets (else the loop)
         self._errors = 0
         self.packets = 0
         self._rx = bytearray(_RX_SIZE)
@@ -208,7 +208,7 @@ class ReceiveTap:
     def batcher(self) -> ReadBatcher | None:
         """The batcher that reads the tap's sockets, if any (its handlers may then put
         their sends in :attr:`ReadBatcher.sends`)."""
-        return next((b for b in self._batchers if b is not None and not b.closed), None)
+        return self._batcher
 
     @property
     def reads_sockets(self) -> bool:
@@ -253,12 +253,11 @@ class ReceiveTap:
                         transport._sock,
                         functools.partial(self._read_ready, transport._sock, protocol),
                     )
-                    self._batchers.append(batcher)
+                    self._batcher = batcher  # the loop's: the same for all of them
                 else:
                     loop._add_reader(
                         transport._sock_fd, self._read_ready, transport._sock, protocol
                     )
-                    self._batchers.append(None)
                 self._readers.append(protocol)
             else:
                 original = protocol.datagram_received  # the bound class method
@@ -271,8 +270,8 @@ class ReceiveTap:
             if "datagram_received" in vars(protocol):
                 del protocol.datagram_received
         readers, self._readers = self._readers, []
-        batchers, self._batchers = self._batchers, []
-        for protocol, batcher in zip(readers, batchers):
+        batcher, self._batcher = self._batcher, None
+        for protocol in readers:
             transport = protocol.transport
             if batcher is not None:
                 batcher.remove(transport._sock)
@@ -282,13 +281,11 @@ class ReceiveTap:
     def _drop_reader(self, protocol: Any) -> None:
         """Stop reading the socket of ``protocol``, whose transport is closing (asyncio
         removed its own reader then; a batched socket has to leave the batcher)."""
-        for index, known in enumerate(self._readers):
-            if known is protocol:
-                del self._readers[index]
-                batcher = self._batchers.pop(index)
-                if batcher is not None:
-                    batcher.remove(protocol.transport._sock)
-                return
+        self._readers = [known for known in self._readers if known is not protocol]
+        if self._batcher is not None:
+            self._batcher.remove(protocol.transport._sock)
+            if not self._readers:
+                self._batcher = None
 
     def _read_ready(self, sock: socket.socket, protocol: Any) -> None:
         """The socket is readable (asyncio's reader callback in place of the transport's,
