@@ -65,9 +65,9 @@ async def _room_load(ctx: BenchContext, server: Any, room: str, seconds: float) 
     await asyncio.wait({task, waiter}, timeout=90, return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
     if not ready.is_set():
-        task.cancel()
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise RuntimeError(f"room load failed: {task.exception()}")
+        task.cancel()  # run_worker kills the worker process
         raise RuntimeError("room load not ready in 90 s")
     return task
 
