@@ -77,7 +77,7 @@ async def _load_main(conn: multiprocessing.connection.Connection, args: dict[str
     import av
     from aiortc import MediaStreamTrack, RTCSessionDescription
 
-    from aiolivekit.engine.ice import host_addresses
+    from aiolivekit.webrtc.ice import host_addresses
     from aiolivekit.server.forwarder import TrackForwarder
 
     payload = _opus_packet()
@@ -162,7 +162,7 @@ def _load_process(conn: multiprocessing.connection.Connection, args: dict[str, A
 async def _relay_main(args: argparse.Namespace) -> dict[str, Any]:
     from aiortc import MediaStreamTrack, RTCSessionDescription
 
-    from aiolivekit.engine.ice import host_addresses
+    from aiolivekit.webrtc.ice import host_addresses
     from aiolivekit.server.forwarder import TrackForwarder
 
     ctx = multiprocessing.get_context("spawn")

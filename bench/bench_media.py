@@ -38,7 +38,7 @@ from aiolivekit import (
     RemoteAudioTrack,
     TrackPublishOptions,
 )
-from aiolivekit.engine.ice import host_addresses
+from aiolivekit.webrtc.ice import host_addresses
 
 RATE = 48000
 N = 960  # 20 ms

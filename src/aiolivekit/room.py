@@ -1007,7 +1007,7 @@ def _track_channels(track: Any) -> int:
 
 def _negotiated_mime(answer_sdp: str, mid: str | None) -> str:
     """``kind/codec`` of the first codec the answer kept for ``mid`` (lower case)."""
-    from .engine.sdp import parse_media_sections
+    from .webrtc.sdp import parse_media_sections
 
     for section in parse_media_sections(answer_sdp):
         if section.mid == mid:

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from aiolivekit import Room
-from aiolivekit.engine import consent
-from aiolivekit.engine.peer import _ice_connections
+from aiolivekit.webrtc import consent
+from aiolivekit.webrtc.pc import _ice_connections
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 

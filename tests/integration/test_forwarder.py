@@ -27,7 +27,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame, VideoFrame
 
-from aiolivekit.engine.ice import host_addresses
+from aiolivekit.webrtc.ice import host_addresses
 from aiolivekit.server import forwarder as forwarder_module
 from aiolivekit.server.forwarder import TrackForwarder
 

@@ -24,8 +24,8 @@ from aiortc import (
 )
 from av import AudioFrame
 
-from aiolivekit.engine.ice import host_addresses
-from aiolivekit.engine.peer import start_late_transceivers
+from aiolivekit.webrtc.ice import host_addresses
+from aiolivekit.webrtc.pc import start_late_transceivers
 
 STEP = 5.0
 

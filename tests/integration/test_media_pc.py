@@ -27,7 +27,7 @@ from aiolivekit import (
     VideoSource,
     VideoStream,
 )
-from aiolivekit.engine.ice import host_addresses
+from aiolivekit.webrtc.ice import host_addresses
 from aiolivekit.media.stream_base import publications_changed
 
 

@@ -6,8 +6,8 @@ import os
 
 from aioice import stun
 
-from aiolivekit.engine.consent import ConsentSchedule
-from aiolivekit.engine.stun_keepalive import binding_response_ok, seal_message
+from aiolivekit.webrtc.consent import ConsentSchedule
+from aiolivekit.webrtc.stun_keepalive import binding_response_ok, seal_message
 
 KEY = b"remote-password-0123"
 

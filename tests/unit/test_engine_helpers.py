@@ -3,7 +3,7 @@ import json
 
 import aioice.ice
 
-from aiolivekit.engine import ice, sdp
+from aiolivekit.webrtc import ice, sdp
 
 OFFER = """v=0
 o=- 1 1 IN IP4 0.0.0.0

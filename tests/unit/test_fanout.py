@@ -20,8 +20,9 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from aiolivekit.server import forwarder as forwarder_module
 from aiolivekit.server.forwarder import TrackForwarder, _FastOut, _InPacket
-from aiolivekit.server.rtp_io import FastSrtp
-from aiolivekit.server.rtp_rewrite import RtpHeaderWriter, RtpMunger
+from aiolivekit.webrtc.srtp import FastSrtp
+from aiolivekit.server.rtp_rewrite import RtpMunger
+from aiolivekit.webrtc.rtp import RtpHeaderWriter
 
 KEYS = [os.urandom(28) for _ in range(3)]
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2,

@@ -24,7 +24,7 @@ from aiolivekit import (
     RemoteAudioTrack,
     TrackPublishOptions,
 )
-from aiolivekit.engine.ice import host_addresses
+from aiolivekit.webrtc.ice import host_addresses
 from aiolivekit.media import codecs, opus_native, playout_clock, rtp_direct
 from aiolivekit.media.rtp_direct import DirectRtpWriter
 

@@ -13,7 +13,8 @@ import pylibsrtp
 import pytest
 from aiortc.rtcdtlstransport import State
 
-from aiolivekit.server.rtp_io import FastSrtp, ReceiveTap, fast_srtp_for
+from aiolivekit.server.rtp_io import ReceiveTap
+from aiolivekit.webrtc.srtp import FastSrtp, fast_srtp_for
 
 KEY = bytes(range(30))
 

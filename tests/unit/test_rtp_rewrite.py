@@ -10,11 +10,13 @@ from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from aiolivekit.server.rtp_rewrite import (
     KeyframeRequestLimiter,
-    RtpHeaderWriter,
     RtpMunger,
-    abs_send_time,
     h264_fmtp_score,
     is_keyframe_start,
+)
+from aiolivekit.webrtc.rtp import (
+    RtpHeaderWriter,
+    abs_send_time,
     ntp_time,
     parse_rtp_header,
     rtx_wrap,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aioice.stun as stun
 import pytest
 
-from aiolivekit.engine.stun_keepalive import answer_binding_request, parse_binding_request
+from aiolivekit.webrtc.stun_keepalive import answer_binding_request, parse_binding_request
 
 KEY = b"local-password-0123456789"
 

@@ -23,8 +23,10 @@ from livekit.protocol import models as models_pb, rtc as rtc_pb
 from ..errors import ConnectError, PublishDataError, SignalError
 from ..media.jitter import install_audio_jitter_buffer
 from ..types import RoomOptions
-from . import ice, sdp, signal as sig
-from .peer import PeerTransport, filter_ice_servers
+from ..webrtc import ice, sdp
+from ..webrtc.pc import filter_ice_servers
+from . import signal as sig
+from .peer import PeerTransport
 from .ws import SignalTransport, signal_query
 
 __all__ = ["DataReceived", "EngineClosed", "RtcEngine", "TrackReceived", "TrackRemoved"]

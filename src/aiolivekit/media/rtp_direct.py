@@ -6,7 +6,7 @@ packet. :class:`DirectRtpWriter` writes the same packets for one sender synchron
 
 * the header (with the negotiated ``mid``, ``abs-send-time`` and ``ssrc-audio-level``
   one-byte extensions, marker set as aiortc does) is serialised by the forwarder's
-  :class:`~aiolivekit.server.rtp_rewrite.RtpHeaderWriter`;
+  :class:`~aiolivekit.webrtc.rtp.RtpHeaderWriter`;
 * it is protected with the DTLS transport's SRTP session and written to the nominated
   ICE pair's datagram transport (a TURN pair goes through aioice's coroutine instead);
 * the sender's RTCP counters (packets, octets, last RTP/NTP timestamp pair) and the
@@ -31,7 +31,7 @@ from aioice.ice import StunProtocol
 from aiortc.rtcdtlstransport import State as DtlsState
 
 # sans-I/O RTP header serialisation shared with the SFU's forwarder
-from ..server.rtp_rewrite import RtpHeaderWriter, abs_send_time, ntp_time
+from ..webrtc.rtp import RtpHeaderWriter, abs_send_time, ntp_time
 
 __all__ = ["DirectRtpWriter", "enabled"]
 

@@ -68,18 +68,10 @@ from aiortc.rtp import (
 
 from ..errors import AioLiveKitError
 from .read_batching import send_all
-from .rtp_io import FastSrtp, ReceiveTap, fast_srtp_for, srtp_available
-from .rtp_rewrite import (
-    KeyframeRequestLimiter,
-    RtpHeaderWriter,
-    RtpMunger,
-    abs_send_time,
-    h264_fmtp_score,
-    is_keyframe_start,
-    ntp_time,
-    parse_rtp_header,
-    rtx_wrap,
-)
+from ..webrtc.srtp import FastSrtp, fast_srtp_for, srtp_available
+from .rtp_io import ReceiveTap
+from ..webrtc.rtp import RtpHeaderWriter, abs_send_time, ntp_time, parse_rtp_header, rtx_wrap
+from .rtp_rewrite import KeyframeRequestLimiter, RtpMunger, h264_fmtp_score, is_keyframe_start
 
 __all__ = [
     "AiortcCompatibilityError",
@@ -342,7 +334,7 @@ class _FastOut:
     """The per-subscriber hot path, in one small object (``__slots__``).
 
     Per forwarded packet it touches only itself, the munger, the header writer and the
-    transport's :class:`~.rtp_io.FastSrtp` buffer: rewrite, write the header and payload
+    transport's :class:`~aiolivekit.webrtc.srtp.FastSrtp` buffer: rewrite, write the header and payload
     straight into the SRTP buffer, protect in place, ``sendto`` on the UDP socket. The
     sender-report counters live here (the sender exposes them to aiortc through
     properties), so the large aiortc objects stay out of the per-packet path. Anything

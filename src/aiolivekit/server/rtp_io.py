@@ -1,8 +1,5 @@
 """Raw SRTP datagram I/O for the forwarder (the hot path, kept out of aiortc's Python).
 
-* :class:`FastSrtp` calls libsrtp through pylibsrtp's cffi binding with a buffer and a
-  length cell allocated once per session (pylibsrtp's ``Session.protect`` allocates and
-  type-checks on every call).
 * :class:`ReceiveTap` sits on the UDP sockets of one aiortc DTLS transport: it reads
   them itself in place of asyncio's datagram transport (or, on other event loops,
   wraps aioice's ``StunProtocol.datagram_received`` per instance). An SRTP packet whose
@@ -13,7 +10,7 @@
   protocol as before.
 
 Relies on private names of aiortc 1.16 / aioice 0.13 and asyncio's selector transport;
-:func:`tap_available` and :func:`srtp_available` say whether they exist (callers then
+:func:`tap_available` says whether they exist (callers then
 keep the aiortc path).
 """
 
@@ -33,19 +30,14 @@ import pylibsrtp
 from aiortc.rtcdtlstransport import State
 from aiortc.rtp import RtcpByePacket, RtcpPacket, RtcpRrPacket, RtcpSdesPacket, RtcpSrPacket
 
+from .._compat import pylibsrtp as srtp_compat
+from ..webrtc.srtp import FastSrtp, fast_srtp_for
 from .read_batching import ReadBatcher, batcher_for
 
-try:  # the cffi module behind pylibsrtp
-    from pylibsrtp import _binding as _srtp_binding
-except ImportError:  # pragma: no cover - other pylibsrtp builds
-    _srtp_binding = None  # type: ignore[assignment]
-
-__all__ = ["FastSrtp", "ReceiveTap", "srtp_available", "tap_available"]
+__all__ = ["ReceiveTap", "tap_available"]
 
 logger = logging.getLogger(__name__)
 
-_BUFFER_SIZE = 2048
-_MAX_PACKET = 1500
 _CONNECTED = State.CONNECTED
 
 # the tap reads the UDP sockets itself where it can (AIOLIVEKIT_SOCKET_READER=0: never)
@@ -56,79 +48,11 @@ SOCKET_READER = os.environ.get("AIOLIVEKIT_SOCKET_READER", "1") != "0"
 _SYNC_RTCP = (RtcpRrPacket, RtcpSrPacket, RtcpSdesPacket, RtcpByePacket)
 
 
-def srtp_available(session: Any) -> bool:
-    """Whether ``session`` (a pylibsrtp ``Session``) can be driven by :class:`FastSrtp`."""
-    return (
-        _srtp_binding is not None
-        and isinstance(session, pylibsrtp.Session)
-        and hasattr(session, "_srtp")
-    )
-
-
-class FastSrtp:
-    """Protect / unprotect through one pylibsrtp session with preallocated buffers.
-
-    Not re-entrant (one shared buffer); the event loop thread is the only caller.
-    """
-
-    __slots__ = ("_buf", "_cdata", "_len", "_protect", "_srtp", "_unprotect", "session")
-
-    def __init__(self, session: pylibsrtp.Session) -> None:
-        if not srtp_available(session):
-            raise TypeError("not a pylibsrtp session with a cffi binding")
-        ffi, lib = _srtp_binding.ffi, _srtp_binding.lib
-        self.session = session  # keeps the libsrtp context alive
-        self._srtp = session._srtp[0]  # type: ignore[attr-defined]
-        self._cdata = ffi.new("char[]", _BUFFER_SIZE)
-        self._buf = ffi.buffer(self._cdata)
-        self._len = ffi.new("int *")
-        self._protect = lib.srtp_protect
-        self._unprotect = lib.srtp_unprotect
-
-    def protect(self, packet: bytes) -> bytes:
-        """SRTP-protect one plaintext RTP packet."""
-        return self._apply(self._protect, packet, _MAX_PACKET, "RTP", "srtp_protect")
-
-    def unprotect(self, packet: bytes) -> bytes:
-        """Verify and decrypt one SRTP packet (raises ``pylibsrtp.Error``)."""
-        return self._apply(self._unprotect, packet, _BUFFER_SIZE, "SRTP", "srtp_unprotect")
-
-    def _apply(self, func: Any, packet: bytes, limit: int, kind: str, name: str) -> bytes:
-        """Run libsrtp's ``func`` on ``packet`` in the preallocated buffer."""
-        n = len(packet)
-        if n > limit:
-            raise ValueError(f"{kind} packet too long ({n} bytes)")
-        self._buf[0:n] = packet
-        length = self._len
-        length[0] = n
-        rc = func(self._srtp, self._cdata, length)
-        if rc:
-            raise pylibsrtp.Error(f"{name} failed ({rc})")
-        out: bytes = self._buf[0 : length[0]]
-        return out
-
-
-def fast_srtp_for(dtls: Any, tx: bool) -> FastSrtp | None:
-    """The :class:`FastSrtp` over ``dtls``'s send (``tx``) or receive session, cached on
-    the transport; ``None`` before the DTLS handshake set the keys up."""
-    session = dtls._tx_srtp if tx else dtls._rx_srtp
-    if session is None:
-        return None
-    attr = "_lk_fast_tx" if tx else "_lk_fast_rx"
-    fast: FastSrtp | None = getattr(dtls, attr, None)
-    if fast is None or fast.session is not session:
-        if not srtp_available(session):
-            return None
-        fast = FastSrtp(session)
-        setattr(dtls, attr, fast)
-    return fast
-
-
 def tap_available(dtls: Any) -> bool:
     """Whether ``dtls`` (an aiortc ``RTCDtlsTransport``) exposes what :class:`ReceiveTap` uses."""
     connection = getattr(getattr(dtls, "transport", None), "_connection", None)
     return (
-        _srtp_binding is not None
+        srtp_compat.binding_available()
         and hasattr(dtls, "_state")
         and hasattr(dtls, "_rx_srtp")
         and hasattr(dtls, "_RTCDtlsTransport__rx_bytes")
@@ -179,10 +103,11 @@ class ReceiveTap:
         self.packets = 0
         self._rx = bytearray(_RX_SIZE)
         self._rx_view = memoryview(self._rx)
-        self._rx_c = _srtp_binding.ffi.from_buffer(self._rx)
-        self._rx_len = _srtp_binding.ffi.new("int *")
-        self._unprotect = _srtp_binding.lib.srtp_unprotect
-        self._unprotect_rtcp = _srtp_binding.lib.srtp_unprotect_rtcp
+        ffi, lib = srtp_compat.ffi(), srtp_compat.lib()
+        self._rx_c = ffi.from_buffer(self._rx)
+        self._rx_len = ffi.new("int *")
+        self._unprotect = lib.srtp_unprotect
+        self._unprotect_rtcp = lib.srtp_unprotect_rtcp
         self._fast_rx: FastSrtp | None = None  # the receive session's libsrtp context
         self._rtcp = False  # SRTCP handled here too (take_rtcp)
         self._tasks: set[asyncio.Future[Any]] = set()

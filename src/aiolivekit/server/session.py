@@ -29,8 +29,8 @@ from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 from google.protobuf import json_format
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
-from ..engine import ice, sdp
-from ..engine.peer import answer_keepalives_fast, start_late_transceivers, take_over_consent
+from ..webrtc import ice, sdp
+from ..webrtc.pc import answer_keepalives_fast, start_late_transceivers, take_over_consent
 from .rooms import (
     CloseTrack,
     Disconnect,
