@@ -8,12 +8,15 @@
     * :class:`RpcError` -- a remote procedure call failed (carries a code, message, data).
     * :class:`StreamError` -- a text/byte stream ended abnormally (also a ``ConnectionError``).
     * :class:`SignalError` -- the signalling connection broke or sent something invalid.
+    * :class:`AiortcCompatibilityError` -- an installed dependency (aiortc, aioice,
+      pylibsrtp, asyncio) lacks a private hook that ``aiolivekit._compat`` relies on.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "AioLiveKitError",
+    "AiortcCompatibilityError",
     "ConnectError",
     "PublishDTMFError",
     "PublishDataError",
@@ -79,3 +82,8 @@ class StreamError(AioLiveKitError, ConnectionError):
     def __init__(self, description: str) -> None:
         super().__init__(description)
         self.description = description
+
+
+class AiortcCompatibilityError(AioLiveKitError):
+    """An installed dependency lacks a private hook that ``aiolivekit._compat`` relies on
+    (the message names the library, its version, the pinned version and what moved)."""

@@ -66,7 +66,8 @@ from aiortc.rtp import (
     unwrap_rtx,
 )
 
-from ..errors import AioLiveKitError
+from .._compat import require_hooks
+from ..errors import AioLiveKitError, AiortcCompatibilityError
 from .read_batching import send_all
 from ..webrtc.srtp import FastSrtp, fast_srtp_for, srtp_available
 from .rtp_io import ReceiveTap
@@ -154,19 +155,8 @@ if getattr(aiortc, "__version__", None) != SUPPORTED_AIORTC:
     )
 
 
-class AiortcCompatibilityError(AioLiveKitError):
-    """The installed aiortc lacks a private hook the forwarder relies on."""
-
-
 def _check_hooks(obj: object, attrs: tuple[str, ...], methods: tuple[str, ...]) -> None:
-    missing = [a for a in attrs if not hasattr(obj, a)]
-    missing += [m for m in methods if not callable(getattr(type(obj), m, None))]
-    if missing:
-        raise AiortcCompatibilityError(
-            f"aiortc {getattr(aiortc, '__version__', '?')} is not supported by the RTP "
-            f"forwarder (built for {SUPPORTED_AIORTC}): {type(obj).__name__} lacks "
-            + ", ".join(missing)
-        )
+    require_hooks("aiortc", obj, attrs, methods)
 
 
 class _DecoderSink:
