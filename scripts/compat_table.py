@@ -195,7 +195,7 @@ def render(data: dict[str, Any]) -> str:
     out += [
         "## Tests behind the table",
         "",
-        f"<details><summary>{len(by_test)} tests</summary>",
+        f"<details><summary>{len(by_test)} test{'s' if len(by_test) != 1 else ''}</summary>",
         "",
     ]
     for test in sorted(by_test):
