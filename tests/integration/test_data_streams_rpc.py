@@ -205,7 +205,15 @@ def _official(kind: str = "official_py") -> Any:
 @pytest.mark.netns
 @pytest.mark.official_sdk
 @pytest.mark.skipif(not IN_NETNS, reason="needs scripts/netns-run (libwebrtc ignores loopback)")
-@pytest.mark.parametrize("kind", ["official_py", "browser", "node"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        # the transcription cell: official_py and node publish one (the browser page cannot)
+        pytest.param("official_py", marks=pytest.mark.compat("transcription")),
+        "browser",
+        pytest.param("node", marks=pytest.mark.compat("transcription")),
+    ],
+)
 async def test_official_clients_rpc_and_streams(any_server: ServerInfo, kind: str) -> None:
     """The official Python SDK 1.2.1, livekit-client 2.23 (Chromium), @livekit/rtc-node."""
     official = _official(kind)
@@ -325,6 +333,7 @@ async def test_official_clients_rpc_and_streams(any_server: ServerInfo, kind: st
 @pytest.mark.netns
 @pytest.mark.official_sdk
 @pytest.mark.skipif(not IN_NETNS, reason="needs scripts/netns-run (libwebrtc ignores loopback)")
+@pytest.mark.compat("transcription", client="official_py")
 async def test_official_sdk_receives_our_transcription_and_dtmf(any_server: ServerInfo) -> None:
     official = _official("official_py")
     room_name = "interop-tr"

@@ -19,8 +19,9 @@ from aiolivekit.server import DevServer
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "official_driver_server.py"
-OFFICIAL_PYTHON = Path(os.environ.get(
-    "AIOLIVEKIT_OFFICIAL_VENV", Path.home() / ".cache" / "aiolivekit" / "official-venv")
+CACHE = Path(os.environ.get("AIOLIVEKIT_CACHE") or Path.home() / ".cache" / "aiolivekit")
+OFFICIAL_PYTHON = Path(
+    os.environ.get("AIOLIVEKIT_OFFICIAL_VENV") or CACHE / "official-venv"
 ) / "bin" / "python"
 
 pytestmark = [
@@ -29,7 +30,9 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning"),
     pytest.mark.skipif(os.environ.get("AIOLIVEKIT_NETNS") != "1",
                        reason="needs scripts/netns-run (libwebrtc ignores loopback)"),
-    pytest.mark.skipif(not OFFICIAL_PYTHON.exists(), reason="official livekit venv missing"),
+    pytest.mark.skipif(not OFFICIAL_PYTHON.exists(),
+                       reason=f"official SDK venv missing ({OFFICIAL_PYTHON}); "
+                       "run scripts/install-deps"),
 ]
 
 
@@ -326,7 +329,7 @@ async def test_track_settings_disabled_pauses_forwarding(livekit_dev_server: Dev
         _ctl("done"),
         {"op": "leave"},
     ]
-    alice, bob = await asyncio.gather(
+    _alice, bob = await asyncio.gather(
         run_driver(server.url, server.token("alice"), alice_steps),
         run_driver(server.url, server.token("bob"), bob_steps),
     )

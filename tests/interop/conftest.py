@@ -5,8 +5,10 @@
   (``scripts/netns-run``; ``scripts/test`` always does). This applies to every collected
   test, not only those in this folder.
 * Tests marked ``compat(capability, ...)`` are recorded in ``build/compat-results.json``
-  (test id, server, client, capability, outcome); ``scripts/compat_table.py`` turns that
-  into ``docs/compat.md``. The server comes from the ``any_server`` parameter or from the
+  (test id, server, client, capability, outcome, and the outcome of each phase: setup, call,
+  teardown); ``scripts/compat_table.py`` turns that into ``docs/compat.md``. A collected
+  test that never ran is recorded with no phases; a run that collects no ``compat`` test
+  writes nothing. The server comes from the ``any_server`` parameter or from the
   ``livekit_server``/``embedded_server`` fixtures; the client from a ``client`` parameter
   or the ``compat(client=...)`` keyword.
 """
@@ -24,7 +26,6 @@ import pytest
 from aiolivekit.testing.netns import netns_skip_reason
 
 NETNS_MARKERS = ("netns", "official_sdk", "node", "browser", "livekit_server")
-_results: list[dict[str, Any]] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -77,43 +78,51 @@ def _client_of(item: pytest.Item, marker: pytest.Mark) -> str:
 
 
 class CompatRecorder:
-    """Registered as a plugin so that ``compat``-marked tests anywhere are recorded."""
+    """Registered as a plugin so that ``compat``-marked tests anywhere are recorded.
 
-    @staticmethod
-    def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-        _logreport(report)
+    Every phase (setup, call, teardown) of every collected ``compat`` test is kept, so a
+    teardown error or a test that never ran is visible to ``scripts/compat_table.py``.
+    """
 
-    @staticmethod
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-        outcome = yield
-        _annotate(item, outcome.get_result())
+    def __init__(self) -> None:
+        self.items: dict[str, dict[str, Any]] = {}  # nodeid -> server, client, capabilities
+        self.phases: dict[str, dict[str, str]] = {}  # nodeid -> {when: outcome}
+        self.reasons: dict[str, str] = {}  # nodeid -> first non-passing phase's reason
 
-    @staticmethod
-    def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-        _write(session)
-
-
-def _logreport(report: pytest.TestReport) -> None:
-    item_info = getattr(report, "_compat", None)
-    if item_info is None:
-        return
-    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        outcome: str = report.outcome
-        if report.when == "setup" and outcome == "failed":
-            outcome = "error"
-        for cap in item_info["capabilities"]:
-            _results.append(
-                {
-                    "test": report.nodeid,
-                    "server": item_info["server"],
-                    "client": item_info["client"],
-                    "capability": cap,
-                    "outcome": outcome,
-                    "duration": round(report.duration, 2),
-                    "reason": _short_reason(report) if outcome != "passed" else "",
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        for item in session.items:
+            marker = item.get_closest_marker("compat")
+            if marker is not None:
+                self.items[item.nodeid] = {
+                    "capabilities": [str(c) for c in marker.args] or ["connect"],
+                    "server": _server_of(item),
+                    "client": _client_of(item, marker),
                 }
-            )
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.nodeid not in self.items:
+            return
+        self.phases.setdefault(report.nodeid, {})[report.when] = report.outcome
+        if report.outcome != "passed" and report.nodeid not in self.reasons:
+            self.reasons[report.nodeid] = f"{report.when}: {_short_reason(report)}"
+
+    def results(self) -> list[dict[str, Any]]:
+        """One record per collected test and capability (no phases: it never ran)."""
+        return [
+            {
+                "test": nodeid,
+                "server": info["server"],
+                "client": info["client"],
+                "capability": cap,
+                "phases": self.phases.get(nodeid, {}),
+                "reason": self.reasons.get(nodeid, ""),
+            }
+            for nodeid, info in self.items.items()
+            for cap in info["capabilities"]
+        ]
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        _write(session, self.results())
 
 
 def _short_reason(report: pytest.TestReport) -> str:
@@ -121,21 +130,12 @@ def _short_reason(report: pytest.TestReport) -> str:
         return str(report.longrepr[2])[:200]
     text = getattr(report, "longreprtext", "") or ""
     lines = [ln for ln in text.splitlines() if ln.startswith("E ")]
-    return (lines[0][1:].strip() if lines else text[-200:])[:200]
+    return (lines[0][1:].strip() if lines else text[-200:].strip())[:200]
 
 
-def _annotate(item: pytest.Item, report: pytest.TestReport) -> None:
-    marker = item.get_closest_marker("compat")
-    if marker is not None:
-        report._compat = {  # consumed by pytest_runtest_logreport above
-            "capabilities": [str(c) for c in marker.args] or ["connect"],
-            "server": _server_of(item),
-            "client": _client_of(item, marker),
-        }
-
-
-def _write(session: pytest.Session) -> None:
-    if not _results:
+def _write(session: pytest.Session, results: list[dict[str, Any]]) -> None:
+    """Write the results file; nothing when no ``compat`` test was collected."""
+    if not results:
         return
     out = Path(
         os.environ.get(
@@ -146,7 +146,11 @@ def _write(session: pytest.Session) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(
-            {"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": _results},
+            {
+                "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "require_peers": os.environ.get("AIOLIVEKIT_REQUIRE_PEERS") == "1",
+                "results": results,
+            },
             indent=1,
         )
     )

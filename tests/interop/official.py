@@ -25,19 +25,17 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from aiolivekit.testing.netns import in_private_netns
 
 HERE = Path(__file__).resolve().parent
 DRIVERS = HERE / "drivers"
 JS_DIR = HERE / "js"
-OFFICIAL_VENV = Path(
-    os.environ.get(
-        "AIOLIVEKIT_OFFICIAL_VENV", Path.home() / ".cache" / "aiolivekit" / "official-venv"
-    )
-)
+CACHE = Path(os.environ.get("AIOLIVEKIT_CACHE") or Path.home() / ".cache" / "aiolivekit")
+OFFICIAL_VENV = Path(os.environ.get("AIOLIVEKIT_OFFICIAL_VENV") or CACHE / "official-venv")
 OFFICIAL_PYTHON = OFFICIAL_VENV / "bin" / "python"
 CHROMIUM = os.environ.get("AIOLIVEKIT_CHROMIUM", "/usr/bin/chromium")
 
@@ -45,26 +43,26 @@ Step = dict[str, Any]
 Event = dict[str, Any]
 
 __all__ = [
+    "DRIVER_KINDS",
     "DriverError",
     "DriverProcess",
-    "official_py_available",
-    "node_available",
     "browser_available",
+    "events_of",
+    "node_available",
     "official_available",
-    "start_official_py",
-    "start_node",
-    "start_browser",
-    "start_driver",
-    "run_official_py",
-    "run_node",
+    "official_py_available",
+    "ready_steps",
     "run_browser",
     "run_driver",
+    "run_node",
+    "run_official_py",
+    "run_together",
+    "start_browser",
+    "start_driver",
+    "start_node",
+    "start_official_py",
     "step",
     "steps",
-    "events_of",
-    "DRIVER_KINDS",
-    "ready_steps",
-    "run_together",
 ]
 
 DRIVER_KINDS = ("official_py", "node", "browser")
@@ -175,7 +173,7 @@ class DriverProcess:
         self._changed = asyncio.Event()
         self._loop_deadline = 0.0
 
-    async def start(self) -> "DriverProcess":
+    async def start(self) -> DriverProcess:
         """Spawn the driver (idempotent) and send it the script."""
         if self._proc is not None:
             return self
@@ -320,7 +318,7 @@ class DriverProcess:
             f"{noise}\n--- stderr (tail) ---\n{err}"
         )
 
-    async def __aenter__(self) -> "DriverProcess":
+    async def __aenter__(self) -> DriverProcess:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

@@ -3,7 +3,8 @@
 ``LiveKitServerProcess`` starts ``livekit-server`` on loopback with free ports and
 ``rtc.enable_loopback_candidate`` so it can be used inside a private network namespace
 (see ``scripts/netns-run``). The binary is looked up in ``$LIVEKIT_SERVER_BIN``, then
-``~/.cache/aiolivekit/bin/server``, then ``livekit-server`` on PATH.
+``$AIOLIVEKIT_CACHE/bin/server`` (default ``~/.cache/aiolivekit``, where
+``scripts/install-deps`` builds it), then ``livekit-server`` on PATH.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def find_livekit_server() -> str | None:
     env = os.environ.get("LIVEKIT_SERVER_BIN")
     if env and Path(env).is_file():
         return env
-    cached = Path.home() / ".cache" / "aiolivekit" / "bin" / "server"
+    cache = os.environ.get("AIOLIVEKIT_CACHE") or Path.home() / ".cache" / "aiolivekit"
+    cached = Path(cache) / "bin" / "server"
     if cached.is_file():
         return str(cached)
     return shutil.which("livekit-server")
