@@ -135,5 +135,10 @@ def test_own_lbrr_reading_matches_libopus(channels: int, frame_ms: int) -> None:
 
 
 def test_dtx_packets() -> None:
-    assert opus_decoder.is_dtx(b"\x78") and opus_decoder.is_dtx(b"\x78\x00")
+    assert opus_decoder.is_dtx(b"\x78") and opus_decoder.is_dtx(b"\x78\x00\x01")
     assert not opus_decoder.is_dtx(b"") and not opus_decoder.is_dtx(b"\x78abc")
+    # libopus in DTX on silence: 1-byte frames (and a comfort-noise update every 400 ms)
+    enc = opus_native.OpusEncoder(48000, 1, 32000, dtx=True)
+    packets = [enc.encode(bytes(1920)) for _ in range(40)]
+    assert sum(opus_decoder.is_dtx(p) for p in packets) >= 25
+    assert not opus_decoder.is_dtx(packets[0])

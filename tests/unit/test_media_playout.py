@@ -495,3 +495,103 @@ def test_clean_network_with_small_jitter_stays_within_5_ms() -> None:
     s = buf.stats
     assert s.jitter_buffer_delay / s.jitter_buffer_emitted_count <= 0.005
     assert s.target_delay <= 0.005 and s.packets_lost == 0
+
+
+def test_a_slightly_late_packet_is_held_for_not_concealed() -> None:
+    buf = fake_buffer()
+    p = FakeDecoder.packet
+    buf.insert(1, 0, p(1), 10.0)
+    assert buf.next_due() == 10.0
+    assert values([(0, buf.pull(10.0))]) == [1]  # type: ignore[list-item]
+    assert values([(0, buf.pull(10.01))]) == [1]  # type: ignore[list-item]
+    # packet 2 is due at 10.02; it is 3 ms late: the frame waits up to 5 ms for it
+    assert buf.next_due() == pytest.approx(10.025)
+    assert buf.pull(10.021) is None
+    buf.insert(2, 960, p(2), 10.023)
+    frame = buf.pull(10.023)
+    assert frame is not None and frame.kind is PlayoutKind.NORMAL and frame.due == pytest.approx(10.02)
+    assert buf.next_due() == pytest.approx(10.03)  # the pace is kept
+    # without it the slot is concealed at the end of the hold
+    assert buf.pull(10.03) is not None
+    assert buf.next_due() == pytest.approx(10.045)
+    late = buf.pull(10.045)
+    assert late is not None and late.kind is PlayoutKind.EXPAND
+    assert fake_buffer(max_hold=0).max_hold == 0
+    with pytest.raises(ValueError):
+        fake_buffer(max_hold=0.01)
+
+
+def test_insert_red_takes_blocks_of_the_payload_type() -> None:
+    from aiolivekit.media.red import RedBlock, build_red
+
+    buf = fake_buffer()
+    p = FakeDecoder.packet
+    wire = build_red(111, p(3), [RedBlock(13, 1920, b"cn"), RedBlock(111, 960, p(2))])
+    assert buf.insert_red(10, 5000, wire, 1.0, payload_type=111) == 2
+    assert buf.stats.red_blocks_received == 1 and buf.stats.packets_received == 1
+    with pytest.raises(ValueError):
+        buf.insert_red(11, 5960, b"\xef\x00", 1.02, payload_type=111)
+
+
+def test_full_buffer_is_flushed() -> None:
+    buf = fake_buffer(max_packets=10)
+    for i in range(12):
+        buf.insert(i, 960 * i, FakeDecoder.packet(i + 1), 0.0)
+    assert buf.stats.buffer_flushes == 1
+    frame = buf.pull(0.2)
+    assert frame is not None and values([(0.0, frame)]) == [11]
+
+
+def test_stats_in_webrtc_terms() -> None:
+    buf = fake_buffer(min_delay=0.02)
+    run(buf, _lossy(12, {5, 6}), until=10.0 + 0.02 * 12)
+    w = buf.stats.webrtc()
+    assert w["concealedSamples"] == 4 * 480 and w["concealmentEvents"] == 1
+    assert w["totalSamplesReceived"] == buf.stats.total_samples_received
+    assert w["jitterBufferEmittedCount"] == 10 * 960
+    assert w["jitterBufferDelay"] == pytest.approx(0.02 * 10 * 960, rel=0.01)
+    assert w["jitterBufferTargetDelay"] == pytest.approx(0.02 * 10 * 960, rel=0.01)
+
+
+@needs_opus
+def test_stereo_at_24_khz_through_the_buffer() -> None:
+    enc = opus_native.OpusEncoder(24000, 2, 64000)
+    t = np.arange(480 * 30) / 24000
+    left, right = np.sin(2 * np.pi * 300 * t), np.sin(2 * np.pi * 700 * t)
+    pcm = (6000 * np.stack([left, right], axis=1)).astype(np.int16).tobytes()
+    pk = [enc.encode(pcm[i * 1920 : (i + 1) * 1920]) for i in range(30)]
+    buf = AudioPlayoutBuffer(opus_decoder.OpusDecoder(24000, 2))
+    frames = run(buf, [(1.0 + 0.02 * i, i, 960 * i, pk[i], False) for i in range(30)], until=1.0 + 0.6)
+    assert frames[0][1].samples_per_channel == 240 and frames[0][1].num_channels == 2
+    assert len(frames[0][1].data) == 240 * 2 * 2
+    out = np.frombuffer(_pcm(frames[10:58]), dtype=np.int16).reshape(-1, 2).astype(float)
+    for ch, hz in ((0, 300.0), (1, 700.0)):
+        spectrum = np.abs(np.fft.rfft(out[:, ch]))
+        assert abs(np.fft.rfftfreq(len(out), 1 / 24000)[int(np.argmax(spectrum))] - hz) < 25
+
+
+@needs_opus
+def test_real_dtx_gap_is_silence_not_loss() -> None:
+    from aiolivekit.media import codecs
+
+    enc = codecs.OpusPacketEncoder(48000, 1, codecs.AudioEncoderConfig(1, 32000, dtx=True))
+    assert enc.native
+    t = np.arange(960 * 100) / 48000
+    x = 8000 * np.sin(2 * np.pi * 440 * t)
+    x[960 * 30 : 960 * 70] = 0  # 0.8 s of silence
+    pcm = x.astype(np.int16).tobytes()
+    sent: list[tuple[bytes, int]] = []
+    for i in range(100):
+        sent += enc.encode_payloads(pcm[i * 1920 : (i + 1) * 1920], 960 * i)
+    assert len(sent) < 80  # DTX left packets out
+    arrivals = [(5.0 + ts / 48000, seq, ts, payload, False) for seq, (payload, ts) in enumerate(sent)]
+    buf = AudioPlayoutBuffer(opus_decoder.OpusDecoder())
+    frames = run(buf, arrivals, until=5.0 + 2.0 - 0.005)
+    s = buf.stats
+    assert len(frames) == 200  # every 10 ms filled
+    assert s.packets_lost == 0 and s.concealed_samples == 0
+    assert s.silent_samples >= 480 * 60
+    kinds = [f.kind for _, f in frames]
+    assert kinds[:60] == [PlayoutKind.NORMAL] * 60 and kinds[-40:] == [PlayoutKind.NORMAL] * 40
+    tail = np.frombuffer(_pcm(frames[-30:]), dtype=np.int16)
+    assert abs(_dominant_hz(tail.tobytes()) - 440) < 20

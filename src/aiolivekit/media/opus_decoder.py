@@ -202,8 +202,10 @@ def packet_has_fec(payload: bytes) -> bool:
 
 
 def is_dtx(payload: bytes) -> bool:
-    """An Opus DTX packet: a TOC byte (and at most one more) with no coded audio."""
-    return 0 < len(payload) <= 2
+    """A DTX (silence) packet: at most 3 bytes. libopus' DTX frames are 1-2 bytes and the
+    frame that starts DTX (SILK, no voice activity) 3; the sender side
+    (``codecs.OpusPacketEncoder``) leaves out the same <= 3-byte frames."""
+    return 0 < len(payload) <= 3
 
 
 class OpusDecoder:

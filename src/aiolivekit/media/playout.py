@@ -135,6 +135,21 @@ class PlayoutStats:
     stream_restarts: int = 0
     slot_resyncs: int = 0  # pull() called so late that the pace was restarted
 
+    def webrtc(self) -> dict[str, float | int]:
+        """The WebRTC ``inbound-rtp`` members these counters stand for (seconds, samples)."""
+        return {
+            "jitter": self.jitter,
+            "jitterBufferDelay": self.jitter_buffer_delay,
+            "jitterBufferTargetDelay": self.jitter_buffer_target_delay,
+            "jitterBufferEmittedCount": self.jitter_buffer_emitted_count,
+            "totalSamplesReceived": self.total_samples_received,
+            "concealedSamples": self.concealed_samples,
+            "concealmentEvents": self.concealment_events,
+            "insertedSamplesForDeceleration": self.inserted_samples_for_deceleration,
+            "removedSamplesForAcceleration": self.removed_samples_for_acceleration,
+            "packetsDiscarded": self.packets_discarded,
+        }
+
 
 @dataclass(slots=True)
 class _Packet:
