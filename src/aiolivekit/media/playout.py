@@ -2,9 +2,9 @@
 
 Packets go in with :meth:`AudioPlayoutBuffer.insert` (sequence number, RTP timestamp,
 payload, arrival time); frames of 10 ms (or 20 ms) come out of
-:meth:`AudioPlayoutBuffer.pull` at a steady pace: the caller asks at ``next_due()`` (and
-may ask whenever a packet arrives), and every slot is filled, so the output timeline has no
-holes. Nothing here reads a clock or touches a socket.
+:meth:`AudioPlayoutBuffer.pull` on a steady grid: the caller asks at ``next_due()`` and
+whenever a packet arrives, and every slot is filled, so the output timeline has no holes.
+Nothing here reads a clock or touches a socket. Design notes: ``docs/audio-playout.md``.
 
 * **Order**: packets are kept by (unwrapped) sequence number; duplicates and packets older
   than what was played are dropped (and counted).
@@ -13,13 +13,15 @@ holes. Nothing here reads a clock or touches a socket.
   ``[min_delay, max_delay]``. A clean network measures ~0, so a packet plays the moment
   it arrives, as the low-latency path did. After a loss, the target is at least one packet
   long for ``window`` seconds, so that the next packet (its FEC) or the RED copy is in the
-  buffer when the loss is decided.
+  buffer when the next loss is decided. A frame whose packet is just late is held up to
+  ``max_hold`` past its slot rather than concealed.
 * **Loss**: a missing packet is waited for while playing it would be earlier than the
   target delay (the slot is filled by concealment and the timeline does not advance: the
   delay grows). Once due, it is declared lost and filled from, in order: a RED copy
-  (inserted with ``is_red_redundant``), the next packet's in-band FEC, Opus PLC.
-* **DTX**: a timestamp jump without a sequence gap (or silence after a DTX packet) is
-  played as silence, not concealment, and counts as neither loss nor concealment.
+  (inserted with ``is_red_redundant``: it is the packet itself), the next packet's in-band
+  FEC, Opus PLC. Concealment already played while waiting counts toward the lost span.
+* **DTX**: silence after a DTX packet, or a timestamp jump without a sequence gap, is
+  played as silence: neither loss nor concealment.
 * **Adaptation**: no time-stretching. The delay grows by concealment while waiting for a
   late packet, and by inserting a silent frame before a quiet frame when below target;
   it shrinks by dropping quiet frames when more than one frame above target, and by dropping
