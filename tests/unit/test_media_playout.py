@@ -325,10 +325,15 @@ def test_late_caller_restarts_the_pace_and_drops_to_max_delay() -> None:
     buf = fake_buffer(max_delay=0.1)
     for seq, ts, payload in [(a[1], a[2], a[3]) for a in clean(60)]:
         buf.insert(seq, ts, payload, 10.0 + (ts - 5000) / 48000)
-    # nobody pulled for 1.2 s: the backlog is dropped down to max_delay
+    # nobody pulled for 1.2 s: the backlog is dropped down to max_delay (at most 12
+    # frames per pull, so within a few pulls)
     frame = buf.pull(11.2)
     assert frame is not None
     assert buf.stats.slot_resyncs == 1
+    assert buf.stats.removed_samples_for_acceleration == 12 * 480
+    for _ in range(10):
+        due = buf.next_due()
+        assert due is not None and buf.pull(due) is not None
     assert buf.stats.current_delay <= 0.1 + 0.01 + 1e-9
     assert buf.stats.removed_samples_for_acceleration > 0
 
@@ -595,3 +600,32 @@ def test_real_dtx_gap_is_silence_not_loss() -> None:
     assert kinds[:60] == [PlayoutKind.NORMAL] * 60 and kinds[-40:] == [PlayoutKind.NORMAL] * 40
     tail = np.frombuffer(_pcm(frames[-30:]), dtype=np.int16)
     assert abs(_dominant_hz(tail.tobytes()) - 440) < 20
+
+
+@pytest.mark.parametrize("real", [False, True])
+def test_random_input_never_hangs_and_fills_every_slot(real: bool) -> None:
+    if real and not opus_decoder.available():
+        pytest.skip("no native libopus")
+    rng = random.Random(7)
+    buf = AudioPlayoutBuffer(opus_decoder.OpusDecoder()) if real else fake_buffer()
+    pk = _opus_packets(20) if real else [FakeDecoder.packet(i + 1) for i in range(20)]
+    now, frames, inserted = 0.0, 0, 0
+    seq, ts = 65000, 0xFFFFF000
+    for _ in range(3000):
+        now += rng.choice((0.0, 0.001, 0.004, 0.013, 0.03))
+        r = rng.random()
+        if r < 0.6:
+            seq = (seq + rng.choice((1, 1, 1, 2, -1, 0, 5000))) & 0xFFFF
+            ts = (ts + rng.choice((960, 960, 960, 0, -960, 1920, 48000, 2**31))) & 0xFFFFFFFF
+            payload = rng.choice(pk) if rng.random() < 0.9 else bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))
+            if real and rng.random() < 0.1:
+                payload = b"\xfc" * 1400  # garbage too long for an Opus packet
+            buf.insert(seq, ts, payload, now, is_red_redundant=rng.random() < 0.1)
+            inserted += 1
+        while (frame := buf.pull(now)) is not None:
+            assert len(frame.data) == 480 * 2
+            frames += 1
+            assert frames < 10000
+    assert inserted > 1000 and frames > 500
+    s = buf.stats
+    assert s.total_samples_received == 480 * frames

@@ -54,7 +54,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _RESYNC = 3000  # a sequence jump this far (either way) is a new stream
-_MAX_PLC_TICKS = 48000 * 120 // 1000  # one concealment call covers at most 120 ms
 _EPS = 1e-6  # seconds: slot arithmetic is in floats
 
 
@@ -264,6 +263,10 @@ class AudioPlayoutBuffer:
         if not 0 <= max_hold < frame_ms / 1000:
             raise ValueError("max_hold must be below one frame")
         self.max_hold = max_hold
+        # a timestamp jump beyond this is the sender's clock moving, not silence to play
+        self._max_gap = int(clock_rate * max(1.0, 2 * max_delay))
+        # frames dropped in one pull at most (the rest of a backlog goes in later pulls)
+        self._max_drops = int(max_delay * 1000) // frame_ms + 2
         self._est = _DelayEstimator(clock_rate, window, percentile)
         self._window = window
         self.stats = PlayoutStats()
@@ -288,6 +291,7 @@ class AudioPlayoutBuffer:
         self._conceal_run = 0
         self._in_concealment = False
         self._expanded = 0  # ticks concealed while waiting since the last decoded packet
+        self._loss: tuple[int, int, int] | None = None  # (start, end, FEC ticks) being filled
 
     def _restart(self) -> None:
         """A new stream: forget packets, timing and decoder state."""
@@ -436,11 +440,12 @@ class AudioPlayoutBuffer:
         self._slot_index += 1
         self._slot = self._slot_anchor + self._slot_index * self.frame_ticks / self.clock
         target = self.target_delay(now)
-        while True:  # each extra round drops a frame of buffered audio: bounded by the data
+        for drops in range(self._max_drops + 1):  # each extra round drops a frame
             chunks = self._take_frame(slot, now)
-            frame = self._adapt(chunks, slot, target)
+            frame = self._adapt(chunks, slot, target, drops < self._max_drops)
             if frame is not None:
                 break
+        assert frame is not None
         self._account(frame, slot, target)
         return frame
 
@@ -471,7 +476,9 @@ class AudioPlayoutBuffer:
             return None
         return slot - self._expected(ts)
 
-    def _adapt(self, chunks: list[_Chunk], slot: float, target: float) -> PlayoutFrame | None:
+    def _adapt(
+        self, chunks: list[_Chunk], slot: float, target: float, may_drop: bool
+    ) -> PlayoutFrame | None:
         """Accelerate (drop this frame: None) or decelerate (insert silence before it)."""
         kinds = {c.kind for c in chunks}
         data = b"".join(c.pcm for c in chunks)
@@ -491,10 +498,12 @@ class AudioPlayoutBuffer:
         self.stats.current_delay = delay
         frame_time = self.frame_ticks / self.clock
         excess = delay - target
-        ready = self._pending_bytes >= self._frame_bytes or (
-            self._last_seq is not None and (self._last_seq + 1) in self._pkts
+        ready = may_drop and (
+            self._pending_bytes >= self._frame_bytes
+            or (self._last_seq is not None and (self._last_seq + 1) in self._pkts)
         )
-        if ready and (delay > self.max_delay + frame_time or (excess > frame_time + _EPS and self._quiet(data))):
+        too_late = delay > self.max_delay + frame_time
+        if ready and (too_late or (excess > frame_time + _EPS and self._quiet(data))):
             self.stats.removed_samples_for_acceleration += self.frame_samples
             return None
         if excess < -frame_time - _EPS and self._quiet(data):
@@ -549,7 +558,7 @@ class AudioPlayoutBuffer:
         return self._pending_bytes / (2 * self.channels) / self.rate
 
     def _conceal(self, ticks: int, kind: PlayoutKind, ts: int | None) -> None:
-        ticks = max(self._tick, min(ticks, _MAX_PLC_TICKS))
+        ticks = max(self._tick, min(ticks, self.clock * 120 // 1000))  # libopus: <= 120 ms
         samples = ticks // self._tick
         quantum = self.rate // 400
         samples = max(quantum, samples - samples % quantum)
@@ -602,7 +611,7 @@ class AudioPlayoutBuffer:
         self._ts_play = p.ts + n * self._tick
 
     def _produce(self, slot: float, now: float) -> None:
-        """Append at least one chunk to the pending output."""
+        """Append to the pending output, or take one step toward it (a state change)."""
         assert self._last_seq is not None
         n = self._last_seq + 1
         p = self._pkts.get(n)
@@ -610,9 +619,15 @@ class AudioPlayoutBuffer:
         delay = emit_at - self._expected(self._ts_play) if not self._est.empty else 0.0
         target = self.target_delay(now)
         if p is not None:
-            # no sequence gap but a timestamp jump (DTX): silence until the packet is due
-            if p.ts > self._ts_play and emit_at < self._expected(p.ts) + target - _EPS:
-                self._silence(p.ts - self._ts_play)
+            if self._loss is not None:
+                self._fill_loss(p)
+                return
+            gap = p.ts - self._ts_play
+            if gap > self._max_gap:
+                self._ts_play = p.ts  # the sender's clock jumped: start over from it
+            elif gap > 0 and emit_at < self._expected(p.ts) + target - _EPS:
+                # no sequence gap but a timestamp jump (DTX): silence until the packet is due
+                self._silence(gap)
                 return
             self._decode(p, slot)
             return
@@ -644,7 +659,7 @@ class AudioPlayoutBuffer:
         return (self._last_seq + 1) not in self._pkts
 
     def _declare_lost(self, n: int, later: _Packet, now: float) -> None:
-        """Packets ``n .. later.seq - 1`` are lost: fill up to ``later.ts``."""
+        """Packets ``n .. later.seq - 1`` are lost: plan how to fill up to ``later.ts``."""
         missing = later.seq - n
         self.stats.packets_lost += missing
         self._loss_times.append(now)
@@ -652,19 +667,11 @@ class AudioPlayoutBuffer:
         region = later.ts - self._ts_play
         if region <= 0:
             return  # the timeline already covers it (silence or concealment ran past)
-        # more than the missing packets can hold: the rest is a DTX gap, played as silence
-        excess = region - missing * min(self._last_ticks, _MAX_PLC_TICKS)
-        while excess > 0:
-            step = min(excess, self.frame_ticks)
-            self._silence(step)
-            excess -= step
-            region -= step
-        fec_ticks = 0
-        if self.decoder.has_fec(later.payload):
-            try:
-                fec_ticks = self.decoder.packet_samples(later.payload) * self._tick
-            except ValueError:
-                fec_ticks = 0
+        try:
+            has_fec = self.decoder.has_fec(later.payload)
+            fec_ticks = self.decoder.packet_samples(later.payload) * self._tick if has_fec else 0
+        except (ValueError, RuntimeError):  # a malformed packet: it fails to decode later
+            fec_ticks = 0
         if not 0 < fec_ticks <= region:
             fec_ticks = 0
         # what was concealed while waiting stands for the lost audio (up to the FEC part),
@@ -673,19 +680,40 @@ class AudioPlayoutBuffer:
         self._expanded -= skip
         self._ts_play += skip
         region -= skip
-        while region - fec_ticks > 0:
-            head = region - fec_ticks
-            before = self._ts_play
-            self._conceal(min(head, _MAX_PLC_TICKS), PlayoutKind.PLC, self._ts_play)
-            region -= self._ts_play - before
-        if fec_ticks:
-            try:
-                pcm = self.decoder.decode_fec(later.payload, fec_ticks // self._tick)
-            except (ValueError, RuntimeError):
-                logger.debug("FEC decode failed; concealed", exc_info=True)
-                self.stats.decode_errors += 1
-                self._conceal(fec_ticks, PlayoutKind.PLC, self._ts_play)
-                return
-            self.stats.fec_packets_recovered += 1
-            self._push(pcm, PlayoutKind.FEC, self._ts_play)
-            self._ts_play += len(pcm) // (2 * self.channels) * self._tick
+        # concealment covers what the missing packets can hold (at most max_concealment);
+        # the rest of the region, if any, is a DTX gap before them: silence
+        conceal = min(region, max(fec_ticks, missing * self._last_ticks, self.frame_ticks))
+        conceal = min(conceal, max(fec_ticks, self.max_concealment_ticks))
+        self._loss = (later.ts - conceal, later.ts, fec_ticks)
+
+    def _fill_loss(self, later: _Packet) -> None:
+        """One step of filling a declared loss before ``later`` (see :meth:`_declare_lost`)."""
+        assert self._loss is not None
+        start, end, fec_ticks = self._loss
+        if later.ts != end or self._ts_play >= end:
+            self._loss = None  # already covered (or the packet changed): decode it next
+            return
+        if self._ts_play < start:
+            gap = start - self._ts_play
+            if gap > self._max_gap:
+                self._ts_play = start
+            else:
+                self._silence(gap)
+            return
+        head = end - fec_ticks - self._ts_play
+        if head > 0:
+            self._conceal(min(head, self.frame_ticks), PlayoutKind.PLC, self._ts_play)
+            return
+        self._loss = None
+        if not fec_ticks or head < 0:
+            return
+        try:
+            pcm = self.decoder.decode_fec(later.payload, fec_ticks // self._tick)
+        except (ValueError, RuntimeError):
+            logger.debug("FEC decode failed; concealed", exc_info=True)
+            self.stats.decode_errors += 1
+            self._conceal(fec_ticks, PlayoutKind.PLC, self._ts_play)
+            return
+        self.stats.fec_packets_recovered += 1
+        self._push(pcm, PlayoutKind.FEC, self._ts_play)
+        self._ts_play += len(pcm) // (2 * self.channels) * self._tick
