@@ -32,6 +32,7 @@ The decoder sits behind :class:`PlayoutDecoder` (libopus: :class:`.opus_decoder.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import logging
 import math
@@ -183,8 +184,8 @@ class _DelayEstimator:
         self.clock = clock
         self.window = window
         self.percentile = percentile
-        self._samples: deque[tuple[float, float]] = deque()
-        self._cache: tuple[float, float] | None = None
+        self._samples: deque[tuple[float, float]] = deque()  # (arrival, transit), arrival order
+        self._sorted: list[float] = []  # the same transits, sorted
         self._last_transit: float | None = None
         self._ref: tuple[float, int] | None = None
         self.jitter = 0.0
@@ -197,16 +198,15 @@ class _DelayEstimator:
             self.jitter += (abs(transit - self._last_transit) - self.jitter) / 16
         self._last_transit = transit
         self._samples.append((arrival, transit))
+        bisect.insort(self._sorted, transit)
         while len(self._samples) > 1 and arrival - self._samples[0][0] > self.window:
-            self._samples.popleft()
-        self._cache = None
+            _, old = self._samples.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
 
     def _compute(self) -> tuple[float, float]:
-        if self._cache is None:
-            values = sorted(t for _, t in self._samples)
-            k = max(0, math.ceil(self.percentile * len(values)) - 1)
-            self._cache = (values[0], values[k] - values[0])
-        return self._cache
+        values = self._sorted
+        k = max(0, math.ceil(self.percentile * len(values)) - 1)
+        return values[0], values[k] - values[0]
 
     @property
     def empty(self) -> bool:
@@ -480,11 +480,13 @@ class AudioPlayoutBuffer:
         self, chunks: list[_Chunk], slot: float, target: float, may_drop: bool
     ) -> PlayoutFrame | None:
         """Accelerate (drop this frame: None) or decelerate (insert silence before it)."""
-        kinds = {c.kind for c in chunks}
-        data = b"".join(c.pcm for c in chunks)
-        kind = max(
-            kinds, key=lambda k: sum(len(c.pcm) for c in chunks if c.kind is k)
-        )
+        if len(chunks) == 1:
+            kinds = {chunks[0].kind}
+            data, kind = chunks[0].pcm, chunks[0].kind
+        else:
+            kinds = {c.kind for c in chunks}
+            data = b"".join(c.pcm for c in chunks)
+            kind = max(kinds, key=lambda k: sum(len(c.pcm) for c in chunks if c.kind is k))
         frame = PlayoutFrame(
             data, self.rate, self.channels, self.frame_samples, kind, None, slot
         )
