@@ -602,6 +602,7 @@ class AudioPlayoutBuffer:
         if p.redundant:
             self.stats.red_packets_recovered += 1
             self.stats.packets_lost += 1
+            self._loss_times.append(slot)
         self._last_dtx = self.decoder.is_dtx(p.payload)
         self._expanded = 0
         self._last_ticks = max(self._tick, n * self._tick)
