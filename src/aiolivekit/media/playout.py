@@ -1,0 +1,722 @@
+"""An adaptive playout (jitter) buffer for received Opus audio, sans-I/O (NetEq's job).
+
+Packets go in with :meth:`AudioPlayoutBuffer.insert` (sequence number, RTP timestamp,
+payload, arrival time); frames of 10 ms (or 20 ms) come out of
+:meth:`AudioPlayoutBuffer.pull` on a steady grid: the caller asks at ``next_due()`` and
+whenever a packet arrives, and every slot is filled, so the output timeline has no holes.
+Nothing here reads a clock or touches a socket. Design notes: ``docs/audio-playout.md``.
+
+* **Order**: packets are kept by (unwrapped) sequence number; duplicates and packets older
+  than what was played are dropped (and counted).
+* **Delay**: each packet's transit ``arrival - timestamp / clock`` feeds a window (2 s);
+  the target delay is the 95th percentile of the transit minus its minimum, clamped to
+  ``[min_delay, max_delay]``. A clean network measures ~0, so a packet plays the moment
+  it arrives, as the low-latency path did. After a loss, the target is at least one packet
+  long for ``window`` seconds, so that the next packet (its FEC) or the RED copy is in the
+  buffer when the next loss is decided. A frame whose packet is just late is held up to
+  ``max_hold`` past its slot rather than concealed.
+* **Loss**: a missing packet is waited for while playing it would be earlier than the
+  target delay (the slot is filled by concealment and the timeline does not advance: the
+  delay grows). Once due, it is declared lost and filled from, in order: a RED copy
+  (inserted with ``is_red_redundant``: it is the packet itself), the next packet's in-band
+  FEC, Opus PLC. Concealment already played while waiting counts toward the lost span.
+* **DTX**: silence after a DTX packet, or a timestamp jump without a sequence gap, is
+  played as silence: neither loss nor concealment.
+* **Adaptation**: no time-stretching. The delay grows by concealment while waiting for a
+  late packet, and by inserting a silent frame before a quiet frame when below target;
+  it shrinks by dropping quiet frames when more than one frame above target, and by dropping
+  frames of any content when above ``max_delay``.
+
+The decoder sits behind :class:`PlayoutDecoder` (libopus: :class:`.opus_decoder.OpusDecoder`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from .red import parse_red
+
+__all__ = [
+    "AudioPlayoutBuffer",
+    "PlayoutDecoder",
+    "PlayoutFrame",
+    "PlayoutKind",
+    "PlayoutStats",
+]
+
+logger = logging.getLogger(__name__)
+
+_RESYNC = 3000  # a sequence jump this far (either way) is a new stream
+_EPS = 1e-6  # seconds: slot arithmetic is in floats
+
+
+class PlayoutKind(enum.Enum):
+    """What filled (most of) a frame."""
+
+    NORMAL = "normal"  # decoded from the packet itself
+    RED = "red"  # decoded from a RED redundant copy of a lost packet
+    FEC = "fec"  # in-band FEC of the next packet
+    PLC = "plc"  # concealment of a packet declared lost
+    EXPAND = "expand"  # concealment while waiting for a late packet (timeline held)
+    SILENCE = "silence"  # DTX gap or no stream: digital silence
+    INSERTED = "inserted"  # silence inserted before a quiet frame (deceleration)
+
+
+_CONCEALED = (PlayoutKind.PLC, PlayoutKind.EXPAND)
+
+
+class PlayoutDecoder(Protocol):
+    """What the buffer needs of a decoder (PCM: interleaved int16 bytes)."""
+
+    sample_rate: int
+    channels: int
+
+    def decode(self, payload: bytes) -> bytes: ...
+
+    def decode_fec(self, payload: bytes, frame_size: int) -> bytes: ...
+
+    def conceal(self, frame_size: int) -> bytes: ...
+
+    def packet_samples(self, payload: bytes) -> int: ...
+
+    def has_fec(self, payload: bytes) -> bool: ...
+
+    def is_dtx(self, payload: bytes) -> bool: ...
+
+    def reset(self) -> None: ...
+
+
+@dataclass
+class PlayoutFrame:
+    """One frame out of the buffer."""
+
+    data: bytes
+    sample_rate: int
+    num_channels: int
+    samples_per_channel: int
+    kind: PlayoutKind
+    rtp_timestamp: int | None  # of the first sample, when it is from the stream's timeline
+    due: float  # the slot time (caller's clock)
+
+
+@dataclass
+class PlayoutStats:
+    """Counters and current values; names follow WebRTC's inbound-rtp stats (seconds)."""
+
+    jitter: float = 0.0  # RFC 3550 interarrival jitter
+    target_delay: float = 0.0
+    current_delay: float = 0.0  # slot time minus the earliest expected arrival of its audio
+    jitter_buffer_delay: float = 0.0  # sum over emitted packet samples of their wait
+    jitter_buffer_target_delay: float = 0.0
+    jitter_buffer_emitted_count: int = 0
+    total_samples_received: int = 0  # every sample emitted, concealed or not
+    concealed_samples: int = 0  # PLC and EXPAND
+    silent_samples: int = 0  # DTX gaps and a stopped stream (not concealment)
+    concealment_events: int = 0
+    fec_samples: int = 0
+    red_samples: int = 0
+    inserted_samples_for_deceleration: int = 0
+    removed_samples_for_acceleration: int = 0
+    packets_received: int = 0
+    packets_discarded: int = 0  # arrived after their slot was played
+    packets_duplicated: int = 0
+    packets_lost: int = 0  # declared lost (recovered or concealed)
+    fec_packets_recovered: int = 0
+    red_packets_recovered: int = 0
+    red_blocks_received: int = 0
+    decode_errors: int = 0
+    buffer_flushes: int = 0
+    stream_restarts: int = 0
+    slot_resyncs: int = 0  # pull() called so late that the pace was restarted
+
+    def webrtc(self) -> dict[str, float | int]:
+        """The WebRTC ``inbound-rtp`` members these counters stand for (seconds, samples)."""
+        return {
+            "jitter": self.jitter,
+            "jitterBufferDelay": self.jitter_buffer_delay,
+            "jitterBufferTargetDelay": self.jitter_buffer_target_delay,
+            "jitterBufferEmittedCount": self.jitter_buffer_emitted_count,
+            "totalSamplesReceived": self.total_samples_received,
+            "concealedSamples": self.concealed_samples,
+            "concealmentEvents": self.concealment_events,
+            "insertedSamplesForDeceleration": self.inserted_samples_for_deceleration,
+            "removedSamplesForAcceleration": self.removed_samples_for_acceleration,
+            "packetsDiscarded": self.packets_discarded,
+        }
+
+
+@dataclass(slots=True)
+class _Packet:
+    seq: int
+    ts: int
+    payload: bytes
+    arrival: float
+    redundant: bool
+
+
+@dataclass(slots=True)
+class _Chunk:
+    pcm: bytes
+    kind: PlayoutKind
+    ts: int | None  # timeline position (RTP ticks, unwrapped) of its first sample
+
+
+def _unwrap(value: int, last: int, bits: int) -> int:
+    mod = 1 << bits
+    delta = (value - last) % mod
+    if delta >= mod >> 1:
+        delta -= mod
+    return last + delta
+
+
+class _DelayEstimator:
+    """Transit times over a sliding window: base (fastest) path, percentile, RFC 3550 jitter."""
+
+    def __init__(self, clock: int, window: float, percentile: float) -> None:
+        self.clock = clock
+        self.window = window
+        self.percentile = percentile
+        self._samples: deque[tuple[float, float]] = deque()  # (arrival, transit), arrival order
+        self._sorted: list[float] = []  # the same transits, sorted
+        self._last_transit: float | None = None
+        self._ref: tuple[float, int] | None = None
+        self.jitter = 0.0
+
+    def add(self, arrival: float, ts: int) -> None:
+        if self._ref is None:
+            self._ref = (arrival, ts)  # transits are relative to the first packet (precision)
+        transit = (arrival - self._ref[0]) - (ts - self._ref[1]) / self.clock
+        if self._last_transit is not None:
+            self.jitter += (abs(transit - self._last_transit) - self.jitter) / 16
+        self._last_transit = transit
+        self._samples.append((arrival, transit))
+        bisect.insort(self._sorted, transit)
+        while len(self._samples) > 1 and arrival - self._samples[0][0] > self.window:
+            _, old = self._samples.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+
+    def _compute(self) -> tuple[float, float]:
+        values = self._sorted
+        k = max(0, math.ceil(self.percentile * len(values)) - 1)
+        return values[0], values[k] - values[0]
+
+    @property
+    def empty(self) -> bool:
+        return not self._samples
+
+    def expected(self, ts: int) -> float:
+        """When ``ts`` arrives on the fastest path seen in the window."""
+        assert self._ref is not None
+        return self._ref[0] + self._compute()[0] + (ts - self._ref[1]) / self.clock
+
+    def spread(self) -> float:
+        return self._compute()[1]
+
+
+class AudioPlayoutBuffer:
+    """Adaptive jitter buffer + loss concealment for one Opus stream (see module doc)."""
+
+    def __init__(
+        self,
+        decoder: PlayoutDecoder,
+        *,
+        frame_ms: int = 10,
+        clock_rate: int = 48000,
+        min_delay: float = 0.0,
+        max_delay: float = 0.4,
+        window: float = 2.0,
+        percentile: float = 0.95,
+        max_packets: int = 250,
+        quiet_level: int = 64,
+        max_concealment: float = 0.5,
+        max_hold: float = 0.005,
+    ) -> None:
+        if frame_ms not in (10, 20):
+            raise ValueError("frame_ms must be 10 or 20")
+        if clock_rate % decoder.sample_rate:
+            raise ValueError("the decoder rate must divide the RTP clock rate")
+        if not 0 <= min_delay <= max_delay:
+            raise ValueError("need 0 <= min_delay <= max_delay")
+        if not 0 < percentile <= 1 or window <= 0 or max_packets < 2:
+            raise ValueError("bad percentile, window or max_packets")
+        self.decoder = decoder
+        self.clock = clock_rate
+        self.rate = decoder.sample_rate
+        self.channels = decoder.channels
+        self._tick = clock_rate // decoder.sample_rate  # RTP ticks per sample
+        self.frame_ticks = clock_rate * frame_ms // 1000
+        self.frame_samples = self.frame_ticks // self._tick
+        self._frame_bytes = self.frame_samples * self.channels * 2
+        self.min_delay = min_delay
+        self.max_delay = max_delay
+        self.max_packets = max_packets
+        self.quiet_level = quiet_level
+        self.max_concealment_ticks = int(max_concealment * clock_rate)
+        if not 0 <= max_hold < frame_ms / 1000:
+            raise ValueError("max_hold must be below one frame")
+        self.max_hold = max_hold
+        # a timestamp jump beyond this is the sender's clock moving, not silence to play
+        self._max_gap = int(clock_rate * max(1.0, 2 * max_delay))
+        # frames dropped in one pull at most (the rest of a backlog goes in later pulls)
+        self._max_drops = int(max_delay * 1000) // frame_ms + 2
+        self._est = _DelayEstimator(clock_rate, window, percentile)
+        self._window = window
+        self.stats = PlayoutStats()
+        self._pkts: dict[int, _Packet] = {}
+        self._max_seq: int | None = None
+        self._max_ts: int | None = None
+        self._loss_times: deque[float] = deque()
+        self._reset_playout()
+
+    # ------------------------------------------------------------------ state
+
+    def _reset_playout(self) -> None:
+        self._playing = False
+        self._last_seq: int | None = None
+        self._ts_play = 0
+        self._slot = self._slot_anchor = 0.0
+        self._slot_index = 0
+        self._pending: deque[_Chunk] = deque()
+        self._pending_bytes = 0
+        self._last_dtx = False
+        self._last_ticks = 960  # duration of the last packet decoded
+        self._conceal_run = 0
+        self._in_concealment = False
+        self._expanded = 0  # ticks concealed while waiting since the last decoded packet
+        self._loss: tuple[int, int, int] | None = None  # (start, end, FEC ticks) being filled
+
+    def _restart(self) -> None:
+        """A new stream: forget packets, timing and decoder state."""
+        self._pkts.clear()
+        self._max_seq = self._max_ts = None
+        self._est = _DelayEstimator(self.clock, self._est.window, self._est.percentile)
+        self._loss_times.clear()
+        self._reset_playout()
+        self.decoder.reset()
+        self.stats.stream_restarts += 1
+
+    @property
+    def playing(self) -> bool:
+        return self._playing
+
+    def target_delay(self, now: float | None = None) -> float:
+        """The delay the buffer aims at (seconds)."""
+        target = self._est.spread() if not self._est.empty else 0.0
+        if self._loss_times:
+            if now is not None:
+                while self._loss_times and now - self._loss_times[0] > self._window:
+                    self._loss_times.popleft()
+            if self._loss_times:
+                target = max(target, self._last_ticks / self.clock)
+        return min(self.max_delay, max(self.min_delay, target))
+
+    def _expected(self, ts: int) -> float:
+        return self._est.expected(ts)
+
+    def next_due(self) -> float | None:
+        """When the next frame is due (caller's clock), or None before the first packet."""
+        if self._playing:
+            if self.max_hold and self._waiting():
+                return self._slot + self.max_hold
+            return self._slot
+        if not self._pkts or self._est.empty:
+            return None
+        first = self._pkts[min(self._pkts)]
+        return self._expected(first.ts) + self.target_delay()
+
+    # ------------------------------------------------------------------ input
+
+    def insert(
+        self,
+        seq: int,
+        rtp_timestamp: int,
+        payload: bytes,
+        arrival_time: float,
+        *,
+        is_red_redundant: bool = False,
+    ) -> bool:
+        """Add one packet (or a RED redundant copy); False when it is dropped."""
+        if not 0 <= seq <= 0xFFFF or not 0 <= rtp_timestamp <= 0xFFFFFFFF:
+            raise ValueError("sequence number or timestamp out of range")
+        if not payload:
+            raise ValueError("empty audio payload")
+        if self._max_seq is not None and self._max_ts is not None:
+            ext_seq = _unwrap(seq, self._max_seq, 16)
+            if abs(ext_seq - self._max_seq) > _RESYNC:
+                if is_red_redundant:
+                    return False
+                logger.debug("sequence jump %d -> %d: new stream", self._max_seq, ext_seq)
+                self._restart()
+        if self._max_seq is None or self._max_ts is None:
+            if is_red_redundant:
+                return False  # a copy cannot start a stream: its sequence number is inferred
+            ext_seq, ext_ts = seq + (1 << 16), rtp_timestamp + (1 << 32)
+            self._max_seq, self._max_ts = ext_seq, ext_ts
+        else:
+            ext_seq = _unwrap(seq, self._max_seq, 16)
+            ext_ts = _unwrap(rtp_timestamp, self._max_ts, 32)
+        existing = self._pkts.get(ext_seq)
+        if is_red_redundant:
+            self.stats.red_blocks_received += 1
+        elif existing is not None and not existing.redundant:
+            self.stats.packets_duplicated += 1
+            return False
+        else:
+            self.stats.packets_received += 1
+            self._est.add(arrival_time, ext_ts)  # late packets too: they raise the target
+            if ext_seq > self._max_seq:
+                self._max_seq, self._max_ts = ext_seq, max(ext_ts, self._max_ts)
+        if self._last_seq is not None and ext_seq <= self._last_seq:
+            if not is_red_redundant:
+                self.stats.packets_discarded += 1
+            return False
+        if existing is not None and is_red_redundant:
+            return False
+        if len(self._pkts) >= self.max_packets and existing is None:
+            logger.debug("playout buffer full (%d packets): flushed", len(self._pkts))
+            self.stats.buffer_flushes += 1
+            self._pkts.clear()
+            self._reset_playout()
+        self._pkts[ext_seq] = _Packet(
+            ext_seq, ext_ts, bytes(payload), arrival_time, is_red_redundant
+        )
+        return True
+
+    def insert_red(
+        self, seq: int, rtp_timestamp: int, payload: bytes, arrival_time: float, *, payload_type: int
+    ) -> int:
+        """Insert a RED packet's primary and redundant blocks of ``payload_type`` (Opus);
+        returns how many were taken. ``ValueError`` for a malformed RED payload."""
+        red = parse_red(payload)
+        taken = 0
+        if red.primary_payload_type == payload_type and red.primary:
+            taken += self.insert(seq, rtp_timestamp, red.primary, arrival_time)
+        count = len(red.redundant)
+        for i, block in enumerate(red.redundant):
+            if block.payload_type != payload_type or not block.data:
+                continue
+            taken += self.insert(
+                (seq - (count - i)) & 0xFFFF,
+                (rtp_timestamp - block.timestamp_offset) & 0xFFFFFFFF,
+                block.data,
+                arrival_time,
+                is_red_redundant=True,
+            )
+        return taken
+
+    # ------------------------------------------------------------------ output
+
+    def pull(self, now: float) -> PlayoutFrame | None:
+        """The frame due at ``now``, or None when none is due (see :meth:`next_due`)."""
+        if not self._playing:
+            due = self.next_due()
+            if due is None or now < due:
+                return None
+            first = self._pkts[min(self._pkts)]
+            self._playing = True
+            self._last_seq = first.seq - 1
+            self._ts_play = first.ts
+            self._slot = self._slot_anchor = due
+            self._slot_index = 0
+        if now < self._slot - _EPS:
+            return None
+        if self.max_hold and now < self._slot + self.max_hold - _EPS and self._waiting():
+            return None  # hold the frame a little for a packet that is just late
+        if now - self._slot > self.max_delay:
+            # the caller stopped pulling for a while: restart the pace from now (the delay
+            # this leaves is then taken back by dropping frames, see _adapt)
+            self.stats.slot_resyncs += 1
+            self._slot = self._slot_anchor = now
+            self._slot_index = 0
+        slot = self._slot
+        self._slot_index += 1
+        self._slot = self._slot_anchor + self._slot_index * self.frame_ticks / self.clock
+        target = self.target_delay(now)
+        for drops in range(self._max_drops + 1):  # each extra round drops a frame
+            chunks = self._take_frame(slot, now)
+            frame = self._adapt(chunks, slot, target, drops < self._max_drops)
+            if frame is not None:
+                break
+        assert frame is not None
+        self._account(frame, slot, target)
+        return frame
+
+    def _take_frame(self, slot: float, now: float) -> list[_Chunk]:
+        while self._pending_bytes < self._frame_bytes:
+            self._produce(slot, now)
+        out: list[_Chunk] = []
+        need = self._frame_bytes
+        while need:
+            c = self._pending[0]
+            if len(c.pcm) <= need:
+                self._pending.popleft()
+                out.append(c)
+                need -= len(c.pcm)
+            else:
+                head = _Chunk(c.pcm[:need], c.kind, c.ts)
+                c.pcm = c.pcm[need:]
+                if c.ts is not None:
+                    c.ts += need // (2 * self.channels) * self._tick
+                out.append(head)
+                need = 0
+        self._pending_bytes -= self._frame_bytes
+        return out
+
+    def _frame_delay(self, chunks: list[_Chunk], slot: float) -> float | None:
+        ts = chunks[0].ts
+        if ts is None or self._est.empty:
+            return None
+        return slot - self._expected(ts)
+
+    def _adapt(
+        self, chunks: list[_Chunk], slot: float, target: float, may_drop: bool
+    ) -> PlayoutFrame | None:
+        """Accelerate (drop this frame: None) or decelerate (insert silence before it)."""
+        if len(chunks) == 1:
+            kinds = {chunks[0].kind}
+            data, kind = chunks[0].pcm, chunks[0].kind
+        else:
+            kinds = {c.kind for c in chunks}
+            data = b"".join(c.pcm for c in chunks)
+            kind = max(kinds, key=lambda k: sum(len(c.pcm) for c in chunks if c.kind is k))
+        frame = PlayoutFrame(
+            data, self.rate, self.channels, self.frame_samples, kind, None, slot
+        )
+        if chunks[0].ts is not None:
+            frame.rtp_timestamp = chunks[0].ts & 0xFFFFFFFF
+        if not kinds <= {PlayoutKind.NORMAL, PlayoutKind.SILENCE}:
+            return frame
+        delay = self._frame_delay(chunks, slot)
+        if delay is None:
+            return frame
+        self.stats.current_delay = delay
+        frame_time = self.frame_ticks / self.clock
+        excess = delay - target
+        ready = may_drop and (
+            self._pending_bytes >= self._frame_bytes
+            or (self._last_seq is not None and (self._last_seq + 1) in self._pkts)
+        )
+        too_late = delay > self.max_delay + frame_time
+        if ready and (too_late or (excess > frame_time + _EPS and self._quiet(data))):
+            self.stats.removed_samples_for_acceleration += self.frame_samples
+            return None
+        if excess < -frame_time - _EPS and self._quiet(data):
+            # give the frame back and play silence first
+            for c in reversed(chunks):
+                self._pending.appendleft(c)
+            self._pending_bytes += self._frame_bytes
+            self.stats.inserted_samples_for_deceleration += self.frame_samples
+            return PlayoutFrame(
+                bytes(self._frame_bytes), self.rate, self.channels, self.frame_samples,
+                PlayoutKind.INSERTED, None, slot,
+            )
+        return frame
+
+    def _quiet(self, data: bytes) -> bool:
+        x = np.frombuffer(data, dtype=np.int16)
+        return bool(x.size == 0 or int(np.abs(x.astype(np.int32)).max()) <= self.quiet_level)
+
+    def _account(self, frame: PlayoutFrame, slot: float, target: float) -> None:
+        s = self.stats
+        s.total_samples_received += frame.samples_per_channel
+        s.target_delay = target
+        s.jitter = self._est.jitter
+
+    # ------------------------------------------------------------------ production
+
+    def _push(self, pcm: bytes, kind: PlayoutKind, ts: int | None) -> None:
+        if not pcm:
+            return
+        self._pending.append(_Chunk(pcm, kind, ts))
+        self._pending_bytes += len(pcm)
+        n = len(pcm) // (2 * self.channels)
+        s = self.stats
+        if kind in _CONCEALED:
+            s.concealed_samples += n
+            if not self._in_concealment:
+                s.concealment_events += 1
+            self._in_concealment = True
+            self._conceal_run += n * self._tick
+            return
+        self._in_concealment = False
+        if kind is PlayoutKind.SILENCE:
+            s.silent_samples += n
+            return
+        self._conceal_run = 0
+        if kind is PlayoutKind.FEC:
+            s.fec_samples += n
+        elif kind is PlayoutKind.RED:
+            s.red_samples += n
+
+    def _pending_time(self) -> float:
+        return self._pending_bytes / (2 * self.channels) / self.rate
+
+    def _conceal(self, ticks: int, kind: PlayoutKind, ts: int | None) -> None:
+        ticks = max(self._tick, min(ticks, self.clock * 120 // 1000))  # libopus: <= 120 ms
+        samples = ticks // self._tick
+        quantum = self.rate // 400
+        samples = max(quantum, samples - samples % quantum)
+        size = samples * self.channels * 2
+        try:
+            pcm = self.decoder.conceal(samples)
+            if len(pcm) != size:
+                raise ValueError(f"concealment returned {len(pcm)} bytes, not {size}")
+        except (ValueError, RuntimeError):
+            logger.debug("concealment failed; silence instead", exc_info=True)
+            self.stats.decode_errors += 1
+            pcm = bytes(size)
+        self._push(pcm, kind, ts)
+        if ts is not None:
+            self._ts_play += samples * self._tick
+        elif kind is PlayoutKind.EXPAND:
+            self._expanded += samples * self._tick
+
+    def _silence(self, ticks: int) -> None:
+        samples = max(1, min(ticks, self.frame_ticks) // self._tick)
+        self._push(bytes(samples * self.channels * 2), PlayoutKind.SILENCE, self._ts_play)
+        self._ts_play += samples * self._tick
+
+    def _decode(self, p: _Packet, slot: float) -> None:
+        kind = PlayoutKind.RED if p.redundant else PlayoutKind.NORMAL
+        wait = slot + self._pending_time() - p.arrival
+        del self._pkts[p.seq]
+        self._last_seq = p.seq
+        self._ts_play = p.ts
+        try:
+            pcm = self.decoder.decode(p.payload)
+        except (ValueError, RuntimeError):
+            logger.debug("undecodable packet %d: concealed", p.seq, exc_info=True)
+            self.stats.decode_errors += 1
+            self.stats.packets_lost += 1
+            self._conceal(self._last_ticks, PlayoutKind.PLC, p.ts)
+            return
+        n = len(pcm) // (2 * self.channels)
+        if p.redundant:
+            self.stats.red_packets_recovered += 1
+            self.stats.packets_lost += 1
+            self._loss_times.append(slot)
+        self._last_dtx = self.decoder.is_dtx(p.payload)
+        self._expanded = 0
+        self._last_ticks = max(self._tick, n * self._tick)
+        s = self.stats
+        s.jitter_buffer_delay += max(0.0, wait) * n
+        s.jitter_buffer_target_delay += self.target_delay() * n
+        s.jitter_buffer_emitted_count += n
+        self._push(pcm, kind, p.ts)
+        self._ts_play = p.ts + n * self._tick
+
+    def _produce(self, slot: float, now: float) -> None:
+        """Append to the pending output, or take one step toward it (a state change)."""
+        assert self._last_seq is not None
+        n = self._last_seq + 1
+        p = self._pkts.get(n)
+        emit_at = slot + self._pending_time()
+        delay = emit_at - self._expected(self._ts_play) if not self._est.empty else 0.0
+        target = self.target_delay(now)
+        if p is not None:
+            if self._loss is not None:
+                self._fill_loss(p)
+                return
+            gap = p.ts - self._ts_play
+            if gap > self._max_gap:
+                self._ts_play = p.ts  # the sender's clock jumped: start over from it
+            elif gap > 0 and emit_at < self._expected(p.ts) + target - _EPS:
+                # no sequence gap but a timestamp jump (DTX): silence until the packet is due
+                self._silence(gap)
+                return
+            self._decode(p, slot)
+            return
+        later_seq = min((s for s in self._pkts if s > n), default=None)
+        if later_seq is None:
+            if self._last_dtx or self._conceal_run >= self.max_concealment_ticks:
+                self._silence(self.frame_ticks)  # DTX, or a stream that stopped
+            elif delay < self.max_delay - _EPS:
+                self._expand()  # wait, the timeline held
+            else:
+                self._conceal(self.frame_ticks, PlayoutKind.PLC, self._ts_play)
+            return
+        if delay < target - _EPS:  # the missing packet may still come: wait for it
+            self._expand()
+            return
+        self._declare_lost(n, self._pkts[later_seq], now)
+
+    def _expand(self) -> None:
+        """Conceal the rest of the frame while waiting for a packet (timeline held)."""
+        missing = self._frame_bytes - self._pending_bytes
+        self._conceal(missing // (2 * self.channels) * self._tick, PlayoutKind.EXPAND, None)
+
+    def _waiting(self) -> bool:
+        """True when the next frame needs a packet that has not arrived (and is not DTX)."""
+        if self._pending_bytes >= self._frame_bytes or self._last_seq is None:
+            return False
+        if self._last_dtx or self._conceal_run >= self.max_concealment_ticks:
+            return False
+        return (self._last_seq + 1) not in self._pkts
+
+    def _declare_lost(self, n: int, later: _Packet, now: float) -> None:
+        """Packets ``n .. later.seq - 1`` are lost: plan how to fill up to ``later.ts``."""
+        missing = later.seq - n
+        self.stats.packets_lost += missing
+        self._loss_times.append(now)
+        self._last_seq = later.seq - 1
+        region = later.ts - self._ts_play
+        if region <= 0:
+            return  # the timeline already covers it (silence or concealment ran past)
+        try:
+            has_fec = self.decoder.has_fec(later.payload)
+            fec_ticks = self.decoder.packet_samples(later.payload) * self._tick if has_fec else 0
+        except (ValueError, RuntimeError):  # a malformed packet: it fails to decode later
+            fec_ticks = 0
+        if not 0 < fec_ticks <= region:
+            fec_ticks = 0
+        # what was concealed while waiting stands for the lost audio (up to the FEC part),
+        # so that a loss does not add delay
+        skip = min(self._expanded, region - fec_ticks)
+        self._expanded -= skip
+        self._ts_play += skip
+        region -= skip
+        # concealment covers what the missing packets can hold (at most max_concealment);
+        # the rest of the region, if any, is a DTX gap before them: silence
+        conceal = min(region, max(fec_ticks, missing * self._last_ticks, self.frame_ticks))
+        conceal = min(conceal, max(fec_ticks, self.max_concealment_ticks))
+        self._loss = (later.ts - conceal, later.ts, fec_ticks)
+
+    def _fill_loss(self, later: _Packet) -> None:
+        """One step of filling a declared loss before ``later`` (see :meth:`_declare_lost`)."""
+        assert self._loss is not None
+        start, end, fec_ticks = self._loss
+        if later.ts != end or self._ts_play >= end:
+            self._loss = None  # already covered (or the packet changed): decode it next
+            return
+        if self._ts_play < start:
+            gap = start - self._ts_play
+            if gap > self._max_gap:
+                self._ts_play = start
+            else:
+                self._silence(gap)
+            return
+        head = end - fec_ticks - self._ts_play
+        if head > 0:
+            self._conceal(min(head, self.frame_ticks), PlayoutKind.PLC, self._ts_play)
+            return
+        self._loss = None
+        if not fec_ticks or head < 0:
+            return
+        try:
+            pcm = self.decoder.decode_fec(later.payload, fec_ticks // self._tick)
+        except (ValueError, RuntimeError):
+            logger.debug("FEC decode failed; concealed", exc_info=True)
+            self.stats.decode_errors += 1
+            self._conceal(fec_ticks, PlayoutKind.PLC, self._ts_play)
+            return
+        self.stats.fec_packets_recovered += 1
+        self._push(pcm, PlayoutKind.FEC, self._ts_play)
+        self._ts_play += len(pcm) // (2 * self.channels) * self._tick
