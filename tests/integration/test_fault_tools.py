@@ -4,6 +4,7 @@ real WebRTC flow through the relay."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import struct
 import sys
@@ -30,6 +31,7 @@ from aiolivekit.testing.faults import (
 from aiolivekit.testing.faults.sdp import candidate_address
 
 TIMEOUT = 10.0
+IN_NETNS = os.environ.get("AIOLIVEKIT_NETNS") == "1"
 
 
 # ---------------------------------------------------------------------- UDP helpers
@@ -490,3 +492,116 @@ async def test_webrtc_audio_through_the_relay_with_loss() -> None:
 async def _drain(track: Any) -> None:
     for _ in range(100000):
         await asyncio.wait_for(track.recv(), TIMEOUT)
+
+
+# ---------------------------------------------------------------------- livekit-server via the relay
+
+
+@pytest.mark.netns
+@pytest.mark.livekit_server
+async def test_livekit_server_media_takes_the_relay_with_config_only() -> None:
+    """livekit-server needs no change: ``rtc.node_ip: 127.0.0.2`` makes it announce the relay
+    (same UDP port, other loopback address) and DirectPathBlock keeps it from answering the
+    clients' own candidates directly. Both directions of a room's audio then cross the relay.
+    """
+    from aiolivekit import (
+        AudioFrame,
+        AudioSource,
+        AudioStream,
+        LocalAudioTrack,
+        Room,
+        TrackKind,
+        TrackPublishOptions,
+        TrackSource,
+    )
+    from aiolivekit.testing.faults import DirectPathBlock
+    from aiolivekit.testing.netns import NETNS_ADDR
+    from aiolivekit.testing.servers import LiveKitServerProcess, find_livekit_server
+
+    binary = find_livekit_server()
+    if binary is None:
+        pytest.skip("livekit-server binary not installed (scripts/test installs it with go)")
+    if not IN_NETNS:
+        pytest.skip("needs the private namespace of scripts/netns-run")
+
+    class RelayedLiveKit(LiveKitServerProcess):
+        def config_body(self) -> str:
+            body = super().config_body()
+            assert "  use_external_ip: false\n" in body
+            return body.replace("  use_external_ip: false\n",
+                                "  use_external_ip: false\n  node_ip: 127.0.0.2\n")
+
+    rate = 48000
+    alice, bob = Room(), Room()
+    srv = RelayedLiveKit(binary)
+    async with srv, UdpRelay(listen_host="127.0.0.2", upstream_host="127.0.0.3",
+                             seed=3) as relay:
+        await relay.mirror_ports("127.0.0.1", [srv.udp_port])
+        with DirectPathBlock(sources=["127.0.0.1", NETNS_ADDR], ports=srv.udp_port,
+                             allow_to=["127.0.0.3"]):
+            info = srv.info()
+            got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+            @bob.on("track_subscribed")
+            def _on_track(track: Any, *_: Any) -> None:
+                if track.kind == TrackKind.KIND_AUDIO and not got.done():
+                    got.set_result(track)
+
+            source = AudioSource(rate, 1)
+            stop = asyncio.Event()
+
+            async def tone() -> None:
+                for i in range(2000):
+                    if stop.is_set():
+                        return
+                    t = (np.arange(480) + i * 480) / rate
+                    pcm = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+                    await source.capture_frame(AudioFrame(pcm.tobytes(), rate, 1, 480))
+
+            feeder: asyncio.Task[None] | None = None
+            try:
+                await asyncio.wait_for(alice.connect(info.url, info.token("alice", room="r")),
+                                       TIMEOUT * 2)
+                await asyncio.wait_for(bob.connect(info.url, info.token("bob", room="r")),
+                                       TIMEOUT * 2)
+                feeder = asyncio.ensure_future(tone())
+                await alice.local_participant.publish_track(
+                    LocalAudioTrack.create_audio_track("mic", source),
+                    TrackPublishOptions(source=TrackSource.SOURCE_MICROPHONE))
+                track = await asyncio.wait_for(got, TIMEOUT)
+                await asyncio.sleep(0.5)
+                sent_before = dict(relay.stats.sent)
+                relay.configure(down=ImpairmentConfig(loss=0.1))
+                await asyncio.sleep(3.0)
+                relay.configure(down=ImpairmentConfig())
+                sent_window = {d: relay.stats.sent[d] - sent_before[d] for d in ("up", "down")}
+                stream = AudioStream(track, sample_rate=rate, num_channels=1)
+                chunks: list[Any] = []
+
+                async def collect() -> None:
+                    async for ev in stream:
+                        chunks.append(np.frombuffer(ev.frame.data, dtype=np.int16).copy())
+                        if sum(len(c) for c in chunks) >= rate:
+                            return
+
+                try:
+                    await asyncio.wait_for(collect(), TIMEOUT)
+                finally:
+                    await stream.aclose()
+            finally:
+                stop.set()
+                if feeder is not None:
+                    await asyncio.wait_for(feeder, TIMEOUT)
+                await alice.disconnect()
+                await bob.disconnect()
+        clients = sum(len(r.clients) for r in relay.routes)
+    # ~50 Opus packets a second each way: 3 s of them crossed the relay in both directions
+    assert sent_window["up"] > 120, sent_window
+    assert sent_window["down"] > 100, sent_window
+    dropped = relay.down.stats.dropped.get("loss", 0)
+    assert 0.04 < dropped / (dropped + sent_window["down"]) < 0.18
+    assert clients >= 3  # alice's and bob's peer connections, each its own upstream socket
+    x = np.concatenate(chunks)[-16384:].astype(np.float64)
+    assert np.abs(x).max() > 1000, "received silence"
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    assert abs(float(np.fft.rfftfreq(len(x), 1 / rate)[int(np.argmax(spectrum))]) - 440) < 10

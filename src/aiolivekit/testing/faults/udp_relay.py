@@ -202,6 +202,28 @@ class UdpRelay:
         logger.debug("relay route %s -> %s (%s)", route.address, route.target, toward_target)
         return route.address
 
+    async def ensure_route(self, target: Addr, *, toward_target: Direction = "up") -> Addr:
+        """The front address for ``target``, adding a route on first use.
+
+        Made for a server that gathers a new UDP port per peer connection (our embedded
+        server): its candidate-announcing hook calls this for every host candidate.
+        """
+        key = (check_address(target[0], "target"), int(target[1]))
+        for route in self.routes:
+            if route.target == key and route.toward_target == toward_target:
+                return route.address
+        return await self.add_route(key, toward_target=toward_target)
+
+    async def mirror_ports(self, target_host: str, ports: range | list[int]) -> list[Addr]:
+        """One route per port: ``listen_host:p`` -> ``target_host:p`` (at most 1024 ports).
+
+        For a server whose UDP ports are known in advance and which announces another IP with
+        the same ports (livekit-server's ``rtc.node_ip`` with ``rtc.udp_port``, or a range).
+        """
+        if len(ports) > 1024:
+            raise ValueError("mirror at most 1024 ports")
+        return [await self.add_route((target_host, p), listen_port=p) for p in ports]
+
     # ------------------------------------------------------------------ run-time control
 
     def impairment(self, direction: Direction) -> Impairment:
