@@ -605,3 +605,149 @@ async def test_livekit_server_media_takes_the_relay_with_config_only() -> None:
     assert np.abs(x).max() > 1000, "received silence"
     spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
     assert abs(float(np.fft.rfftfreq(len(x), 1 / rate)[int(np.argmax(spectrum))]) - 440) < 10
+
+
+# ---------------------------------------------------------------------- embedded server via the relay
+
+
+@pytest.mark.netns
+async def test_embedded_server_prototype_announce_hook_loss_toward_one_subscriber(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prototype of the "announced address" test option our server still lacks.
+
+    ``ParticipantSession.send_signal`` is wrapped (test-only) so that every server candidate
+    in an answer, an offer or a trickle points at the relay (``UdpRelay.announce``); the
+    server gathers on 127.0.0.4 of its own and DirectPathBlock keeps it off the clients'
+    direct addresses. Loss is set on bob's subscriber route only (issue 20's relay "between
+    the server and the subscriber"): alice's publisher route stays clean. When the real
+    option exists, this test keeps its assertions and loses the monkeypatch.
+    """
+    import json
+
+    from livekit.protocol import rtc as rtc_pb
+
+    from aiolivekit import (
+        AudioFrame,
+        AudioSource,
+        AudioStream,
+        LocalAudioTrack,
+        Room,
+        TrackKind,
+        TrackPublishOptions,
+        TrackSource,
+    )
+    from aiolivekit.server import DevServer
+    from aiolivekit.server.session import ParticipantSession
+    from aiolivekit.testing.faults import DirectPathBlock
+    from aiolivekit.testing.faults.sdp import rewrite_candidate_line
+
+    if not IN_NETNS:
+        pytest.skip("needs the private namespace of scripts/netns-run")
+    rate = 48000
+    async with UdpRelay(listen_host="127.0.0.2", upstream_host="127.0.0.3") as relay:
+        rewritten: list[str] = []
+        original = ParticipantSession.send_signal
+
+        def route_for(session: Any, which: str) -> Any:
+            def announce(addr: tuple[str, int]) -> tuple[str, int]:
+                return relay.ensure_route(addr, label=f"{session.identity}:{which}").address
+            return announce
+
+        def send_signal(self: Any, response: Any) -> None:
+            kind = response.WhichOneof("message")
+            if kind in ("answer", "offer"):
+                which = "publisher" if kind == "answer" else "subscriber"
+                desc = getattr(response, kind)
+                announce = route_for(self, which)
+                addrs = {candidate_address(ln) for ln in desc.sdp.splitlines()} - {None}
+                mapping = {a: announce(a) for a in addrs if a is not None}
+                desc.sdp, _ = rewrite_candidates(desc.sdp, mapping)
+                rewritten.append(kind)
+            elif kind == "trickle":
+                which = ("subscriber" if response.trickle.target == rtc_pb.SignalTarget.SUBSCRIBER
+                         else "publisher")
+                init = json.loads(response.trickle.candidateInit)
+                addr = candidate_address(init["candidate"])
+                if addr is not None:
+                    line = rewrite_candidate_line(init["candidate"],
+                                                  {addr: route_for(self, which)(addr)})
+                    assert line is not None
+                    init["candidate"] = line
+                    response.trickle.candidateInit = json.dumps(init)
+                    rewritten.append("trickle")
+            original(self, response)
+
+        monkeypatch.setattr(ParticipantSession, "send_signal", send_signal)
+        alice, bob = Room(), Room()
+        source = AudioSource(rate, 1)
+        stop = asyncio.Event()
+
+        async def tone() -> None:
+            for i in range(2000):
+                if stop.is_set():
+                    return
+                t = (np.arange(480) + i * 480) / rate
+                pcm = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+                await source.capture_frame(AudioFrame(pcm.tobytes(), rate, 1, 480))
+
+        feeder: asyncio.Task[None] | None = None
+        async with DevServer(host="127.0.0.4", port=0) as server:
+            with DirectPathBlock(sources=["127.0.0.4"], allow_to=["127.0.0.3"]):
+                got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+                @bob.on("track_subscribed")
+                def _on_track(track: Any, *_: Any) -> None:
+                    if track.kind == TrackKind.KIND_AUDIO and not got.done():
+                        got.set_result(track)
+
+                try:
+                    await asyncio.wait_for(alice.connect(server.url, server.token("alice",
+                                                                                  room="r")),
+                                           TIMEOUT * 2)
+                    await asyncio.wait_for(bob.connect(server.url, server.token("bob", room="r")),
+                                           TIMEOUT * 2)
+                    feeder = asyncio.ensure_future(tone())
+                    await alice.local_participant.publish_track(
+                        LocalAudioTrack.create_audio_track("mic", source),
+                        TrackPublishOptions(source=TrackSource.SOURCE_MICROPHONE))
+                    track = await asyncio.wait_for(got, TIMEOUT)
+                    await asyncio.sleep(0.5)
+                    routes = {r.label: r for r in relay.routes}
+                    routes["bob:subscriber"].configure(down=ImpairmentConfig(loss=0.1), seed=4)
+                    routes["alice:publisher"].configure(up=ImpairmentConfig(),
+                                                        down=ImpairmentConfig())
+                    await asyncio.sleep(3.0)
+                    bob_down = routes["bob:subscriber"].impairment("down").stats
+                    alice_up = routes["alice:publisher"].impairment("up").stats
+                    bob_dropped = bob_down.dropped.get("loss", 0)
+                    bob_offered = bob_down.offered
+                    alice_offered, alice_dropped = alice_up.offered, alice_up.dropped_total
+                    stream = AudioStream(track, sample_rate=rate, num_channels=1)
+                    chunks: list[Any] = []
+
+                    async def collect() -> None:
+                        async for ev in stream:
+                            chunks.append(np.frombuffer(ev.frame.data, dtype=np.int16).copy())
+                            if sum(len(c) for c in chunks) >= rate:
+                                return
+
+                    try:
+                        await asyncio.wait_for(collect(), TIMEOUT)
+                    finally:
+                        await stream.aclose()
+                finally:
+                    stop.set()
+                    if feeder is not None:
+                        await asyncio.wait_for(feeder, TIMEOUT)
+                    await alice.disconnect()
+                    await bob.disconnect()
+    assert {"answer", "offer"} <= set(rewritten)
+    assert {"alice:publisher", "alice:subscriber", "bob:subscriber"} <= set(routes)
+    # 3 s of Opus (~50 packets/s) went alice -> relay -> server -> relay -> bob
+    assert alice_offered > 120 and alice_dropped == 0
+    assert bob_offered > 120
+    assert 0.04 < bob_dropped / bob_offered < 0.18
+    x = np.concatenate(chunks)[-16384:].astype(np.float64)
+    assert np.abs(x).max() > 1000, "received silence"
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    assert abs(float(np.fft.rfftfreq(len(x), 1 / rate)[int(np.argmax(spectrum))]) - 440) < 10

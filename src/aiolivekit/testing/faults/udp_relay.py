@@ -91,14 +91,39 @@ class Route:
     """One front socket forwarding to one target (see the module docstring)."""
 
     def __init__(self, relay: UdpRelay, front: socket.socket, target: Addr,
-                 toward_target: Direction) -> None:
+                 toward_target: Direction, label: str) -> None:
         self.relay = relay
         self.front = front
         self.target = target
         self.toward_target: Direction = toward_target
         self.toward_client: Direction = "down" if toward_target == "up" else "up"
+        self.label = label
         self.address: Addr = front.getsockname()[:2]
         self.clients: dict[Addr, _Upstream] = {}
+        # per-route impairments; None: the relay's shared ones
+        self.up: Impairment | None = None
+        self.down: Impairment | None = None
+
+    def configure(self, *, up: ImpairmentConfig | None = None,
+                  down: ImpairmentConfig | None = None, seed: int = 0) -> None:
+        """Give this route its own impairment for a direction (the relay's is used otherwise).
+
+        E.g. loss only toward one subscriber: that subscriber's route gets ``down``.
+        """
+        if up is not None:
+            if self.up is None:
+                self.up = Impairment(up, seed=seed)
+            else:
+                self.up.configure(up)
+        if down is not None:
+            if self.down is None:
+                self.down = Impairment(down, seed=seed + 1)
+            else:
+                self.down.configure(down)
+
+    def impairment(self, direction: Direction) -> Impairment:
+        own = self.up if direction == "up" else self.down
+        return own if own is not None else self.relay.impairment(direction)
 
     def upstream_addresses(self) -> dict[Addr, Addr]:
         """Client address -> the relay's socket address that the target sees for it."""
@@ -181,13 +206,20 @@ class UdpRelay:
     # ------------------------------------------------------------------ routes
 
     async def add_route(self, target: Addr, *, listen_port: int = 0,
-                        toward_target: Direction = "up") -> Addr:
+                        toward_target: Direction = "up", label: str = "") -> Addr:
         """Open a front socket on ``listen_host:listen_port`` forwarding to ``target``.
 
         Returns the front address (what the server must announce). ``listen_port=0`` picks a
         free port; a server with one UDP port (livekit-server's ``rtc.udp_port``) is usually
         fronted on the same port number at another loopback address.
         """
+        return self.route_now(target, listen_port=listen_port, toward_target=toward_target,
+                              label=label).address
+
+    def route_now(self, target: Addr, *, listen_port: int = 0,
+                  toward_target: Direction = "up", label: str = "") -> Route:
+        """:meth:`add_route` without awaiting (binding a UDP socket does not block); returns
+        the :class:`Route`. Usable from a server's synchronous signalling path."""
         loop = self._require_loop()
         host = check_address(target[0], "target")
         port = int(target[1])
@@ -196,14 +228,15 @@ class UdpRelay:
         if toward_target not in ("up", "down"):
             raise ValueError(f"toward_target must be 'up' or 'down', got {toward_target!r}")
         front = _bound_socket(self.listen_host, listen_port)
-        route = Route(self, front, (host, port), toward_target)
+        route = Route(self, front, (host, port), toward_target, label)
         self.routes.append(route)
         loop.add_reader(front.fileno(), self._on_front_readable, route)
         logger.debug("relay route %s -> %s (%s)", route.address, route.target, toward_target)
-        return route.address
+        return route
 
-    async def ensure_route(self, target: Addr, *, toward_target: Direction = "up") -> Addr:
-        """The front address for ``target``, adding a route on first use.
+    def ensure_route(self, target: Addr, *, toward_target: Direction = "up",
+                     label: str = "") -> Route:
+        """The route for ``target``, added on first use (synchronous).
 
         Made for a server that gathers a new UDP port per peer connection (our embedded
         server): its candidate-announcing hook calls this for every host candidate.
@@ -211,8 +244,15 @@ class UdpRelay:
         key = (check_address(target[0], "target"), int(target[1]))
         for route in self.routes:
             if route.target == key and route.toward_target == toward_target:
-                return route.address
-        return await self.add_route(key, toward_target=toward_target)
+                return route
+        return self.route_now(key, toward_target=toward_target, label=label)
+
+    def announce(self, host: str, port: int) -> tuple[str, int]:
+        """``(host, port)`` of a server candidate -> the relay address to announce instead.
+
+        The shape of the hook a server needs for tests (see docs/faults.md).
+        """
+        return self.ensure_route((host, port)).address
 
     async def mirror_ports(self, target_host: str, ports: range | list[int]) -> list[Addr]:
         """One route per port: ``listen_host:p`` -> ``target_host:p`` (at most 1024 ports).
@@ -242,11 +282,12 @@ class UdpRelay:
             self.down.configure(down)
 
     def set_blackhole(self, on: bool, direction: Direction | Literal["both"] = "both") -> None:
-        """Drop everything (``on``) or heal, in one direction or both."""
+        """Drop everything (``on``) or heal, in one direction or both (routes' own too)."""
         dirs: tuple[Direction, ...] = ("up", "down") if direction == "both" else (direction,)
         for d in dirs:
-            imp = self.impairment(d)
-            imp.configure(imp.config.with_(blackhole=on))
+            imps = [self.impairment(d)] + [r.impairment(d) for r in self.routes]
+            for imp in {id(i): i for i in imps}.values():
+                imp.configure(imp.config.with_(blackhole=on))
 
     async def outage(self, seconds: float,
                      direction: Direction | Literal["both"] = "both") -> None:
@@ -290,7 +331,7 @@ class UdpRelay:
                 upstream = self._new_upstream(route, client)
                 if upstream is None:
                     continue
-            self._impair_and_send(route.toward_target, upstream.sock, data, None,
+            self._impair_and_send(route, route.toward_target, upstream.sock, data, None,
                                   flow=(id(route), client, route.toward_target))
 
     def _new_upstream(self, route: Route, client: Addr) -> _Upstream | None:
@@ -322,14 +363,15 @@ class UdpRelay:
                 self.stats.recv_errors += 1
                 return
             self.stats.received[route.toward_client] += 1
-            self._impair_and_send(route.toward_client, route.front, data, upstream.client,
+            self._impair_and_send(route, route.toward_client, route.front, data,
+                                  upstream.client,
                                   flow=(id(route), upstream.client, route.toward_client))
 
-    def _impair_and_send(self, direction: Direction, sock: socket.socket, data: bytes,
-                         dest: Addr | None, flow: object) -> None:
+    def _impair_and_send(self, route: Route, direction: Direction, sock: socket.socket,
+                         data: bytes, dest: Addr | None, flow: object) -> None:
         loop = self._require_loop()
         now = loop.time()
-        verdict = self.impairment(direction).decide(now, len(data), flow)
+        verdict = route.impairment(direction).decide(now, len(data), flow)
         if verdict.deliver_at is None:
             return
         if verdict.deliver_at <= now and not self._heap:
