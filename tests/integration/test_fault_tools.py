@@ -528,8 +528,11 @@ async def test_livekit_server_media_takes_the_relay_with_config_only() -> None:
         def config_body(self) -> str:
             body = super().config_body()
             assert "  use_external_ip: false\n" in body
+            assert f"  tcp_port: {self.tcp_port}\n" in body
+            # ICE/TCP listens on *:tcp_port, reachable at 127.0.0.2 without the relay: off
             return body.replace("  use_external_ip: false\n",
-                                "  use_external_ip: false\n  node_ip: 127.0.0.2\n")
+                                "  use_external_ip: false\n  node_ip: 127.0.0.2\n").replace(
+                f"  tcp_port: {self.tcp_port}\n", "  tcp_port: 0\n")
 
     rate = 48000
     alice, bob = Room(), Room()
@@ -751,3 +754,28 @@ async def test_embedded_server_prototype_announce_hook_loss_toward_one_subscribe
     assert np.abs(x).max() > 1000, "received silence"
     spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
     assert abs(float(np.fft.rfftfreq(len(x), 1 / rate)[int(np.argmax(spectrum))]) - 440) < 10
+
+
+@pytest.mark.netns
+@pytest.mark.livekit_server
+async def test_process_control_livekit_server_pause_and_restart_on_the_same_port() -> None:
+    from aiolivekit.testing.servers import LiveKitServerProcess, find_livekit_server
+
+    binary = find_livekit_server()
+    if binary is None:
+        pytest.skip("livekit-server binary not installed (scripts/test installs it with go)")
+    if not IN_NETNS:
+        pytest.skip("needs the private namespace of scripts/netns-run")
+    server = LiveKitServerProcess(binary)
+    url = server.info().http_url + "/"
+    async with ProcessControl.livekit_server(server) as proc:
+        assert await _http_ok(url, 5)
+        await proc.pause_for(0.0)
+        async with proc.frozen():
+            assert not await _http_ok(url, 0.5)
+        assert await _http_ok(url, 5)
+        pid = proc.pid
+        await proc.restart(down_for=0.2)
+        assert proc.pid != pid
+        assert await _http_ok(url, 5)
+    assert not proc.running
