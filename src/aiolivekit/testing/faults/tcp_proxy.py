@@ -171,7 +171,7 @@ class TcpProxy:
     async def close(self) -> None:
         await self._stop_listening()
         self._flowing.set()
-        await self.cut()
+        await self._abort_all()
         for task in list(self._handlers):
             task.cancel()
         for task in list(self._handlers):
@@ -203,13 +203,17 @@ class TcpProxy:
 
     async def cut(self) -> int:
         """Reset both sides of every open connection at once; returns how many were cut."""
+        count = await self._abort_all()
+        self.stats.cuts += count
+        return count
+
+    async def _abort_all(self) -> int:
         conns = list(self._connections)
         self._cut_generation += 1
         for conn in conns:
             conn.abort()
         for conn in conns:
             await conn.wait_closed(2.0)
-        self.stats.cuts += len(conns)
         return len(conns)
 
     async def refuse(self, mode: Literal["reset", "closed"] = "reset") -> None:
