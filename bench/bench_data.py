@@ -202,7 +202,7 @@ async def _in_worker(python: str, sdk: str, url: str, tok_a: str, tok_b: str, n:
 
 
 def _setup(server: str, n: int, text_bytes: int) -> str:
-    return (f"server {server}; each SDK in a fresh worker process (this file with --worker, "
+    return (f"server {server}; each SDK in a fresh worker process (bench_data.py --worker, "
             f"the same measuring code for both; order alternates per repetition) holding both "
             f"participants A and B in one room; rpc_rtt: {n} sequential perform_rpc calls "
             f"A->B to an echo method; data_rtt: {n} reliable publish_data A->B, B publishes "

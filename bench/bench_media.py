@@ -323,7 +323,7 @@ async def run_ctx(ctx: Any) -> list[dict[str, Any]]:
                     setup = (
                         f"server {sname}; each SDK in a fresh worker process (bench/sdk_worker.py"
                         f" mode publish_cpu, the same code for both; order alternates), one "
-                        f"participant publishing {n} 48 kHz mono tone track(s), 20 ms frames "
+                        f"participant publishing {n} tone track(s) (48 kHz mono), 20 ms frames "
                         f"paced by the wall clock; Opus max 32 kbit/s, RED off, DTX off on both "
                         f"(set explicitly; the official codec is read from its stats); no "
                         f"subscriber; CPU = the worker's getrusage (user+sys, all threads) over "
