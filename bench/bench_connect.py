@@ -28,6 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL_PY = Path(os.environ.get(
     "AIOLIVEKIT_OFFICIAL_PY", str(Path.home() / ".cache/aiolivekit/official-venv/bin/python")))
+_HAVE_OFFICIAL = OFFICIAL_PY.exists()
 
 WORKER = r'''
 import asyncio, json, os, resource, sys, time
@@ -96,7 +97,7 @@ async def bench(runs: int, idle: float, with_official: bool) -> dict[str, list[d
         raise SystemExit("livekit-server binary not found (see scripts/install-deps)")
     sdks = [("aiolivekit", sys.executable)]
     if with_official:
-        if OFFICIAL_PY.exists():
+        if _HAVE_OFFICIAL:
             sdks.append(("official", str(OFFICIAL_PY)))
         else:
             print(f"official SDK venv not found at {OFFICIAL_PY}; skipping it", file=sys.stderr)
@@ -116,7 +117,7 @@ async def bench(runs: int, idle: float, with_official: bool) -> dict[str, list[d
     return results
 
 
-async def run(ctx: "Any") -> list[dict[str, Any]]:
+async def run(ctx: Any) -> list[dict[str, Any]]:
     """bench/run.py entry: ``ctx.repeat`` fresh processes per SDK on each server."""
     from common import row  # bench/ is on sys.path under run.py
 
@@ -127,6 +128,11 @@ async def run(ctx: "Any") -> list[dict[str, Any]]:
     idle = 3.0 if ctx.quick else min(10.0, float(ctx.seconds) * 2)
     rows: list[dict[str, Any]] = []
     for server_name, info in ctx.servers.items():
+        setup = (f"server {server_name}; each sample is a fresh process per SDK (SDKs "
+                 f"alternate), joining its own empty room once with default RoomOptions, no "
+                 f"tracks; connect_time = the room.connect call until it returns; RSS "
+                 f"(VmRSS) right after; idle CPU (getrusage, all threads) over the next "
+                 f"{idle:g} s while connected")
         for i in range(runs):
             for name, python in sdks:
                 token = info.token(f"bench-{name}-{i}", ctx.room("connect"))
@@ -137,7 +143,7 @@ async def run(ctx: "Any") -> list[dict[str, Any]]:
                                                  ("rss_after_connect", "rss_mib", 1.0, "MiB"),
                                                  ("idle_cpu", "idle_cpu_pct", 1.0, "% core")):
                     rows.append(row(f"connect ({server_name})", name, metric,
-                                    res[key] * scale, unit))
+                                    res[key] * scale, unit, setup=setup))
     return rows
 
 

@@ -8,13 +8,14 @@ For each implementation two participants join one room on one server:
 * ``text_stream`` -- ``send_text`` of 10 MB of random text to the peer (``compress=False``),
   time until its reader has it all (MB/s; the received text is checked).
 
-aiolivekit runs in this process; the official ``livekit`` Python SDK runs the same loops in
-its own venv (this file re-executed with ``--official-worker``). Run with ``bench/run.py``
+Each SDK runs the same loops in a fresh process of its own (this file re-executed with
+``--worker``: ours with this python, the official ``livekit`` SDK with its venv's python),
+never in the process that hosts the embedded server. Run with ``bench/run.py``
 (``--only data``) or on its own inside the namespace::
 
-    scripts/netns-run python bench/bench_data.py [--quick] [--n 200]
+    scripts/netns-run python bench/bench_data.py [--quick]
 
-The worker part imports nothing from aiolivekit (it runs with the official SDK only).
+The worker imports only the SDK it measures.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import sys
 import time
 from typing import Any
 
+_SELF = os.path.abspath(__file__)
+OFFICIAL_PY = os.path.expanduser("~/.cache/aiolivekit/official-venv/bin/python")
 TEXT_BYTES = 10 * 1024 * 1024
 STEP_TIMEOUT = 60.0
 
@@ -94,10 +97,16 @@ async def measure(rtc: Any, url: str, tok_a: str, tok_b: str, n: int, text_bytes
         # -- reliable publish_data round trip
         pongs: asyncio.Queue[bytes] = asyncio.Queue()
 
+        tasks: set[asyncio.Future[Any]] = set()  # keeps the echo/reader tasks referenced
+
+        def keep(fut: asyncio.Future[Any]) -> None:
+            tasks.add(fut)
+            fut.add_done_callback(tasks.discard)
+
         def on_b(pkt: Any) -> None:
             if pkt.topic == "ping":
-                asyncio.ensure_future(b.local_participant.publish_data(
-                    pkt.data, reliable=True, topic="pong", destination_identities=[a_id]))
+                keep(asyncio.ensure_future(b.local_participant.publish_data(
+                    pkt.data, reliable=True, topic="pong", destination_identities=[a_id])))
 
         def on_a(pkt: Any) -> None:
             if pkt.topic == "pong":
@@ -131,7 +140,7 @@ async def measure(rtc: Any, url: str, tok_a: str, tok_b: str, n: int, text_bytes
                     done.set_result(await reader.read_all())
                 except Exception as exc:  # noqa: BLE001 - reported by the waiter
                     done.set_exception(exc)
-            asyncio.ensure_future(read())
+            keep(asyncio.ensure_future(read()))
 
         b.register_text_stream_handler("bulk", on_text)
         t0 = time.perf_counter()
@@ -169,54 +178,63 @@ def _rows(impl: str, server: str, res: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-async def _official(python: str, url: str, tok_a: str, tok_b: str, n: int, text_bytes: int,
-                    timeout: float) -> dict[str, Any]:
-    args = json.dumps({"url": url, "a": tok_a, "b": tok_b, "n": n, "text_bytes": text_bytes,
-                       "deadline": timeout - 30})
+async def _in_worker(python: str, sdk: str, url: str, tok_a: str, tok_b: str, n: int,
+                     text_bytes: int, timeout: float) -> dict[str, Any]:
+    """Run ``measure`` for ``sdk`` in a fresh process (this file with ``--worker``)."""
+    args = json.dumps({"sdk": sdk, "url": url, "a": tok_a, "b": tok_b, "n": n,
+                       "text_bytes": text_bytes, "deadline": timeout - 30})
     proc = await asyncio.create_subprocess_exec(
-        python, os.path.abspath(__file__), "--official-worker", args,
+        python, _SELF, "--worker", args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except asyncio.TimeoutError:
         proc.kill()
         await proc.wait()
-        raise RuntimeError("official worker timed out") from None
+        raise RuntimeError(f"{sdk} worker timed out") from None
     for line in out.decode().splitlines():
         if line.startswith("{"):
             res = json.loads(line)
             if "error" in res:
-                raise RuntimeError(f"official worker: {res['error']}")
-            return res
-    raise RuntimeError(f"official worker printed nothing; stderr: {err.decode()[-2000:]}")
+                raise RuntimeError(f"{sdk} worker: {res['error']}")
+            return res  # type: ignore[no-any-return]
+    raise RuntimeError(f"{sdk} worker printed nothing; stderr: {err.decode()[-2000:]}")
+
+
+def _setup(server: str, n: int, text_bytes: int) -> str:
+    return (f"server {server}; each SDK in a fresh worker process (bench_data.py --worker, "
+            f"the same measuring code for both; order alternates per repetition) holding both "
+            f"participants A and B in one room; rpc_rtt: {n} sequential perform_rpc calls "
+            f"A->B to an echo method; data_rtt: {n} reliable publish_data A->B, B publishes "
+            f"the same bytes back (5 warm-up round trips not counted); text_stream: send_text "
+            f"of {text_bytes / 1e6:.1f} MB of random text A->B, compress=False, until B's "
+            f"reader has it all (content checked)")
 
 
 async def run(ctx: Any) -> list[dict[str, Any]]:
-    import aiolivekit
-
     n = 50 if ctx.quick else 200
     text_bytes = TEXT_BYTES // 4 if ctx.quick else TEXT_BYTES
     servers = [("livekit-server", ctx.livekit)] if ctx.livekit else []
     if not ctx.quick or not servers:
         servers.append(("embedded", ctx.embedded))
+    sdks = [("aiolivekit", sys.executable)]
+    if ctx.official_python:
+        sdks.append(("official", ctx.official_python))
     rows: list[dict[str, Any]] = []
     for name, server in servers:
-        for _ in range(1 if ctx.quick else max(1, min(ctx.repeat, 2))):
-            room = ctx.room("data")
-            ctx.log(f"data: aiolivekit on {name}")
-            res = await measure(aiolivekit, server.url, server.token("bench-a", room),
-                                server.token("bench-b", room), n, text_bytes, 240)
-            rows += _rows("aiolivekit", name, res)
-            if ctx.official_python:
-                room = ctx.room("data-off")
-                ctx.log(f"data: official SDK on {name}")
+        setup = _setup(name, n, text_bytes)
+        for rep in range(1 if ctx.quick else max(1, min(ctx.repeat, 2))):
+            for sdk, python in (sdks if rep % 2 == 0 else sdks[::-1]):
+                room = ctx.room("data")
+                ctx.log(f"data: {sdk} on {name}")
                 try:
-                    res = await _official(ctx.official_python, server.url,
-                                          server.token("bench-a", room),
-                                          server.token("bench-b", room), n, text_bytes, 300)
-                    rows += _rows("official", name, res)
+                    res = await _in_worker(python, sdk, server.url,
+                                           server.token("bench-a", room),
+                                           server.token("bench-b", room), n, text_bytes, 300)
                 except RuntimeError as exc:
-                    ctx.log(f"data: official failed: {exc}")
+                    ctx.log(f"data: {sdk} failed: {exc}")
+                    continue
+                rows += [dict(r, setup=setup) for r in _rows(sdk, name, res)]
     return rows
 
 
@@ -224,10 +242,12 @@ async def run(ctx: Any) -> list[dict[str, Any]]:
 
 
 def _worker(arg: str) -> None:
-    """Run ``measure`` with the official SDK and print one JSON line (official venv only)."""
-    from livekit import rtc
-
+    """Run ``measure`` with one SDK (``cfg["sdk"]``) and print one JSON line."""
     cfg = json.loads(arg)
+    if cfg["sdk"] == "official":
+        from livekit import rtc
+    else:
+        import aiolivekit as rtc
 
     async def main() -> dict[str, Any]:
         return await measure(rtc, cfg["url"], cfg["a"], cfg["b"], cfg["n"], cfg["text_bytes"],
@@ -244,12 +264,11 @@ def _worker(arg: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--official-worker", metavar="JSON")
+    p.add_argument("--worker", metavar="JSON")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--n", type=int, default=None)
     args = p.parse_args()
-    if args.official_worker:
-        _worker(args.official_worker)
+    if args.worker:
+        _worker(args.worker)
         return
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from common import BenchContext
@@ -258,15 +277,15 @@ def main() -> None:
     from aiolivekit.testing.netns import in_private_netns
     from aiolivekit.testing.servers import LiveKitServerProcess, ServerInfo, find_livekit_server
 
+    have_official = in_private_netns() and os.path.exists(OFFICIAL_PY)
+
     async def go() -> None:
         servers: dict[str, ServerInfo] = {}
         async with DevServer(port=0) as dev:
             servers["embedded"] = ServerInfo("embedded", dev.url, dev.api_key, dev.api_secret)
-            official_py = os.path.expanduser("~/.cache/aiolivekit/official-venv/bin/python")
             binary = find_livekit_server() if in_private_netns() else None
             ctx = BenchContext(servers=servers, quick=args.quick, repeat=1,
-                               official_python=official_py
-                               if in_private_netns() and os.path.exists(official_py) else None)
+                               official_python=OFFICIAL_PY if have_official else None)
             if binary:
                 async with LiveKitServerProcess(binary) as lk:
                     servers["livekit-server"] = lk.info()

@@ -117,7 +117,7 @@ async def _load_main(conn: multiprocessing.connection.Connection, args: dict[str
             offers.append(pc.localDescription.sdp)
     conn.send(offers)
     answers = await _recv(conn)
-    for pc, sdp in zip(pubs, answers):
+    for pc, sdp in zip(pubs, answers, strict=True):
         await pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
 
     sub_offers = await _recv(conn)
@@ -213,7 +213,7 @@ async def _relay_main(args: argparse.Namespace) -> dict[str, Any]:
                 sub_offers.append(pc.localDescription.sdp)
         conn.send(sub_offers)
         sub_answers = await _recv(conn)
-        for pc, sdp in zip(outs, sub_answers):
+        for pc, sdp in zip(outs, sub_answers, strict=True):
             await pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
         expected_streams = sum(f.subscriber_count for f in fws)
         deadline = time.monotonic() + SETUP_TIMEOUT
@@ -313,6 +313,12 @@ def main() -> None:
 
         forwarder.FAST_PATH = False
     result = asyncio.run(asyncio.wait_for(_relay_main(args), args.seconds + 3 * SETUP_TIMEOUT))
+    result["setup"] = (
+        f"no server and no official counterpart: our relay (TrackForwarder receivers and "
+        f"forwarding senders) alone in a fresh process; {args.publishers} publishers x "
+        f"{args.subscribers} subscribers per track in a second process, a pre-encoded Opus "
+        f"packet every {args.ptime_ms:g} ms per publisher (no encoder, no decoding); relay "
+        f"CPU over {args.seconds:g} s")
     print(json.dumps(result))
     sys.stdout.flush()
     os._exit(0)

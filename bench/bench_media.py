@@ -11,8 +11,9 @@ and the payload bitrate per track, for aiolivekit's publish path and for raw aio
 Under ``bench/run.py`` (``run(ctx)``) it also compares with the official SDK: for N = 1, 4,
 16 tracks a worker process (``bench/sdk_worker.py`` mode ``publish_cpu``, the same code
 for both SDKs) joins a room of the same server of the same run and publishes N tone
-tracks at ``audio_encoding.max_bitrate`` 32 kbit/s (the official SDK keeps its default
-RED on livekit-server); no subscriber. Its own CPU (``getrusage``, user+sys of every
+tracks at ``audio_encoding.max_bitrate`` 32 kbit/s with RED and DTX off on both (set
+explicitly: the official SDK's defaults are on; its sent codec is read from its stats);
+no subscriber. Its own CPU (``getrusage``, user+sys of every
 thread) over ``ctx.seconds`` after a 2 s warm-up, ÷ wall time, and the payload bitrate it
 sends (outbound-rtp ``bytesSent``) are reported per track.
 """
@@ -23,7 +24,9 @@ import argparse
 import asyncio
 import fractions
 import json
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import av
@@ -247,14 +250,14 @@ async def run_video(mode: str, seconds: float) -> dict[str, Any]:
     }
 
 
+_SELF = Path(__file__).resolve()
+
+
 async def run_ctx(ctx: Any) -> list[dict[str, Any]]:
     """Rows for bench/run.py: raw aiortc comparison (subprocess) + official SDK comparison."""
-    import sys
-    from pathlib import Path
-
-    here = Path(__file__).resolve().parent
-    if str(here) not in sys.path:
-        sys.path.insert(0, str(here))
+    here = str(_SELF.parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
     from common import row
     from sdk_worker import run_worker
 
@@ -263,7 +266,7 @@ async def run_ctx(ctx: Any) -> list[dict[str, Any]]:
     seconds = ctx.seconds
     # 1. our publish path vs raw aiortc, in a process of its own (its CPU is measured)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(Path(__file__).resolve()), "--tracks", *map(str, counts),
+        sys.executable, str(_SELF), "--tracks", *map(str, counts),
         "--seconds", str(seconds), stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -284,10 +287,19 @@ async def run_ctx(ctx: Any) -> list[dict[str, Any]]:
         # one benchmark per track count; raw aiortc as "_raw_aiortc" metrics of the same row
         suffix = "_raw_aiortc" if obj["mode"] == "aiortc" else ""
         bench = f"loopback_publish_opus_{obj['tracks']}_tracks [no server, vs raw aiortc]"
+        setup = (f"no server: a publisher and a subscriber RTCPeerConnection over 127.0.0.1 in "
+                 f"one fresh process (bench_media.py), {obj['tracks']} 48 kHz mono tone "
+                 f"track(s), the subscriber decodes every track; '_raw_aiortc' = the same with "
+                 f"plain aiortc (its own encoder settings, so a different bitrate) instead of "
+                 f"our publish path; process CPU over {seconds:g} s. Every number is in the "
+                 f"aiolivekit column (raw aiortc as the '_raw_aiortc' metrics): the official "
+                 f"SDK is not in this benchmark")
         rows.append(row(bench, "aiolivekit", "cpu_per_track" + suffix,
-                        obj["cpu_pct_per_track"], "% of a core", tracks=obj["tracks"]))
+                        obj["cpu_pct_per_track"], "% of a core", tracks=obj["tracks"],
+                        setup=setup))
         rows.append(row(bench, "aiolivekit", "payload_bitrate_per_track" + suffix,
-                        obj["payload_kbps_per_track"], "kbit/s", tracks=obj["tracks"]))
+                        obj["payload_kbps_per_track"], "kbit/s", tracks=obj["tracks"],
+                        setup=setup))
     # 2. vs the official SDK, through each server of this run
     sdks = [("aiolivekit", sys.executable)]
     if ctx.official_python:
@@ -303,12 +315,21 @@ async def run_ctx(ctx: Any) -> list[dict[str, Any]]:
                         python,
                         {"sdk": sdk, "mode": "publish_cpu", "url": server.url,
                          "token": server.token("pub", room), "tracks": n, "seconds": seconds,
-                         "warmup": 2.0, "bitrate": 32000},
+                         "warmup": 2.0, "bitrate": 32000, "red": False, "dtx": False},
                         timeout=seconds + 90,
                     )
                     bench = f"publish_cpu_opus48k_{n}_tracks [server={sname}]"
                     kbps = res["payload_kbps_per_track"]
-                    extra = {"tracks": n, "payload_kbps_per_track": kbps}
+                    setup = (
+                        f"server {sname}; each SDK in a fresh worker process (bench/sdk_worker.py"
+                        f" mode publish_cpu, the same code for both; order alternates), one "
+                        f"participant publishing {n} tone track(s) (48 kHz mono), 20 ms frames "
+                        f"paced by the wall clock; Opus max 32 kbit/s, RED off, DTX off on both "
+                        f"(set explicitly; the official codec is read from its stats); no "
+                        f"subscriber; CPU = the worker's getrusage (user+sys, all threads) over "
+                        f"{seconds:g} s after a 2 s warm-up, per wall second")
+                    extra = {"tracks": n, "payload_kbps_per_track": kbps, "setup": setup,
+                             "publish": res.get("publish"), "codecs_sent": res.get("codecs_sent")}
                     rows.append(row(bench, sdk, "cpu_per_track", res["cpu_pct_per_track"],
                                     "% of a core", **extra))
                     rows.append(row(bench, sdk, "cpu_total", res["cpu_pct"], "% of a core",
@@ -317,7 +338,8 @@ async def run_ctx(ctx: Any) -> list[dict[str, Any]]:
                                     **extra))
                     ctx.log(f"publish_cpu {sname} {sdk} {n} tracks: {res['cpu_pct']:.1f}% "
                             f"({res['cpu_pct_per_track']:.2f}%/track), {kbps:.1f} kbit/s/track, "
-                            f"{res['packets_per_s_per_track']:.1f} packets/s/track")
+                            f"{res['packets_per_s_per_track']:.1f} packets/s/track, "
+                            f"codecs {res.get('codecs_sent')}")
     return rows
 
 

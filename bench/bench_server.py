@@ -1,7 +1,9 @@
 """Server CPU per forwarded packet: a 10-participant audio room on our server vs livekit-server.
 
-Each participant publishes one 48 kHz Opus tone track and auto-subscribes to the other
-nine (no decoding). All participants run in one client process (``bench/sdk_worker.py``
+Each participant publishes one 48 kHz Opus tone track (max 32 kbit/s, RED off, DTX off:
+the same plain Opus payload to both servers; our server does not negotiate RED, so the
+official client's default RED would make livekit-server forward bigger packets) and
+auto-subscribes to the other nine (no decoding). All participants run in one client process (``bench/sdk_worker.py``
 mode ``room``, the same client SDK for both servers). The servers run as their own
 processes so their CPU can be read from ``/proc/<pid>/stat`` (user+sys, all threads):
 
@@ -212,7 +214,7 @@ async def measure(
     res = await run_worker(
         client_python,
         {"sdk": client_sdk, "mode": "room", "url": server.url, "tokens": tokens,
-         "seconds": seconds, "warmup": 2.0, "bitrate": 32000},
+         "seconds": seconds, "warmup": 2.0, "bitrate": 32000, "red": False, "dtx": False},
         timeout=seconds + 150,
         on_event=on_event,
     )
@@ -244,6 +246,8 @@ async def measure(
         "pps_per_core": pps * wall / cpu if cpu else None,
         "threads_cpu_pct": busy_threads,
         "threads": len(per_thread),
+        "publish": res.get("publish"),
+        "codecs": res.get("codecs"),
     }
 
 
@@ -256,6 +260,17 @@ async def run_all(
         client, client_python = "aiolivekit", sys.executable
     rows: list[dict[str, Any]] = []
     bench = f"server_{participants}p_audio_room [client={client}{', pinned' if pin else ''}]"
+    setup = (
+        f"each server a fresh process started for this benchmark (ours: python -m aiolivekit "
+        f"serve; official: livekit-server{', GOMAXPROCS=1' if pin else ''}), measured one "
+        f"after the other in the same room shape: {participants} participants in one client "
+        f"process ({client} SDK, the same for both servers), each publishing one 48 kHz mono "
+        f"tone track, Opus max 32 kbit/s, RED off and DTX off (so both servers forward the "
+        f"same plain Opus payload; our server does not negotiate RED), subscribed to the "
+        f"other {participants - 1} without decoding; server CPU (user+sys, all threads, "
+        f"/proc) over {seconds:g} s windows; "
+        + ("servers pinned to the first CPU, the client to the others"
+           if pin else "servers and client share all CPUs"))
     ours = OurServerProcess(profile, sample)
     binary = None if profile or sample else find_livekit_server()
     lk = LiveKitServerProcess(binary, log_path=os.devnull) if binary else None
@@ -279,14 +294,15 @@ async def run_all(
                 try:
                     m = await measure(info, pid, client_python, client, participants, seconds,
                                       room)
-                except Exception as exc:  # the load generator failed: this window is lost
+                except Exception as exc:  # noqa: BLE001 - the load generator failed: this window is lost
                     # (the official SDK's client has panicked parsing its own WebRTC stats)
-                    log(f"bench_server {impl}: window {rep} failed: {exc!r:.300}")
-                    rows.append(row(bench, impl, "failed_windows", 1, "count"))
+                    log(f"bench_server {impl}: window {rep} failed: {exc!r:.2000}")
+                    rows.append(row(bench, impl, "failed_windows", 1, "count", setup=setup))
                     continue
                 log(f"bench_server {impl}: {json.dumps(m)}")
                 extra = {"subscriptions": m["subscriptions"],
-                         "expected_subscriptions": m["expected_subscriptions"]}
+                         "expected_subscriptions": m["expected_subscriptions"],
+                         "setup": setup, "publish": m["publish"], "codecs": m["codecs"]}
                 rows.append(row(bench, impl, "server_cpu", m["server_cpu_pct"], "% of a core",
                                 **extra))
                 rows.append(row(bench, impl, "server_cpu_user", m["server_user_pct"],

@@ -32,7 +32,7 @@ if str(ROOT / "tests") not in sys.path:
 
 from aiolivekit.testing.servers import ServerInfo  # noqa: E402
 
-__all__ = ["BenchContext", "row", "ServerInfo", "Timer"]
+__all__ = ["BenchContext", "ServerInfo", "Timer", "row"]
 
 _counter = itertools.count(1)
 
@@ -92,7 +92,7 @@ class BenchContext:
 class Timer:
     """``with Timer() as t: ...; t.elapsed`` (seconds, monotonic)."""
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self.start = time.perf_counter()
         self.elapsed = 0.0
         return self

@@ -6,17 +6,26 @@ API, so this file imports one of them as ``rtc`` and does exactly the same thing
 
     python bench/sdk_worker.py '{"sdk": "aiolivekit" | "official", "mode": ..., ...}'
 
+Publish options are the same on both SDKs and always explicit: ``bitrate`` (Opus max),
+``red`` and ``dtx`` (both default False; see :func:`publish_options`); every result
+echoes them as ``publish``, and the official SDK's codecs as read from its stats.
+
 Modes (every loop bounded by count and time; the parent mints the tokens):
 
 * ``publish_cpu``: one participant publishes ``tracks`` 48 kHz mono tone tracks (20 ms
   frames paced by the wall clock); after ``warmup`` s it measures its own CPU
   (``getrusage``: every thread, user+sys) and the payload bytes sent over ``seconds``.
 * ``latency``: a subscriber and a publisher in this process; the publisher sends
-  silence with a 20 ms 1 kHz burst every ``period`` s; the subscriber's ``AudioStream``
-  detects each burst onset. Latency = arrival of the frame holding the onset - the
-  ``capture_frame`` call of the burst's first frame.
+  silence with a 20 ms 1 kHz burst every ``period`` s; latency = the ``capture_frame``
+  call of the burst's first frame -> the subscriber application gets the frame holding
+  the onset. ``arrival``: as ``AudioStream`` yields it (official: after NetEq, 10 ms
+  frames; ours: each packet as it arrives). With ``playout_ms`` (aiolivekit only) the
+  same frames also go through a bench-side playout buffer (``bench/playout.py``) and
+  ``playout`` reports the onsets as it releases them, in the same run. The official
+  SDK's NetEq counters over the window are in ``jitter_buffer``.
 * ``ttff``: ``repeat`` fresh rooms: time from the ``publish_track`` call to the
-  subscriber's ``track_subscribed``, its first decoded frame and its first audible frame.
+  subscriber's ``track_subscribed``, its first frame and its first audible frame (and,
+  with ``playout_ms``, the same after the playout buffer: ``playout_first_*``).
 * ``room``: ``len(tokens)`` participants in this process, each publishing one tone track
   and auto-subscribing to the others (no decoding: no AudioStream); prints a ``window``
   line (inbound RTP packets received so far), sleeps ``seconds`` and prints ``end``.
@@ -39,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+_SELF = str(Path(__file__).resolve())
 ARGS: dict[str, Any] = {}
 SDK = "aiolivekit"
 rtc: Any = None  # the SDK module, set by _load_sdk() in the worker process only
@@ -69,13 +79,27 @@ def periodic_frames(freq: float, count: int) -> list[bytes]:
 
 
 def publish_options() -> Any:
-    """Microphone options; ``ARGS["bitrate"]`` sets the Opus max bitrate on both SDKs."""
-    opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+    """Microphone options, set explicitly and identically on both SDKs.
+
+    ``ARGS["bitrate"]`` sets the Opus max bitrate; ``ARGS["red"]`` and ``ARGS["dtx"]``
+    (default False for both) set RED and DTX. The SDKs' own defaults differ (the official
+    one publishes with RED and DTX on, ours with both off), so they are never left to
+    the defaults. aiolivekit cannot send RED: asking for it raises instead of measuring
+    something else.
+    """
+    red, dtx = bool(ARGS.get("red", False)), bool(ARGS.get("dtx", False))
+    if red and SDK != "official":
+        raise ValueError("aiolivekit does not publish RED; run this comparison with red=False")
+    opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE, red=red, dtx=dtx)
     if ARGS.get("bitrate"):
         opts.audio_encoding.max_bitrate = int(ARGS["bitrate"])
-    if "red" in ARGS and SDK == "official":
-        opts.red = bool(ARGS["red"])
     return opts
+
+
+def publish_setup() -> dict[str, Any]:
+    """What ``publish_options`` asked for (echoed in every result)."""
+    return {"red": bool(ARGS.get("red", False)), "dtx": bool(ARGS.get("dtx", False)),
+            "max_bitrate": int(ARGS.get("bitrate") or 0)}
 
 
 async def publish_tone(room: Any, name: str, freq: float) -> tuple[Any, Any, Any]:
@@ -91,7 +115,7 @@ async def feed(sources: list[Any], frames: list[list[bytes]], stop_at: float) ->
     start = time.monotonic()
     i = 0
     while time.monotonic() < stop_at:
-        for src, fr in zip(sources, frames):
+        for src, fr in zip(sources, frames, strict=True):
             await src.capture_frame(rtc.AudioFrame(fr[i % len(fr)], RATE, 1, SPF))
         i += 1
         ahead = start + i * SPF / RATE - time.monotonic()
@@ -164,7 +188,8 @@ async def mode_publish_cpu(a: dict[str, Any]) -> dict[str, Any]:
     c0, w0 = cpu_seconds(), time.monotonic()
     await asyncio.sleep(seconds)
     c1, w1 = cpu_seconds(), time.monotonic()
-    b1, p1 = _stats_sum(await room.get_rtc_stats(), "out")
+    stats = await room.get_rtc_stats()
+    b1, p1 = _stats_sum(stats, "out")
     task.cancel()
     wall = w1 - w0
     cpu = 100 * (c1 - c0) / wall
@@ -175,6 +200,8 @@ async def mode_publish_cpu(a: dict[str, Any]) -> dict[str, Any]:
         "cpu_pct_per_track": cpu / n,
         "payload_kbps_per_track": (b1 - b0) * 8 / wall / 1000 / n,
         "packets_per_s_per_track": (p1 - p0) / wall / n,
+        "publish": publish_setup(),
+        "codecs_sent": _codecs(stats, "out"),
     }
 
 
@@ -190,17 +217,160 @@ async def _first_track(room: Any, identity: str, timeout: float) -> Any:
     raise TimeoutError(f"no subscribed track from {identity}")
 
 
+def _codecs(stats: Any, direction: str) -> list[str] | None:
+    """MIME types of the RTP streams sent (``"out"``) or received (``"in"``), from the
+    official SDK's codec stats; None for aiolivekit (aiortc's stats have no codec entry:
+    it publishes plain Opus, its AddTrackRequest always sets ``disable_red``)."""
+    if SDK != "official":
+        return None
+    items = list(stats.publisher_stats) + list(stats.subscriber_stats)
+    mime = {st.codec.rtc.id: st.codec.codec.mime_type
+            for st in items if st.WhichOneof("stats") == "codec"}
+    want = "outbound_rtp" if direction == "out" else "inbound_rtp"
+    out = set()
+    for st in items:
+        if st.WhichOneof("stats") == want:
+            cid = getattr(st, want).stream.codec_id
+            out.add(mime.get(cid, cid or "?"))
+    return sorted(out)
+
+
+def _jitter_buffer(stats: Any) -> dict[str, float] | None:
+    """The official SDK's NetEq counters for received audio (sums over inbound streams):
+    ``jitter_buffer_delay`` / ``_target_delay`` / ``_minimum_delay`` (seconds, summed
+    per emitted sample), ``jitter_buffer_emitted_count`` (samples), concealed samples."""
+    if SDK != "official":
+        return None
+    tot = {"delay": 0.0, "target": 0.0, "minimum": 0.0, "emitted": 0.0, "concealed": 0.0,
+           "received": 0.0}
+    for st in list(stats.publisher_stats) + list(stats.subscriber_stats):
+        if st.WhichOneof("stats") != "inbound_rtp" or st.inbound_rtp.stream.kind != "audio":
+            continue
+        ib = st.inbound_rtp.inbound
+        tot["delay"] += ib.jitter_buffer_delay
+        tot["target"] += ib.jitter_buffer_target_delay
+        tot["minimum"] += ib.jitter_buffer_minimum_delay
+        tot["emitted"] += ib.jitter_buffer_emitted_count
+        tot["concealed"] += ib.concealed_samples
+        tot["received"] += ib.total_samples_received
+    return tot
+
+
+def _jitter_window(s0: dict[str, float] | None, s1: dict[str, float] | None
+                   ) -> dict[str, float] | None:
+    """Mean NetEq delays (ms per emitted sample) between two ``_jitter_buffer`` snapshots."""
+    if not s0 or not s1:
+        return None
+    n = s1["emitted"] - s0["emitted"]
+    if n <= 0:
+        return None
+    return {
+        "mean_delay_ms": 1000 * (s1["delay"] - s0["delay"]) / n,
+        "mean_target_delay_ms": 1000 * (s1["target"] - s0["target"]) / n,
+        "mean_minimum_delay_ms": 1000 * (s1["minimum"] - s0["minimum"]) / n,
+        "emitted_samples": n,
+        "concealed_samples": s1["concealed"] - s0["concealed"],
+    }
+
+
+class Onsets:
+    """Burst onsets: a frame with a peak above 3000 after ``quiet`` s without one."""
+
+    def __init__(self, quiet: float) -> None:
+        self.quiet = quiet
+        self.times: list[float] = []
+        self._loud_until = 0.0
+
+    def feed(self, pcm: bytes, now: float) -> None:
+        s = np.frombuffer(pcm, dtype=np.int16)
+        if now > self._loud_until and len(s) and int(np.abs(s).max()) > 3000:
+            self.times.append(now)
+            self._loud_until = now + self.quiet
+
+
+class Playout:
+    """aiolivekit only: a bench-side :class:`playout.PlayoutBuffer` after ``AudioStream``
+    and the task that releases its 10 ms chunks on a steady clock (``on_chunk(chunk, now)``,
+    ``now`` = when the application got it)."""
+
+    def __init__(self, target_ms: float, on_chunk: Any) -> None:
+        from playout import PlayoutBuffer  # bench/ (this file's directory)
+
+        self.buf = PlayoutBuffer(target_ms / 1000.0, RATE, 1, chunk_ms=10)
+        self.on_chunk = on_chunk
+        self._started = asyncio.Event()
+        self.late_ms: list[float] = []  # wake-up after the tick's due time (scheduling)
+        self.task = asyncio.ensure_future(self._run())
+
+    def push(self, pcm: bytes, now: float) -> None:
+        self.buf.push(pcm, now)
+        self._started.set()
+
+    async def _run(self) -> None:
+        await self._started.wait()
+        while True:
+            due = self.buf.next_due()
+            assert due is not None
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = time.monotonic()
+            for chunk in self.buf.pop_due(now):
+                self.late_ms.append((now - chunk.due) * 1000)
+                self.on_chunk(chunk, now)
+
+    def stats(self) -> dict[str, Any]:
+        late = sorted(self.late_ms) or [0.0]
+        return {"target_ms": self.buf.target * 1000, "chunk_ms": self.buf.period * 1000,
+                "mean_hold_ms": self.buf.mean_hold * 1000, "released": self.buf.released,
+                "underruns": self.buf.underruns, "dropped_samples": self.buf.dropped_samples,
+                "median_tick_late_ms": statistics.median(late), "max_tick_late_ms": late[-1]}
+
+    async def aclose(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+def _match(onsets: list[float], captures: list[float], period: float) -> list[float]:
+    """Latency (ms) of each onset after the latest burst captured before it."""
+    lat = []
+    for t in onsets:
+        before = [c for c in captures if c <= t]
+        if before and t - before[-1] < period * 0.9:
+            lat.append((t - before[-1]) * 1000)
+    return sorted(lat)
+
+
+def _lat_summary(lat: list[float]) -> dict[str, Any]:
+    return {"latency_ms": lat, "median_ms": statistics.median(lat),
+            "p95_ms": lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))],
+            "bursts_detected": len(lat)}
+
+
 async def mode_latency(a: dict[str, Any]) -> dict[str, Any]:
     period, count = float(a.get("period", 0.5)), int(a["count"])
+    playout_ms = a.get("playout_ms")  # aiolivekit: also measure after a playout buffer
+    if playout_ms is not None and SDK == "official":
+        raise ValueError("playout_ms is for aiolivekit (the official SDK has NetEq)")
     sub = await connect(a["url"], a["token_sub"])
     pub_room = await connect(a["url"], a["token_pub"])
     source, _, _ = await publish_tone(pub_room, "clicks", 1000)
     silence = bytes(SPF * 2)
     burst = tone(1000, SPF, 0.5)
     captures: list[float] = []
-    onsets: list[float] = []
     frame_sizes: set[int] = set()
-    loud_until = 0.0
+    arrival = Onsets(period / 2)  # the frame as AudioStream yields it
+    played = Onsets(period / 2)  # aiolivekit: the chunk as the playout buffer releases it
+    onset_hold: list[float] = []  # arrival of the onset chunk's first sample -> release
+    playout = None
+    if playout_ms is not None:
+        def on_chunk(ch: Any, now: float) -> None:
+            n = len(played.times)
+            played.feed(ch.pcm, now)
+            if len(played.times) > n and ch.arrived is not None:
+                onset_hold.append((now - ch.arrived) * 1000)
+
+        playout = Playout(float(playout_ms), on_chunk)
     stream_started = asyncio.Event()
     finished = asyncio.Event()
     stop = time.monotonic() + 30 + count * period
@@ -221,63 +391,103 @@ async def mode_latency(a: dict[str, Any]) -> dict[str, Any]:
             if ahead > 0:
                 await asyncio.sleep(ahead)
 
+    def done() -> bool:
+        return len(arrival.times) >= count and (playout is None or len(played.times) >= count)
+
     async def consume(track: Any) -> None:
-        nonlocal loud_until
         stream = rtc.AudioStream(track, sample_rate=RATE, num_channels=1)
         try:
             async for ev in stream:
                 now = time.monotonic()
                 stream_started.set()
-                pcm = np.frombuffer(bytes(ev.frame.data), dtype=np.int16)
-                frame_sizes.add(len(pcm))
-                if now > loud_until and len(pcm) and int(np.abs(pcm).max()) > 3000:
-                    onsets.append(now)
-                    loud_until = now + period / 2
-                if len(onsets) >= count or now > stop:
+                pcm = bytes(ev.frame.data)
+                frame_sizes.add(len(pcm) // 2)
+                arrival.feed(pcm, now)
+                if playout is not None:
+                    playout.push(pcm, now)
+                if done() or now > stop:
                     return
         finally:
             await stream.aclose()
 
     prod = asyncio.ensure_future(produce())
     track = await _first_track(sub, a["identity_pub"], 20)
+    cons = asyncio.ensure_future(consume(track))
+    # NetEq counters over the measured window (official only): from the first frame to the end
+    await asyncio.wait({cons, asyncio.ensure_future(stream_started.wait())}, timeout=20,
+                       return_when=asyncio.FIRST_COMPLETED)
+    jb0 = _jitter_buffer(await sub.get_rtc_stats())
     try:
-        await asyncio.wait_for(consume(track), count * period + 30)
+        await asyncio.wait_for(cons, count * period + 30)
     except asyncio.TimeoutError:
         pass
+    if playout is not None:  # the stream has ended: later ticks would count as underruns
+        await playout.aclose()
+    sub_stats = await sub.get_rtc_stats()
+    jb1 = _jitter_buffer(sub_stats)
+    codecs_in = _codecs(sub_stats, "in")
+    codecs_out = _codecs(await pub_room.get_rtc_stats(), "out")
     finished.set()
     prod.cancel()
-    lat = []
-    for t in onsets:  # match each onset to the latest burst captured before it
-        before = [c for c in captures if c <= t]
-        if before and t - before[-1] < period * 0.9:
-            lat.append((t - before[-1]) * 1000)
     await asyncio.wait_for(pub_room.disconnect(), 10)
     await asyncio.wait_for(sub.disconnect(), 10)
+    lat = _match(arrival.times, captures, period)
     if not lat:
-        raise RuntimeError(f"no bursts detected ({len(captures)} sent, {len(onsets)} onsets)")
-    lat.sort()
-    return {
-        "latency_ms": lat,
-        "median_ms": statistics.median(lat),
-        "p95_ms": lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))],
+        raise RuntimeError(f"no bursts detected ({len(captures)} sent, "
+                           f"{len(arrival.times)} onsets)")
+    res: dict[str, Any] = {
+        "arrival": _lat_summary(lat),
         "bursts_sent": len(captures),
-        "bursts_detected": len(lat),
         "frame_samples": sorted(frame_sizes),
+        "publish": publish_setup(),
+        "codecs_sent": codecs_out,
+        "codecs_received": codecs_in,
+        "jitter_buffer": _jitter_window(jb0, jb1),
     }
+    if playout is not None:
+        plat = _match(played.times, captures, period)
+        if not plat:
+            raise RuntimeError(f"no bursts detected after the playout buffer "
+                               f"({len(captures)} sent, {len(played.times)} onsets)")
+        res["playout"] = {**_lat_summary(plat), **playout.stats(),
+                          "onset_hold_ms": sorted(onset_hold)}
+    return res
 
 
 async def mode_ttff(a: dict[str, Any]) -> dict[str, Any]:
+    """First frame at the AudioStream and, for aiolivekit with ``playout_ms``, after the
+    playout buffer (``playout_first_frame`` / ``playout_first_audible``)."""
+    playout_ms = a.get("playout_ms")
+    if playout_ms is not None and SDK == "official":
+        raise ValueError("playout_ms is for aiolivekit (the official SDK has NetEq)")
     out: list[dict[str, float]] = []
     for rep in a["reps"]:
         sub = await connect(a["url"], rep["token_sub"])
         pub_room = await connect(a["url"], rep["token_pub"])
         ident = rep["identity_pub"]
         deadline = time.monotonic() + 15
-        while ident not in sub.remote_participants and time.monotonic() < deadline:
+        # polls SDK state the same way on both SDKs; bounded by the deadline
+        while ident not in sub.remote_participants and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
         marks: dict[str, float] = {}
         done = asyncio.Event()
         readers: list[asyncio.Future[None]] = []
+        playouts: list[Playout] = []
+
+        def complete(marks: dict[str, float] = marks, done: asyncio.Event = done) -> None:
+            if "first_audible" in marks and (playout_ms is None
+                                             or "playout_first_audible" in marks):
+                done.set()
+
+        def on_chunk(chunk: Any, now: float, marks: dict[str, float] = marks,
+                     complete: Any = complete) -> None:
+            if chunk.silence:  # an underrun: nothing received to play yet
+                return
+            marks.setdefault("playout_first_frame", now)
+            pcm = np.frombuffer(chunk.pcm, dtype=np.int16)
+            if int(np.abs(pcm).max()) > 3000:
+                marks.setdefault("playout_first_audible", now)
+                complete()
 
         def on_sub(
             track: Any,
@@ -285,18 +495,29 @@ async def mode_ttff(a: dict[str, Any]) -> dict[str, Any]:
             marks: dict[str, float] = marks,
             done: asyncio.Event = done,
             readers: list[asyncio.Future[None]] = readers,
+            playouts: list[Playout] = playouts,
+            on_chunk: Any = on_chunk,
+            complete: Any = complete,
         ) -> None:
             marks.setdefault("subscribed", time.monotonic())
+            playout = Playout(float(playout_ms), on_chunk) if playout_ms is not None else None
+            if playout is not None:
+                playouts.append(playout)
 
             async def read() -> None:
                 stream = rtc.AudioStream(track, sample_rate=RATE, num_channels=1)
                 try:
                     async for ev in stream:
                         now = time.monotonic()
+                        pcm_b = bytes(ev.frame.data)
                         marks.setdefault("first_frame", now)
-                        pcm = np.frombuffer(bytes(ev.frame.data), dtype=np.int16)
+                        if playout is not None:
+                            playout.push(pcm_b, now)
+                        pcm = np.frombuffer(pcm_b, dtype=np.int16)
                         if len(pcm) and int(np.abs(pcm).max()) > 3000:
                             marks.setdefault("first_audible", now)
+                            complete()
+                        if done.is_set():
                             return
                 finally:
                     done.set()
@@ -322,6 +543,8 @@ async def mode_ttff(a: dict[str, Any]) -> dict[str, Any]:
         feeder.cancel()
         for r in readers:
             r.cancel()
+        for p in playouts:
+            await p.aclose()
         res = {"publish_call_ms": (t_pub - t0) * 1000}
         for k, v in marks.items():
             res[k + "_ms"] = (v - t0) * 1000
@@ -329,7 +552,7 @@ async def mode_ttff(a: dict[str, Any]) -> dict[str, Any]:
         await asyncio.wait_for(pub_room.disconnect(), 10)
         await asyncio.wait_for(sub.disconnect(), 10)
         await asyncio.sleep(0.5)
-    return {"runs": out}
+    return {"runs": out, "publish": publish_setup()}
 
 
 async def mode_room(a: dict[str, Any]) -> dict[str, Any]:
@@ -355,7 +578,7 @@ async def mode_room(a: dict[str, Any]) -> dict[str, Any]:
 
     want = n * (n - 1)
     deadline = time.monotonic() + 60
-    while subscribed() < want and time.monotonic() < deadline:
+    while subscribed() < want and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded poll
         await asyncio.sleep(0.1)
     got = subscribed()
     await asyncio.sleep(float(a.get("warmup", 2.0)))
@@ -372,7 +595,7 @@ async def mode_room(a: dict[str, Any]) -> dict[str, Any]:
     w1 = time.monotonic()
     # a rate per stream over the stats' own timestamps, summed per participant
     per_participant = []
-    for f, lst in zip(first, last):
+    for f, lst in zip(first, last, strict=True):
         rate = 0.0
         for sid, (p1, t1) in lst.items():
             if sid in f and t1 > f[sid][1]:
@@ -380,12 +603,14 @@ async def mode_room(a: dict[str, Any]) -> dict[str, Any]:
         per_participant.append(rate)
     pps = sum(per_participant)
     emit({"event": "end"})
+    stats0 = await rooms[0].get_rtc_stats()
+    codecs = {"sent": _codecs(stats0, "out"), "received": _codecs(stats0, "in")}
     task.cancel()
     for r in rooms:
         try:
             await asyncio.wait_for(r.disconnect(), 10)
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception as exc:  # noqa: BLE001 - the result is measured already
+            print(f"room disconnect failed: {exc!r}", file=sys.stderr)
     return {
         "subscriptions": got,
         "expected": want,
@@ -393,6 +618,8 @@ async def mode_room(a: dict[str, Any]) -> dict[str, Any]:
         "pps_per_participant": [round(x, 1) for x in per_participant],
         "inbound_streams_per_participant": [len(x) for x in last],
         "client_seconds": w1 - w0,
+        "publish": publish_setup(),
+        "codecs": codecs,
     }
 
 
@@ -433,7 +660,7 @@ async def run_worker(
     args = dict(args, timeout=max(5.0, timeout - 5.0))
     env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONUNBUFFERED="1")
     proc = await asyncio.create_subprocess_exec(
-        python, str(Path(__file__).resolve()), json.dumps(args),
+        python, _SELF, json.dumps(args),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
         limit=16 * 1024 * 1024,
     )
