@@ -62,6 +62,26 @@ class _Client(asyncio.DatagramProtocol):
         self.received.append((seq, time.monotonic() - sent))
 
 
+
+async def _collect_one_second(track: Any, rate: int) -> list[Any]:
+    """One second of mono int16 audio from ``track`` (chunks as an AudioStream gives them)."""
+    from aiolivekit import AudioStream
+
+    stream = AudioStream(track, sample_rate=rate, num_channels=1)
+    chunks: list[Any] = []
+
+    async def collect() -> None:
+        async for ev in stream:
+            chunks.append(np.frombuffer(ev.frame.data, dtype=np.int16).copy())
+            if sum(len(c) for c in chunks) >= rate:
+                return
+
+    try:
+        await asyncio.wait_for(collect(), TIMEOUT)
+    finally:
+        await stream.aclose()
+    return chunks
+
 @pytest.fixture
 async def echo() -> AsyncIterator[tuple[_Echo, tuple[str, int]]]:
     loop = asyncio.get_running_loop()
@@ -518,7 +538,6 @@ async def test_livekit_server_media_takes_the_relay_with_config_only() -> None:
     from aiolivekit import (
         AudioFrame,
         AudioSource,
-        AudioStream,
         LocalAudioTrack,
         Room,
         TrackKind,
@@ -589,19 +608,7 @@ async def test_livekit_server_media_takes_the_relay_with_config_only() -> None:
                 await asyncio.sleep(3.0)
                 relay.configure(down=ImpairmentConfig())
                 sent_window = {d: relay.stats.sent[d] - sent_before[d] for d in ("up", "down")}
-                stream = AudioStream(track, sample_rate=rate, num_channels=1)
-                chunks: list[Any] = []
-
-                async def collect() -> None:
-                    async for ev in stream:
-                        chunks.append(np.frombuffer(ev.frame.data, dtype=np.int16).copy())
-                        if sum(len(c) for c in chunks) >= rate:
-                            return
-
-                try:
-                    await asyncio.wait_for(collect(), TIMEOUT)
-                finally:
-                    await stream.aclose()
+                chunks = await _collect_one_second(track, rate)
             finally:
                 stop.set()
                 if feeder is not None:
@@ -643,7 +650,6 @@ async def test_embedded_server_prototype_announce_hook_loss_toward_one_subscribe
     from aiolivekit import (
         AudioFrame,
         AudioSource,
-        AudioStream,
         LocalAudioTrack,
         Room,
         TrackKind,
@@ -736,19 +742,7 @@ async def test_embedded_server_prototype_announce_hook_loss_toward_one_subscribe
                     bob_dropped = bob_down.dropped.get("loss", 0)
                     bob_offered = bob_down.offered
                     alice_offered, alice_dropped = alice_up.offered, alice_up.dropped_total
-                    stream = AudioStream(track, sample_rate=rate, num_channels=1)
-                    chunks: list[Any] = []
-
-                    async def collect() -> None:
-                        async for ev in stream:
-                            chunks.append(np.frombuffer(ev.frame.data, dtype=np.int16).copy())
-                            if sum(len(c) for c in chunks) >= rate:
-                                return
-
-                    try:
-                        await asyncio.wait_for(collect(), TIMEOUT)
-                    finally:
-                        await stream.aclose()
+                    chunks = await _collect_one_second(track, rate)
                 finally:
                     stop.set()
                     if feeder is not None:
