@@ -162,9 +162,11 @@ def _load_process(conn: multiprocessing.connection.Connection, args: dict[str, A
 async def _relay_main(args: argparse.Namespace) -> dict[str, Any]:
     from aiortc import MediaStreamTrack, RTCSessionDescription
 
-    from aiolivekit.webrtc.ice import host_addresses
+    from aiolivekit.server.config import ForwardingOptions
     from aiolivekit.server.forwarder import TrackForwarder
+    from aiolivekit.webrtc.ice import host_addresses
 
+    options = ForwardingOptions(fast_path=not args.queue_path)
     ctx = multiprocessing.get_context("spawn")
     conn, child_conn = ctx.Pipe()
     load_args = {"publishers": args.publishers, "ptime_ms": args.ptime_ms, "seconds": args.seconds}
@@ -184,7 +186,7 @@ async def _relay_main(args: argparse.Namespace) -> dict[str, Any]:
                     receiver = next(
                         t.receiver for t in pc.getTransceivers() if t.receiver.track is track
                     )
-                    forwarders[i] = TrackForwarder.attach(receiver, track.kind)
+                    forwarders[i] = TrackForwarder.attach(receiver, track.kind, options=options)
 
                 pc.on("track", on_track)
                 await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
@@ -308,10 +310,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.publishers < 2 or args.subscribers < 1:
         parser.error("need at least 2 publishers and 1 subscriber per track")
-    if args.queue_path:
-        from aiolivekit.server import forwarder
-
-        forwarder.FAST_PATH = False
     result = asyncio.run(asyncio.wait_for(_relay_main(args), args.seconds + 3 * SETUP_TIMEOUT))
     print(json.dumps(result))
     sys.stdout.flush()
