@@ -219,7 +219,7 @@ async def _relay_main(args: argparse.Namespace) -> dict[str, Any]:
             await pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
         expected_streams = sum(f.subscriber_count for f in fws)
         deadline = time.monotonic() + SETUP_TIMEOUT
-        while sum(len(f._active) for f in fws) < expected_streams:
+        while sum(len(f.fanout.active) for f in fws) < expected_streams:
             if time.monotonic() > deadline:
                 raise TimeoutError("subscribers did not connect")
             await asyncio.sleep(0.05)
@@ -243,12 +243,8 @@ async def _relay_main(args: argparse.Namespace) -> dict[str, Any]:
         in1 = sum(f.packets_received for f in fws)
         conn.send("count")
         recv1 = await _recv(conn)
-        dropped = sum(s.sender._lk_queue.dropped for f in fws for s in f._subscriptions.values())
-        socket_drops = sum(
-            s.sender._lk_dropped_socket + s.sender._lk_out.dropped_socket
-            for f in fws
-            for s in f._subscriptions.values()
-        )
+        dropped = sum(d.queue.dropped for f in fws for d in f.down_tracks())
+        socket_drops = sum(d.dropped_socket for f in fws for d in f.down_tracks())
         wall = wall1 - wall0
         forwarded = fwd1 - fwd0
         cpu = cpu1 - cpu0

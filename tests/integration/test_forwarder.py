@@ -27,12 +27,12 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame, VideoFrame
 
-from aiolivekit.webrtc.ice import host_addresses
 from aiolivekit.server import forwarder as forwarder_module
 from aiolivekit.server.config import ForwardingOptions
 from aiolivekit.server.downtrack import VIDEO_HISTORY_SIZE
-from aiolivekit.server.rtp_io import ReceiveTap
 from aiolivekit.server.forwarder import TrackForwarder
+from aiolivekit.server.rtp_io import ReceiveTap
+from aiolivekit.webrtc.ice import host_addresses
 
 STEP = 5.0  # timeout of any single network wait
 WIDTH, HEIGHT = 320, 240

@@ -194,7 +194,6 @@ def test_raw_receive_statistics_match_aiortc(monkeypatch: pytest.MonkeyPatch) ->
     reordering and duplicates."""
     import random
     import struct
-    import types
 
     import aiortc.rtcrtpreceiver as aiortc_receiver
 
@@ -203,7 +202,6 @@ def test_raw_receive_statistics_match_aiortc(monkeypatch: pytest.MonkeyPatch) ->
     fw = TrackForwarder(None, "audio")  # type: ignore[arg-type]
     receiver = fw.receiver
     receiver.codecs = {111: OPUS}
-    receiver.receiver = types.SimpleNamespace(_enabled=True)  # type: ignore[assignment]
     ours = aiortc_receiver.StreamStatistics(48000)
     reference = aiortc_receiver.StreamStatistics(48000)
     receiver.raw_stats = {0x5EED: ours}

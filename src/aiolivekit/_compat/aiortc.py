@@ -51,6 +51,7 @@ __all__ += [
     "dtls_tap_hooks_ok",
     "ensure_decoder_sink",
     "handle_rtcp_packet",
+    "install_enabled_property",
     "install_sender_report_counters",
     "next_rtx_sequence",
     "prefer_dtls_server",
@@ -60,15 +61,17 @@ __all__ += [
     "rtcp_recipients",
     "rtx_original_ssrc",
     "send_pli",
-    "sender_report_counters",
     "sender_cname",
     "sender_events",
     "sender_mid",
+    "sender_report_counters",
     "sender_rtx_payload_type",
     "sender_started",
+    "set_sender_msid",
     "stats_inline_ok",
     "stop_decoding",
     "swap_class",
+    "take_enabled",
     "transceiver_codecs",
     "transceiver_has_codec_preferences",
     "transceiver_header_extensions",
@@ -131,6 +134,25 @@ def check_receiver(receiver: Any) -> None:
 def check_sender(sender: Any) -> None:
     """Likewise for an ``RTCRtpSender`` turned into a forwarding sender."""
     require_hooks("aiortc", sender, SENDER_ATTRS, SENDER_METHODS)
+
+
+def take_enabled(obj: Any) -> bool:
+    """Remove and return the ``_enabled`` flag aiortc's ``__init__`` stored on a sender or
+    receiver (before :func:`swap_class` to a class that keeps it elsewhere)."""
+    return bool(obj.__dict__.pop("_enabled", True))
+
+
+def install_enabled_property(cls: type, prop: property) -> None:
+    """Make ``_enabled`` (which the transceiver sets when its direction changes) a
+    property of ``cls``, a subclass of ``RTCRtpSender`` or ``RTCRtpReceiver``."""
+    cls._enabled = prop  # type: ignore[attr-defined]
+
+
+def set_sender_msid(sender: Any, stream_id: str, track_id: str) -> None:
+    """The ``a=msid:<stream_id> <track_id>`` of the sender's m-line in later offers
+    (``_stream_id`` / ``_track_id``)."""
+    sender._stream_id = stream_id
+    sender._track_id = track_id
 
 
 def swap_class(obj: Any, cls: type) -> None:

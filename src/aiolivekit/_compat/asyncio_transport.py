@@ -1,9 +1,12 @@
-"""asyncio's selector datagram transport internals (CPython 3.11 - 3.13).
+"""asyncio internals (CPython 3.11 - 3.13): the selector datagram transport, and
+a coroutine's steps driven by hand.
 
 The forwarder's receive tap reads a UDP socket itself in place of asyncio's
 ``_SelectorDatagramTransport``: it needs the transport's socket and file descriptor,
 and swaps the event loop's reader callback for that descriptor (the public
-``add_reader`` refuses a descriptor a transport owns). Everything of that lives here.
+``add_reader`` refuses a descriptor a transport owns). Everything of that lives here,
+and :func:`finish_coroutine` (a handler coroutine whose first step ran synchronously
+finished like a task: it clears a future's ``_asyncio_future_blocking``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ except ImportError:  # pragma: no cover - another asyncio
 __all__ = [
     "datagram_socket",
     "direct_sendto",
+    "finish_coroutine",
     "give_back_reader",
     "readable_by_us",
     "remove_transport_reader",
@@ -86,3 +90,18 @@ def direct_sendto(transport: Any) -> Callable[[bytes, Any], Any]:
         return sendto
     sendto = transport.sendto
     return sendto
+
+
+async def finish_coroutine(coro: Any, waiting: Any) -> None:
+    """Drive ``coro``, suspended on ``waiting`` (an asyncio future, or ``None`` for a bare
+    yield) after its first step, to its end the way an asyncio task would."""
+    while True:
+        if waiting is not None:
+            waiting._asyncio_future_blocking = False
+            await asyncio.wait((waiting,))
+        else:
+            await asyncio.sleep(0)
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return

@@ -66,8 +66,8 @@ class DevServer:
             await runner.cleanup()
             raise
         self._runner = runner
-        sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr,attr-defined]
-        self._port = sockets[0].getsockname()[1] if sockets else self._requested_port
+        addresses = runner.addresses  # the bound sockets' names
+        self._port = addresses[0][1] if addresses else self._requested_port
         self._config.port = self._port
         logger.info("aiolivekit dev server listening on %s", self.url)
         return self

@@ -531,27 +531,16 @@ class ForwardingSender(RTCRtpSender):
 
     _lk_down: DownTrack
 
-    @property  # type: ignore[override]
-    def _enabled(self) -> bool:
-        return self._lk_down.enabled
-
-    @_enabled.setter
-    def _enabled(self, value: bool) -> None:
-        down = self.__dict__.get("_lk_down")
-        if down is not None:
-            down.set_enabled(value)
-
     @classmethod
     def adopt(cls, sender: RTCRtpSender, forwarder: TrackForwarder, *, stream_id: str,
               track_id: str) -> ForwardingSender:
         """Turn aiortc's ``sender`` into a forwarding sender of ``forwarder``."""
         aiortc_compat.check_sender(sender)
-        enabled = bool(sender.__dict__.pop("_enabled", True))
+        enabled = aiortc_compat.take_enabled(sender)
         aiortc_compat.swap_class(sender, cls)
         assert isinstance(sender, ForwardingSender)
         sender._lk_down = DownTrack(sender, forwarder, enabled)
-        sender._stream_id = stream_id
-        sender._track_id = track_id
+        aiortc_compat.set_sender_msid(sender, stream_id, track_id)
         return sender
 
     async def send(self, parameters: RTCRtpSendParameters) -> None:
@@ -641,6 +630,18 @@ class ForwardingSender(RTCRtpSender):
             rtp_exited.set()
 
 
+def _get_enabled(sender: ForwardingSender) -> bool:
+    return sender._lk_down.enabled
+
+
+def _set_enabled(sender: ForwardingSender, value: bool) -> None:
+    down = sender.__dict__.get("_lk_down")
+    if down is not None:
+        down.set_enabled(value)
+
+
+# the transceiver's direction switches the down-track on and off
+aiortc_compat.install_enabled_property(ForwardingSender, property(_get_enabled, _set_enabled))
 aiortc_compat.install_sender_report_counters(
     ForwardingSender,
     ntp=_sr_property("ntp", (1 << 64) - 1),

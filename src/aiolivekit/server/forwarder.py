@@ -34,7 +34,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from .._compat import aiortc as aiortc_compat
 from ..errors import AioLiveKitError, AiortcCompatibilityError
 from .config import ForwardingOptions
-from .downtrack import ForwardedTrack, ForwardingSender
+from .downtrack import DownTrack, ForwardedTrack, ForwardingSender
 from .fanout import Fanout
 from .receiver import ForwardingReceiver, TrackReceiver
 from .rtpmunger import KeyframeRequestLimiter, h264_fmtp_score
@@ -215,6 +215,11 @@ class TrackForwarder:
     @property
     def subscriber_count(self) -> int:
         return len(self._subscriptions)
+
+    def down_tracks(self) -> list[DownTrack]:
+        """The subscribers' down-tracks (their counters: ``queue.dropped``,
+        ``dropped_socket``, ``count``...)."""
+        return [sub.sender._lk_down for sub in self._subscriptions.values()]
 
     # -- keyframes ----------------------------------------------------------------
 

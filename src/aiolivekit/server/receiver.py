@@ -106,6 +106,7 @@ class ForwardingReceiver(RTCRtpReceiver):
     """aiortc receiver that also hands every RTP packet to a :class:`TrackReceiver`."""
 
     _lk_track: TrackReceiver | None
+    _lk_enabled: bool
 
     async def receive(self, parameters: RTCRtpReceiveParameters) -> None:
         track = self._lk_track
@@ -117,7 +118,7 @@ class ForwardingReceiver(RTCRtpReceiver):
 
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         track = self._lk_track
-        if track is not None and self._enabled:
+        if track is not None and track.enabled:
             try:
                 track.on_rtp(packet, self)
             except Exception:  # never let a forwarding bug kill the publisher's transport
@@ -131,9 +132,11 @@ class ForwardingReceiver(RTCRtpReceiver):
         """Turn aiortc's ``receiver`` (not started yet) into a forwarding receiver that
         decodes nothing."""
         aiortc_compat.stop_decoding(receiver)
+        enabled = aiortc_compat.take_enabled(receiver)
         aiortc_compat.swap_class(receiver, cls)
         assert isinstance(receiver, ForwardingReceiver)
         receiver._lk_track = track
+        receiver._lk_enabled = track.enabled = enabled
 
     def release(self) -> None:
         """Hand no more packets to the track."""
@@ -165,6 +168,7 @@ class TrackReceiver:
         self.raw_ssrc: int | None = None
         self.raw_stats: dict[int, Any] = {}
         self.inline_stats = False
+        self.enabled = True  # the transceiver's direction lets the publisher's media in
         self.packets_received = 0
         self.errors = 0
 
@@ -233,7 +237,7 @@ class TrackReceiver:
     def on_raw(self, data: memoryview, n: int) -> None:
         """A plaintext RTP packet of the current source (the first ``n`` bytes of
         ``data``) from the raw receive path."""
-        if not self.receiver._enabled:
+        if not self.enabled:
             return
         marker, pt, seq, ts, ssrc, start, end, level = parse_rtp_header(
             data, self._in_audio_level_id, n
@@ -287,6 +291,22 @@ class TrackReceiver:
         receiver = self.receiver
         if isinstance(receiver, ForwardingReceiver):
             receiver.release()
+
+
+def _get_enabled(receiver: ForwardingReceiver) -> bool:
+    return receiver._lk_enabled
+
+
+def _set_enabled(receiver: ForwardingReceiver, value: bool) -> None:
+    receiver._lk_enabled = value
+    track = receiver.__dict__.get("_lk_track")
+    if track is not None:
+        track.enabled = value
+
+
+# the transceiver's direction (``_enabled``) is mirrored in the TrackReceiver, which reads
+# it per packet
+aiortc_compat.install_enabled_property(ForwardingReceiver, property(_get_enabled, _set_enabled))
 
 
 def canonical_mime(mime: str) -> str:

@@ -170,12 +170,12 @@ class ReceiveTap:
                                       self.options.read_batch_window)
                 if batcher is not None:  # one reader for all sockets, see read_batching
                     transport_compat.remove_transport_reader(transport)
-                    batcher.add(sock, functools.partial(self._read_ready, sock, protocol,
+                    batcher.add(sock, functools.partial(self._on_readable, sock, protocol,
                                                         closing))
                     self._batcher = batcher  # the loop's: the same for all of them
                 else:
                     transport_compat.replace_transport_reader(
-                        transport, self._read_ready, sock, protocol, closing)
+                        transport, self._on_readable, sock, protocol, closing)
                 self._readers.append(protocol)
             else:
                 ice_compat.wrap_datagram_received(protocol, self._on_datagram)
@@ -202,7 +202,7 @@ class ReceiveTap:
             if not self._readers:
                 self._batcher = None
 
-    def _read_ready(self, sock: socket.socket, protocol: Any,
+    def _on_readable(self, sock: socket.socket, protocol: Any,
                     closing: Callable[[], bool] | None = None) -> None:
         """The socket is readable (asyncio's reader callback in place of the transport's,
         or the batcher's); ``closing`` is its transport's ``is_closing``."""
@@ -312,7 +312,7 @@ class ReceiveTap:
             waiting = coro.send(None)
         except StopIteration:
             return
-        self._spawn(_finish(coro, waiting))
+        self._spawn(transport_compat.finish_coroutine(coro, waiting))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -325,18 +325,3 @@ class ReceiveTap:
             self._errors += 1
             if self._errors <= 5:
                 logger.error("RTCP handling failed", exc_info=task.exception())
-
-
-async def _finish(coro: Any, waiting: Any) -> None:
-    """Drive ``coro``, suspended on ``waiting`` (an asyncio future, or ``None`` for a bare
-    yield) after its first step, to its end the way an asyncio task would."""
-    while True:
-        if waiting is not None:
-            waiting._asyncio_future_blocking = False
-            await asyncio.wait((waiting,))
-        else:
-            await asyncio.sleep(0)
-        try:
-            waiting = coro.send(None)
-        except StopIteration:
-            return

@@ -687,8 +687,7 @@ class ParticipantSession:
         if transceiver is not None:
             # the dead m-line keeps its a=msid in later offers; a second subscription to the
             # same track must not repeat it (libwebrtc rejects duplicate msid lines)
-            transceiver.sender._stream_id = "-"
-            transceiver.sender._track_id = uuid.uuid4().hex
+            aiortc_compat.set_sender_msid(transceiver.sender, "-", uuid.uuid4().hex)
         self._request_negotiation()
 
     def set_paused(self, track_sid: str, paused: bool) -> None:
