@@ -56,9 +56,9 @@ class ForwardingOptions:
     fast_path: bool = True
     """Send synchronously from the receive path when the transport allows."""
     fast_out: bool = True
-    """Per-subscriber ``_FastOut``: the header written into the SRTP buffer, no copies."""
+    """``DownTrack.forward``: the header written into the SRTP buffer, no copies."""
     fanout: bool = True
-    """Steady subscribers of a source served in one loop (``_Fanout``)."""
+    """Steady subscribers of a source served in one loop (``fanout.SteadyGroup``)."""
     raw_receive: bool = True
     """Audio: take the publisher's packets from the UDP socket (``rtp_io.ReceiveTap``)."""
     sync_rtcp: bool = True
