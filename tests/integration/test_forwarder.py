@@ -644,3 +644,42 @@ async def test_three_subscribers_share_one_fanout_with_pause_and_reports() -> No
         await run_bounded(body())
     finally:
         await room.close()
+
+
+async def test_options_turn_single_fast_paths_off() -> None:
+    """``ForwardingOptions`` reach every part: without ``fast_out`` no down-track arms
+    its in-place path (so no fan-out group either), without ``sync_rtcp`` the raw
+    receive tap leaves SRTCP to aiortc; the tone still arrives at both subscribers."""
+    options = ForwardingOptions(fast_out=False, sync_rtcp=False)
+    room = Room(options)
+
+    async def body() -> None:
+        fw = await room.publish(SineTrack())
+        assert fw.options is options and fw.fanout.options is options
+        subs = [await room.subscribe(i + 1) for i in range(2)]
+        await until(lambda: all(len(s[1].frames) >= 60 for s in subs), what="two subscribers")
+        for _pc, sink, transceiver, _ in subs:
+            assert abs(dominant_frequency([f for _, f in sink.frames[25:60]]) - 440.0) < 5.0
+            down = transceiver.sender._lk_down
+            assert down.options is options and down.fast and not down.ready
+            assert down.count >= 60  # forwarded synchronously by deliver(), one by one
+            assert ReceiveTap.of(down.dtls) is None  # no tap for the subscriber's RTCP
+        assert fw.fanout.fan is None and len(fw.fanout.active) == 2
+        tap = fw.receiver.tap  # raw receive still on: the publisher's RTP only
+        assert tap is not None and tap.packets >= 50 and tap.rtcp_packets == 0
+        assert tap.options is options
+
+    try:
+        await run_bounded(body())
+    finally:
+        await room.close()
+
+
+def test_attach_rejects_what_is_not_forwarding_options() -> None:
+    class BareReceiver(forwarder_module.RTCRtpReceiver):
+        def __init__(self) -> None:  # skips aiortc's __init__
+            pass
+
+    with pytest.raises(TypeError, match="options must be ForwardingOptions"):
+        TrackForwarder.attach(BareReceiver(), "audio",
+                              options={"fanout": False})  # type: ignore[arg-type]
