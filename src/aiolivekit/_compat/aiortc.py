@@ -61,11 +61,13 @@ __all__ += [
     "rtcp_recipients",
     "rtx_original_ssrc",
     "send_pli",
+    "send_rtcp",
     "sender_cname",
     "sender_events",
     "sender_mid",
     "sender_report_counters",
     "sender_rtx_payload_type",
+    "sender_ssrcs",
     "sender_started",
     "set_sender_msid",
     "stats_inline_ok",
@@ -272,6 +274,17 @@ def sender_report_counters(sender: Any) -> tuple[int, int, int, int]:
     """``(ntp, rtp_timestamp, packet_count, octet_count)`` as aiortc's loop reads them."""
     return (sender._RTCRtpSender__ntp_timestamp, sender._RTCRtpSender__rtp_timestamp,
             sender._RTCRtpSender__packet_count, sender._RTCRtpSender__octet_count)
+
+
+def sender_ssrcs(sender: Any) -> tuple[int, int]:
+    """The sender's media and RTX SSRCs (``_ssrc``, ``_rtx_ssrc``)."""
+    return sender._ssrc, sender._rtx_ssrc
+
+
+def send_rtcp(sender: Any, packets: list[Any]) -> Coroutine[Any, Any, None]:
+    """The sender's coroutine sending RTCP packets (``_send_rtcp``)."""
+    coro: Coroutine[Any, Any, None] = sender._send_rtcp(packets)
+    return coro
 
 
 def sender_started(sender: Any) -> bool:

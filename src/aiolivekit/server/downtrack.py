@@ -560,7 +560,8 @@ class ForwardingSender(RTCRtpSender):
         rtx_pt = aiortc_compat.sender_rtx_payload_type(self)
         rtx = None
         if rtx_pt is not None and down.retransmission(sequence_number, None) is not None:
-            rtx = (rtx_pt, aiortc_compat.next_rtx_sequence(self), self._rtx_ssrc)
+            rtx = (rtx_pt, aiortc_compat.next_rtx_sequence(self),
+                   aiortc_compat.sender_ssrcs(self)[1])
         data = down.retransmission(sequence_number, rtx)
         if data is not None:
             await aiortc_compat.dtls_send_rtp(self.transport)(data)
@@ -579,19 +580,21 @@ class ForwardingSender(RTCRtpSender):
             while True:
                 await asyncio.sleep(delay)
                 delay = interval * (0.5 + random.random())
-                await self._send_rtcp(self._lk_sender_report())
+                await aiortc_compat.send_rtcp(self, self._lk_sender_report())
         except asyncio.CancelledError:
             pass
         try:
-            await self._send_rtcp([RtcpByePacket(sources=[self._ssrc])])
+            ssrc = aiortc_compat.sender_ssrcs(self)[0]
+            await aiortc_compat.send_rtcp(self, [RtcpByePacket(sources=[ssrc])])
         finally:
             rtcp_exited.set()
 
     def _lk_sender_report(self) -> list[Any]:
         ntp, rtp_ts, packets, octets = aiortc_compat.sender_report_counters(self)
+        ssrc = aiortc_compat.sender_ssrcs(self)[0]
         report: list[Any] = [
             RtcpSrPacket(
-                ssrc=self._ssrc,
+                ssrc=ssrc,
                 sender_info=RtcpSenderInfo(
                     ntp_timestamp=ntp,
                     rtp_timestamp=rtp_ts,
@@ -605,7 +608,7 @@ class ForwardingSender(RTCRtpSender):
         if cname is not None:
             report.append(
                 RtcpSdesPacket(
-                    chunks=[RtcpSourceInfo(ssrc=self._ssrc, items=[(1, cname.encode("utf8"))])]
+                    chunks=[RtcpSourceInfo(ssrc=ssrc, items=[(1, cname.encode("utf8"))])]
                 )
             )
         return report
@@ -617,7 +620,8 @@ class ForwardingSender(RTCRtpSender):
         rtp_started.set()
         down = self._lk_down
         try:
-            await down.run(codec, self._ssrc, aiortc_compat.sender_mid(self), self.transport)
+            await down.run(codec, aiortc_compat.sender_ssrcs(self)[0],
+                           aiortc_compat.sender_mid(self), self.transport)
         except (asyncio.CancelledError, ConnectionError):
             pass
         except Exception:  # must still set the exit event or stop() hangs
