@@ -162,9 +162,11 @@ def _load_process(conn: multiprocessing.connection.Connection, args: dict[str, A
 async def _relay_main(args: argparse.Namespace) -> dict[str, Any]:
     from aiortc import MediaStreamTrack, RTCSessionDescription
 
-    from aiolivekit.webrtc.ice import host_addresses
+    from aiolivekit.server.config import ForwardingOptions
     from aiolivekit.server.forwarder import TrackForwarder
+    from aiolivekit.webrtc.ice import host_addresses
 
+    options = ForwardingOptions(fast_path=not args.queue_path)
     ctx = multiprocessing.get_context("spawn")
     conn, child_conn = ctx.Pipe()
     load_args = {"publishers": args.publishers, "ptime_ms": args.ptime_ms, "seconds": args.seconds}
@@ -184,7 +186,7 @@ async def _relay_main(args: argparse.Namespace) -> dict[str, Any]:
                     receiver = next(
                         t.receiver for t in pc.getTransceivers() if t.receiver.track is track
                     )
-                    forwarders[i] = TrackForwarder.attach(receiver, track.kind)
+                    forwarders[i] = TrackForwarder.attach(receiver, track.kind, options=options)
 
                 pc.on("track", on_track)
                 await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
@@ -217,7 +219,7 @@ async def _relay_main(args: argparse.Namespace) -> dict[str, Any]:
             await pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
         expected_streams = sum(f.subscriber_count for f in fws)
         deadline = time.monotonic() + SETUP_TIMEOUT
-        while sum(len(f._active) for f in fws) < expected_streams:
+        while sum(len(f.fanout.active) for f in fws) < expected_streams:
             if time.monotonic() > deadline:
                 raise TimeoutError("subscribers did not connect")
             await asyncio.sleep(0.05)
@@ -241,12 +243,8 @@ async def _relay_main(args: argparse.Namespace) -> dict[str, Any]:
         in1 = sum(f.packets_received for f in fws)
         conn.send("count")
         recv1 = await _recv(conn)
-        dropped = sum(s.sender._lk_queue.dropped for f in fws for s in f._subscriptions.values())
-        socket_drops = sum(
-            s.sender._lk_dropped_socket + s.sender._lk_out.dropped_socket
-            for f in fws
-            for s in f._subscriptions.values()
-        )
+        dropped = sum(d.queue.dropped for f in fws for d in f.down_tracks())
+        socket_drops = sum(d.dropped_socket for f in fws for d in f.down_tracks())
         wall = wall1 - wall0
         forwarded = fwd1 - fwd0
         cpu = cpu1 - cpu0
@@ -308,10 +306,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.publishers < 2 or args.subscribers < 1:
         parser.error("need at least 2 publishers and 1 subscriber per track")
-    if args.queue_path:
-        from aiolivekit.server import forwarder
-
-        forwarder.FAST_PATH = False
     result = asyncio.run(asyncio.wait_for(_relay_main(args), args.seconds + 3 * SETUP_TIMEOUT))
     result["setup"] = (
         f"no server and no official counterpart: our relay (TrackForwarder receivers and "

@@ -12,7 +12,13 @@ import signal
 import sys
 import warnings
 
-from .server.config import DEFAULT_PORT, DEV_API_KEY, DEV_API_SECRET, parse_keys
+from .server.config import (
+    DEFAULT_PORT,
+    DEV_API_KEY,
+    DEV_API_SECRET,
+    ForwardingOptions,
+    parse_keys,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -70,10 +76,11 @@ def _configure_logging(verbosity: int) -> None:
             logging.getLogger(noisy).setLevel(max(level, logging.INFO))
 
 
-async def _serve(host: str, port: int, keys: dict[str, str]) -> None:
+async def _serve(host: str, port: int, keys: dict[str, str],
+                 forwarding: ForwardingOptions | None = None) -> None:
     from .server.devserver import DevServer
 
-    server = DevServer(host=host, port=port, keys=keys)
+    server = DevServer(host=host, port=port, keys=keys, forwarding=forwarding)
     await server.start()
     key = next(iter(keys))
     print(f"aiolivekit server listening on {server.url} (API key {key})", flush=True)
@@ -137,17 +144,19 @@ def main(argv: list[str] | None = None) -> int:
             keys = parse_keys(args.keys) if args.keys else {DEV_API_KEY: DEV_API_SECRET}
         except ValueError as exc:
             parser.error(str(exc))
+        forwarding = None
         if args.read_batch_ms is not None:
             from .server import read_batching
 
             try:
-                read_batching.BATCH_WINDOW = read_batching.window_seconds(args.read_batch_ms)
+                forwarding = ForwardingOptions(
+                    read_batch_window=read_batching.window_seconds(args.read_batch_ms))
             except ValueError:
                 parser.error(f"--read-batch-ms must be between 0 and "
                              f"{read_batching.MAX_WINDOW_MS:g}")
         host = "127.0.0.1" if args.dev and args.bind is None else args.bind
         try:
-            asyncio.run(_serve(host, args.port, keys))
+            asyncio.run(_serve(host, args.port, keys, forwarding))
         except KeyboardInterrupt:
             pass
         except OSError as exc:

@@ -14,6 +14,7 @@ from test_room_media import Tone, peak_frequency, remote_pub, wait_track
 
 from aiolivekit import LocalAudioTrack, Room, TrackPublishOptions, TrackSource
 from aiolivekit.server import read_batching
+from aiolivekit.server.config import ForwardingOptions
 from aiolivekit.server.devserver import DevServer
 
 pytestmark = [
@@ -24,14 +25,13 @@ pytestmark = [
 FREQS = {"p0": 350.0, "p1": 650.0, "p2": 950.0}
 
 
-async def test_tones_forwarded_through_batched_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_tones_forwarded_through_batched_reads() -> None:
     # three 50 packets/s publishers (and their RTCP) are 3 datagrams per 20-ms window:
     # dense enough for the timer
-    monkeypatch.setattr(read_batching, "BATCH_WINDOW", 0.02)
     loop = asyncio.get_running_loop()
     rooms: list[Room] = []
     tones: list[Tone] = []
-    async with DevServer(port=0) as server:
+    async with DevServer(port=0, forwarding=ForwardingOptions(read_batch_window=0.02)) as server:
         try:
             for identity, freq in FREQS.items():
                 room = Room()
@@ -42,8 +42,10 @@ async def test_tones_forwarded_through_batched_reads(monkeypatch: pytest.MonkeyP
                 track = LocalAudioTrack.create_audio_track(f"tone-{identity}", tone.source)
                 await asyncio.wait_for(room.local_participant.publish_track(
                     track, TrackPublishOptions(source=TrackSource.SOURCE_MICROPHONE)), 30)
-            batcher = read_batching._batchers.get(loop)
-            assert batcher is not None and len(batcher) > 0
+            batchers = read_batching.loop_batchers(loop)
+            assert [b._window for b in batchers] == [0.02]
+            batcher = batchers[0]
+            assert len(batcher) > 0
             polled = [False]
 
             async def watch() -> None:

@@ -27,9 +27,12 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame, VideoFrame
 
-from aiolivekit.webrtc.ice import host_addresses
 from aiolivekit.server import forwarder as forwarder_module
+from aiolivekit.server.config import ForwardingOptions
+from aiolivekit.server.downtrack import VIDEO_HISTORY_SIZE
 from aiolivekit.server.forwarder import TrackForwarder
+from aiolivekit.server.rtp_io import ReceiveTap
+from aiolivekit.webrtc.ice import host_addresses
 
 STEP = 5.0  # timeout of any single network wait
 WIDTH, HEIGHT = 320, 240
@@ -162,7 +165,8 @@ class Sink:
 class Room:
     """One publisher, one relay, N subscribers (all aiortc, one process)."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: ForwardingOptions | None = None) -> None:
+        self.options = options
         self.pcs: list[RTCPeerConnection] = []
         self.forwarder: TrackForwarder | None = None
         self.pub_sender: RTCRtpSender | None = None
@@ -186,7 +190,7 @@ class Room:
             receiver = next(
                 t.receiver for t in relay_in.getTransceivers() if t.receiver.track is remote
             )
-            self.forwarder = TrackForwarder.attach(receiver, remote.kind)
+            self.forwarder = TrackForwarder.attach(receiver, remote.kind, options=self.options)
 
         await negotiate(pub, relay_in)
         await until(
@@ -236,12 +240,8 @@ async def run_bounded(coro: Awaitable[None], timeout: float = 40.0) -> None:
 
 
 @pytest.mark.parametrize("fast_path", [True, False], ids=["direct-send", "queue-task"])
-async def test_opus_sine_forwarded_with_440hz_dominant(
-    fast_path: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(forwarder_module, "FAST_PATH", fast_path)
-    monkeypatch.setattr(forwarder_module, "RAW_RECEIVE", fast_path)
-    room = Room()
+async def test_opus_sine_forwarded_with_440hz_dominant(fast_path: bool) -> None:
+    room = Room(ForwardingOptions(fast_path=fast_path, raw_receive=fast_path))
 
     async def body() -> None:
         fw = await room.publish(SineTrack())
@@ -253,7 +253,7 @@ async def test_opus_sine_forwarded_with_440hz_dominant(
         freq = dominant_frequency(frames)
         assert abs(freq - 440.0) < 5.0, freq
         assert fw.packets_forwarded >= 100
-        assert transceiver.sender._lk_fast is fast_path
+        assert transceiver.sender._lk_down.fast is fast_path
         # the forwarding sender's own sender reports reach the subscriber (first one
         # 0.5-1.5 s after the start) with its SSRC and a plausible packet count
         sub_pc = room.subs[0][1]
@@ -266,13 +266,14 @@ async def test_opus_sine_forwarded_with_440hz_dominant(
         )
         assert report.ssrc == transceiver.sender._ssrc
         assert 0 < report.packetsSent <= fw.packets_forwarded
-        tap = fw._tap
+        tap = fw.receiver.tap
         if fast_path:  # the publisher's packets came straight from the UDP socket
-            assert tap is not None and tap.packets >= 50 and fw._raw_ssrc in tap.routes
+            assert tap is not None and tap.packets >= 50 and fw.receiver.raw_ssrc in tap.routes
             assert tap.reads_sockets  # read by the tap itself, decrypted in its buffer
             # the subscriber's receiver reports reach the forwarding sender through the
             # subscriber transport's tap (handled at once, no task hop): remote stats
-            sub_tap = transceiver.sender._lk_dtls._lk_rx_tap
+            sub_tap = ReceiveTap.of(transceiver.sender._lk_down.dtls)
+            assert sub_tap is not None
             await until(lambda: sub_tap.rtcp_packets > 0, timeout=4, what="an RR")
             remote = [st for st in (await transceiver.sender.getStats()).values()
                       if st.type == "remote-inbound-rtp"]
@@ -391,7 +392,8 @@ async def test_subscriber_pli_reaches_publisher() -> None:
         await until(lambda: len(requests) > before, timeout=3, what="PLI at publisher")
         assert fw.keyframe_requests_sent >= 2
         # the PLI went through the subscriber transport's tap (feedback: in a task)
-        sub_tap = transceiver.sender._lk_dtls._lk_rx_tap
+        sub_tap = ReceiveTap.of(transceiver.sender._lk_down.dtls)
+        assert sub_tap is not None
         assert sub_tap.reads_sockets and sub_tap.rtcp_packets >= 1
 
     try:
@@ -436,10 +438,10 @@ async def test_subscriber_nack_served_from_relay_history_over_rtx() -> None:
         assert "rtx" in offer
         await until(lambda: len(sink.frames) >= 10, timeout=10, what="video frames")
         sender = transceiver.sender
-        last = sender._lk_munger.last_sequence
+        last = sender._lk_down.munger.last_sequence
         lost = sorted((last - k) & 0xFFFF for k in (5, 4, 3))
         assert all(
-            sender._lk_history[s % forwarder_module.VIDEO_HISTORY_SIZE][0] == s for s in lost
+            sender._lk_down.history[s % VIDEO_HISTORY_SIZE][0] == s for s in lost
         )
         sub_pc = room.subs[0][1]
         sub_receiver = next(t.receiver for t in sub_pc.getTransceivers() if t.kind == "video")
@@ -545,7 +547,7 @@ async def test_opaque_payloads_pass_through_byte_identical() -> None:
             # no decoding of opaque bytes; the payloads are captured where the sub-side
             # forwarder would fan them out (raw receive path or aiortc's, whichever ran)
             tap = TrackForwarder.attach(receiver, remote.kind)
-            tap._dispatch = (  # type: ignore[method-assign]
+            tap.receiver._deliver = (  # type: ignore[method-assign]
                 lambda p, now=None: received.append(bytes(p.payload)))
 
         await negotiate(relay_out, sub)
@@ -568,13 +570,13 @@ async def test_subscriber_pc_closed_without_remove_keeps_others_flowing() -> Non
         _pc1, sink1, _, _ = await room.subscribe(1)
         pc2, sink2, _, _ = await room.subscribe(2)
         await until(lambda: len(sink2.frames) >= 10 and len(sink1.frames) >= 10, what="audio")
-        assert len(fw._active) == 2
+        assert len(fw.fanout.active) == 2
         await asyncio.wait_for(pc2.close(), STEP)
-        await until(lambda: len(fw._active) == 1, what="closed sender leaves the fan-out")
+        await until(lambda: len(fw.fanout.active) == 1, what="closed sender leaves the fan-out")
         t0 = time.monotonic()
         await asyncio.sleep(0.6)
         assert len(sink1.since(t0)) >= 20
-        assert fw._errors == 0
+        assert fw.receiver.errors == 0
         fw.remove_subscriber(pc2)
         assert fw.subscriber_count == 1
 
@@ -597,7 +599,7 @@ def test_missing_aiortc_hooks_fail_loudly() -> None:
 
 async def test_three_subscribers_share_one_fanout_with_pause_and_reports() -> None:
     """With several steady subscribers the forwarder serves them in one loop
-    (``_Fanout``); tone, loss-free sequence numbers and sender reports hold for each,
+    (``SteadyGroup``); tone, loss-free sequence numbers and sender reports hold for each,
     and pausing one takes it out of the loop and back."""
     room = Room()
 
@@ -606,27 +608,27 @@ async def test_three_subscribers_share_one_fanout_with_pause_and_reports() -> No
         subs = [await room.subscribe(i + 1) for i in range(3)]
         sinks = [s[1] for s in subs]
         await until(lambda: all(len(s.frames) >= 60 for s in sinks), what="three subscribers")
-        fan = fw._fan
+        fan = fw.fanout.fan
         assert fan is not None and len(fan.outs) == 3 and not fan.rest
         for sink in sinks:
             assert abs(dominant_frequency([f for _, f in sink.frames[25:60]]) - 440.0) < 5.0
         for _pc, _sink, transceiver, _ in subs:  # sender reports carry the fanned-out counts
             sender = transceiver.sender
-            assert sender._RTCRtpSender__packet_count == sender._lk_out.count >= 60
+            assert sender._RTCRtpSender__packet_count == sender._lk_down.count >= 60
         pc1 = subs[0][0]
         fw.set_paused(pc1, True)
         await asyncio.sleep(0.5)
         # while a subscriber waits outside, each bulk flush (every FANOUT_FLUSH packets)
         # ends the fan-out and the next packet rebuilds it: it can be None for one packet
-        await until(lambda: fw._fan is not None and len(fw._fan.outs) == 2
-                    and len(fw._fan.rest) == 1, timeout=2, what="a two-member fan-out")
+        await until(lambda: fw.fanout.fan is not None and len(fw.fanout.fan.outs) == 2
+                    and len(fw.fanout.fan.rest) == 1, timeout=2, what="a two-member fan-out")
         t0 = time.monotonic()
         await asyncio.sleep(0.5)
         assert len(sinks[0].since(t0)) == 0 and len(sinks[1].since(t0)) >= 15
         fw.set_paused(pc1, False)
         t1 = time.monotonic()
         await until(lambda: len(sinks[0].since(t1)) >= 25, what="audio after resume")
-        await until(lambda: fw._fan is not None and len(fw._fan.outs) == 3,
+        await until(lambda: fw.fanout.fan is not None and len(fw.fanout.fan.outs) == 3,
                     what="the resumed subscriber back in the fan-out")
         for i, (_pc, sink, _, _) in enumerate(subs):
             assert abs(dominant_frequency(sink.since(t1)[-25:]) - 440.0) < 5.0, i
@@ -642,3 +644,42 @@ async def test_three_subscribers_share_one_fanout_with_pause_and_reports() -> No
         await run_bounded(body())
     finally:
         await room.close()
+
+
+async def test_options_turn_single_fast_paths_off() -> None:
+    """``ForwardingOptions`` reach every part: without ``fast_out`` no down-track arms
+    its in-place path (so no fan-out group either), without ``sync_rtcp`` the raw
+    receive tap leaves SRTCP to aiortc; the tone still arrives at both subscribers."""
+    options = ForwardingOptions(fast_out=False, sync_rtcp=False)
+    room = Room(options)
+
+    async def body() -> None:
+        fw = await room.publish(SineTrack())
+        assert fw.options is options and fw.fanout.options is options
+        subs = [await room.subscribe(i + 1) for i in range(2)]
+        await until(lambda: all(len(s[1].frames) >= 60 for s in subs), what="two subscribers")
+        for _pc, sink, transceiver, _ in subs:
+            assert abs(dominant_frequency([f for _, f in sink.frames[25:60]]) - 440.0) < 5.0
+            down = transceiver.sender._lk_down
+            assert down.options is options and down.fast and not down.ready
+            assert down.count >= 60  # forwarded synchronously by deliver(), one by one
+            assert ReceiveTap.of(down.dtls) is None  # no tap for the subscriber's RTCP
+        assert fw.fanout.fan is None and len(fw.fanout.active) == 2
+        tap = fw.receiver.tap  # raw receive still on: the publisher's RTP only
+        assert tap is not None and tap.packets >= 50 and tap.rtcp_packets == 0
+        assert tap.options is options
+
+    try:
+        await run_bounded(body())
+    finally:
+        await room.close()
+
+
+def test_attach_rejects_what_is_not_forwarding_options() -> None:
+    class BareReceiver(forwarder_module.RTCRtpReceiver):
+        def __init__(self) -> None:  # skips aiortc's __init__
+            pass
+
+    with pytest.raises(TypeError, match="options must be ForwardingOptions"):
+        TrackForwarder.attach(BareReceiver(), "audio",
+                              options={"fanout": False})  # type: ignore[arg-type]

@@ -90,17 +90,21 @@ def test_serve_rejects_bad_keys() -> None:
 def test_serve_read_batch_window(monkeypatch: pytest.MonkeyPatch) -> None:
     from aiolivekit import cli
     from aiolivekit.server import read_batching
+    from aiolivekit.server.config import ForwardingOptions
 
     out = subprocess.run([sys.executable, "-m", "aiolivekit", "serve", "--read-batch-ms", "-1"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "--read-batch-ms must be between 0 and 100" in out.stderr
-    seen: list[float] = []
+    seen: list[float | None] = []
 
-    async def fake_serve(host: str, port: int, keys: dict[str, str]) -> None:
-        seen.append(read_batching.BATCH_WINDOW)
+    async def fake_serve(host: str, port: int, keys: dict[str, str],
+                         forwarding: ForwardingOptions | None = None) -> None:
+        seen.append(None if forwarding is None else forwarding.read_batch_window)
 
     monkeypatch.setattr(cli, "_serve", fake_serve)
-    monkeypatch.setattr(read_batching, "BATCH_WINDOW", read_batching.BATCH_WINDOW)
     assert cli.main(["serve", "--read-batch-ms", "2.5"]) == 0
     assert cli.main(["serve", "--read-batch-ms", "0"]) == 0
-    assert seen == [0.0025, 0.0]
+    assert cli.main(["serve"]) == 0  # the default: AIOLIVEKIT_READ_BATCH_MS or 5 ms
+    assert seen == [0.0025, 0.0, None]
+    monkeypatch.setenv("AIOLIVEKIT_READ_BATCH_MS", "7")
+    assert ForwardingOptions().read_batch_window == read_batching.window_seconds(7)

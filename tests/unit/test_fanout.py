@@ -2,15 +2,14 @@
 per-subscriber path: byte-identical datagrams, counters and munger states.
 
 Two forwarders get the same packets at the same (fake) times; one may build a
-``_Fanout``, the other never does. Each has three subscribers with real mungers,
+``SteadyGroup`` (``ForwardingOptions.fanout``), the other never does. Each has three subscribers with real mungers,
 header writers and libsrtp sessions (same keys in both worlds, so SRTP output is
-deterministic); their ``sendto`` records datagrams. Only the aiortc sender (queue,
-slow path, transport counters) is replaced by a recorder.
+deterministic); their ``sendto`` records datagrams. Only the down-track's slow path
+and transport counters (the aiortc sender's side) are replaced by a recorder.
 """
 
 from __future__ import annotations
 
-import collections
 import os
 from typing import Any
 
@@ -18,11 +17,14 @@ import pylibsrtp
 import pytest
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from aiolivekit.server import forwarder as forwarder_module
-from aiolivekit.server.forwarder import TrackForwarder, _FastOut, _InPacket
-from aiolivekit.webrtc.srtp import FastSrtp
-from aiolivekit.server.rtp_rewrite import RtpMunger
+from aiolivekit.server import fanout as fanout_module, receiver as receiver_module
+from aiolivekit.server.config import ForwardingOptions
+from aiolivekit.server.downtrack import DownTrack
+from aiolivekit.server.forwarder import TrackForwarder
+from aiolivekit.server.receiver import InPacket
+from aiolivekit.server.rtpmunger import RtpMunger
 from aiolivekit.webrtc.rtp import RtpHeaderWriter
+from aiolivekit.webrtc.srtp import FastSrtp
 
 KEYS = [os.urandom(28) for _ in range(3)]
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2,
@@ -41,31 +43,34 @@ class _Clock:
         return cls.now
 
 
-class _Sender:
-    """Stands in for the aiortc ForwardingSender: records what takes its slow path."""
+class _Down(DownTrack):
+    """A down-track whose slow path (the aiortc sender's queue and send) and transport
+    counters only record."""
 
-    def __init__(self) -> None:
-        self._lk_queue = type("Queue", (), {"_items": collections.deque()})()
+    __slots__ = ("slow", "tx_flushes")
+
+    def __init__(self, forwarder: TrackForwarder) -> None:
+        super().__init__(None, forwarder, True)  # type: ignore[arg-type]
         self.slow: list[int] = []
         self.tx_flushes = 0
 
-    def _lk_deliver(self, packet: _InPacket, now: float, send_time: int, ntp: int) -> None:
+    def deliver(self, packet: InPacket, now: float, send_time: int, ntp: int) -> None:
         self.slow.append(packet.sequence_number)
 
-    def _lk_flush_tx_stats(self) -> None:
+    def flush_tx_stats(self) -> None:
         self.tx_flushes += 1
 
 
 class _World:
-    def __init__(self) -> None:
-        self.fw = TrackForwarder(None, "audio")  # type: ignore[arg-type]
-        self.fw._codecs = {111: OPUS}
+    def __init__(self, fanout: bool = True) -> None:
+        self.fw = TrackForwarder(None, "audio",  # type: ignore[arg-type]
+                                 ForwardingOptions(fanout=fanout))
+        self.fw.receiver.codecs = {111: OPUS}
         self.sent: list[list[bytes]] = [[], [], []]
-        self.outs: list[_FastOut] = []
+        self.outs: list[_Down] = []
         self.keep: list[Any] = []
         for i, key in enumerate(KEYS):
-            sender = _Sender()
-            out = _FastOut(sender, self.fw)  # type: ignore[arg-type]
+            out = _Down(self.fw)
             session = pylibsrtp.Session(policy=pylibsrtp.Policy(
                 key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
                 srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM))
@@ -88,28 +93,28 @@ class _World:
             out.mime, out.pts = "audio/opus", frozenset({111})
             out.ready = True
             self.outs.append(out)
-        self.fw._active = tuple(self.outs)
+        self.fw.fanout.active = tuple(self.outs)
         self.fans_seen = 0
 
     def feed(self, seq: int, ts: int, ssrc: int = 0x5EED, *, simple: bool = True,
              level: tuple[bool, int] | None = (True, 42)) -> None:
         payload = bytes([seq & 0xFF]) * (20 + seq % 7)
-        packet = _InPacket(seq & 1, 111, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc, payload, level)
+        packet = InPacket(seq & 1, 111, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc, payload, level)
         packet.simple = simple
-        self.fw._dispatch(packet)
-        if self.fw._fan is not None:
+        self.fw.receiver.dispatch(packet)
+        if self.fw.fanout.fan is not None:
             self.fans_seen += 1
 
     def pause(self, index: int, paused: bool) -> None:
-        # what ForwardingSender._lk_set_paused does
-        self.fw._fan_flush(dissolve=True)
+        # what DownTrack.set_paused does
+        self.fw.fanout.flush(dissolve=True)
         self.outs[index].munger.set_paused(paused)
 
     def state(self) -> list[tuple[Any, ...]]:
-        self.fw._fan_flush()
+        self.fw.fanout.flush()
         return [
             (out.count, out.octets, out.rtp_ts, out.ntp, out.tx_bytes + 0, out.tx_packets,
-             out.sender.slow, {k: getattr(out.munger, k) for k in RtpMunger.__slots__})
+             out.slow, {k: getattr(out.munger, k) for k in RtpMunger.__slots__})
             for out in self.outs
         ]
 
@@ -146,12 +151,11 @@ def _script(world: _World) -> None:
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fanout_matches_per_subscriber_path(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(forwarder_module, "time", _Clock)
+    monkeypatch.setattr(fanout_module, "time", _Clock)
     results = []
     for fanout in (True, False):
-        monkeypatch.setattr(forwarder_module, "FANOUT", fanout)
         _Clock.now = 1000.0 + seed
-        world = _World()
+        world = _World(fanout)
         _script(world)
         results.append((world, world.state()))
     (fan_world, fan_state), (plain_world, plain_state) = results
@@ -166,21 +170,22 @@ def test_fanout_matches_per_subscriber_path(seed: int, monkeypatch: pytest.Monke
 
 
 def test_fanout_keeps_counters_for_sender_reports(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(forwarder_module, "time", _Clock)
+    monkeypatch.setattr(fanout_module, "time", _Clock)
     world = _World()
     for k in range(100):
         _Clock.now += 0.02
         world.feed(k + 1, 960 * (k + 1))
-    assert world.fw._fan is not None and world.fw._fan.count > 0  # some still in bulk
-    world.fw._fan_flush()
+    fanout = world.fw.fanout
+    assert fanout.fan is not None and fanout.fan.count > 0  # some still in bulk
+    fanout.flush()
     assert [out.count for out in world.outs] == [len(box) for box in world.sent]
-    assert all(out.tx_bytes + out.sender.tx_flushes for out in world.outs)
+    assert all(out.tx_bytes + out.tx_flushes for out in world.outs)
     # a membership change ends the fan-out, the next packet rebuilds it
     world.outs[0].ready = False
-    assert world.fw._fan is None
+    assert fanout.fan is None
     world.outs[0].ready = True
     world.feed(101, 960 * 101)
-    assert world.fw._fan is not None and len(world.fw._fan.outs) == 3
+    assert fanout.fan is not None and len(fanout.fan.outs) == 3
 
 
 def test_raw_receive_statistics_match_aiortc(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -189,19 +194,18 @@ def test_raw_receive_statistics_match_aiortc(monkeypatch: pytest.MonkeyPatch) ->
     reordering and duplicates."""
     import random
     import struct
-    import types
 
     import aiortc.rtcrtpreceiver as aiortc_receiver
 
-    monkeypatch.setattr(forwarder_module, "time", _Clock)
+    monkeypatch.setattr(receiver_module, "time", _Clock)
     monkeypatch.setattr(aiortc_receiver, "time", _Clock)
     fw = TrackForwarder(None, "audio")  # type: ignore[arg-type]
-    fw._codecs = {111: OPUS}
-    fw._receiver = types.SimpleNamespace(_enabled=True)  # type: ignore[assignment]
+    receiver = fw.receiver
+    receiver.codecs = {111: OPUS}
     ours = aiortc_receiver.StreamStatistics(48000)
     reference = aiortc_receiver.StreamStatistics(48000)
-    fw._raw_stats = {0x5EED: ours}
-    fw._inline_stats = True
+    receiver.raw_stats = {0x5EED: ours}
+    receiver.inline_stats = True
     rng = random.Random(7)
     seq, ts = 65400, 4_294_000_000
     order: list[tuple[int, int]] = []
@@ -217,8 +221,8 @@ def test_raw_receive_statistics_match_aiortc(monkeypatch: pytest.MonkeyPatch) ->
     for seq, ts in order:
         _Clock.now += 0.02 + rng.random() * 0.004
         packet = struct.pack("!BBHII", 0x80, 111, seq, ts, 0x5EED) + b"opus"
-        fw._on_raw(memoryview(packet), len(packet))
-        reference.add(_InPacket(0, 111, seq, ts, 0x5EED, b"opus", None))  # type: ignore[arg-type]
+        receiver.on_raw(memoryview(packet), len(packet))
+        reference.add(InPacket(0, 111, seq, ts, 0x5EED, b"opus", None))  # type: ignore[arg-type]
         assert vars(ours) == vars(reference)
     assert ours.packets_lost == reference.packets_lost > 0
     assert ours.jitter == reference.jitter > 0 and ours.cycles == 0x10000

@@ -213,16 +213,19 @@ async def test_reader_failures_are_contained_and_closed_sockets_forgotten(
         good.sock.close()
 
 
-async def test_batcher_per_loop_and_off_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_batcher_per_loop_and_off_switch() -> None:
     loop = asyncio.get_running_loop()
-    first = batcher_for(loop)
-    assert first is not None and batcher_for(loop) is first
+    first = batcher_for(loop, 0.005)
+    assert first is not None and batcher_for(loop, 0.005) is first
+    other = batcher_for(loop, 0.01)  # another window: its own batcher
+    assert other is not None and other is not first and other._window == 0.01
+    assert read_batching.loop_batchers(loop) == [first, other]
+    other.close()
     first.close()
-    second = batcher_for(loop)
+    second = batcher_for(loop, 0.005)
     assert second is not None and second is not first  # a closed one is replaced
     second.close()
-    monkeypatch.setattr(read_batching, "BATCH_WINDOW", 0.0)
-    assert batcher_for(loop) is None
+    assert batcher_for(loop, 0.0) is None
 
 
 def test_window_from_environment(monkeypatch: pytest.MonkeyPatch,
@@ -230,5 +233,5 @@ def test_window_from_environment(monkeypatch: pytest.MonkeyPatch,
     for text, window in (("", 0.005), ("12", 0.012), ("0", 0.0), ("abc", 0.005),
                          ("-3", 0.005), ("1000", 0.005)):
         monkeypatch.setenv("AIOLIVEKIT_READ_BATCH_MS", text)
-        assert read_batching._window_from_env() == pytest.approx(window), text
+        assert read_batching.window_from_env() == pytest.approx(window), text
     assert "'abc' is not 0..100 ms" in caplog.text

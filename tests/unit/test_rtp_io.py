@@ -232,7 +232,7 @@ async def test_receive_tap_reads_the_socket_itself() -> None:
         tap.add_route(0xAAAA, lambda buf, n: got.append(bytes(buf[:n])))
         batcher = tap.batcher
         transport.close()
-        tap._read_ready(transport._sock, protocol)
+        tap._on_readable(transport._sock, protocol)
         assert not tap.reads_sockets and tap.batcher is None
         assert batcher is None or batcher.closed  # its only socket left it
     finally:
@@ -255,10 +255,10 @@ async def test_receive_tap_socket_errors_go_to_the_protocol() -> None:
         assert tap is not None
         tap.add_route(1, lambda buf, n: None)
         assert tap.reads_sockets
-        tap._read_ready(_FailingSocket(BlockingIOError()), protocol)  # spurious wake-up
+        tap._on_readable(_FailingSocket(BlockingIOError()), protocol)  # spurious wake-up
         assert protocol.errors == []
         refused = ConnectionRefusedError(111, "refused")
-        tap._read_ready(_FailingSocket(refused), protocol)  # as asyncio's reader does
+        tap._on_readable(_FailingSocket(refused), protocol)  # as asyncio's reader does
         assert protocol.errors == [refused] and protocol.slow == []
     finally:
         transport.close()

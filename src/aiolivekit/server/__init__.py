@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DevServer", "ServerConfig"]
+__all__ = ["DevServer", "ForwardingOptions", "ServerConfig"]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,4 +16,8 @@ def __getattr__(name: str) -> Any:
         from .config import ServerConfig
 
         return ServerConfig
+    if name == "ForwardingOptions":
+        from .config import ForwardingOptions
+
+        return ForwardingOptions
     raise AttributeError(name)

@@ -78,7 +78,7 @@ class LiveKitServerApp:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.rooms = RoomManager()
-        self.hub = Hub(self.rooms, config.ice_addresses())
+        self.hub = Hub(self.rooms, config.ice_addresses(), config.forwarding)
         self.room_service = RoomService(self.rooms, config.keys)
         self.app = web.Application(middlewares=[_cors_middleware],
                                    client_max_size=10 * 1024 * 1024)

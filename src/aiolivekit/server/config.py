@@ -1,11 +1,21 @@
-"""Configuration of the embedded server (bind address, port, API keys)."""
+"""Configuration of the embedded server (bind address, port, API keys, forwarding)."""
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
 
-__all__ = ["DEFAULT_PORT", "DEV_API_KEY", "DEV_API_SECRET", "ServerConfig", "parse_keys"]
+from .read_batching import MAX_WINDOW_MS, window_from_env
+
+__all__ = [
+    "DEFAULT_PORT",
+    "DEV_API_KEY",
+    "DEV_API_SECRET",
+    "ForwardingOptions",
+    "ServerConfig",
+    "parse_keys",
+]
 
 DEV_API_KEY = "devkey"
 DEV_API_SECRET = "secret"
@@ -29,13 +39,56 @@ def parse_keys(text: str) -> dict[str, str]:
     return keys
 
 
+def _socket_reader_from_env() -> bool:
+    return os.environ.get("AIOLIVEKIT_SOCKET_READER", "1") != "0"
+
+
+@dataclass(frozen=True)
+class ForwardingOptions:
+    """How the SFU forwards RTP (every fast path on by default; tests and benchmarks
+    turn single ones off to compare with the plain aiortc path).
+
+    ``read_batch_window`` (seconds, 0 = off) defaults to ``AIOLIVEKIT_READ_BATCH_MS``
+    (``aiolivekit serve --read-batch-ms``); ``socket_reader`` to
+    ``AIOLIVEKIT_SOCKET_READER`` (``0``: never read the UDP sockets ourselves).
+    """
+
+    fast_path: bool = True
+    """Send synchronously from the receive path when the transport allows."""
+    fast_out: bool = True
+    """``DownTrack.forward``: the header written into the SRTP buffer, no copies."""
+    fanout: bool = True
+    """Steady subscribers of a source served in one loop (``fanout.SteadyGroup``)."""
+    raw_receive: bool = True
+    """Audio: take the publisher's packets from the UDP socket (``rtp_io.ReceiveTap``)."""
+    sync_rtcp: bool = True
+    """RTCP of the forwarder's transports handled by their ``ReceiveTap`` at once."""
+    socket_reader: bool = field(default_factory=_socket_reader_from_env)
+    """The tap reads the UDP sockets itself where it can (else it wraps the protocol)."""
+    read_batch_window: float = field(default_factory=window_from_env)
+    """Seconds between batched socket reads while traffic is dense (0: no batching)."""
+
+    def __post_init__(self) -> None:
+        for name in ("fast_path", "fast_out", "fanout", "raw_receive", "sync_rtcp",
+                     "socket_reader"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"ForwardingOptions.{name} must be a bool")
+        window = self.read_batch_window
+        if isinstance(window, bool) or not isinstance(window, (int, float)):
+            raise TypeError("ForwardingOptions.read_batch_window must be a number of seconds")
+        if not 0 <= window <= MAX_WINDOW_MS / 1000.0:
+            raise ValueError(f"the read batching window must be 0..{MAX_WINDOW_MS:g} ms, "
+                             f"not {window * 1000:g}")
+
+
 @dataclass
 class ServerConfig:
-    """Where the server listens and which API keys it accepts."""
+    """Where the server listens, which API keys it accepts and how it forwards media."""
 
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     keys: dict[str, str] = field(default_factory=lambda: {DEV_API_KEY: DEV_API_SECRET})
+    forwarding: ForwardingOptions = field(default_factory=ForwardingOptions)
 
     def ice_addresses(self) -> list[str] | None:
         """The addresses the server's peer connections gather on.

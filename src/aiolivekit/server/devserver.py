@@ -11,7 +11,7 @@ from aiohttp import web
 
 from .app import LiveKitServerApp
 from .auth import make_token
-from .config import DEV_API_KEY, DEV_API_SECRET, ServerConfig
+from .config import DEV_API_KEY, DEV_API_SECRET, ForwardingOptions, ServerConfig
 
 __all__ = ["DevServer"]
 
@@ -23,6 +23,8 @@ class DevServer:
 
     ``port=0`` picks a free port. ``keys`` (API key -> secret) replaces the single
     ``api_key``/``api_secret`` pair; the first key is the one :meth:`token` signs with.
+    ``forwarding`` chooses the media forwarding paths (default: all fast paths, the
+    read batching window of ``AIOLIVEKIT_READ_BATCH_MS``).
 
     >>> async with DevServer() as server:          # doctest: +SKIP
     ...     token = server.token("alice")
@@ -30,14 +32,18 @@ class DevServer:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: str = DEV_API_KEY,
-                 api_secret: str = DEV_API_SECRET, keys: dict[str, str] | None = None) -> None:
+                 api_secret: str = DEV_API_SECRET, keys: dict[str, str] | None = None,
+                 forwarding: ForwardingOptions | None = None) -> None:
+        if forwarding is not None and not isinstance(forwarding, ForwardingOptions):
+            raise TypeError(f"forwarding must be ForwardingOptions, not {type(forwarding).__name__}")
         if keys:
             api_key, api_secret = next(iter(keys.items()))
         self.host = host
         self.api_key = api_key
         self.api_secret = api_secret
         self._config = ServerConfig(host=host, port=port,
-                                    keys=dict(keys) if keys else {api_key: api_secret})
+                                    keys=dict(keys) if keys else {api_key: api_secret},
+                                    forwarding=forwarding or ForwardingOptions())
         self._requested_port = port
         self._port: int | None = None
         self._server: LiveKitServerApp | None = None
@@ -60,8 +66,8 @@ class DevServer:
             await runner.cleanup()
             raise
         self._runner = runner
-        sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr,attr-defined]
-        self._port = sockets[0].getsockname()[1] if sockets else self._requested_port
+        addresses = runner.addresses  # the bound sockets' names
+        self._port = addresses[0][1] if addresses else self._requested_port
         self._config.port = self._port
         logger.info("aiolivekit dev server listening on %s", self.url)
         return self

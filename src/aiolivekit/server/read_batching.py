@@ -29,9 +29,9 @@ import os
 import select
 import weakref
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-__all__ = ["BATCH_WINDOW", "ReadBatcher", "batcher_for", "send_all", "window_seconds"]
+__all__ = ["ReadBatcher", "batcher_for", "send_all", "window_from_env", "window_seconds"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,9 @@ def window_seconds(ms: float) -> float:
     return ms / 1000.0
 
 
-def _window_from_env() -> float:
+def window_from_env() -> float:
+    """The window of ``AIOLIVEKIT_READ_BATCH_MS`` in seconds (the default of
+    :attr:`~aiolivekit.server.config.ForwardingOptions.read_batch_window`)."""
     text = os.environ.get("AIOLIVEKIT_READ_BATCH_MS", "")
     if text:
         try:
@@ -57,9 +59,6 @@ def _window_from_env() -> float:
                            text, MAX_WINDOW_MS, DEFAULT_WINDOW_MS)
     return window_seconds(DEFAULT_WINDOW_MS)
 
-
-BATCH_WINDOW = _window_from_env()
-"""The batching window in seconds (``AIOLIVEKIT_READ_BATCH_MS``; 0 turns batching off)."""
 
 # bounds per wake-up: epoll rounds, and events per round
 _MAX_ROUNDS = 64
@@ -92,30 +91,38 @@ def send_all(sends: list[PendingSend]) -> None:
             owner.dropped_socket += 1
 
 
-_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReadBatcher] = (
+# the batchers of each loop, one per window (servers of one loop usually share one)
+_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, ReadBatcher]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def batcher_for(loop: asyncio.AbstractEventLoop) -> ReadBatcher | None:
-    """The loop's batcher (created on first use); ``None`` where batching is off or
-    unavailable (no epoll, not a selector event loop)."""
-    if BATCH_WINDOW <= 0 or not hasattr(select, "epoll"):
+def batcher_for(loop: asyncio.AbstractEventLoop, window: float) -> ReadBatcher | None:
+    """The loop's batcher for ``window`` seconds (created on first use); ``None`` where
+    batching is off (``window`` 0) or unavailable (no epoll, not a selector event loop)."""
+    if window <= 0 or not hasattr(select, "epoll"):
         return None
     if not isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
         return None
-    batcher = _batchers.get(loop)
+    per_window = _batchers.get(loop)
+    if per_window is None:
+        per_window = _batchers[loop] = {}
+    batcher = per_window.get(window)
     if batcher is None or batcher.closed:
-        batcher = ReadBatcher(loop, BATCH_WINDOW)
-        _batchers[loop] = batcher
+        batcher = per_window[window] = ReadBatcher(loop, window)
     return batcher
+
+
+def loop_batchers(loop: asyncio.AbstractEventLoop) -> list[ReadBatcher]:
+    """The open batchers of ``loop``."""
+    return [b for b in _batchers.get(loop, {}).values() if not b.closed]
 
 
 class ReadBatcher:
     """Reads registered sockets on readiness, or on a timer while they are busy."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, window: float) -> None:
-        self._loop: Any = cast(Any, loop)  # a selector event loop (its _add_reader/_remove_reader)
+        self._loop = loop
         self._window = window
         self._epoll = select.epoll()
         self._fd = self._epoll.fileno()
@@ -130,7 +137,7 @@ class ReadBatcher:
         self.closed = False
         self.wakeups = 0  # event-loop wake-ups and ticks that read the sockets
         self.datagrams = 0  # datagrams read
-        self._loop._add_reader(self._fd, self._on_ready)
+        self._loop.add_reader(self._fd, self._on_ready)
 
     @property
     def polling(self) -> bool:
@@ -176,7 +183,7 @@ class ReadBatcher:
             self._timer.cancel()
             self._timer = None
         else:
-            self._loop._remove_reader(self._fd)
+            self._loop.remove_reader(self._fd)
         self._epoll.close()
         self._readers.clear()
 
@@ -186,7 +193,7 @@ class ReadBatcher:
         self._measure(now, self._read_all())
         if self.per_window >= _POLL_FROM and not self.closed:
             # dense traffic: read on the timer while it lasts
-            self._loop._remove_reader(self._fd)
+            self._loop.remove_reader(self._fd)
             self._timer = self._loop.call_at(now + self._window, self._tick)
 
     def _tick(self) -> None:
@@ -200,7 +207,7 @@ class ReadBatcher:
         if self.per_window >= _POLL_DOWN_TO:
             self._timer = self._loop.call_at(now + self._window, self._tick)
         else:
-            self._loop._add_reader(self._fd, self._on_ready)
+            self._loop.add_reader(self._fd, self._on_ready)
 
     def _measure(self, now: float, read: int) -> None:
         """Count ``read`` datagrams; at the end of a rate period, update ``per_window``."""

@@ -1,5 +1,8 @@
 """Sans-I/O room state of the dev server: rooms, participants, tracks, subscriptions, data relay.
 
+(The effects are in :mod:`.effects`, one participant's state in :mod:`.participant_state`;
+both are re-exported here.)
+
 Every operation takes the current time (``now``, Unix seconds) where it needs one and returns
 a list of *effects* for the asyncio shell to carry out in order: signal messages to send,
 data packets to deliver, subscriptions to add/remove on subscriber peer connections,
@@ -11,12 +14,29 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from .auth import VideoGrant
+from .effects import (
+    CloseTrack,
+    Disconnect,
+    Effect,
+    SendData,
+    SendSignal,
+    SetPaused,
+    Subscribe,
+    Unsubscribe,
+)
+from .participant_state import (
+    ENABLED_PUBLISH_CODECS,
+    PARTICIPANT_KINDS,
+    SOURCE_CHARS,
+    ParticipantState,
+    TrackState,
+    new_guid,
+)
 
 __all__ = [
     "PING_INTERVAL",
@@ -50,108 +70,6 @@ EMPTY_TIMEOUT = 300
 DEPARTURE_TIMEOUT = 20
 MAX_PENDING_TRACKS = 20
 
-_BASE57 = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
-_SOURCE_NAMES = {
-    "camera": models_pb.TrackSource.CAMERA,
-    "microphone": models_pb.TrackSource.MICROPHONE,
-    "screen_share": models_pb.TrackSource.SCREEN_SHARE,
-    "screen_share_audio": models_pb.TrackSource.SCREEN_SHARE_AUDIO,
-}
-_SOURCE_CHARS = {
-    models_pb.TrackSource.CAMERA: "C",
-    models_pb.TrackSource.MICROPHONE: "M",
-    models_pb.TrackSource.SCREEN_SHARE: "S",
-    models_pb.TrackSource.SCREEN_SHARE_AUDIO: "s",
-}
-_KINDS = {
-    "standard": models_pb.ParticipantInfo.Kind.STANDARD,
-    "ingress": models_pb.ParticipantInfo.Kind.INGRESS,
-    "egress": models_pb.ParticipantInfo.Kind.EGRESS,
-    "sip": models_pb.ParticipantInfo.Kind.SIP,
-    "agent": models_pb.ParticipantInfo.Kind.AGENT,
-}
-ENABLED_PUBLISH_CODECS = ("audio/opus", "video/VP8", "video/H264")
-
-
-def new_guid(prefix: str) -> str:
-    """``prefix`` + 12 random characters of the shortuuid base57 alphabet."""
-    return prefix + "".join(secrets.choice(_BASE57) for _ in range(12))
-
-
-def source_from_name(name: str) -> int | None:
-    return _SOURCE_NAMES.get(name)
-
-
-# ----------------------------------------------------------------------------------- effects
-
-
-@dataclass
-class SendSignal:
-    """Send ``response`` on the signalling connection of ``participant_sid``."""
-
-    participant_sid: str
-    response: rtc_pb.SignalResponse
-
-
-@dataclass
-class SendData:
-    """Deliver a serialized DataPacket to ``participant_sid`` on the reliable/lossy channel."""
-
-    participant_sid: str
-    payload: bytes
-    reliable: bool
-
-
-@dataclass
-class Subscribe:
-    """Forward ``track_sid`` (published by ``publisher_sid``) to ``subscriber_sid``."""
-
-    subscriber_sid: str
-    publisher_sid: str
-    track_sid: str
-
-
-@dataclass
-class Unsubscribe:
-    """Stop forwarding ``track_sid`` to ``subscriber_sid``."""
-
-    subscriber_sid: str
-    publisher_sid: str
-    track_sid: str
-
-
-@dataclass
-class SetPaused:
-    """Pause/resume forwarding of ``track_sid`` to ``subscriber_sid``."""
-
-    subscriber_sid: str
-    publisher_sid: str
-    track_sid: str
-    paused: bool
-
-
-@dataclass
-class CloseTrack:
-    """The published track is gone: release its forwarder."""
-
-    publisher_sid: str
-    track_sid: str
-
-
-@dataclass
-class Disconnect:
-    """Send ``LeaveRequest{reason, action}`` to ``participant_sid`` and close its session."""
-
-    participant_sid: str
-    reason: int
-    action: int = rtc_pb.LeaveRequest.Action.DISCONNECT
-
-
-Effect = (
-    SendSignal | SendData | Subscribe | Unsubscribe | SetPaused | CloseTrack | Disconnect
-)
-
 
 class RoomNotFound(LookupError):
     """No room with that name."""
@@ -159,97 +77,6 @@ class RoomNotFound(LookupError):
 
 class ParticipantNotFound(LookupError):
     """No participant with that identity/sid in the room."""
-
-
-# ------------------------------------------------------------------------------------- state
-
-
-@dataclass
-class TrackState:
-    """One track of a participant: pending (AddTrackRequest answered) or published (media)."""
-
-    info: models_pb.TrackInfo
-    cid: str
-    published: bool = False
-    codec_cids: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ParticipantState:
-    """One participant in a room."""
-
-    sid: str
-    identity: str
-    grant: VideoGrant
-    name: str = ""
-    metadata: str = ""
-    attributes: dict[str, str] = field(default_factory=dict)
-    kind: int = models_pb.ParticipantInfo.Kind.STANDARD
-    state: int = models_pb.ParticipantInfo.State.JOINING
-    version: int = 0
-    joined_at_ms: int = 0
-    client_protocol: int = 0
-    capabilities: list[int] = field(default_factory=list)
-    auto_subscribe: bool = True
-    tracks: dict[str, TrackState] = field(default_factory=dict)
-    last_reliable_seq: int = 0
-    disconnect_reason: int = models_pb.DisconnectReason.UNKNOWN_REASON
-    permission: models_pb.ParticipantPermission = field(
-        default_factory=models_pb.ParticipantPermission
-    )
-
-    def __post_init__(self) -> None:
-        g = self.grant
-        sources: Any = [
-            s for s in (source_from_name(n) for n in g.can_publish_sources) if s is not None
-        ]
-        self.permission = models_pb.ParticipantPermission(
-            can_subscribe=g.can_subscribe,
-            can_publish=g.can_publish,
-            can_publish_data=g.can_publish_data,
-            can_publish_sources=sources,
-            hidden=g.hidden,
-            recorder=g.recorder,
-            can_update_metadata=g.can_update_own_metadata,
-            agent=g.agent,
-        )
-
-    @property
-    def hidden(self) -> bool:
-        return self.permission.hidden
-
-    def bump(self) -> None:
-        self.version += 1
-
-    def published_tracks(self) -> list[TrackState]:
-        return [t for t in self.tracks.values() if t.published]
-
-    def info(self) -> models_pb.ParticipantInfo:
-        out = models_pb.ParticipantInfo(
-            sid=self.sid,
-            identity=self.identity,
-            state=self.state,  # type: ignore[arg-type]
-            tracks=[t.info for t in self.published_tracks()],
-            metadata=self.metadata,
-            joined_at=self.joined_at_ms // 1000,
-            joined_at_ms=self.joined_at_ms,
-            name=self.name,
-            version=self.version,
-            permission=self.permission,
-            is_publisher=bool(self.published_tracks()),
-            kind=self.kind,  # type: ignore[arg-type]
-            attributes=self.attributes,
-            disconnect_reason=self.disconnect_reason,  # type: ignore[arg-type]
-            client_protocol=self.client_protocol,
-            capabilities=self.capabilities,  # type: ignore[arg-type]
-        )
-        return out
-
-    def can_publish_source(self, source: int) -> bool:
-        if not self.permission.can_publish:
-            return False
-        allowed = list(self.permission.can_publish_sources)
-        return not allowed or source in allowed
 
 
 def _signal(**kwargs: object) -> rtc_pb.SignalResponse:
@@ -350,7 +177,7 @@ class RoomState:
             name=name,
             metadata=metadata,
             attributes=dict(attributes or {}),
-            kind=_KINDS.get(kind.lower(), models_pb.ParticipantInfo.Kind.STANDARD),
+            kind=PARTICIPANT_KINDS.get(kind.lower(), models_pb.ParticipantInfo.Kind.STANDARD),
             state=models_pb.ParticipantInfo.State.JOINED,
             version=1,
             joined_at_ms=int(now * 1000),
@@ -453,7 +280,7 @@ class RoomState:
                                  "too many pending tracks")]
         is_audio = req.type == models_pb.TrackType.AUDIO
         track_sid = new_guid(
-            "TR_" + ("A" if is_audio else "V") + _SOURCE_CHARS.get(req.source, "U")
+            "TR_" + ("A" if is_audio else "V") + SOURCE_CHARS.get(req.source, "U")
         )
         mime = "audio/opus" if is_audio else "video/VP8"
         codecs: list[models_pb.SimulcastCodecInfo] = []

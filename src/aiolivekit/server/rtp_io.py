@@ -9,9 +9,9 @@
   Every other datagram (STUN, DTLS, SCTP, RTCP, RTP of other SSRCs) goes to the
   protocol as before.
 
-Relies on private names of aiortc 1.16 / aioice 0.13 and asyncio's selector transport;
-:func:`tap_available` says whether they exist (callers then
-keep the aiortc path).
+Relies on private names of aiortc 1.16 / aioice 0.13 and asyncio's selector transport,
+reached through :mod:`aiolivekit._compat`; :func:`tap_available` says whether they
+exist (callers then keep the aiortc path).
 """
 
 from __future__ import annotations
@@ -19,29 +19,27 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import socket
 import struct
-from asyncio.selector_events import _SelectorDatagramTransport  # type: ignore[attr-defined]
+import weakref
 from collections.abc import Callable
 from typing import Any
 
-import pylibsrtp
-from aiortc.rtcdtlstransport import State
 from aiortc.rtp import RtcpByePacket, RtcpPacket, RtcpRrPacket, RtcpSdesPacket, RtcpSrPacket
 
-from .._compat import pylibsrtp as srtp_compat
+from .._compat import (
+    aioice as ice_compat,
+    aiortc as aiortc_compat,
+    asyncio_transport as transport_compat,
+    pylibsrtp as srtp_compat,
+)
 from ..webrtc.srtp import FastSrtp, fast_srtp_for
+from .config import ForwardingOptions
 from .read_batching import ReadBatcher, batcher_for
 
 __all__ = ["ReceiveTap", "tap_available"]
 
 logger = logging.getLogger(__name__)
-
-_CONNECTED = State.CONNECTED
-
-# the tap reads the UDP sockets itself where it can (AIOLIVEKIT_SOCKET_READER=0: never)
-SOCKET_READER = os.environ.get("AIOLIVEKIT_SOCKET_READER", "1") != "0"
 
 # RTCP whose aiortc handlers (RTCRtpSender/RTCRtpReceiver._handle_rtcp_packet) never wait:
 # a tap that reads the socket runs them at once instead of through the transport's task
@@ -50,14 +48,10 @@ _SYNC_RTCP = (RtcpRrPacket, RtcpSrPacket, RtcpSdesPacket, RtcpByePacket)
 
 def tap_available(dtls: Any) -> bool:
     """Whether ``dtls`` (an aiortc ``RTCDtlsTransport``) exposes what :class:`ReceiveTap` uses."""
-    connection = getattr(getattr(dtls, "transport", None), "_connection", None)
     return (
         srtp_compat.binding_available()
-        and hasattr(dtls, "_state")
-        and hasattr(dtls, "_rx_srtp")
-        and hasattr(dtls, "_RTCDtlsTransport__rx_bytes")
-        and hasattr(dtls, "_RTCDtlsTransport__rx_packets")
-        and isinstance(getattr(connection, "_protocols", None), list)
+        and aiortc_compat.dtls_tap_hooks_ok(dtls)
+        and ice_compat.stun_protocols(dtls) is not None
     )
 
 
@@ -69,18 +63,8 @@ first ``length`` bytes of ``buffer`` (valid only during the call)."""
 _RX_SIZE = 65536
 _ssrc_at_8 = struct.Struct("!I").unpack_from
 
-
-def _socket_reader_available(protocol: Any) -> bool:
-    """Whether ``protocol``'s UDP socket can be read by the tap itself: an asyncio
-    selector datagram transport (not on Windows' proactor loop, nor uvloop)."""
-    transport = getattr(protocol, "transport", None)
-    loop = getattr(transport, "_loop", None)
-    return (
-        isinstance(transport, _SelectorDatagramTransport)
-        and isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
-        and isinstance(getattr(transport, "_sock", None), socket.socket)
-        and not transport.is_closing()
-    )
+# one tap per aiortc DTLS transport, dropped with the transport
+_taps: weakref.WeakKeyDictionary[Any, ReceiveTap] = weakref.WeakKeyDictionary()
 
 
 class ReceiveTap:
@@ -93,8 +77,9 @@ class ReceiveTap:
     ``datagram_received``. Everything not routed goes to the protocol unchanged.
     """
 
-    def __init__(self, dtls: Any) -> None:
+    def __init__(self, dtls: Any, options: ForwardingOptions | None = None) -> None:
         self._dtls = dtls
+        self.options = options if options is not None else ForwardingOptions()
         self._routes: dict[int, RawHandler] = {}
         self._hooked: list[Any] = []  # protocols whose datagram_received is wrapped
         self._readers: list[Any] = []  # protocols whose socket the tap reads
@@ -114,16 +99,25 @@ class ReceiveTap:
         self.rtcp_packets = 0
 
     @classmethod
-    def for_transport(cls, dtls: Any) -> ReceiveTap | None:
-        """The transport's tap (created on first use); ``None`` if internals are missing."""
-        tap: ReceiveTap | None = getattr(dtls, "_lk_rx_tap", None)
+    def for_transport(cls, dtls: Any, options: ForwardingOptions | None = None
+                      ) -> ReceiveTap | None:
+        """The transport's tap (created on first use, with ``options``); ``None`` if
+        internals are missing."""
+        tap = ReceiveTap.of(dtls)
         if tap is None:
             if not tap_available(dtls):
                 logger.warning("aiortc/aioice internals changed: no raw SRTP receive path")
                 return None
-            tap = cls(dtls)
-            dtls._lk_rx_tap = tap
+            tap = _taps[dtls] = cls(dtls, options)
         return tap
+
+    @staticmethod
+    def of(dtls: Any) -> ReceiveTap | None:
+        """The transport's tap if one was created."""
+        try:
+            return _taps.get(dtls)
+        except TypeError:  # not weakly referenceable: not an aiortc transport
+            return None
 
     @property
     def routes(self) -> dict[int, RawHandler]:
@@ -162,60 +156,59 @@ class ReceiveTap:
         return bool(self._readers)
 
     def _hook(self) -> None:
-        protocols = self._dtls.transport._connection._protocols
+        protocols = ice_compat.stun_protocols(self._dtls) or []
         for protocol in protocols:
             if any(p is protocol for p in self._hooked) or any(
                 p is protocol for p in self._readers
             ):
                 continue
-            if SOCKET_READER and _socket_reader_available(protocol):
-                transport = protocol.transport
-                loop = transport._loop
-                batcher = batcher_for(loop)
+            transport = getattr(protocol, "transport", None)
+            if self.options.socket_reader and transport_compat.readable_by_us(transport):
+                sock = transport_compat.datagram_socket(transport)
+                closing = transport.is_closing  # type: ignore[union-attr]
+                batcher = batcher_for(transport_compat.transport_loop(transport),
+                                      self.options.read_batch_window)
                 if batcher is not None:  # one reader for all sockets, see read_batching
-                    loop._remove_reader(transport._sock_fd)
-                    batcher.add(
-                        transport._sock,
-                        functools.partial(self._read_ready, transport._sock, protocol),
-                    )
+                    transport_compat.remove_transport_reader(transport)
+                    batcher.add(sock, functools.partial(self._on_readable, sock, protocol,
+                                                        closing))
                     self._batcher = batcher  # the loop's: the same for all of them
                 else:
-                    loop._add_reader(
-                        transport._sock_fd, self._read_ready, transport._sock, protocol
-                    )
+                    transport_compat.replace_transport_reader(
+                        transport, self._on_readable, sock, protocol, closing)
                 self._readers.append(protocol)
             else:
-                original = protocol.datagram_received  # the bound class method
-                protocol.datagram_received = functools.partial(self._on_datagram, original)
+                ice_compat.wrap_datagram_received(protocol, self._on_datagram)
                 self._hooked.append(protocol)
 
     def _unhook(self) -> None:
         hooked, self._hooked = self._hooked, []
         for protocol in hooked:
-            if "datagram_received" in vars(protocol):
-                del protocol.datagram_received
+            ice_compat.restore_datagram_received(protocol)
         readers, self._readers = self._readers, []
         batcher, self._batcher = self._batcher, None
         for protocol in readers:
             transport = protocol.transport
             if batcher is not None:
-                batcher.remove(transport._sock)
-            if not transport.is_closing():  # give the socket back to asyncio's reader
-                transport._loop._add_reader(transport._sock_fd, transport._read_ready)
+                batcher.remove(transport_compat.datagram_socket(transport))
+            transport_compat.give_back_reader(transport)  # unless it is closing
 
     def _drop_reader(self, protocol: Any) -> None:
         """Stop reading the socket of ``protocol``, whose transport is closing (asyncio
         removed its own reader then; a batched socket has to leave the batcher)."""
         self._readers = [known for known in self._readers if known is not protocol]
         if self._batcher is not None:
-            self._batcher.remove(protocol.transport._sock)
+            self._batcher.remove(transport_compat.datagram_socket(protocol.transport))
             if not self._readers:
                 self._batcher = None
 
-    def _read_ready(self, sock: socket.socket, protocol: Any) -> None:
+    def _on_readable(self, sock: socket.socket, protocol: Any,
+                    closing: Callable[[], bool] | None = None) -> None:
         """The socket is readable (asyncio's reader callback in place of the transport's,
-        or the batcher's)."""
-        if protocol.transport._closing:
+        or the batcher's); ``closing`` is its transport's ``is_closing``."""
+        if closing is None:
+            closing = protocol.transport.is_closing
+        if closing():
             self._drop_reader(protocol)
             return
         try:
@@ -268,16 +261,14 @@ class ReceiveTap:
         """Run libsrtp's ``unprotect`` on the ``n`` bytes in the receive buffer: the
         plaintext length, -1 if libsrtp refused the packet (bad or replayed: dropped,
         as aiortc does), ``None`` if the DTLS transport is not ready."""
-        dtls = self._dtls
-        if dtls._state is not _CONNECTED:
+        session = aiortc_compat.dtls_receive_session(self._dtls, n)  # counts the datagram
+        if session is None:
             return None
         fast = self._fast_rx
-        if fast is None or fast.session is not dtls._rx_srtp:
-            fast = self._fast_rx = fast_srtp_for(dtls, tx=False)
+        if fast is None or fast.session is not session:
+            fast = self._fast_rx = fast_srtp_for(self._dtls, tx=False)
             if fast is None:
                 return None
-        dtls._RTCDtlsTransport__rx_bytes += n
-        dtls._RTCDtlsTransport__rx_packets += 1
         length = self._rx_len
         length[0] = n
         if unprotect(fast._srtp, self._rx_c, length):
@@ -303,12 +294,11 @@ class ReceiveTap:
         self.rtcp_packets += 1
         try:
             if all(isinstance(p, _SYNC_RTCP) for p in packets):
-                route = dtls._rtp_router.route_rtcp
                 for packet in packets:
-                    for recipient in route(packet):
-                        self._run_now(recipient._handle_rtcp_packet(packet))
+                    for recipient in aiortc_compat.rtcp_recipients(dtls, packet):
+                        self._run_now(aiortc_compat.handle_rtcp_packet(recipient, packet))
             else:
-                self._spawn(dtls._handle_rtcp_data(data))
+                self._spawn(aiortc_compat.dtls_handle_rtcp_data(dtls, data))
         except Exception:  # never let it reach (and close) the UDP transport
             self._errors += 1
             if self._errors <= 5:
@@ -322,7 +312,7 @@ class ReceiveTap:
             waiting = coro.send(None)
         except StopIteration:
             return
-        self._spawn(_finish(coro, waiting))
+        self._spawn(transport_compat.finish_coroutine(coro, waiting))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -335,18 +325,3 @@ class ReceiveTap:
             self._errors += 1
             if self._errors <= 5:
                 logger.error("RTCP handling failed", exc_info=task.exception())
-
-
-async def _finish(coro: Any, waiting: Any) -> None:
-    """Drive ``coro``, suspended on ``waiting`` (an asyncio future, or ``None`` for a bare
-    yield) after its first step, to its end the way an asyncio task would."""
-    while True:
-        if waiting is not None:
-            waiting._asyncio_future_blocking = False
-            await asyncio.wait((waiting,))
-        else:
-            await asyncio.sleep(0)
-        try:
-            waiting = coro.send(None)
-        except StopIteration:
-            return

@@ -29,8 +29,10 @@ from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 from google.protobuf import json_format
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
+from .._compat import aiortc as aiortc_compat
 from ..webrtc import ice, sdp
 from ..webrtc.pc import answer_keepalives_fast, start_late_transceivers, take_over_consent
+from .config import ForwardingOptions
 from .rooms import (
     CloseTrack,
     Disconnect,
@@ -74,15 +76,15 @@ class ForwarderLike(Protocol):
     def close(self) -> None: ...
 
 
-def _attach_forwarder(receiver: RTCRtpReceiver, kind: str,
-                      codecs: list[Any]) -> ForwarderLike | None:
+def _attach_forwarder(receiver: RTCRtpReceiver, kind: str, codecs: list[Any],
+                      options: ForwardingOptions) -> ForwarderLike | None:
     try:
         from .forwarder import TrackForwarder
     except ImportError:  # the forwarder is not available: signalling only
         logger.warning("server.forwarder not available; media will not be forwarded")
         return None
     try:
-        return TrackForwarder.attach(receiver, kind, codecs=codecs or None)
+        return TrackForwarder.attach(receiver, kind, codecs=codecs or None, options=options)
     except Exception:
         logger.exception("cannot forward this %s track", kind)
         return None
@@ -112,10 +114,11 @@ def _accept_rid_extensions(pc: RTCPeerConnection, offer_sdp: str) -> None:
         media = by_mid.get(transceiver.mid or "")
         if media is None or transceiver.kind != "video":
             continue
-        have = {e.uri for e in transceiver._headerExtensions}
+        extensions = aiortc_compat.transceiver_header_extensions(transceiver)
+        have = {e.uri for e in extensions}
         for ext in media.rtp.headerExtensions:
             if ext.uri in _RID_URIS and ext.uri not in have:
-                transceiver._headerExtensions.append(
+                extensions.append(
                     RTCRtpHeaderExtensionParameters(id=ext.id, uri=ext.uri))
 
 
@@ -135,8 +138,7 @@ def _answer_as_dtls_server(pc: RTCPeerConnection, offer_sdp: str) -> None:
     if pc.sctp is not None:
         transports.append(pc.sctp.transport)
     for dtls in transports:
-        if dtls._role == "auto":
-            dtls._set_role("server")
+        aiortc_compat.prefer_dtls_server(dtls)
 
 
 def _pc() -> RTCPeerConnection:
@@ -148,9 +150,11 @@ def _pc() -> RTCPeerConnection:
 class Hub:
     """The live sessions of one server and the executor of room effects."""
 
-    def __init__(self, rooms: RoomManager, bind_addresses: list[str] | None) -> None:
+    def __init__(self, rooms: RoomManager, bind_addresses: list[str] | None,
+                 forwarding: ForwardingOptions | None = None) -> None:
         self.rooms = rooms
         self.bind_addresses = bind_addresses
+        self.forwarding = forwarding if forwarding is not None else ForwardingOptions()
         self.sessions: dict[str, ParticipantSession] = {}
 
     def dispatch(self, effects: list[Effect]) -> None:
@@ -571,8 +575,8 @@ class ParticipantSession:
                      mid)
         section = next((s for s in self._offer_sections if s.mid == mid), None)
         msid_track = section.track_id if section is not None else ""
-        codecs = list(getattr(transceiver, "_codecs", []) or [])
-        fwd = _attach_forwarder(transceiver.receiver, track.kind, codecs)
+        codecs = aiortc_compat.transceiver_codecs(transceiver)
+        fwd = _attach_forwarder(transceiver.receiver, track.kind, codecs, self.hub.forwarding)
         mime = getattr(fwd, "mime_type", None) or ""
         if not mime:
             media = [c for c in codecs if c.name.lower() != "rtx"]
@@ -683,8 +687,7 @@ class ParticipantSession:
         if transceiver is not None:
             # the dead m-line keeps its a=msid in later offers; a second subscription to the
             # same track must not repeat it (libwebrtc rejects duplicate msid lines)
-            transceiver.sender._stream_id = "-"
-            transceiver.sender._track_id = uuid.uuid4().hex
+            aiortc_compat.set_sender_msid(transceiver.sender, "-", uuid.uuid4().hex)
         self._request_negotiation()
 
     def set_paused(self, track_sid: str, paused: bool) -> None:

@@ -8,7 +8,7 @@ import pytest
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
-from aiolivekit.server.rtp_rewrite import (
+from aiolivekit.server.rtpmunger import (
     KeyframeRequestLimiter,
     RtpMunger,
     h264_fmtp_score,
