@@ -20,6 +20,7 @@ from aiortc import MediaStreamTrack, RTCIceServer, RTCRtpReceiver, RTCRtpTransce
 from aiortc.rtcdatachannel import RTCDataChannel
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
+from .._compat import aiortc as aiortc_compat
 from ..errors import ConnectError, PublishDataError, SignalError
 from ..media.jitter import install_audio_jitter_buffer
 from ..types import RoomOptions
@@ -613,7 +614,7 @@ class RtcEngine:
         assert self.subscriber is not None
         for t in self.subscriber.pc.getTransceivers():
             if t.mid == section.mid:
-                track = _revive_receiver(t.receiver, section.ssrcs)
+                track = aiortc_compat.revive_receiver(t.receiver, section.ssrcs)
                 if track is not None:
                     if track.kind == "audio":
                         install_audio_jitter_buffer(t.receiver)
@@ -664,9 +665,7 @@ class RtcEngine:
         """What the server's SCTP accepts in one message (64 KiB if not advertised)."""
         if self.publisher is None:
             return 65536
-        sctp = self.publisher.pc.sctp
-        size = getattr(sctp, "_remote_max_message_size", 65536) if sctp is not None else 65536
-        return int(size or 65536)
+        return aiortc_compat.sctp_max_message_size(self.publisher.pc.sctp)
 
     async def send_data(self, data: bytes | Callable[[int], bytes], *, reliable: bool) -> None:
         """Send one encoded DataPacket on the publisher's reliable or lossy channel.
@@ -798,42 +797,3 @@ def _consume_exception(task: asyncio.Task[Any]) -> None:
     """Mark a shared task's failure as retrieved (its awaiters got it already)."""
     if not task.cancelled():
         task.exception()
-
-
-def _revive_receiver(receiver: RTCRtpReceiver, ssrcs: list[int]) -> MediaStreamTrack | None:
-    """Make a recycled aiortc receiver deliver a new remote stream (aiortc 1.16 internals).
-
-    aiortc registers a receiver's SSRCs once and ends its track (stopping the decoder
-    thread) on RTCP BYE; a transceiver the server reuses for another stream then delivers
-    nothing. Route the new SSRCs to the receiver and, if its track ended, give it a fresh
-    track and decoder thread.
-    """
-    import threading
-
-    from aiortc.rtcrtpreceiver import RemoteStreamTrack, decoder_worker
-
-    transport = receiver.transport
-    router = getattr(transport, "_rtp_router", None)
-    if router is not None:
-        for ssrc in ssrcs:
-            router.ssrc_table[ssrc] = receiver
-    track = receiver.track
-    name = "_RTCRtpReceiver__decoder_thread"
-    thread = getattr(receiver, name, None)
-    if track is not None and track.readyState == "live" and thread is not None:
-        return track
-    if not getattr(receiver, "_RTCRtpReceiver__started", False):
-        return track
-    new_track = RemoteStreamTrack(kind=receiver.track.kind if receiver.track else "audio")
-    receiver._track = new_track
-    if thread is None:
-        thread = threading.Thread(
-            target=decoder_worker, name=new_track.kind + "-decoder",
-            args=(asyncio.get_running_loop(),
-                  getattr(receiver, "_RTCRtpReceiver__decoder_queue"),  # noqa: B009
-                  new_track._queue,
-                  getattr(receiver, "_RTCRtpReceiver__decoder_error")),  # noqa: B009
-            daemon=True)
-        setattr(receiver, name, thread)
-        thread.start()
-    return new_track
