@@ -2,9 +2,10 @@
 remote track's pump, async iteration, and following a participant's track source.
 
 ``from_participant`` streams re-scan ``participant.track_publications`` whenever
-:func:`publications_changed` is called for that participant (the participant code calls
-it when a track is subscribed, unsubscribed or unpublished, or the participant leaves) and,
-as a fallback, every ``FOLLOW_INTERVAL`` seconds. Such a stream survives re-publication
+:func:`publications_changed` is called for that participant (the room calls it when a
+track is subscribed, unsubscribed or unpublished, or the participant leaves) and, as a
+fallback, every ``FOLLOW_INTERVAL`` seconds. The wake-up events of the streams following
+a participant hang off that participant (its ``_stream_followers`` set). Such a stream survives re-publication
 and ends once ``participant.disconnect_reason`` is set.
 """
 
@@ -25,13 +26,21 @@ T = TypeVar("T")
 
 FOLLOW_INTERVAL = 0.5  # fallback period of the publication re-scan, seconds
 
-# id(participant) -> wake-up events of the streams following it
-_followers: dict[int, set[asyncio.Event]] = {}
+
+
+def _followers(participant: Any) -> set[asyncio.Event]:
+    """The wake-up events of the streams following ``participant`` (its
+    ``_stream_followers``, created on first use for participant-like objects)."""
+    followers: set[asyncio.Event] | None = getattr(participant, "_stream_followers", None)
+    if followers is None:
+        followers = set()
+        participant._stream_followers = followers
+    return followers
 
 
 def publications_changed(participant: Any) -> None:
     """Tell ``from_participant`` streams of ``participant`` to re-scan its publications."""
-    for event in tuple(_followers.get(id(participant), ())):
+    for event in tuple(getattr(participant, "_stream_followers", ())):
         event.set()
 
 
@@ -111,8 +120,8 @@ class FrameStreamBase(Generic[T]):
 
     async def _follow(self, participant: Any, track_source: int) -> None:
         wake = asyncio.Event()
-        key = id(participant)
-        _followers.setdefault(key, set()).add(wake)
+        followers = _followers(participant)
+        followers.add(wake)
         try:
             while not self._closed:
                 wake.clear()
@@ -146,11 +155,7 @@ class FrameStreamBase(Generic[T]):
             self._detach()
             self._ended = True
             self._wake()
-            waiters = _followers.get(key)
-            if waiters is not None:
-                waiters.discard(wake)
-                if not waiters:
-                    del _followers[key]
+            followers.discard(wake)
 
     # ---------------------------------------------------------------- consumer side
 
