@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
@@ -21,12 +21,12 @@ from ..errors import ConnectError, PublishTrackError, SignalError
 from ..types import VideoCodec
 from ..webrtc.sdp import parse_media_sections
 from . import signal as sig
+from .peer import PeerTransport
 
 if TYPE_CHECKING:
     from ..track import PublishableTrack
-    from .engine import RtcEngine
 
-__all__ = ["PUBLISH_TIMEOUT", "TrackPublisher"]
+__all__ = ["PUBLISH_TIMEOUT", "PublisherLink", "TrackPublisher"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +41,25 @@ _REFUSAL_HINTS: dict[int, str] = {
 }
 
 
+class PublisherLink(Protocol):
+    """What :class:`TrackPublisher` needs of its engine (:class:`~.engine.RtcEngine`)."""
+
+    session: sig.SignalSession
+    publisher: PeerTransport | None
+
+    def send_signal(self) -> None: ...
+
+    async def ensure_publisher_negotiated(self, timeout: float | None = None) -> None: ...
+
+    async def negotiate_publisher(self, timeout: float = ...) -> None: ...
+
+    async def ensure_publisher_connected(self, timeout: float | None = None) -> None: ...
+
+
 class TrackPublisher:
     """AddTrackRequest waiters (by cid) and publisher transceivers (by track sid)."""
 
-    def __init__(self, engine: RtcEngine) -> None:
+    def __init__(self, engine: PublisherLink) -> None:
         self._engine = engine
         self._waiters: dict[str, asyncio.Future[models_pb.TrackInfo]] = {}
         self._transceivers: dict[str, Any] = {}
