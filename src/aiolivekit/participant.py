@@ -70,6 +70,12 @@ class Participant:
     def _update_info(self, info: models_pb.ParticipantInfo) -> None:
         self._info.CopyFrom(info)
 
+    def _publications_changed(self) -> None:
+        """Wake the ``from_participant`` streams following this participant (a track was
+        subscribed, unsubscribed or unpublished, or the participant left)."""
+        for event in tuple(self._stream_followers):
+            event.set()
+
     @property
     def sid(self) -> str:
         return self._info.sid

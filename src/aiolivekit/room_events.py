@@ -19,7 +19,6 @@ from livekit.protocol import models as models_pb
 from .data import packets
 from .data.manager import DataManager
 from .engine import engine as eng, signal as sig
-from .media.stream_base import publications_changed
 from .participant import LocalParticipant, Participant, RemoteParticipant
 from .track import RemoteAudioTrack, RemoteVideoTrack, Track
 from .track_publication import RemoteTrackPublication
@@ -96,7 +95,7 @@ class RoomEventHandlers:
             self._pending_tracks.pop(key, None)
         self._data.on_participant_disconnected(p.identity)
         self.emit("participant_disconnected", p)
-        publications_changed(p)
+        p._publications_changed()
 
     def _refresh_info(self, sid: str, local: bool) -> Participant | None:
         engine = self._engine
@@ -158,7 +157,7 @@ class RoomEventHandlers:
         del p._track_publications[ev.track.sid]
         self._refresh_info(ev.participant_sid, False)
         self.emit("track_unpublished", pub, p)
-        publications_changed(p)
+        p._publications_changed()
 
     def _unsubscribe_publication(self, p: RemoteParticipant, pub: RemoteTrackPublication) -> None:
         track = pub._track
@@ -169,7 +168,7 @@ class RoomEventHandlers:
         pub._track = None
         pub._subscribed = False
         self.emit("track_unsubscribed", track, pub, p)
-        publications_changed(p)
+        p._publications_changed()
         self._close_track(track)
 
     def _ev_TrackMuted(self, ev: sig.TrackMuted) -> None:
@@ -327,7 +326,7 @@ class RoomEventHandlers:
             old = pub._track
             pub._track = None
             self.emit("track_unsubscribed", old, pub, p)
-            publications_changed(p)
+            p._publications_changed()
             self._close_track(old)
         cls = RemoteAudioTrack if ev.track.kind == "audio" else RemoteVideoTrack
         try:
@@ -342,7 +341,7 @@ class RoomEventHandlers:
         pub._subscribed = True
         pub._desired = None
         self.emit("track_subscribed", track, pub, p)
-        publications_changed(p)
+        p._publications_changed()
 
     def _ev_TrackRemoved(self, ev: eng.TrackRemoved) -> None:
         for p in self._remote.values():

@@ -1,12 +1,13 @@
 """Shared machinery of ``AudioStream`` / ``VideoStream``: a bounded queue fed by a
 remote track's pump, async iteration, and following a participant's track source.
 
-``from_participant`` streams re-scan ``participant.track_publications`` whenever
-:func:`publications_changed` is called for that participant (the room calls it when a
-track is subscribed, unsubscribed or unpublished, or the participant leaves) and, as a
-fallback, every ``FOLLOW_INTERVAL`` seconds. The wake-up events of the streams following
-a participant hang off that participant (its ``_stream_followers`` set). Such a stream survives re-publication
-and ends once ``participant.disconnect_reason`` is set.
+``from_participant`` streams re-scan ``participant.track_publications`` whenever they
+are woken and, as a fallback, every ``FOLLOW_INTERVAL`` seconds. Their wake-up events hang
+off the participant (its ``_stream_followers`` set): the room calls
+``Participant._publications_changed`` when a track is subscribed, unsubscribed or
+unpublished, or the participant leaves (:func:`publications_changed` does the same for any
+participant-like object). Such a stream survives re-publication and ends once
+``participant.disconnect_reason`` is set.
 """
 
 from __future__ import annotations
