@@ -2,7 +2,8 @@
 
 Internal contract with the client engine
 ----------------------------------------
-Local tracks (``LocalAudioTrack`` / ``LocalVideoTrack``)::
+Local tracks (``LocalAudioTrack`` / ``LocalVideoTrack``) implement :class:`PublishableTrack`,
+the one typed protocol ``LocalParticipant.publish_track`` and the engine use::
 
     local_track._rtc_track          # aiortc MediaStreamTrack (kind "audio"/"video"); its
                                     # ``id`` (a uuid4) is the AddTrackRequest ``cid``; recv()
@@ -16,6 +17,8 @@ Local tracks (``LocalAudioTrack`` / ``LocalVideoTrack``)::
     local_track._on_mute_changed: Callable[[bool], None] | None
                                     # set by the participant; mute()/unmute() call it
     local_track._set_sid(sid: str) -> None
+    local_track._dimensions() -> (width, height)   # video, for the AddTrackRequest
+    local_track._num_channels() -> int             # audio, for the AddTrackRequest
     local_track._close() -> None    # on unpublish/disconnect: stop the aiortc track (a
                                     # fresh _rtc_track with a new id replaces it)
     local_track._publish_info() -> dict
@@ -43,7 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from ._tasks import cancel_and_wait
@@ -58,6 +61,7 @@ __all__ = [
     "LocalAudioTrack",
     "LocalTrack",
     "LocalVideoTrack",
+    "PublishableTrack",
     "RemoteAudioTrack",
     "RemoteTrack",
     "RemoteVideoTrack",
@@ -72,6 +76,38 @@ class _StreamSink(Protocol):
     def _push(self, item: Any) -> None: ...
 
     def _end(self) -> None: ...
+
+
+class PublishableTrack(Protocol):
+    """What publishing needs of a local track (``LocalAudioTrack`` / ``LocalVideoTrack``)."""
+
+    _rtc_track: Any  # the aiortc MediaStreamTrack added to the publisher PC
+    _on_mute_changed: Callable[[bool], None] | None
+
+    @property
+    def kind(self) -> TrackKind: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def muted(self) -> bool: ...
+
+    def mute(self) -> None: ...
+
+    def unmute(self) -> None: ...
+
+    def _dimensions(self) -> tuple[int, int]: ...
+
+    def _num_channels(self) -> int: ...
+
+    def _configure(self, options: TrackPublishOptions) -> None: ...
+
+    def _attach_sender(self, sender: Any) -> None: ...
+
+    def _set_sid(self, sid: str) -> None: ...
+
+    def _close(self) -> None: ...
 
 
 class Track:
@@ -109,6 +145,10 @@ class Track:
 
     def _set_sid(self, sid: str) -> None:
         self._sid = sid
+
+    def _close(self) -> Awaitable[None] | None:
+        """Release what the track holds (unpublish, unsubscribe, disconnect)."""
+        return None
 
     def _set_stream_state(self, state: StreamState) -> None:
         self._stream_state = StreamState(state)
@@ -162,6 +202,17 @@ class _LocalTrackMixin(Track):
     def _new_rtc_track(self) -> Any:
         raise NotImplementedError
 
+    def _dimensions(self) -> tuple[int, int]:
+        """``(width, height)`` of a video source (``(0, 0)`` if unknown or audio)."""
+        return 0, 0
+
+    def _num_channels(self) -> int:
+        """Channels of an audio source (1 if unknown or video)."""
+        return 1
+
+    def _configure(self, options: TrackPublishOptions) -> None:
+        raise NotImplementedError
+
     def _close(self) -> None:
         """Stop the aiortc track; a fresh one (new ``id``) allows publishing again."""
         old = self._rtc_track
@@ -197,6 +248,10 @@ class LocalAudioTrack(_LocalTrackMixin):
             raise TypeError("source must be an AudioSource")
         return LocalAudioTrack(name, source)
 
+    def _num_channels(self) -> int:
+        n = self._source.num_channels
+        return n if isinstance(n, int) and n > 0 else 1
+
     def _configure(self, options: TrackPublishOptions) -> None:
         from .media import codecs
 
@@ -230,6 +285,12 @@ class LocalVideoTrack(_LocalTrackMixin):
         if not isinstance(source, VideoSource):
             raise TypeError("source must be a VideoSource")
         return LocalVideoTrack(name, source)
+
+    def _dimensions(self) -> tuple[int, int]:
+        w, h = self._source.width, self._source.height
+        if isinstance(w, int) and isinstance(h, int) and w and h:
+            return w, h
+        return 0, 0
 
     def _configure(self, options: TrackPublishOptions) -> None:
         from .media import codecs

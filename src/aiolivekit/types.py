@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, TypeVar
-
-if TYPE_CHECKING:
-    from .participant import RemoteParticipant
+from typing import Any, Protocol, TypeVar
 
 __all__ = [
     "AudioEncoding",
@@ -328,13 +325,34 @@ class ParticipantTrackPermission(_Message):
     allowed_track_sids: list[str] = field(default_factory=list)
 
 
+class ParticipantView(Protocol):
+    """The ``participant`` of a :class:`DataPacket` / :class:`SipDTMF`: the sender, a
+    ``RemoteParticipant`` (``LocalParticipant`` for our own DTMF) at run time. Typed by
+    what both offer, so that this module does not import the participant module."""
+
+    @property
+    def sid(self) -> str: ...
+
+    @property
+    def identity(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def metadata(self) -> str: ...
+
+    @property
+    def attributes(self) -> dict[str, str]: ...
+
+
 @dataclass
 class DataPacket:
     """A user data packet received from a participant (or from the server API)."""
 
     data: bytes
     kind: DataPacketKind
-    participant: RemoteParticipant | None = None
+    participant: ParticipantView | None = None
     topic: str | None = None
 
 
@@ -342,7 +360,7 @@ class DataPacket:
 class SipDTMF:
     code: int
     digit: str
-    participant: RemoteParticipant | None = None
+    participant: ParticipantView | None = None
 
 
 @dataclass

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from aiolivekit import Room
-from aiolivekit.webrtc import consent
-from aiolivekit.webrtc.pc import _ice_connections
+from aiolivekit._compat.aiortc import ice_connections as _ice_connections
+from aiolivekit.webrtc import consent, stun_keepalive
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 
@@ -26,7 +26,7 @@ def _keeper(room: Room) -> Any:
     assert engine is not None and engine.subscriber is not None
     conns = _ice_connections(engine.subscriber.pc)
     assert len(conns) == 1
-    return conns[0], conns[0].__dict__.get(consent._KEEPER)
+    return conns[0], consent.keeper_of(conns[0])
 
 
 async def _until(predicate: Any, timeout: float, what: str) -> None:
@@ -112,10 +112,10 @@ async def test_embedded_server_keeps_consent_and_answers_checks_itself(
             conns = _ice_connections(session._sub)
             assert len(conns) == 1
             conn = conns[0]
-            await _until(lambda: consent._KEEPER in conn.__dict__, 5, "the server's keeper")
-            keeper = conn.__dict__[consent._KEEPER]
+            await _until(lambda: consent.keeper_of(conn) is not None, 5, "the server's keeper")
+            keeper = consent.keeper_of(conn)
             assert conn._query_consent_task is None  # aioice's own task was stopped
-            assert all(getattr(p, "_aiolivekit_keepalive", False) for p in conn._protocols)
+            assert conn._protocols and all(stun_keepalive.fast_path_installed(p) for p in conn._protocols)
             # the server's checks are answered by the client, the client's by the server
             await _until(lambda: keeper.schedule.ok_count >= 3, 15, "three answered checks")
             await _until(lambda: conn in answered, 10, "a client check answered fast")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
+from typing import Any
 
 import numpy as np
 from aiortc import (
@@ -69,6 +70,10 @@ async def _exchange(offerer: RTCPeerConnection, answerer: RTCPeerConnection) -> 
     await offerer.setRemoteDescription(answerer.localDescription)
 
 
+# the tests own the tasks start_late_transceivers starts
+_LATE_START_TASKS: set[asyncio.Task[Any]] = set()
+
+
 async def _track_added_during_handshake(fix: bool) -> tuple[RTCPeerConnection,
                                                             RTCPeerConnection,
                                                             RTCRtpSender,
@@ -79,7 +84,7 @@ async def _track_added_during_handshake(fix: bool) -> tuple[RTCPeerConnection,
         for pc in (server, client):
             def on_state(pc: RTCPeerConnection = pc) -> None:
                 if pc.connectionState == "connected":
-                    start_late_transceivers(pc)
+                    start_late_transceivers(pc, _LATE_START_TASKS)
             pc.on("connectionstatechange", on_state)
     got: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
 
@@ -133,7 +138,7 @@ async def test_without_restart_aiortc_never_starts_such_a_track() -> None:
         await _connected(server)
         await asyncio.sleep(0.5)
         assert not sender._RTCRtpSender__started  # type: ignore[attr-defined]
-        start_late_transceivers(server)
+        start_late_transceivers(server, _LATE_START_TASKS)
         for _ in range(int(STEP / 0.02)):
             if sender._RTCRtpSender__started:  # type: ignore[attr-defined]
                 break

@@ -13,7 +13,7 @@ from typing import Any
 
 from livekit.protocol import models as models_pb
 
-from aiolivekit.data.dispatch import DataManager
+from aiolivekit.data.manager import DataManager
 from aiolivekit.errors import PublishDataError
 
 

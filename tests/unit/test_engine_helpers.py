@@ -74,3 +74,31 @@ async def test_host_addresses_is_task_local() -> None:
     assert seen == {"a": ["127.0.0.1"], "b": ["127.0.0.2", "::1"]}
     with ice.host_addresses(["::1"]):
         assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False) == []
+
+
+def test_host_address_policy_installed_on_first_use_not_at_import() -> None:
+    """Importing the client does not patch aioice; the first ``host_addresses`` block does,
+    once (the second block reuses the same wrapper)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import aioice.ice, aiolivekit, aiolivekit.rtc\n"
+        "from aiolivekit import Room\n"
+        "from aiolivekit.webrtc import ice, pc\n"
+        "from aiolivekit.engine import engine\n"
+        "original = aioice.ice.get_host_addresses\n"
+        "assert original.__module__ == 'aioice.ice', original.__module__\n"
+        "with ice.host_addresses(['127.0.0.1']):\n"
+        "    first = aioice.ice.get_host_addresses\n"
+        "    assert first(use_ipv4=True, use_ipv6=True) == ['127.0.0.1']\n"
+        "assert first is not original\n"
+        "with ice.host_addresses(['::1']):\n"
+        "    assert aioice.ice.get_host_addresses is first\n"
+        "    assert first(use_ipv4=True, use_ipv6=True) == ['::1']\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

@@ -24,10 +24,15 @@ def test_rtc_url_and_validate_url() -> None:
 
 
 def test_signal_query_fields() -> None:
-    q = ws.signal_query("TOKEN", auto_subscribe=False)
+    from aiolivekit.data.manager import CLIENT_CAPABILITIES, CLIENT_PROTOCOL
+
+    q = ws.signal_query("TOKEN", auto_subscribe=False, client_protocol=CLIENT_PROTOCOL,
+                        capabilities=CLIENT_CAPABILITIES)
     assert q["access_token"] == "TOKEN" and q["sdk"] == "python" and q["protocol"] == "16"
     assert q["auto_subscribe"] == "0" and q["adaptive_stream"] == "0"
-    assert q["client_protocol"] == str(ws.client_protocol())
+    assert q["client_protocol"] == str(CLIENT_PROTOCOL) and CLIENT_PROTOCOL >= 1
+    assert q["capabilities"] == "CAP_COMPRESSION_DEFLATE_RAW"
+    assert "capabilities" not in ws.signal_query("t", auto_subscribe=False)
     url = ws.rtc_url("ws://h", q)
     parsed = parse_qs(urlparse(url).query)
     assert parsed["access_token"] == ["TOKEN"]

@@ -2,14 +2,15 @@
 
 * ``streams`` -- stream infos, readers, writers and the sans-I/O stream assembler.
 * ``rpc`` -- :class:`RpcError`, :class:`RpcInvocationData`, caller and callee tables.
-* ``dispatch`` -- :class:`DataManager` (one per Room) and the ``CLIENT_PROTOCOL`` level.
+* ``manager`` -- :class:`DataManager` (one per Room: routes incoming packets, sends
+  streams/RPC) and the ``CLIENT_PROTOCOL`` level and capabilities the Room announces.
 * ``api`` -- the public methods mixed into ``LocalParticipant`` and ``Room``.
 * ``packets`` -- the DataPacket codec used by the engine.
 """
 
 from __future__ import annotations
 
-from .dispatch import CLIENT_CAPABILITIES, CLIENT_PROTOCOL, DataManager, DataSender
+from .manager import CLIENT_CAPABILITIES, CLIENT_PROTOCOL, DataManager, DataSender
 from .rpc import RpcError, RpcInvocationData
 from .streams import (
     STREAM_CHUNK_SIZE,

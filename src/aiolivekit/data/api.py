@@ -1,6 +1,6 @@
 """Public data methods, mixed into ``LocalParticipant`` and ``Room``.
 
-Both mixins use ``self._data`` (a :class:`~aiolivekit.data.dispatch.DataManager`), which
+Both mixins use ``self._data`` (a :class:`~aiolivekit.data.manager.DataManager`), which
 the host class sets in its constructor.
 """
 
@@ -22,7 +22,7 @@ from .streams import (
 )
 
 if TYPE_CHECKING:
-    from .dispatch import DataManager
+    from .manager import DataManager
 
 __all__ = ["LocalParticipantDataMixin", "RoomDataMixin"]
 

@@ -30,6 +30,7 @@ import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from livekit.protocol import models as models_pb
 
@@ -72,6 +73,17 @@ _DataStream = models_pb.DataStream
 
 # --------------------------------------------------------------------------- infos
 
+
+
+class _Inflater(Protocol):
+    """A ``zlib.decompressobj`` (typed by what is used of it)."""
+
+    def decompress(self, data: bytes, max_length: int = ...) -> bytes: ...
+
+    def flush(self, length: int = ...) -> bytes: ...
+
+    @property
+    def unconsumed_tail(self) -> bytes: ...
 
 @dataclass
 class BaseStreamInfo:
@@ -377,7 +389,7 @@ StreamEvent = StreamOpened | StreamData | StreamClosed
 class _Incoming:
     sender_identity: str
     next_index: int = 0
-    inflater: zlib._Decompress | None = None
+    inflater: _Inflater | None = None
     produced: int = 0
 
 

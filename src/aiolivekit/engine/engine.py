@@ -12,21 +12,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from aiortc import MediaStreamTrack, RTCIceServer, RTCRtpReceiver, RTCRtpTransceiver
+from aiortc import RTCIceServer
 from aiortc.rtcdatachannel import RTCDataChannel
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
+from .._compat import aiortc as aiortc_compat
 from ..errors import ConnectError, PublishDataError, SignalError
-from ..media.jitter import install_audio_jitter_buffer
 from ..types import RoomOptions
-from ..webrtc import ice, sdp
+from ..webrtc import ice
 from ..webrtc.pc import filter_ice_servers
 from . import signal as sig
 from .peer import PeerTransport
+from .publishing import TrackPublisher
+from .subscriber import SubscriberTracks, TrackReceived, TrackRemoved
 from .ws import SignalTransport, signal_query
 
 __all__ = ["DataReceived", "EngineClosed", "RtcEngine", "TrackReceived", "TrackRemoved"]
@@ -50,26 +52,6 @@ class DataReceived:
 
 
 @dataclass
-class TrackReceived:
-    """The subscriber PC produced a remote media track."""
-
-    track: MediaStreamTrack
-    receiver: RTCRtpReceiver
-    transceiver: RTCRtpTransceiver
-    participant_sid: str
-    track_sid: str
-    mid: str
-
-
-@dataclass
-class TrackRemoved:
-    """A subscribed track's m-line stopped carrying it (unsubscribed or unpublished)."""
-
-    track_sid: str
-    mid: str
-
-
-@dataclass
 class EngineClosed:
     """The session ended: ``reason`` is a DisconnectReason, ``error`` a description."""
 
@@ -79,18 +61,6 @@ class EngineClosed:
 
 EngineEvent = Any
 Listener = Callable[[EngineEvent], None]
-
-
-@dataclass
-class _MidState:
-    track_sid: str = ""
-    participant_sid: str = ""
-    active: bool = False
-
-
-@dataclass
-class _SubscriberMids:
-    mids: dict[str, _MidState] = field(default_factory=dict)
 
 
 class RtcEngine:
@@ -119,10 +89,8 @@ class RtcEngine:
         self._armed_due = float("inf")  # when the timer loop wakes up next (time.time())
         self.pub_channels: dict[str, RTCDataChannel] = {}
         self.sub_channels: dict[str, RTCDataChannel] = {}
-        self._sub_mids: dict[str, _MidState] = {}
-        self._fired_mids: set[str] = set()
-        self._pending_offer_sdp = ""
-        self._pending_mid_map: dict[str, str] = {}
+        self._subscriber_tracks = SubscriberTracks(self._emit)
+        self.publishing = TrackPublisher(self)
         self.host_addresses: list[str] | None = None
         self.closed = False
         self.close_reason: int | None = None
@@ -179,8 +147,13 @@ class RtcEngine:
 
     # ------------------------------------------------------------------ connect
 
-    async def connect(self, url: str, token: str, options: RoomOptions) -> rtc_pb.JoinResponse:
+    async def connect(self, url: str, token: str, options: RoomOptions, *,
+                      client_protocol: int = 0,
+                      capabilities: Iterable[int] = ()) -> rtc_pb.JoinResponse:
         """Join: WebSocket, JoinResponse, then the primary PC connected.
+
+        ``client_protocol`` and ``capabilities`` (``ClientInfo.Capability`` values) are
+        announced in the signal URL: what the caller's data layer supports.
 
         Subscriber-primary joins (the usual case) wait for the subscriber PC only and leave
         the publisher PC unnegotiated until :meth:`ensure_publisher_connected` (first data
@@ -193,7 +166,8 @@ class RtcEngine:
         self.host_addresses = ice.addresses_for_url(
             url, rtc_config.host_addresses if rtc_config is not None else None)
         try:
-            query = signal_query(token, auto_subscribe=options.auto_subscribe)
+            query = signal_query(token, auto_subscribe=options.auto_subscribe,
+                                 client_protocol=client_protocol, capabilities=capabilities)
             self._ws = await SignalTransport.connect(url, token, query, timeout=connect_timeout)
             try:
                 first = await asyncio.wait_for(self._ws.recv(), connect_timeout)
@@ -254,7 +228,9 @@ class RtcEngine:
                                         host_addresses=self.host_addresses,
                                         on_candidate=self._local_candidate)
         self.subscriber.pc.on("datachannel", self._on_sub_datachannel)
-        self.subscriber.pc.on("track", self._on_sub_track)
+        subscriber_pc = self.subscriber.pc
+        subscriber_pc.on("track", lambda track: self._subscriber_tracks.on_track(subscriber_pc,
+                                                                                  track))
         for pt in (self.publisher, self.subscriber):
             pt.pc.on("connectionstatechange", self._make_state_watcher(pt))
         pub = self.publisher.pc
@@ -514,7 +490,11 @@ class RtcEngine:
             await self._fail(ev.reason, "server sent leave", send_leave=False)
         elif isinstance(ev, sig.PingTimeout):
             await self._fail(models_pb.DisconnectReason.SIGNAL_CLOSE, "ping timeout")
+        elif isinstance(ev, sig.TrackPublishedAck):
+            self.publishing.on_signal(ev)
         else:
+            if isinstance(ev, sig.RequestAnswered):
+                self.publishing.on_signal(ev)
             self._emit(ev)
 
     def _rearm(self) -> None:
@@ -559,88 +539,17 @@ class RtcEngine:
             if self.subscriber is None:
                 return
             try:
-                self._pending_offer_sdp = offer.sdp
-                self._pending_mid_map = offer.mid_to_track_id
-                self._fired_mids = set()
+                self._subscriber_tracks.offer_applying(offer)
                 answer = await self.subscriber.answer(offer.sdp)
                 self.session.send_answer(answer, offer.id)
                 self._flush()
-                self._scan_subscriber_offer(offer)
+                self._subscriber_tracks.offer_applied(self.subscriber.pc, offer)
             except Exception as exc:
                 logger.exception("answering subscriber offer failed")
                 if not self.closed:
                     await self._fail(models_pb.DisconnectReason.STATE_MISMATCH,
                                      f"subscriber negotiation failed: {exc}")
                 return
-
-    def _section_ids(self, section: sdp.MediaSection, mid_map: dict[str, str]) -> tuple[str, str]:
-        stream, track_id = section.stream_id, section.track_id
-        psid, tsid = "", ""
-        if "|" in stream:
-            psid, _, rest = stream.partition("|")
-            if rest.startswith("TR"):
-                tsid = rest
-        if not tsid and track_id.startswith("TR"):
-            tsid = track_id
-        if not tsid:
-            tsid = mid_map.get(section.mid, "")
-        return psid, tsid
-
-    def _scan_subscriber_offer(self, offer: sig.OfferReceived) -> None:
-        """Diff the m-lines of an applied subscriber offer against the previous ones.
-
-        An m-line that stopped carrying its track yields :class:`TrackRemoved`. An m-line
-        that starts carrying a track without aiortc firing a ``track`` event (pion recycles
-        transceivers; aiortc keeps the old receiver) yields :class:`TrackReceived` for the
-        existing receiver, after routing the new SSRCs to it.
-        """
-        fired, self._fired_mids = self._fired_mids, set()
-        for section in sdp.parse_media_sections(offer.sdp):
-            if section.kind not in ("audio", "video"):
-                continue
-            psid, tsid = self._section_ids(section, offer.mid_to_track_id)
-            active = (section.direction in ("sendonly", "sendrecv") and section.port != 0
-                      and bool(tsid))
-            prev = self._sub_mids.get(section.mid)
-            if prev is not None and prev.active and (not active or prev.track_sid != tsid):
-                self._emit(TrackRemoved(prev.track_sid, section.mid))
-            if (active and section.mid not in fired
-                    and (prev is None or not prev.active or prev.track_sid != tsid)):
-                self._recycled_track(section, psid, tsid)
-            self._sub_mids[section.mid] = _MidState(tsid, psid, active)
-
-    def _recycled_track(self, section: sdp.MediaSection, psid: str, tsid: str) -> None:
-        assert self.subscriber is not None
-        for t in self.subscriber.pc.getTransceivers():
-            if t.mid == section.mid:
-                track = _revive_receiver(t.receiver, section.ssrcs)
-                if track is not None:
-                    if track.kind == "audio":
-                        install_audio_jitter_buffer(t.receiver)
-                    self._emit(TrackReceived(track, t.receiver, t, psid, tsid, section.mid))
-                return
-
-    def _on_sub_track(self, track: MediaStreamTrack) -> None:
-        assert self.subscriber is not None
-        transceiver = next((t for t in self.subscriber.pc.getTransceivers()
-                            if t.receiver.track is track), None)
-        if transceiver is None or transceiver.mid is None:
-            logger.warning("remote track without a transceiver")
-            return
-        mid = transceiver.mid
-        section = next((s for s in sdp.parse_media_sections(self._pending_offer_sdp)
-                        if s.mid == mid), None)
-        if section is None:
-            logger.warning("remote track on unknown mid %s", mid)
-            return
-        psid, tsid = self._section_ids(section, self._pending_mid_map)
-        if not tsid:
-            logger.warning("remote track on mid %s without a track sid", mid)
-            return
-        self._fired_mids.add(mid)
-        if track.kind == "audio":
-            install_audio_jitter_buffer(transceiver.receiver)
-        self._emit(TrackReceived(track, transceiver.receiver, transceiver, psid, tsid, mid))
 
     # ------------------------------------------------------------------ data
 
@@ -664,9 +573,7 @@ class RtcEngine:
         """What the server's SCTP accepts in one message (64 KiB if not advertised)."""
         if self.publisher is None:
             return 65536
-        sctp = self.publisher.pc.sctp
-        size = getattr(sctp, "_remote_max_message_size", 65536) if sctp is not None else 65536
-        return int(size or 65536)
+        return aiortc_compat.sctp_max_message_size(self.publisher.pc.sctp)
 
     async def send_data(self, data: bytes | Callable[[int], bytes], *, reliable: bool) -> None:
         """Send one encoded DataPacket on the publisher's reliable or lossy channel.
@@ -754,6 +661,7 @@ class RtcEngine:
             return
         self.closed = True
         self.close_reason = reason
+        self.publishing.close()
         current = asyncio.current_task()
         if self._answer_waiter is not None and not self._answer_waiter.done():
             self._answer_waiter.cancel()
@@ -798,42 +706,3 @@ def _consume_exception(task: asyncio.Task[Any]) -> None:
     """Mark a shared task's failure as retrieved (its awaiters got it already)."""
     if not task.cancelled():
         task.exception()
-
-
-def _revive_receiver(receiver: RTCRtpReceiver, ssrcs: list[int]) -> MediaStreamTrack | None:
-    """Make a recycled aiortc receiver deliver a new remote stream (aiortc 1.16 internals).
-
-    aiortc registers a receiver's SSRCs once and ends its track (stopping the decoder
-    thread) on RTCP BYE; a transceiver the server reuses for another stream then delivers
-    nothing. Route the new SSRCs to the receiver and, if its track ended, give it a fresh
-    track and decoder thread.
-    """
-    import threading
-
-    from aiortc.rtcrtpreceiver import RemoteStreamTrack, decoder_worker
-
-    transport = receiver.transport
-    router = getattr(transport, "_rtp_router", None)
-    if router is not None:
-        for ssrc in ssrcs:
-            router.ssrc_table[ssrc] = receiver
-    track = receiver.track
-    name = "_RTCRtpReceiver__decoder_thread"
-    thread = getattr(receiver, name, None)
-    if track is not None and track.readyState == "live" and thread is not None:
-        return track
-    if not getattr(receiver, "_RTCRtpReceiver__started", False):
-        return track
-    new_track = RemoteStreamTrack(kind=receiver.track.kind if receiver.track else "audio")
-    receiver._track = new_track
-    if thread is None:
-        thread = threading.Thread(
-            target=decoder_worker, name=new_track.kind + "-decoder",
-            args=(asyncio.get_running_loop(),
-                  getattr(receiver, "_RTCRtpReceiver__decoder_queue"),  # noqa: B009
-                  new_track._queue,
-                  getattr(receiver, "_RTCRtpReceiver__decoder_error")),  # noqa: B009
-            daemon=True)
-        setattr(receiver, name, thread)
-        thread.start()
-    return new_track

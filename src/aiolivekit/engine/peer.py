@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from aiortc import (
     RTCBundlePolicy,
@@ -59,13 +60,14 @@ class PeerTransport:
         self.pc.on("connectionstatechange", self._on_state)
         self.last_remote_sdp = ""
         self.closed = False
+        self._late_start_tasks: set[asyncio.Task[Any]] = set()
 
     def _on_state(self) -> None:
         state = self.pc.connectionState
         logger.debug("pc %d connection state %s", self.target, state)
         if state == "connected":
             self._connected.set()
-            start_late_transceivers(self.pc)
+            start_late_transceivers(self.pc, self._late_start_tasks)
             take_over_consent(self.pc)
         elif state in ("failed", "closed"):
             self._failed.set()
@@ -151,6 +153,8 @@ class PeerTransport:
         if self.closed:
             return
         self.closed = True
+        for task in list(self._late_start_tasks):
+            task.cancel()
         try:
             await asyncio.wait_for(self.pc.close(), 5.0)
         except Exception:  # includes asyncio.TimeoutError

@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import importlib
 import logging
 import os
 import ssl
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlparse, urlunparse
 
@@ -38,8 +38,7 @@ __all__ = [
     "FrameParser",
     "SignalTransport",
     "accept_key",
-    "client_capabilities",
-    "client_protocol",
+    "capability_names",
     "encode_frame",
     "handshake_request",
     "parse_http_head",
@@ -62,43 +61,33 @@ OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x
 # ------------------------------------------------------------------ URL and query
 
 
-def client_protocol() -> int:
-    """``aiolivekit.data.dispatch.CLIENT_PROTOCOL`` when that module exists, else 0."""
-    try:
-        mod = importlib.import_module("aiolivekit.data.dispatch")
-    except ImportError:
-        return 0
-    return int(getattr(mod, "CLIENT_PROTOCOL", 0))
-
-
-def client_capabilities() -> list[str]:
-    """Names of ``aiolivekit.data.dispatch.CLIENT_CAPABILITIES`` (empty if absent)."""
-    try:
-        mod = importlib.import_module("aiolivekit.data.dispatch")
-    except ImportError:
-        return []
+def capability_names(capabilities: Iterable[int]) -> list[str]:
+    """Names of ``ClientInfo.Capability`` values (unknown values are skipped)."""
     from livekit.protocol import models as models_pb
 
     names = []
-    for value in getattr(mod, "CLIENT_CAPABILITIES", ()):
+    for value in capabilities:
         try:
-            names.append(models_pb.ClientInfo.Capability.Name(value))
+            names.append(models_pb.ClientInfo.Capability.Name(value))  # type: ignore[arg-type]
         except ValueError:
             continue
     return names
 
 
-def signal_query(token: str, *, auto_subscribe: bool) -> dict[str, str]:
+def signal_query(token: str, *, auto_subscribe: bool, client_protocol: int = 0,
+                 capabilities: Iterable[int] = ()) -> dict[str, str]:
+    """The query of the signal URL; ``client_protocol`` and ``capabilities`` are what the
+    client's data layer supports (given by the Room)."""
     query = {
         "access_token": token,
         "sdk": "python",
         "version": __version__,
         "protocol": str(PROTOCOL_VERSION),
-        "client_protocol": str(client_protocol()),
+        "client_protocol": str(int(client_protocol)),
         "auto_subscribe": "1" if auto_subscribe else "0",
         "adaptive_stream": "0",
     }
-    caps = client_capabilities()
+    caps = capability_names(capabilities)
     if caps:
         query["capabilities"] = ",".join(caps)
     return query

@@ -20,11 +20,12 @@ from typing import Any
 
 from aiortc.jitterbuffer import JitterFrame
 
+from .._compat import aiortc as aiortc_compat
+
 __all__ = ["AudioJitterBuffer", "attach_listener", "install_audio_jitter_buffer"]
 
 logger = logging.getLogger(__name__)
 
-_RECEIVER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 # a jump this far ahead (or behind) is a new stream: restart from it
 _RESYNC = 3000
 
@@ -55,7 +56,7 @@ class AudioJitterBuffer:
             self.unheard += 1
             return False, None
         self.released += 1
-        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+        return False, JitterFrame(data=aiortc_compat.depayloaded(packet), timestamp=packet.timestamp)
 
     def remove(self, count: int) -> None:  # aiortc API; nothing is held
         pass
@@ -67,7 +68,7 @@ class AudioJitterBuffer:
 def attach_listener(receiver: Any, track: Any) -> bool:
     """Decode ``receiver``'s packets only while ``track`` has streams; ``False`` if the
     receiver has no :class:`AudioJitterBuffer` (then everything is decoded)."""
-    buffer = getattr(receiver, _RECEIVER_ATTR, None)
+    buffer = aiortc_compat.jitter_buffer(receiver)
     if not isinstance(buffer, AudioJitterBuffer):
         return False
     buffer.listener = track
@@ -75,9 +76,6 @@ def attach_listener(receiver: Any, track: Any) -> bool:
 
 
 def install_audio_jitter_buffer(receiver: Any) -> bool:
-    """Replace an aiortc audio receiver's jitter buffer; ``False`` if aiortc lacks the hook."""
-    if not hasattr(receiver, _RECEIVER_ATTR):
-        logger.debug("aiortc receiver has no %s; keeping its jitter buffer", _RECEIVER_ATTR)
-        return False
-    setattr(receiver, _RECEIVER_ATTR, AudioJitterBuffer())
-    return True
+    """Replace an aiortc audio receiver's jitter buffer; ``False`` if aiortc lacks the hook
+    (its own buffer is kept)."""
+    return aiortc_compat.replace_jitter_buffer(receiver, AudioJitterBuffer())

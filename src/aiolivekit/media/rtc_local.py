@@ -4,7 +4,8 @@
 attached; aiortc then only packetizes them. Without a sender (a plain ``addTrack`` in
 tests) raw ``av`` frames are returned and aiortc's own encoder is used.
 
-``attach_sender`` wraps two methods of that one sender instance:
+``attach_sender`` wraps two methods of that one sender instance (through
+:func:`aiolivekit._compat.aiortc.hook_sender`):
 
 * ``_next_encoded_frame(codec)``: learns the negotiated codec before each ``recv()``
   and puts the RFC 6464 audio level on audio packets (aiortc omits it on the
@@ -33,6 +34,7 @@ from typing import Any
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from .._compat import aiortc as aiortc_compat
 from . import codecs
 from .audio_source import AudioSource
 from .rtp_direct import DirectRtpWriter
@@ -66,10 +68,8 @@ class _LocalRtcTrack(MediaStreamTrack):
         if sender is None:
             return
         track = self
-        orig_next = sender._next_encoded_frame
-        orig_keyframe = sender._send_keyframe
 
-        async def _next_encoded_frame(codec: Any) -> Any:
+        async def next_encoded_frame(original: Any, codec: Any) -> Any:
             track.codec_mime = codec.mimeType.lower()
             if track.sender is sender:
                 parked = track._park(sender, codec)
@@ -78,17 +78,16 @@ class _LocalRtcTrack(MediaStreamTrack):
                     if track.readyState != "live":
                         raise MediaStreamError
                     return None
-            enc = await orig_next(codec)
+            enc = await original(codec)
             if enc is not None and track.kind == "audio" and track.audio_level is not None:
                 enc.audio_level = -track.audio_level  # aiortc negates it
             return enc
 
-        def _send_keyframe() -> None:
+        def send_keyframe(original: Any) -> None:
             track.force_keyframe = True
-            orig_keyframe()
+            original()
 
-        sender._next_encoded_frame = _next_encoded_frame
-        sender._send_keyframe = _send_keyframe
+        aiortc_compat.hook_sender(sender, next_encoded_frame, send_keyframe)
 
     def _sender_changed(self) -> None:
         """Hook: the attached sender changed (fast-path state must follow)."""

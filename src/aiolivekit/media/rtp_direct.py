@@ -14,8 +14,9 @@ packet. :class:`DirectRtpWriter` writes the same packets for one sender synchron
   ``getStats()`` and RTT estimation keep working unchanged.
 
 The sender's ``_run_rtp`` task stays parked (see :mod:`.rtc_local`). Audio has no NACK in
-aiortc's SDP, so no RTP history is kept. Relies on aiortc 1.16 private attributes; when
-they are missing :meth:`DirectRtpWriter.create` returns None and aiortc's path is used.
+aiortc's SDP, so no RTP history is kept. Relies on aiortc private attributes, all reached
+through :class:`aiolivekit._compat.aiortc.DirectSendHooks`; when they are missing
+:meth:`DirectRtpWriter.create` returns None and aiortc's path is used.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ import time
 from typing import Any
 
 from aioice.ice import StunProtocol
-from aiortc.rtcdtlstransport import State as DtlsState
+
+from .._compat import aioice as aioice_compat
+from .._compat.aiortc import DirectSendHooks
 
 # sans-I/O RTP header serialisation shared with the SFU's forwarder
 from ..webrtc.rtp import RtpHeaderWriter, abs_send_time, ntp_time
@@ -47,9 +50,8 @@ def enabled() -> bool:
 class DirectRtpWriter:
     """Sends one sender's RTP packets without going through ``RTCRtpSender._run_rtp``."""
 
-    def __init__(self, sender: Any, header: RtpHeaderWriter) -> None:
-        self._sender = sender
-        self._dtls = sender.transport
+    def __init__(self, hooks: DirectSendHooks, header: RtpHeaderWriter) -> None:
+        self._hooks = hooks
         self._header = header
         self.ssrc: int = header.ssrc
         self.payload_type = header.payload_type
@@ -67,39 +69,33 @@ class DirectRtpWriter:
         """A writer for ``sender`` (its negotiated ``codec``), or None if unsupported."""
         if not enabled():
             return None
+        hooks = DirectSendHooks.create(sender)
+        if hooks is None:
+            return None
+        ids = hooks.extension_ids
         try:
-            mid = sender._RTCRtpSender__mid
-            ids = sender._RTCRtpSender__rtp_header_extensions_map._HeaderExtensionsMap__ids
-            dtls = sender.transport
-            for name in ("_tx_srtp", "_state", "transport"):
-                getattr(dtls, name)
-            # the counters aiortc's RTCP sender reports and getStats() read
-            for name in ("ntp_timestamp", "rtp_timestamp", "octet_count", "packet_count"):
-                getattr(sender, "_RTCRtpSender__" + name)
-            for name in ("tx_bytes", "tx_packets"):
-                getattr(dtls, "_RTCDtlsTransport__" + name)
             mid_id = int(ids.mid or 0)
             ast_id = int(ids.abs_send_time or 0)
             level_id = int(ids.audio_level or 0)
         except AttributeError:
-            logger.debug("aiortc internals differ; direct RTP disabled", exc_info=True)
+            logger.debug("aiortc header extension ids differ; direct RTP disabled",
+                         exc_info=True)
             return None
         try:
             header = RtpHeaderWriter(
-                sender._ssrc,
+                hooks.ssrc,
                 int(codec.payloadType),
-                mid=(mid or None) if mid_id else None,
+                mid=(hooks.mid or None) if mid_id else None,
                 mid_id=mid_id or None,
                 abs_send_time_id=ast_id or None,
                 audio_level_id=level_id or None,
             )
         except ValueError:
             return None  # needs two-byte header extensions: leave it to aiortc
-        return cls(sender, header)
+        return cls(hooks, header)
 
     def _resolve_pair(self) -> bool:
-        conn = self._dtls.transport._connection
-        pair = conn._nominated.get(1)
+        pair = aioice_compat.nominated_pair(self._hooks.ice_connection())
         if pair is None:
             return False
         self._pair = pair
@@ -114,10 +110,10 @@ class DirectRtpWriter:
 
         Returns False (packet dropped) when the transport is not connected.
         """
-        dtls = self._dtls
-        if dtls._state is not DtlsState.CONNECTED:
+        hooks = self._hooks
+        if not hooks.connected():
             return False
-        if dtls.transport._connection._nominated.get(1) is not self._pair:
+        if aioice_compat.nominated_pair(hooks.ice_connection()) is not self._pair:
             if not self._resolve_pair():
                 return False
         seq = self.sequence_number
@@ -126,7 +122,7 @@ class DirectRtpWriter:
         level = (False, 127 if audio_level is None else audio_level)
         # marker on every packet, as aiortc does
         packet = self._header.build_simple(1, seq, ts, payload, level, abs_send_time(now))
-        data = dtls._tx_srtp.protect(packet)
+        data = hooks.protect(packet)
         try:
             if self._pair_async:
                 if self._loop is None:
@@ -139,11 +135,5 @@ class DirectRtpWriter:
             return False
         self.sequence_number = (seq + 1) & 0xFFFF
         self.packets_sent += 1
-        sender = self._sender
-        sender._RTCRtpSender__ntp_timestamp = ntp_time(now)
-        sender._RTCRtpSender__rtp_timestamp = ts
-        sender._RTCRtpSender__octet_count += len(payload)
-        sender._RTCRtpSender__packet_count += 1
-        dtls._RTCDtlsTransport__tx_bytes += len(data)
-        dtls._RTCDtlsTransport__tx_packets += 1
+        hooks.sent(ntp_time(now), ts, len(payload), len(data))
         return True

@@ -1,11 +1,13 @@
 """Shared machinery of ``AudioStream`` / ``VideoStream``: a bounded queue fed by a
 remote track's pump, async iteration, and following a participant's track source.
 
-``from_participant`` streams re-scan ``participant.track_publications`` whenever
-:func:`publications_changed` is called for that participant (the participant code calls
-it when a track is subscribed, unsubscribed or unpublished, or the participant leaves) and,
-as a fallback, every ``FOLLOW_INTERVAL`` seconds. Such a stream survives re-publication
-and ends once ``participant.disconnect_reason`` is set.
+``from_participant`` streams re-scan ``participant.track_publications`` whenever they
+are woken and, as a fallback, every ``FOLLOW_INTERVAL`` seconds. Their wake-up events hang
+off the participant (its ``_stream_followers`` set): the room calls
+``Participant._publications_changed`` when a track is subscribed, unsubscribed or
+unpublished, or the participant leaves (:func:`publications_changed` does the same for any
+participant-like object). Such a stream survives re-publication and ends once
+``participant.disconnect_reason`` is set.
 """
 
 from __future__ import annotations
@@ -25,13 +27,21 @@ T = TypeVar("T")
 
 FOLLOW_INTERVAL = 0.5  # fallback period of the publication re-scan, seconds
 
-# id(participant) -> wake-up events of the streams following it
-_followers: dict[int, set[asyncio.Event]] = {}
+
+
+def _followers(participant: Any) -> set[asyncio.Event]:
+    """The wake-up events of the streams following ``participant`` (its
+    ``_stream_followers``, created on first use for participant-like objects)."""
+    followers: set[asyncio.Event] | None = getattr(participant, "_stream_followers", None)
+    if followers is None:
+        followers = set()
+        participant._stream_followers = followers
+    return followers
 
 
 def publications_changed(participant: Any) -> None:
     """Tell ``from_participant`` streams of ``participant`` to re-scan its publications."""
-    for event in tuple(_followers.get(id(participant), ())):
+    for event in tuple(getattr(participant, "_stream_followers", ())):
         event.set()
 
 
@@ -111,8 +121,8 @@ class FrameStreamBase(Generic[T]):
 
     async def _follow(self, participant: Any, track_source: int) -> None:
         wake = asyncio.Event()
-        key = id(participant)
-        _followers.setdefault(key, set()).add(wake)
+        followers = _followers(participant)
+        followers.add(wake)
         try:
             while not self._closed:
                 wake.clear()
@@ -146,11 +156,7 @@ class FrameStreamBase(Generic[T]):
             self._detach()
             self._ended = True
             self._wake()
-            waiters = _followers.get(key)
-            if waiters is not None:
-                waiters.discard(wake)
-                if not waiters:
-                    del _followers[key]
+            followers.discard(wake)
 
     # ---------------------------------------------------------------- consumer side
 

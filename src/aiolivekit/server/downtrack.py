@@ -23,7 +23,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiortc import RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -36,17 +36,46 @@ from ..errors import AioLiveKitError
 from ..webrtc.rtp import RtpHeaderWriter, abs_send_time, ntp_time, rtx_wrap
 from ..webrtc.srtp import FastSrtp, fast_srtp_for, srtp_available
 from .config import ForwardingOptions
-from .receiver import InPacket
+from .receiver import InPacket, TrackReceiver
 from .rtp_io import ReceiveTap
 from .rtpmunger import RtpMunger, is_keyframe_start
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .fanout import Fanout
-    from .forwarder import TrackForwarder
 
 __all__ = ["DownTrack", "ForwardedTrack", "ForwardingSender", "PacketQueue"]
 
 logger = logging.getLogger(__name__)
+
+
+class FanoutLink(Protocol):
+    """What a down-track needs of its track's :class:`~.fanout.Fanout`."""
+
+    packets_forwarded: int
+
+    @property
+    def fan(self) -> object | None: ...
+
+    def add(self, down: DownTrack) -> None: ...
+
+    def remove(self, down: DownTrack) -> None: ...
+
+    def flush(self, dissolve: bool = False) -> None: ...
+
+
+class ForwarderLink(Protocol):
+    """What a down-track needs of its :class:`~.forwarder.TrackForwarder`."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def options(self) -> ForwardingOptions: ...
+
+    @property
+    def fanout(self) -> FanoutLink: ...
+
+    @property
+    def receiver(self) -> TrackReceiver: ...
+
+    def request_keyframe(self) -> None: ...
 
 URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
@@ -110,7 +139,7 @@ class ForwardedTrack(MediaStreamTrack):
 
 
 def map_packet(
-    munger: RtpMunger, mime: str, packet: InPacket, now: float, forwarder: TrackForwarder
+    munger: RtpMunger, mime: str, packet: InPacket, now: float, forwarder: ForwarderLink
 ) -> tuple[int, int] | None:
     """The subscriber's ``(sequence, timestamp)`` for ``packet``, or ``None`` (dropped;
     a keyframe is requested upstream while the munger waits for one)."""
@@ -177,11 +206,11 @@ class DownTrack:
         "writer",
     )
 
-    def __init__(self, sender: ForwardingSender, forwarder: TrackForwarder,
+    def __init__(self, sender: ForwardingSender, forwarder: ForwarderLink,
                  enabled: bool) -> None:
         self.sender = sender
-        self.forwarder: TrackForwarder | None = forwarder
-        self.fanout: Fanout = forwarder.fanout
+        self.forwarder: ForwarderLink | None = forwarder
+        self.fanout: FanoutLink = forwarder.fanout
         self.options: ForwardingOptions = forwarder.options
         video = forwarder.kind == "video"
         self.queue = PacketQueue(VIDEO_QUEUE_SIZE if video else AUDIO_QUEUE_SIZE)
@@ -469,7 +498,7 @@ class DownTrack:
         self.dtls = dtls
         self.fast = self.options.fast_path and _fast_path_available(dtls)
         if self.fast:
-            nominated = ice_compat.nominated_pairs(dtls)
+            nominated = ice_compat.nominated_pair_map(dtls)
             assert nominated is not None
             self.nominated = nominated
         self.fanout.add(self)
@@ -500,7 +529,7 @@ def _fast_path_available(dtls: Any) -> bool:
     ok = (
         aiortc_compat.dtls_send_hooks_ok(dtls)
         and (session is None or srtp_available(session))
-        and ice_compat.nominated_pairs(dtls) is not None
+        and ice_compat.nominated_pair_map(dtls) is not None
     )
     if not ok:
         logger.warning("aiortc/aioice internals changed: forwarding through the async path")
@@ -532,7 +561,7 @@ class ForwardingSender(RTCRtpSender):
     _lk_down: DownTrack
 
     @classmethod
-    def adopt(cls, sender: RTCRtpSender, forwarder: TrackForwarder, *, stream_id: str,
+    def adopt(cls, sender: RTCRtpSender, forwarder: ForwarderLink, *, stream_id: str,
               track_id: str) -> ForwardingSender:
         """Turn aiortc's ``sender`` into a forwarding sender of ``forwarder``."""
         aiortc_compat.check_sender(sender)

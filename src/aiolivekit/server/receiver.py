@@ -20,7 +20,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiortc import RTCRtpReceiver
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
@@ -31,12 +31,17 @@ from ..webrtc.rtp import parse_rtp_header
 from .config import ForwardingOptions
 from .rtp_io import ReceiveTap
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .fanout import Fanout
-
-__all__ = ["MAX_FAST_PAYLOAD", "ForwardingReceiver", "InPacket", "TrackReceiver"]
+__all__ = ["MAX_FAST_PAYLOAD", "ForwardingReceiver", "InPacket", "PacketSink", "TrackReceiver"]
 
 logger = logging.getLogger(__name__)
+
+
+class PacketSink(Protocol):
+    """Where the receiver hands each packet (the track's :class:`~.fanout.Fanout`)."""
+
+    tap: ReceiveTap | None
+
+    def dispatch(self, packet: InPacket, now: float | None = None) -> None: ...
 
 URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 MAX_FAST_PAYLOAD = 1400  # larger payloads take the aiortc send path (buffer headroom)
@@ -148,7 +153,7 @@ class TrackReceiver:
     changes, the raw receive path and its statistics."""
 
     def __init__(self, receiver: RTCRtpReceiver, kind: str, options: ForwardingOptions,
-                 fanout: Fanout, on_new_source: Callable[[], None],
+                 fanout: PacketSink, on_new_source: Callable[[], None],
                  on_codecs: Callable[[], None]) -> None:
         self.kind = kind
         self.receiver = receiver

@@ -51,7 +51,7 @@ def tap_available(dtls: Any) -> bool:
     return (
         srtp_compat.binding_available()
         and aiortc_compat.dtls_tap_hooks_ok(dtls)
-        and ice_compat.stun_protocols(dtls) is not None
+        and ice_compat.dtls_stun_protocols(dtls) is not None
     )
 
 
@@ -156,7 +156,7 @@ class ReceiveTap:
         return bool(self._readers)
 
     def _hook(self) -> None:
-        protocols = ice_compat.stun_protocols(self._dtls) or []
+        protocols = ice_compat.dtls_stun_protocols(self._dtls) or []
         for protocol in protocols:
             if any(p is protocol for p in self._hooked) or any(
                 p is protocol for p in self._readers
@@ -178,7 +178,7 @@ class ReceiveTap:
                         transport, self._on_readable, sock, protocol, closing)
                 self._readers.append(protocol)
             else:
-                ice_compat.wrap_datagram_received(protocol, self._on_datagram)
+                ice_compat.divert_datagram_received(protocol, self._on_datagram)
                 self._hooked.append(protocol)
 
     def _unhook(self) -> None:

@@ -639,7 +639,7 @@ class ParticipantSession:
         if state == "connected":
             # a track negotiated while this PC was still connecting (the subscriber PC of a
             # participant joining a room with published tracks) would never start
-            start_late_transceivers(pc)
+            start_late_transceivers(pc, self._tasks)
             take_over_consent(pc)  # RFC 7675 checks timed with the client's keepalives
         primary = is_subscriber if self.can_subscribe else not is_subscriber
         if state == "connected" and primary:

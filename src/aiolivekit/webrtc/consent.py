@@ -10,7 +10,8 @@ remains for when nothing else happens. Consent expires, and the ICE connection i
 closed as aioice would, when no authenticated response arrived for ``expiry`` seconds.
 
 :class:`ConsentKeeper` is the asyncio shell for one aioice ``Connection``: it takes
-the checks over from aioice's task (aioice 0.13 internals, pinned) and builds and
+the checks over from aioice's task (aioice internals, through
+:mod:`aiolivekit._compat.aioice`) and builds and
 verifies the STUN bytes itself (:func:`.stun_keepalive.seal_message`).
 ``AIOLIVEKIT_FAST_CONSENT=0`` leaves consent to aioice.
 """
@@ -21,9 +22,11 @@ import asyncio
 import logging
 import os
 import random
+import weakref
 from collections.abc import Callable
 from typing import Any
 
+from .._compat import aioice as aioice_compat
 from .stun_keepalive import binding_response_ok, seal_message
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "ConsentSchedule",
     "enabled",
     "keepalive_answered",
+    "keeper_of",
     "response_received",
     "take_over",
 ]
@@ -41,9 +45,10 @@ CONSENT_INTERVAL = 5.0  # RFC 7675: randomised 0.8-1.2 x 5 s
 CONSENT_EARLY = 2.0  # a check may go out this much early when the process is awake anyway
 CONSENT_EXPIRY = 30.0  # RFC 7675: consent expires 30 s after the last response
 _BINDING_REQUEST_TYPE = 0x0001
-_KEEPER = "_aiolivekit_consent"  # attribute of the aioice Connection holding its keeper
-_TRIED = "_aiolivekit_consent_tried"
 MAX_TAKE_OVER_TRIES = 50
+# per aioice Connection (weakly held): its keeper, and the failed take-over tries
+_keepers: weakref.WeakKeyDictionary[Any, ConsentKeeper] = weakref.WeakKeyDictionary()
+_tries: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
 def enabled() -> bool:
@@ -55,20 +60,25 @@ def take_over(conn: Any) -> ConsentKeeper | None:
     """The :class:`ConsentKeeper` of an aioice ``Connection``, taking consent checks over
     from aioice if that is possible now (``None``: aioice keeps them; after
     :data:`MAX_TAKE_OVER_TRIES` failed tries, or when disabled, for good)."""
-    keeper: ConsentKeeper | None = conn.__dict__.get(_KEEPER)
+    keeper = _keepers.get(conn)
     if keeper is not None:
         return keeper
-    tried = conn.__dict__.get(_TRIED, 0)
+    tried = _tries.get(conn, 0)
     if tried >= MAX_TAKE_OVER_TRIES:
         return None
     if not enabled():
-        setattr(conn, _TRIED, MAX_TAKE_OVER_TRIES)
+        _tries[conn] = MAX_TAKE_OVER_TRIES
         return None
-    setattr(conn, _TRIED, tried + 1)
+    _tries[conn] = tried + 1
     keeper = ConsentKeeper.take_over(conn)
     if keeper is not None:
-        setattr(conn, _KEEPER, keeper)
+        _keepers[conn] = keeper
     return keeper
+
+
+def keeper_of(conn: Any) -> ConsentKeeper | None:
+    """The keeper checking consent on ``conn`` (``None`` while aioice does)."""
+    return _keepers.get(conn)
 
 
 def keepalive_answered(conn: Any) -> None:
@@ -80,7 +90,7 @@ def keepalive_answered(conn: Any) -> None:
 
 def response_received(conn: Any, data: bytes) -> bool:
     """Consume ``data`` if it answers ``conn``'s outstanding consent check."""
-    keeper: ConsentKeeper | None = conn.__dict__.get(_KEEPER)
+    keeper = _keepers.get(conn)
     return keeper is not None and keeper.response(data)
 
 
@@ -146,15 +156,19 @@ class ConsentKeeper:
         """Stop aioice's consent task and check consent here; ``None`` (aioice keeps
         doing it) if its task is not running yet or the internals are not as expected.
         Use the module's :func:`take_over`, which keeps one keeper per connection."""
-        task = getattr(conn, "_query_consent_task", None)
-        pair = getattr(conn, "_nominated", {}).get(1)
-        if (not isinstance(task, asyncio.Task) or task.done() or pair is None
-                or not getattr(conn, "remote_password", None) or conn._closing):
+        try:
+            aioice_compat.check_connection(conn)
+        except Exception:  # aioice internals moved: aioice keeps its checks
+            logger.debug("cannot take consent checks over", exc_info=True)
+            return None
+        pair = aioice_compat.nominated_pair(conn)
+        if (not aioice_compat.consent_task_running(conn) or pair is None
+                or not getattr(conn, "remote_password", None)
+                or aioice_compat.is_closing(conn)):
             return None
         request = conn.build_request(pair, nominate=False)
         attributes = bytes(request)[20:]  # aioice adds no integrity/fingerprint here
-        task.cancel()
-        conn._query_consent_task = None
+        aioice_compat.stop_consent_task(conn)
         loop = asyncio.get_running_loop()
         schedule = ConsentSchedule(loop.time(), interval=CONSENT_INTERVAL, early=CONSENT_EARLY,
                                    expiry=CONSENT_EXPIRY)
@@ -193,7 +207,7 @@ class ConsentKeeper:
     def _check(self) -> None:
         conn = self._conn
         now = self._loop.time()
-        if conn._closing:
+        if aioice_compat.is_closing(conn):
             self.stop()
             return
         if self.schedule.expired(now):
@@ -201,7 +215,7 @@ class ConsentKeeper:
             self.stop()
             self._closing = self._loop.create_task(conn.close())
             return
-        pair = conn._nominated.get(1)
+        pair = aioice_compat.nominated_pair(conn)
         if pair is None or pair.protocol.transport is None:
             self.stop()
             return

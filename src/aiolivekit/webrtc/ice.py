@@ -1,9 +1,10 @@
 """ICE helpers: host-address policy for aioice and trickle candidate JSON.
 
-aioice gathers host candidates on every interface (and never on loopback). aiolivekit
-installs one wrapper around ``aioice.ice.get_host_addresses`` that reads a context
-variable, so each peer connection gathers on the addresses its owner chose: loopback
-only when talking to a loopback server, the user's list when given, the stock
+aioice gathers host candidates on every interface (and never on loopback). The first
+:func:`host_addresses` block installs one wrapper around aioice's host-address lookup
+(through :mod:`aiolivekit._compat.aioice`; nothing is patched at import) that reads a
+context variable, so each peer connection gathers on the addresses its owner chose:
+loopback only when talking to a loopback server, the user's list when given, the stock
 behaviour otherwise. The variable is task-local, so a client and a server in one
 process do not disturb each other.
 """
@@ -16,13 +17,14 @@ import contextvars
 import ipaddress
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlparse
 
-import aioice.ice
 from aiortc import RTCIceCandidate, RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
+
+from .._compat import aioice as aioice_compat
 
 __all__ = [
     "add_remote_candidate",
@@ -38,13 +40,14 @@ logger = logging.getLogger(__name__)
 _HOST_ADDRESSES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
     "aiolivekit_host_addresses", default=None
 )
-_original_get_host_addresses = aioice.ice.get_host_addresses
 
 
-def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+def _chosen_host_addresses(original: Callable[..., list[str]], use_ipv4: bool,
+                           use_ipv6: bool) -> list[str]:
+    """aioice's host-address lookup, restricted to the context's chosen addresses."""
     chosen = _HOST_ADDRESSES.get()
     if chosen is None:
-        return _original_get_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
+        return original(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
     out = []
     for addr in chosen:
         version = ipaddress.ip_address(addr).version
@@ -53,16 +56,14 @@ def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     return out
 
 
-if getattr(aioice.ice.get_host_addresses, "__module__", "") != __name__:
-    aioice.ice.get_host_addresses = _get_host_addresses
-
-
 @contextlib.contextmanager
 def host_addresses(addresses: list[str] | None) -> Iterator[None]:
     """Within this block (and tasks it starts) ICE gathers only on ``addresses``.
 
-    ``None`` restores aioice's default (all non-loopback interfaces).
+    ``None`` restores aioice's default (all non-loopback interfaces). The first use
+    installs the policy in aioice (idempotent).
     """
+    aioice_compat.install_host_address_policy(_chosen_host_addresses)
     token = _HOST_ADDRESSES.set(list(addresses) if addresses is not None else None)
     try:
         yield

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
 from aiortc import RTCIceServer, RTCPeerConnection
 
+from .._compat import aioice as aioice_compat, aiortc as aiortc_compat
 from . import consent, ice
 from .stun_keepalive import install_keepalive_fast_path
 
@@ -37,27 +39,26 @@ def _server_host(url: str) -> str:
     return urlparse("//" + rest).hostname or rest.split(":", 1)[0]
 
 
-_late_start_tasks: set[asyncio.Future[None]] = set()
-
-
-def start_late_transceivers(pc: RTCPeerConnection) -> None:
+def start_late_transceivers(pc: RTCPeerConnection, tasks: set[asyncio.Task[Any]]) -> None:
     """Start the transceivers negotiated while ``pc`` was still connecting; call once connected.
 
     Every description applied schedules aiortc's connect step, which starts a transceiver's
     sender/receiver only if DTLS is already connected at that moment. A transceiver whose
     offer/answer completes during the DTLS handshake (e.g. a renegotiation right after the
     first answer) is never started: no RTP is sent or received on it. Re-running the
-    (idempotent) connect step once connected starts it. Uses aiortc 1.16 internals.
+    (idempotent) connect step once connected starts it (aiortc internals, through
+    :func:`aiolivekit._compat.aiortc.start_transceivers`). The task is kept in ``tasks``
+    (the caller's, who cancels it on close) until it ends.
     """
-    connect = getattr(pc, "_RTCPeerConnection__connect", None)
+    connect = aiortc_compat.start_transceivers(pc)
     if connect is None:  # pragma: no cover - only if aiortc internals change
         logger.warning("aiortc internals changed: cannot start late-negotiated transceivers")
         return
-    task = asyncio.ensure_future(connect())
-    _late_start_tasks.add(task)
+    task = asyncio.ensure_future(connect)
+    tasks.add(task)
 
-    def done(t: asyncio.Future[None]) -> None:
-        _late_start_tasks.discard(t)
+    def done(t: asyncio.Task[Any]) -> None:
+        tasks.discard(t)
         if not t.cancelled() and t.exception() is not None:
             logger.debug("starting late transceivers failed: %r", t.exception())
 
@@ -85,7 +86,7 @@ def filter_ice_servers(servers: list[RTCIceServer], addresses: list[str] | None)
 def answer_keepalives_fast(pc: RTCPeerConnection) -> None:
     """Answer the remote peer's keepalive checks on nominated pairs without aioice's STUN
     objects (see :mod:`.stun_keepalive`); call after each ``setLocalDescription``."""
-    for conn in _ice_connections(pc):
+    for conn in aiortc_compat.ice_connections(pc):
         try:
             install_keepalive_fast_path(conn, answered=consent.keepalive_answered,
                                         response=consent.response_received)
@@ -96,18 +97,11 @@ def answer_keepalives_fast(pc: RTCPeerConnection) -> None:
 def take_over_consent(pc: RTCPeerConnection) -> None:
     """Check RFC 7675 consent ourselves from now on (see :mod:`.consent`); at the latest
     the first keepalive answered by :mod:`.stun_keepalive` does it otherwise."""
-    for conn in _ice_connections(pc):
+    for conn in aiortc_compat.ice_connections(pc):
         try:
             consent.take_over(conn)
         except Exception:  # pragma: no cover - only if aioice internals change
             logger.debug("cannot take consent checks over", exc_info=True)
-
-
-def _ice_connections(pc: RTCPeerConnection) -> list[Any]:
-    """The aioice ``Connection`` of each of ``pc``'s ICE transports (aiortc 1.16 internals)."""
-    transports: set[Any] = getattr(pc, "_RTCPeerConnection__iceTransports", set())
-    conns = (getattr(transport, "_connection", None) for transport in transports)
-    return [conn for conn in conns if conn is not None]
 
 
 def hasten_nomination(pc: RTCPeerConnection) -> None:
@@ -118,34 +112,31 @@ def hasten_nomination(pc: RTCPeerConnection) -> None:
     check already succeeded. aioice, being controlled, sends no further request once its
     own checks are done. So after answering a check of the server we send one more
     binding request on that pair (at most twice per pair, only until ICE completes),
-    which lets pion nominate immediately. Uses aioice 0.13 internals (pinned).
+    which lets pion nominate immediately (aioice internals, through
+    :mod:`aiolivekit._compat.aioice`; skipped if they moved).
     """
-    for conn in _ice_connections(pc):
-        if getattr(conn, "_aiolivekit_hastened", False):
-            continue
+    for conn in aiortc_compat.ice_connections(pc):
         try:
-            _wrap_request_received(conn)
+            aioice_compat.check_connection(conn)
+            aioice_compat.wrap_request_received(conn, _poke_after_check(conn))
         except Exception:  # pragma: no cover - only if aioice internals change
             logger.debug("cannot hasten ICE nomination", exc_info=True)
 
 
-def _wrap_request_received(conn: Any) -> None:
-    from aioice.ice import CandidatePair
-
-    original = conn.request_received
+def _poke_after_check(conn: Any) -> Callable[[Any, tuple[str, int], Any], None]:
     poked: dict[tuple[int, tuple[str, int]], int] = {}
 
-    def request_received(message: Any, addr: tuple[str, int], protocol: Any) -> None:
-        original(message, addr, protocol)
-        if (conn.ice_controlling or conn._check_list_done or conn.remote_password is None
-                or not conn._early_checks_done or "USE-CANDIDATE" in message.attributes):
+    def after(message: Any, addr: tuple[str, int], protocol: Any) -> None:
+        if (conn.ice_controlling or aioice_compat.check_list_done(conn)
+                or conn.remote_password is None or not aioice_compat.early_checks_done(conn)
+                or "USE-CANDIDATE" in message.attributes):
             return
         key = (id(protocol), addr)
         if poked.get(key, 0) >= 2:
             return
-        pair = next((p for p in conn._check_list
+        pair = next((p for p in aioice_compat.check_list(conn)
                      if p.protocol is protocol and p.remote_addr == addr), None)
-        if pair is None or pair.state == CandidatePair.State.FAILED:
+        if pair is None or pair.state == aioice_compat.failed_state():
             return
         poked[key] = poked.get(key, 0) + 1
         request = conn.build_request(pair, nominate=False)
@@ -153,5 +144,4 @@ def _wrap_request_received(conn: Any) -> None:
             request, pair.remote_addr, integrity_key=conn.remote_password.encode("utf8")))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
-    conn.request_received = request_received
-    conn._aiolivekit_hastened = True
+    return after

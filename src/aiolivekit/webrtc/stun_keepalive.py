@@ -20,10 +20,13 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .._compat import aioice as aioice_compat
+
 __all__ = [
     "BindingRequest",
     "answer_binding_request",
     "binding_response_ok",
+    "fast_path_installed",
     "install_keepalive_fast_path",
     "parse_binding_request",
     "seal_message",
@@ -204,24 +207,22 @@ def install_keepalive_fast_path(
     the nominated one already); ``answered(conn)`` is called after each such answer.
     A Binding success response goes to ``response(conn, data)`` first and is consumed
     if it returns ``True`` (see :mod:`.consent`). Everything else goes to aioice
-    unchanged. Returns the number of sockets wrapped.
-    Uses aioice 0.13 internals (``_protocols``, ``_nominated``, ``local_password``,
-    ``_valid_username``; aioice is pinned).
+    unchanged. Returns the number of sockets wrapped. The connection's state is read
+    through :mod:`aiolivekit._compat.aioice` (``AiortcCompatibilityError`` if it moved).
     """
     global _SUCCEEDED
+    aioice_compat.check_connection(conn)
     if _SUCCEEDED is None:
-        from aioice.ice import CandidatePair
-
-        _SUCCEEDED = CandidatePair.State.SUCCEEDED
+        _SUCCEEDED = aioice_compat.succeeded_state()
         _warm_up()
     wrapped = 0
-    for protocol in list(getattr(conn, "_protocols", ())):
-        if getattr(protocol, "_aiolivekit_keepalive", False):
-            continue
-        protocol.datagram_received = _make_handler(conn, protocol, protocol.datagram_received,
-                                                   answered, response)
-        protocol._aiolivekit_keepalive = True
-        wrapped += 1
+    for protocol in aioice_compat.socket_protocols(conn):
+        def make(original: Callable[[bytes, tuple[Any, ...]], None],
+                 protocol: Any = protocol) -> Callable[..., None]:
+            return _make_handler(conn, protocol, original, answered, response)
+
+        if aioice_compat.wrap_datagram_received(protocol, make):
+            wrapped += 1
     return wrapped
 
 
@@ -259,12 +260,13 @@ def _warm_up() -> None:
 
 
 def _answer(conn: Any, protocol: Any, data: bytes, addr: tuple[Any, ...]) -> bool:
-    if conn._closing or conn.local_password is None:
+    if aioice_compat.is_closing(conn) or conn.local_password is None:
         return False
-    if not conn._early_checks_done or not conn._nominated:
+    nominated = aioice_compat.nominated_pairs(conn)
+    if not aioice_compat.early_checks_done(conn) or not nominated:
         return False
     remote = (addr[0], addr[1])
-    for pair in conn._check_list:
+    for pair in aioice_compat.check_list(conn):
         if pair.protocol is protocol and pair.remote_addr == remote:
             break
     else:
@@ -274,12 +276,12 @@ def _answer(conn: Any, protocol: Any, data: bytes, addr: tuple[Any, ...]) -> boo
     if pair.state != _SUCCEEDED:
         return False
     renominates = bool(pair.nominated and pair.remote_nominated
-                       and pair in conn._nominated.values())
+                       and pair in nominated)
     key = conn.local_password.encode("utf8")
     request = parse_binding_request(data, key)
     if (request is None or not request.integrity_ok
             or (request.use_candidate and not (renominates and not conn.ice_controlling))
-            or not conn._valid_username(request.username)
+            or not aioice_compat.valid_username(conn, request.username)
             or (conn.ice_controlling and request.controlling)
             or (not conn.ice_controlling and request.controlled)):
         return False
@@ -288,3 +290,8 @@ def _answer(conn: Any, protocol: Any, data: bytes, addr: tuple[Any, ...]) -> boo
         return False
     protocol.transport.sendto(response, remote)
     return True
+
+
+def fast_path_installed(protocol: Any) -> bool:
+    """Whether :func:`install_keepalive_fast_path` wrapped this aioice socket protocol."""
+    return aioice_compat.datagram_received_wrapped(protocol)

@@ -3,10 +3,10 @@
 Contract with the client engine / Room (``room.py``, ``participant.py``):
 
 * :data:`CLIENT_PROTOCOL` -- the client-to-client protocol level implemented here; the
-  client announces it at join (``client_protocol=`` in the URL / ``ClientInfo``).
-  :data:`CLIENT_CAPABILITIES` -- ``ClientInfo.Capability`` values the data layer can
-  honour (deflate-raw compressed incoming streams); announce them in
-  ``ClientInfo.capabilities`` / ``capabilities=`` if the engine supports that.
+  Room gives it to the engine, which announces it at join (``client_protocol=`` in the
+  signal URL). :data:`CLIENT_CAPABILITIES` -- ``ClientInfo.Capability`` values the data
+  layer can honour (deflate-raw compressed incoming streams), announced the same way
+  (``capabilities=``). The engine does not import this module.
 * :class:`DataSender` -- what the engine gives the data layer (``attach`` on connect).
   ``send_packet`` fills participant identity/sid and sequence and raises
   :class:`~aiolivekit.errors.PublishDataError` when not connected;

@@ -9,7 +9,7 @@ from livekit.protocol import models as models_pb
 from test_data_support import Hub
 
 from aiolivekit.data.api import LocalParticipantDataMixin, RoomDataMixin
-from aiolivekit.data.dispatch import CLIENT_CAPABILITIES, CLIENT_PROTOCOL, DataManager
+from aiolivekit.data.manager import CLIENT_CAPABILITIES, CLIENT_PROTOCOL, DataManager
 from aiolivekit.data.rpc import RpcInvocationData
 from aiolivekit.errors import PublishDTMFError, PublishTranscriptionError
 from aiolivekit.types import SipDTMF, Transcription, TranscriptionSegment
