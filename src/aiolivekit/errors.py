@@ -8,6 +8,8 @@
     * :class:`RpcError` -- a remote procedure call failed (carries a code, message, data).
     * :class:`StreamError` -- a text/byte stream ended abnormally (also a ``ConnectionError``).
     * :class:`SignalError` -- the signalling connection broke or sent something invalid.
+    * :class:`UnsupportedOptionError` -- an option aiolivekit cannot honour was asked for
+      (also a ``NotImplementedError``); raised before any network I/O it would affect.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "SignalError",
     "StreamError",
     "UnpublishTrackError",
+    "UnsupportedOptionError",
 ]
 
 
@@ -40,7 +43,7 @@ class ConnectError(AioLiveKitError):
     failure came from the server, ``None`` for timeouts and transport errors.
     ``reason`` is a short machine-readable tag: ``"unauthorized"``, ``"not_found"``,
     ``"bad_request"``, ``"server_error"``, ``"signal_timeout"``, ``"ice_timeout"``,
-    ``"leave"``, ``"transport"``.
+    ``"leave"``, ``"transport"``, ``"no_relay"`` (relay-only ICE without a TURN server).
     """
 
     def __init__(self, message: str, *, status: int | None = None, reason: str = "") -> None:
@@ -79,3 +82,23 @@ class StreamError(AioLiveKitError, ConnectionError):
     def __init__(self, description: str) -> None:
         super().__init__(description)
         self.description = description
+
+
+class UnsupportedOptionError(AioLiveKitError, NotImplementedError):
+    """An option was given a value aiolivekit cannot honour (yet).
+
+    ``option`` names it (``"TrackPublishOptions.video_codec"``), ``value`` is what was
+    asked, ``issue`` the aiolivekit issue that will bring the feature (``None`` when none
+    is planned). See docs/options.md for every option and what aiolivekit does with it.
+    """
+
+    def __init__(self, option: str, value: object, *, issue: int | None = None,
+                 detail: str = "") -> None:
+        plan = f"see aiolivekit issue {issue}" if issue is not None else "not planned yet"
+        text = f"{option}={value!r} is not supported by aiolivekit ({plan})"
+        if detail:
+            text += f": {detail}"
+        super().__init__(text)
+        self.option = option
+        self.value = value
+        self.issue = issue

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
+from . import options_check
 from .data import packets
 from .data.api import RoomDataMixin
 from .data.dispatch import DataManager
@@ -246,9 +247,9 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
             raise ConnectError("already connected", reason="bad_request")
         if self._connecting:
             raise ConnectError("already connecting", reason="bad_request")
-        if options.e2ee is not None or options.encryption is not None:
-            logger.warning("end-to-end encryption is not supported yet; connecting without it")
+        options_check.check_room_options(options)
         self._reset_state()
+        self._data.set_stream_payload_limit(options_check.stream_payload_limit(options))
         self._connecting = True
         self._options = options
         self._token = token
@@ -837,6 +838,7 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
                 raise PublishTrackError("this track is already published")
         kind = getattr(track, "kind", None)
         is_video = (rtc_track.kind == "video") if kind is None else kind == TrackKind.KIND_VIDEO
+        options_check.check_publish_options(options, is_video=is_video)
         cid = rtc_track.id
         req = rtc_pb.AddTrackRequest(
             cid=cid, name=getattr(track, "name", "") or "",

@@ -152,6 +152,12 @@ class DataManager(RpcTransport):
 
     # ------------------------------------------------------------------ lifecycle
 
+    def set_stream_payload_limit(self, limit: int | None) -> None:
+        """Incoming streams whose (inflated) payload exceeds ``limit`` bytes end with
+        :class:`StreamError` (``DataStreamOptions.max_payload_byte_length``; None: no
+        limit beyond the reader buffer limit)."""
+        self._assembler.max_payload = limit
+
     def attach(self, sender: DataSender) -> None:
         self._sender = sender
 

@@ -6,6 +6,14 @@ bounded and drops the oldest frame when full: ``capacity`` frames, or
 ``AudioStream.DEFAULT_CAPACITY`` (500 frames, about 10 s of 20 ms frames) when
 ``capacity`` is 0. Iteration ends after the buffered frames once the track ends,
 and immediately after ``aclose()``.
+
+``noise_cancellation`` takes a ``FrameProcessor`` (an object with ``enabled``,
+``_process(frame)`` and ``_close()``, e.g. a ``livekit.rtc.FrameProcessor`` subclass):
+each output frame goes through ``_process`` while ``enabled`` is true (a failing call
+passes the frame through, with a warning), and ``aclose()`` calls ``_close()`` when
+``auto_close_noise_cancellation`` is true. ``NoiseCancellationOptions`` (native filter
+modules of the official SDK) raise ``UnsupportedOptionError``; any other object
+``TypeError``. Unknown keyword arguments raise ``TypeError``.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from ..options_check import audio_processor, check_stream_kwargs
 from ..types import TrackKind, TrackSource
 from .audio_frame import AudioFrame
 from .audio_resampler import AudioResampler
@@ -63,7 +72,9 @@ class AudioStream(FrameStreamBase[AudioFrameEvent]):
         self._pending = bytearray()
         self._resampler: AudioResampler | None = None
         self._resampler_rate = 0
-        self._processor = noise_cancellation if hasattr(noise_cancellation, "_process") else None
+        check_stream_kwargs("AudioStream", kwargs)
+        self._processor = audio_processor(noise_cancellation)
+        self._processor_auto_close = bool(auto_close_noise_cancellation)
         super().__init__(track, loop, capacity, kwargs)
 
     @classmethod
@@ -78,6 +89,7 @@ class AudioStream(FrameStreamBase[AudioFrameEvent]):
         num_channels: int = 1,
         frame_size_ms: int | None = None,
         noise_cancellation: Any = None,
+        auto_close_noise_cancellation: bool = True,
     ) -> AudioStream:
         """Follow whichever audio track of ``track_source`` the participant publishes."""
         return cls(
@@ -88,6 +100,7 @@ class AudioStream(FrameStreamBase[AudioFrameEvent]):
             num_channels=num_channels,
             frame_size_ms=frame_size_ms,
             noise_cancellation=noise_cancellation,
+            auto_close_noise_cancellation=auto_close_noise_cancellation,
             participant=participant,
             track_source=track_source,
         )
@@ -103,7 +116,10 @@ class AudioStream(FrameStreamBase[AudioFrameEvent]):
         num_channels: int = 1,
         frame_size_ms: int | None = None,
         noise_cancellation: Any = None,
+        auto_close_noise_cancellation: bool = False,
     ) -> AudioStream:
+        """Stream ``track``; unlike the constructor, leaves the processor open by default
+        (as ``livekit.rtc``), so it can serve another stream."""
         return cls(
             track,
             loop=loop,
@@ -112,6 +128,7 @@ class AudioStream(FrameStreamBase[AudioFrameEvent]):
             num_channels=num_channels,
             frame_size_ms=frame_size_ms,
             noise_cancellation=noise_cancellation,
+            auto_close_noise_cancellation=auto_close_noise_cancellation,
         )
 
     def _transform(self, frame: AudioFrame) -> list[AudioFrameEvent]:
@@ -125,7 +142,7 @@ class AudioStream(FrameStreamBase[AudioFrameEvent]):
             frames = self._resampler.push(frames[0])
         if self._frame_samples:
             frames = self._recut(frames)
-        if self._processor is not None:
+        if self._processor is not None and self._processor.enabled:
             frames = [self._process(f) for f in frames]
         return [AudioFrameEvent(f) for f in frames]
 
@@ -161,3 +178,14 @@ class AudioStream(FrameStreamBase[AudioFrameEvent]):
         except Exception:
             logger.warning("audio frame processor failed; passing the frame through", exc_info=True)
             return frame
+
+    async def aclose(self) -> None:
+        """Stop receiving; iteration ends immediately. Closes the frame processor when
+        ``auto_close_noise_cancellation`` is true."""
+        await super().aclose()
+        processor, self._processor = self._processor, None
+        if processor is not None and self._processor_auto_close:
+            try:
+                processor._close()
+            except Exception:
+                logger.warning("closing the audio frame processor failed", exc_info=True)

@@ -32,20 +32,31 @@ class CapturedFrame:
 
 
 class VideoSource:
-    """A source of raw frames for :meth:`LocalVideoTrack.create_video_track`."""
+    """A source of raw frames for :meth:`LocalVideoTrack.create_video_track`.
+
+    ``width`` x ``height`` is the size announced to the server. ``is_screencast`` is a
+    content hint (as in ``livekit.rtc``, where it tunes libwebrtc's pipeline for screen
+    content): aiolivekit keeps it in :attr:`is_screencast` and its encoders do not
+    change their settings for it.
+    """
 
     def __init__(self, width: int, height: int, *, is_screencast: bool = False) -> None:
         if width <= 0 or height <= 0:
             raise ValueError("width and height must be > 0")
         self._width = int(width)
         self._height = int(height)
-        self._is_screencast = is_screencast
+        self._is_screencast = bool(is_screencast)
         self._latest: CapturedFrame | None = None
         self._seq = 0
         self._closed = False
         self._lock = threading.Lock()
         # sink callback -> loop it must be woken on
         self._sinks: dict[Callable[[], None], asyncio.AbstractEventLoop] = {}
+
+    @property
+    def is_screencast(self) -> bool:
+        """The content hint given at creation (encoder settings do not depend on it)."""
+        return self._is_screencast
 
     @property
     def width(self) -> int:
