@@ -24,6 +24,7 @@ from .types import (
     RoomOptions,
     TrackPublishOptions,
     VideoCodec,
+    VideoRotation,
 )
 
 __all__ = [
@@ -33,7 +34,9 @@ __all__ = [
     "audio_processor",
     "check_publish_options",
     "check_room_options",
+    "check_sender_identity",
     "check_stream_kwargs",
+    "check_video_rotation",
     "relay_only",
     "require_relay_servers",
     "stream_payload_limit",
@@ -209,3 +212,25 @@ def audio_processor(noise_cancellation: Any) -> Any:
     raise TypeError(
         "noise_cancellation must be None or a FrameProcessor (with enabled, _process and "
         f"_close), got {type(noise_cancellation).__name__}")
+
+
+def check_video_rotation(rotation: Any) -> VideoRotation:
+    """The ``VideoSource.capture_frame`` rotation; anything but 0 raises
+    :class:`UnsupportedOptionError` (frames are sent as captured: no rotation, no
+    orientation header extension; issue 16)."""
+    value = VideoRotation(_enum_value(VideoRotation, rotation, "capture_frame rotation"))
+    if value != VideoRotation.VIDEO_ROTATION_0:
+        raise UnsupportedOptionError(
+            "VideoSource.capture_frame(rotation)", value, issue=ISSUE_VIDEO,
+            detail="frames are encoded as captured; rotate them before capture_frame")
+    return value
+
+
+def check_sender_identity(sender_identity: str | None, local_identity: str) -> None:
+    """``stream_text(sender_identity=...)`` naming another participant (an agent
+    publishing on someone's behalf) raises :class:`UnsupportedOptionError`."""
+    if sender_identity and sender_identity != local_identity:
+        raise UnsupportedOptionError(
+            "stream_text(sender_identity)", sender_identity,
+            detail="streams are always sent as the local participant "
+                   f"({local_identity!r}); publishing on behalf of another is not implemented")

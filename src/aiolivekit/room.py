@@ -811,6 +811,7 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
             if setter is not None:
                 setter(True)
         pub._track = track
+        track._set_room(self)
         pub._subscribed = True
         pub._desired = None
         self.emit("track_subscribed", track, pub, p)

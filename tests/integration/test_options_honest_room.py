@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import aioice
+import jwt
 import pytest
 from aioice import stun
 from aioice.turn import make_integrity_key
@@ -210,3 +211,74 @@ async def test_publish_options_reach_the_subscriber(
     assert names == {"mic", "cam"}
     await source.aclose()
     await vsource.aclose()
+
+
+class _Processor:
+    """A livekit.rtc-style FrameProcessor that records its hooks and counts frames."""
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self.frames = 0
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def _process(self, frame: Any) -> Any:
+        self.frames += 1
+        return frame
+
+    def _close(self) -> None:
+        self.calls.append(("close", {}))
+
+    def _on_stream_info_updated(self, **kw: Any) -> None:
+        self.calls.append(("info", kw))
+
+    def _on_credentials_updated(self, **kw: Any) -> None:
+        self.calls.append(("credentials", kw))
+
+
+async def test_frame_processor_gets_room_context(embedded_server: Any, rooms: list[Room]) -> None:
+    from aiolivekit import AudioFrame, AudioStream, RemoteAudioTrack
+
+    alice = await _join(embedded_server, rooms, "alice")
+    bob = Room()
+    rooms.append(bob)
+    token = embedded_server.token("bob")
+    got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    @bob.on("track_subscribed")
+    def on_track(track: Any, pub: Any, participant: Any) -> None:
+        if isinstance(track, RemoteAudioTrack) and not got.done():
+            got.set_result((track, pub))
+
+    await asyncio.wait_for(bob.connect(embedded_server.url, token), 30)
+    source = AudioSource(48000, 1)
+    track = LocalAudioTrack.create_audio_track("mic", source)
+    pub = await asyncio.wait_for(alice.local_participant.publish_track(track), TIMEOUT)
+    rtrack, rpub = await asyncio.wait_for(got, TIMEOUT)
+    proc = _Processor()
+    stream = AudioStream(rtrack, noise_cancellation=proc)
+    assert proc.calls[0] == ("info", {"room_name": bob.name, "participant_identity": "alice",
+                                      "publication_sid": pub.sid})
+    name, creds = proc.calls[1]
+    assert name == "credentials" and creds["url"] == embedded_server.url
+    # bob's current token (the server may have refreshed the one he joined with)
+    claims = jwt.decode(creds["token"], options={"verify_signature": False})
+    assert claims["sub"] == "bob" and claims["video"]["room"] == bob.name
+    assert rpub.sid == pub.sid and bob.name
+    silence = AudioFrame(bytes(960 * 2), 48000, 1, 960)
+
+    async def feed() -> None:
+        while True:
+            await source.capture_frame(silence)
+
+    feeder = asyncio.ensure_future(feed())
+    try:
+        async def first_frames() -> None:
+            async for _ in stream:
+                if proc.frames >= 5:
+                    return
+        await asyncio.wait_for(first_frames(), TIMEOUT)
+    finally:
+        feeder.cancel()
+    await stream.aclose()
+    assert proc.calls[-1] == ("close", {})
+    await source.aclose()

@@ -43,6 +43,7 @@ from aiolivekit import (
     DataStreamOptions,
     IceServer,
     IceTransportType,
+    LocalParticipant,
     RemoteAudioTrack,
     Room,
     RoomOptions,
@@ -72,6 +73,10 @@ CONSTRUCTORS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("VideoStream", VideoStream.from_participant),
     ("AudioSource", AudioSource.__init__),
     ("VideoSource", VideoSource.__init__),
+    ("VideoSource.capture_frame", VideoSource.capture_frame),
+    *((f"LocalParticipant.{m}", getattr(LocalParticipant, m)) for m in (
+        "publish_data", "stream_text", "send_text", "stream_bytes", "send_bytes", "send_file",
+        "perform_rpc")),
 )
 
 
@@ -184,6 +189,8 @@ POLICY: dict[str, Honoured | Raises | Hint] = {
     "AudioStream.frame_size_ms": H(f"{STREAMS}::test_audio_stream_resample_remix_recut"),
     "AudioStream.noise_cancellation": H(
         f"{THIS}::test_frame_processor_runs_and_closes",
+        f"{THIS}::test_frame_processor_hooks_get_the_room_context",
+        f"{OPTIONS_IT}::test_frame_processor_gets_room_context",
         refused=lambda: AudioStream(None, noise_cancellation=_NcOptions("bvc", {}))),
     "AudioStream.auto_close_noise_cancellation": H(f"{THIS}::test_frame_processor_runs_and_closes"),
     "AudioStream.**kwargs": H(
@@ -210,6 +217,38 @@ POLICY: dict[str, Honoured | Raises | Hint] = {
     "VideoSource.width": H(f"{MEDIA}::test_video_counters"),
     "VideoSource.height": H(f"{MEDIA}::test_video_counters"),
     "VideoSource.is_screencast": Hint(VideoSource),
+    "VideoSource.capture_frame.frame": H(
+        "tests/unit/test_media_video.py::test_video_source_keeps_latest"),
+    "VideoSource.capture_frame.timestamp_us": H(
+        "tests/unit/test_media_video.py::test_video_source_keeps_latest"),
+    "VideoSource.capture_frame.rotation": H(
+        f"{THIS}::test_capture_frame_rotation_is_refused",
+        refused=lambda: options_check.check_video_rotation(1)),
+    # LocalParticipant data senders
+    **{f"LocalParticipant.publish_data.{p}": H(
+        "tests/integration/test_room_basic.py::test_data_packets_reliable_lossy_topics_destinations")
+       for p in ("payload", "reliable", "destination_identities", "topic")},
+    **{f"LocalParticipant.{m}.{p}": H(f"{THIS}::test_data_sender_options_reach_the_receiver")
+       for m, params in (
+           ("stream_text", ("destination_identities", "topic", "attributes", "stream_id",
+                            "reply_to_id", "total_size")),
+           ("send_text", ("text", "destination_identities", "topic", "attributes",
+                          "reply_to_id", "compress")),
+           ("stream_bytes", ("name", "total_size", "mime_type", "attributes", "stream_id",
+                             "destination_identities", "topic")),
+           ("send_bytes", ("data", "topic", "name", "mime_type", "destination_identities",
+                           "attributes", "stream_id", "compress")),
+           ("send_file", ("file_path", "topic", "destination_identities", "attributes",
+                          "stream_id", "compress")),
+       ) for p in params},
+    "LocalParticipant.stream_text.sender_identity": H(
+        f"{THIS}::test_data_sender_options_reach_the_receiver",
+        refused=lambda: options_check.check_sender_identity("bob", "alice")),
+    **{f"LocalParticipant.perform_rpc.{p}": H(
+        "tests/unit/test_data_rpc.py::test_rpc_success_and_wire_format")
+       for p in ("destination_identity", "method", "payload", "response_timeout")},
+    "LocalParticipant.perform_rpc.max_round_trip_latency": H(
+        "tests/unit/test_data_rpc.py::test_connection_timeout_without_ack"),
 }
 
 
@@ -255,7 +294,7 @@ def test_honoured_option_has_a_proof(name: str) -> None:
         with pytest.raises(entry.refused_exc) as info:
             entry.refused()
         if isinstance(info.value, UnsupportedOptionError):
-            assert name.split(".")[-1] in info.value.option
+            assert name.split(".")[-1] in info.value.option, info.value.option
 
 
 @pytest.mark.parametrize("name", sorted(k for k, v in POLICY.items() if isinstance(v, Raises)))
@@ -558,3 +597,160 @@ async def test_data_stream_payload_limit_ends_reader_with_stream_error() -> None
     assert results[0] == "12345678"
     assert isinstance(results[1], StreamError) and "max_payload_byte_length" in str(results[1])
     dm.close()
+
+
+class Recording(Negate):
+    """A FrameProcessor with the optional livekit.rtc 1.2 context hooks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def _on_stream_info_updated(self, **kw: Any) -> None:
+        self.calls.append(("info", kw))
+
+    def _on_credentials_updated(self, **kw: Any) -> None:
+        self.calls.append(("credentials", kw))
+
+    def _on_stream_info_cleared(self) -> None:
+        self.calls.append(("info_cleared", {}))
+
+    def _on_credentials_cleared(self) -> None:
+        self.calls.append(("credentials_cleared", {}))
+
+
+async def test_frame_processor_hooks_get_the_room_context() -> None:
+    from types import SimpleNamespace
+
+    from aiolivekit import EventEmitter
+
+    rtc = _Track(_frames([1]))
+    track = RemoteAudioTrack._from_rtc(rtc, sid="TR_ctx", name="mic")
+    room: Any = EventEmitter()
+    room.name = "lobby"
+    room._token = "tok1"
+    room._engine = SimpleNamespace(url="ws://127.0.0.1:7880")
+    pub = SimpleNamespace(sid="TR_ctx")
+    room.remote_participants = {"alice": SimpleNamespace(
+        identity="alice", track_publications={"TR_ctx": pub})}
+    track._set_room(room)
+    proc = Recording()
+    stream = AudioStream(track, noise_cancellation=proc)
+    assert proc.calls == [
+        ("info", {"room_name": "lobby", "participant_identity": "alice",
+                  "publication_sid": "TR_ctx"}),
+        ("credentials", {"token": "tok1", "url": "ws://127.0.0.1:7880"}),
+    ]
+    room._token = "tok2"
+    room.emit("token_refreshed")
+    assert proc.calls[-1] == ("credentials", {"token": "tok2", "url": "ws://127.0.0.1:7880"})
+    await stream.aclose()
+    assert [c[0] for c in proc.calls[-2:]] == ["info_cleared", "credentials_cleared"]
+    n = len(proc.calls)
+    room.emit("token_refreshed")  # no longer bound
+    assert len(proc.calls) == n and proc.closed == 1
+    # a processor without the optional hooks (the livekit.rtc base has no-op ones) is fine
+    rtc2 = _Track(_frames([2]))
+    track2 = RemoteAudioTrack._from_rtc(rtc2, sid="TR_ctx", name="mic")
+    track2._set_room(room)
+    s2 = AudioStream(track2, noise_cancellation=Negate())
+    rtc2.go.set()
+    assert [int(np.frombuffer(ev.frame.data, dtype=np.int16)[0]) async for ev in s2] == [-2]
+
+
+async def test_data_sender_options_reach_the_receiver(tmp_path: Path) -> None:
+    """Every keyword of stream_text / send_text / stream_bytes / send_bytes / send_file
+    shows on the receiving side or on the wire."""
+    from test_data_support import Hub
+
+    cap = models_pb.ClientInfo.CAP_COMPRESSION_DEFLATE_RAW
+    hub = Hub()
+    alice = hub.join("alice")
+    bob = hub.join("bob", capabilities=(cap,))
+    carol = hub.join("carol", capabilities=(cap,))
+    got: dict[str, tuple[str, Any, Any]] = {}
+    carol_got: list[str] = []
+
+    async def consume(reader: Any, who: str) -> None:
+        if hasattr(reader, "read_all"):
+            data: Any = await reader.read_all()
+        else:
+            data = b"".join([c async for c in reader])
+        got[reader.info.stream_id] = (who, data, reader.info)
+
+    for topic in ("t", "b"):
+        bob.manager.register_text_stream_handler(topic, lambda r, w: asyncio.ensure_future(consume(r, w)))
+        bob.manager.register_byte_stream_handler(topic, lambda r, w: asyncio.ensure_future(consume(r, w)))
+        carol.manager.register_text_stream_handler(topic, lambda r, w: carol_got.append(w))
+        carol.manager.register_byte_stream_handler(topic, lambda r, w: carol_got.append(w))
+
+    def header(sid: str) -> Any:
+        return next(p.stream_header for p in hub.sent_by("alice")
+                    if p.HasField("stream_header") and p.stream_header.stream_id == sid)
+
+    to_bob = {"destination_identities": ["bob"]}
+    w = await alice.manager.stream_text(topic="t", attributes={"k": "1"}, stream_id="S1",
+                                        reply_to_id="R0", total_size=5, sender_identity="alice",
+                                        **to_bob)
+    await w.write("hello")
+    await w.aclose()
+    big = "compressible " * 5000
+    await alice.manager.send_text(big, topic="t", attributes={"k": "2"}, reply_to_id="R1",
+                                  compress=False, **to_bob)
+    bw = await alice.manager.stream_bytes("n.bin", total_size=3, mime_type="application/x-n",
+                                          attributes={"k": "3"}, stream_id="B1", topic="b",
+                                          **to_bob)
+    await bw.write(b"xyz")
+    await bw.aclose()
+    await alice.manager.send_bytes(big.encode(), topic="b", name="d.bin",
+                                   mime_type="application/x-d", attributes={"k": "4"},
+                                   stream_id="B2", compress=True, **to_bob)
+    path = tmp_path / "f.txt"
+    path.write_bytes(big.encode())
+    await alice.manager.send_file(str(path), topic="b", attributes={"k": "5"}, stream_id="F1",
+                                  compress=False, **to_bob)
+    for _ in range(500):
+        if len(got) == 5:
+            break
+        await asyncio.sleep(0.01)
+    assert len(got) == 5, got.keys()
+    assert carol_got == []  # destination_identities honoured
+    who, text, info = got["S1"]
+    assert (who, text, info.topic, info.attributes) == ("alice", "hello", "t", {"k": "1"})
+    # total_size of a text stream is the writer's info.size (livekit.rtc 1.2 does not
+    # send it either: text may be written before its length is known)
+    assert w.info.size == 5 and w.info.stream_id == "S1"
+    assert header("S1").text_header.reply_to_stream_id == "R0"
+    sid2 = next(s for s in got if s not in ("S1", "B1", "B2", "F1"))
+    assert got[sid2][1] == big and got[sid2][2].attributes == {"k": "2"}
+    assert header(sid2).text_header.reply_to_stream_id == "R1"
+    assert header(sid2).compression == models_pb.DataStream.NONE  # compress=False
+    _, data, info = got["B1"]
+    assert (data, info.name, info.mime_type, info.size, info.attributes) == (
+        b"xyz", "n.bin", "application/x-n", 3, {"k": "3"})
+    _, data, info = got["B2"]
+    assert (data, info.name, info.mime_type, info.attributes) == (
+        big.encode(), "d.bin", "application/x-d", {"k": "4"})
+    assert header("B2").compression == models_pb.DataStream.DEFLATE_RAW  # compress=True
+    _, data, info = got["F1"]
+    assert (data, info.name, info.attributes) == (big.encode(), "f.txt", {"k": "5"})
+    assert header("F1").compression == models_pb.DataStream.NONE
+    # sender_identity naming someone else is refused (not silently replaced)
+    with pytest.raises(UnsupportedOptionError) as exc:
+        await alice.manager.stream_text(topic="t", sender_identity="bob")
+    assert exc.value.option == "stream_text(sender_identity)"
+
+
+def test_capture_frame_rotation_is_refused() -> None:
+    from aiolivekit import VideoBufferType, VideoFrame, VideoRotation
+
+    src = VideoSource(2, 2)
+    frame = VideoFrame(2, 2, VideoBufferType.RGBA, bytes(16))
+    src.capture_frame(frame, timestamp_us=5, rotation=VideoRotation.VIDEO_ROTATION_0)
+    for rot in (VideoRotation.VIDEO_ROTATION_90, VideoRotation.VIDEO_ROTATION_180,
+                VideoRotation.VIDEO_ROTATION_270):
+        with pytest.raises(UnsupportedOptionError) as info:
+            src.capture_frame(frame, rotation=rot)
+        assert info.value.issue == 16
+    with pytest.raises(ValueError):
+        src.capture_frame(frame, rotation=7)

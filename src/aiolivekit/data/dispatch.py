@@ -41,6 +41,7 @@ from typing import Any, Protocol
 from livekit.protocol import models as models_pb
 
 from ..errors import PublishDataError, PublishDTMFError, PublishTranscriptionError, StreamError
+from ..options_check import check_sender_identity
 from ..types import SipDTMF, Transcription, TranscriptionSegment
 from . import rpc as rpc_mod
 from .rpc import RpcClient, RpcError, RpcHandler, RpcServer, RpcTransport
@@ -422,6 +423,7 @@ class DataManager(RpcTransport):
         total_size: int | None = None,
         sender_identity: str | None = None,
     ) -> TextStreamWriter:
+        check_sender_identity(sender_identity, self.local_identity)
         header = build_header(
             stream_id=stream_id or new_stream_id(),
             topic=topic,

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..options_check import check_video_rotation
 from ..types import VideoRotation
 from .video_frame import VideoFrame
 
@@ -73,14 +74,20 @@ class VideoSource:
         timestamp_us: int = 0,
         rotation: VideoRotation = VideoRotation.VIDEO_ROTATION_0,
     ) -> None:
-        """Make ``frame`` the next frame to encode (replacing any frame not yet encoded)."""
+        """Make ``frame`` the next frame to encode (replacing any frame not yet encoded).
+
+        ``timestamp_us`` (when > 0) sets the RTP timestamp; a ``rotation`` other than
+        ``VIDEO_ROTATION_0`` raises ``UnsupportedOptionError`` (frames are sent as
+        captured).
+        """
         if self._closed:
             return
         if not isinstance(frame, VideoFrame):
             raise TypeError("frame must be a VideoFrame")
+        rot = check_video_rotation(rotation)
         with self._lock:
             self._seq += 1
-            self._latest = CapturedFrame(frame, int(timestamp_us), VideoRotation(rotation), self._seq)
+            self._latest = CapturedFrame(frame, int(timestamp_us), rot, self._seq)
             sinks = list(self._sinks.items())
         for wake, loop in sinks:
             try:
