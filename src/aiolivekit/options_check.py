@@ -13,6 +13,7 @@ engine's peer set-up) each make one call into this module.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -32,6 +33,7 @@ __all__ = [
     "ISSUE_E2EE",
     "ISSUE_VIDEO",
     "audio_processor",
+    "check_loop",
     "check_publish_options",
     "check_room_options",
     "check_sender_identity",
@@ -98,6 +100,14 @@ def check_room_options(options: RoomOptions) -> None:
             raise ConnectError(
                 "RtcConfiguration.ice_transport_type=TRANSPORT_RELAY needs a TURN server, "
                 f"and ice_servers has none ({urls}); refusing to connect", reason="no_relay")
+
+
+def check_loop(loop: asyncio.AbstractEventLoop | None, owner: str) -> None:
+    """``ValueError`` when ``owner`` was created for an event loop other than the running
+    one (``Room(loop=...)``): aiolivekit runs on the loop that awaits it."""
+    if loop is not None and loop is not asyncio.get_running_loop():
+        raise ValueError(f"{owner} was created with loop={loop!r}, but is used from "
+                         "another event loop; aiolivekit runs on the loop that awaits it")
 
 
 def relay_only(options: RoomOptions) -> bool:

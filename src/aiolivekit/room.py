@@ -111,6 +111,8 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
     """A LiveKit room: ``await room.connect(url, token)``, then events and participants."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """A room to :meth:`connect` to; ``loop``, when given, must be the event loop
+        that later awaits :meth:`connect` (``ValueError`` otherwise)."""
         EventEmitter.__init__(self)
         self._loop = loop
         self._engine: eng.RtcEngine | None = None
@@ -247,6 +249,7 @@ class Room(RoomDataMixin, EventEmitter[EventTypes]):
             raise ConnectError("already connected", reason="bad_request")
         if self._connecting:
             raise ConnectError("already connecting", reason="bad_request")
+        options_check.check_loop(self._loop, "Room")
         options_check.check_room_options(options)
         self._reset_state()
         self._data.set_stream_payload_limit(options_check.stream_payload_limit(options))

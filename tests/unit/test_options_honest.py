@@ -74,6 +74,7 @@ CONSTRUCTORS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("AudioSource", AudioSource.__init__),
     ("VideoSource", VideoSource.__init__),
     ("VideoSource.capture_frame", VideoSource.capture_frame),
+    ("Room", Room.__init__),
     *((f"LocalParticipant.{m}", getattr(LocalParticipant, m)) for m in (
         "publish_data", "stream_text", "send_text", "stream_bytes", "send_bytes", "send_file",
         "perform_rpc")),
@@ -224,6 +225,7 @@ POLICY: dict[str, Honoured | Raises | Hint] = {
     "VideoSource.capture_frame.rotation": H(
         f"{THIS}::test_capture_frame_rotation_is_refused",
         refused=lambda: options_check.check_video_rotation(1)),
+    "Room.loop": H(f"{THIS}::test_room_loop_must_be_the_running_loop"),
     # LocalParticipant data senders
     **{f"LocalParticipant.publish_data.{p}": H(
         "tests/integration/test_room_basic.py::test_data_packets_reliable_lossy_topics_destinations")
@@ -754,3 +756,17 @@ def test_capture_frame_rotation_is_refused() -> None:
         assert info.value.issue == 16
     with pytest.raises(ValueError):
         src.capture_frame(frame, rotation=7)
+
+
+async def test_room_loop_must_be_the_running_loop() -> None:
+    other = asyncio.new_event_loop()
+    try:
+        room = Room(loop=other)
+        with pytest.raises(ValueError, match="another event loop"):
+            await room.connect("ws://127.0.0.1:9", "token")
+    finally:
+        other.close()
+    # the running loop is accepted: the connect goes on (and is refused for e2ee here)
+    room = Room(loop=asyncio.get_running_loop())
+    with pytest.raises(UnsupportedOptionError):
+        await room.connect("ws://127.0.0.1:9", "token", RoomOptions(e2ee=object()))
