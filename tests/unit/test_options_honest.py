@@ -44,6 +44,7 @@ from aiolivekit import (
     IceServer,
     IceTransportType,
     LocalParticipant,
+    ParticipantTrackPermission,
     RemoteAudioTrack,
     Room,
     RoomOptions,
@@ -63,7 +64,7 @@ from aiolivekit.data.streams import StreamAssembler, StreamClosed, StreamData
 ROOT = Path(__file__).resolve().parents[2]
 
 RECORDS = (RoomOptions, RtcConfiguration, DataStreamOptions, TrackPublishOptions,
-           VideoEncoding, AudioEncoding, IceServer)
+           VideoEncoding, AudioEncoding, IceServer, ParticipantTrackPermission)
 CONSTRUCTORS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("AudioStream", AudioStream.__init__),
     ("AudioStream", AudioStream.from_track),
@@ -77,7 +78,7 @@ CONSTRUCTORS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("Room", Room.__init__),
     *((f"LocalParticipant.{m}", getattr(LocalParticipant, m)) for m in (
         "publish_data", "stream_text", "send_text", "stream_bytes", "send_bytes", "send_file",
-        "perform_rpc")),
+        "perform_rpc", "set_track_subscription_permissions")),
 )
 
 
@@ -225,6 +226,11 @@ POLICY: dict[str, Honoured | Raises | Hint] = {
     "VideoSource.capture_frame.rotation": H(
         f"{THIS}::test_capture_frame_rotation_is_refused",
         refused=lambda: options_check.check_video_rotation(1)),
+    **{name: H(f"{OPTIONS_IT}::test_track_subscription_permissions") for name in (
+        "ParticipantTrackPermission.participant_identity", "ParticipantTrackPermission.allow_all",
+        "ParticipantTrackPermission.allowed_track_sids",
+        "LocalParticipant.set_track_subscription_permissions.allow_all_participants",
+        "LocalParticipant.set_track_subscription_permissions.participant_permissions")},
     "Room.loop": H(f"{THIS}::test_room_loop_must_be_the_running_loop"),
     # LocalParticipant data senders
     **{f"LocalParticipant.publish_data.{p}": H(
