@@ -284,15 +284,10 @@ async def test_frame_processor_gets_room_context(embedded_server: Any, rooms: li
     await source.aclose()
 
 
-async def test_track_subscription_permissions(any_server: Any, rooms: list[Room],
-                                             request: pytest.FixtureRequest) -> None:
+async def test_track_subscription_permissions(any_server: Any, rooms: list[Room]) -> None:
     """ParticipantTrackPermission: only bob may subscribe to alice's tracks."""
     from aiolivekit import ParticipantTrackPermission
 
-    if any_server.kind == "embedded":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="the embedded server ignores SubscriptionPermission "
-                                "(docs/options.md)"))
     alice = await _join(any_server, rooms, "alice")
     alice.local_participant.set_track_subscription_permissions(
         allow_all_participants=False,
