@@ -238,8 +238,9 @@ def check_video_rotation(rotation: Any) -> VideoRotation:
 
 def check_sender_identity(sender_identity: str | None, local_identity: str) -> None:
     """``stream_text(sender_identity=...)`` naming another participant (an agent
-    publishing on someone's behalf) raises :class:`UnsupportedOptionError`."""
-    if sender_identity and sender_identity != local_identity:
+    publishing on someone's behalf) raises :class:`UnsupportedOptionError` (not checked
+    while not connected: the send reports that)."""
+    if sender_identity and local_identity and sender_identity != local_identity:
         raise UnsupportedOptionError(
             "stream_text(sender_identity)", sender_identity,
             detail="streams are always sent as the local participant "
