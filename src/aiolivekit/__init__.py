@@ -37,7 +37,7 @@ _export(
     ".errors",
     "AioLiveKitError", "ConnectError", "PublishTrackError", "UnpublishTrackError",
     "PublishDataError", "PublishDTMFError", "PublishTranscriptionError", "StreamError",
-    "SignalError",
+    "SignalError", "UnsupportedOptionError",
 )
 _export(".events", "EventEmitter")
 _export(".room", "Room")
@@ -103,6 +103,7 @@ if TYPE_CHECKING:  # pragma: no cover - explicit re-exports for type checkers an
         SignalError as SignalError,
         StreamError as StreamError,
         UnpublishTrackError as UnpublishTrackError,
+        UnsupportedOptionError as UnsupportedOptionError,
     )
     from .events import (
         EventEmitter as EventEmitter,

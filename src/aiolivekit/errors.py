@@ -10,6 +10,8 @@
     * :class:`SignalError` -- the signalling connection broke or sent something invalid.
     * :class:`AiortcCompatibilityError` -- an installed dependency (aiortc, aioice,
       pylibsrtp, asyncio) lacks a private hook that ``aiolivekit._compat`` relies on.
+    * :class:`UnsupportedOptionError` -- an option aiolivekit cannot honour was asked for
+      (also a ``NotImplementedError``); raised before any network I/O it would affect.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "SignalError",
     "StreamError",
     "UnpublishTrackError",
+    "UnsupportedOptionError",
 ]
 
 
@@ -43,7 +46,7 @@ class ConnectError(AioLiveKitError):
     failure came from the server, ``None`` for timeouts and transport errors.
     ``reason`` is a short machine-readable tag: ``"unauthorized"``, ``"not_found"``,
     ``"bad_request"``, ``"server_error"``, ``"signal_timeout"``, ``"ice_timeout"``,
-    ``"leave"``, ``"transport"``.
+    ``"leave"``, ``"transport"``, ``"no_relay"`` (relay-only ICE without a TURN server).
     """
 
     def __init__(self, message: str, *, status: int | None = None, reason: str = "") -> None:
@@ -87,3 +90,23 @@ class StreamError(AioLiveKitError, ConnectionError):
 class AiortcCompatibilityError(AioLiveKitError):
     """An installed dependency lacks a private hook that ``aiolivekit._compat`` relies on
     (the message names the library, its version, the pinned version and what moved)."""
+
+
+class UnsupportedOptionError(AioLiveKitError, NotImplementedError):
+    """An option was given a value aiolivekit cannot honour (yet).
+
+    ``option`` names it (``"TrackPublishOptions.video_codec"``), ``value`` is what was
+    asked, ``issue`` the aiolivekit issue that will bring the feature (``None`` when none
+    is planned). See docs/options.md for every option and what aiolivekit does with it.
+    """
+
+    def __init__(self, option: str, value: object, *, issue: int | None = None,
+                 detail: str = "") -> None:
+        plan = f"see aiolivekit issue {issue}" if issue is not None else "not planned yet"
+        text = f"{option}={value!r} is not supported by aiolivekit ({plan})"
+        if detail:
+            text += f": {detail}"
+        super().__init__(text)
+        self.option = option
+        self.value = value
+        self.issue = issue

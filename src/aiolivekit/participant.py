@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
+from . import options_check
 from .data.api import LocalParticipantDataMixin
 from .errors import PublishTrackError, SignalError, UnpublishTrackError
 from .track import LocalAudioTrack, LocalTrack, LocalVideoTrack, PublishableTrack, Track
@@ -294,6 +295,8 @@ class LocalParticipant(LocalParticipantDataMixin, Participant):
         for pub in self._track_publications.values():
             if pub.track is track:
                 raise PublishTrackError("this track is already published")
+        options_check.check_publish_options(options,
+                                            is_video=track.kind == TrackKind.KIND_VIDEO)
         req = add_track_request(track, options)
         info = await engine.publishing.request(req)
         track._configure(options)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from livekit.protocol import models as models_pb
 
+from . import options_check
 from .data import packets
 from .data.api import RoomDataMixin
 from .data.manager import CLIENT_CAPABILITIES, CLIENT_PROTOCOL, DataManager
@@ -80,6 +81,8 @@ class Room(RoomEventHandlers, RoomDataMixin, EventEmitter[EventTypes]):
     """A LiveKit room: ``await room.connect(url, token)``, then events and participants."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """A room to :meth:`connect` to; ``loop``, when given, must be the event loop
+        that later awaits :meth:`connect` (``ValueError`` otherwise)."""
         EventEmitter.__init__(self)
         self._loop = loop
         self._engine: eng.RtcEngine | None = None
@@ -211,9 +214,10 @@ class Room(RoomEventHandlers, RoomDataMixin, EventEmitter[EventTypes]):
             raise ConnectError("already connected", reason="bad_request")
         if self._connecting:
             raise ConnectError("already connecting", reason="bad_request")
-        if options.e2ee is not None or options.encryption is not None:
-            logger.warning("end-to-end encryption is not supported yet; connecting without it")
+        options_check.check_loop(self._loop, "Room")
+        options_check.check_room_options(options)
         self._reset_state()
+        self._data.set_stream_payload_limit(options_check.stream_payload_limit(options))
         self._connecting = True
         self._options = options
         self._token = token

@@ -338,6 +338,7 @@ class RoomEventHandlers:
         if pub.muted:
             track._set_muted(True)
         pub._track = track
+        track._set_room(self)
         pub._subscribed = True
         pub._desired = None
         self.emit("track_subscribed", track, pub, p)

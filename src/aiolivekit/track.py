@@ -34,6 +34,8 @@ Remote tracks::
                                     # task that always drains aiortc's (unbounded) queue and
                                     # fans frames out to bounded per-stream queues
     remote_track._set_muted(muted: bool) -> None
+    remote_track._set_room(room) -> None    # the Room it was received in (weak reference);
+                                    # AudioStream frame processors get room context from it
     remote_track._set_stream_state(state: StreamState) -> None
     await remote_track._close() -> None   # stop the pump, end every stream of this track
 
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
@@ -321,6 +324,7 @@ class _RemoteTrackBase(Track):
         self._streams: list[_StreamSink] = []
         self._pump_task: asyncio.Task[None] | None = None
         self._ended = False
+        self._room_ref: weakref.ref[Any] | None = None
         self.frames_received = 0
 
     def _start(self, rtc_track: Any, receiver: Any) -> None:
@@ -330,6 +334,12 @@ class _RemoteTrackBase(Track):
 
     def _set_muted(self, muted: bool) -> None:
         self._muted = bool(muted)
+
+    def _set_room(self, room: Any) -> None:
+        self._room_ref = weakref.ref(room) if room is not None else None
+
+    def _room(self) -> Any:
+        return self._room_ref() if self._room_ref is not None else None
 
     def _add_stream(self, stream: _StreamSink) -> None:
         if self._ended:

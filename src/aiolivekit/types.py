@@ -254,12 +254,21 @@ class IceServer(_Message):
 
 @dataclass
 class RtcConfiguration:
-    """Peer-connection settings.
+    """Peer-connection settings (what aiolivekit does with each: docs/options.md).
 
     ``ice_servers`` empty means: use the ICE servers the server sends at join (never a
     built-in public STUN server). ``host_addresses`` (aiolivekit extension) restricts the
     local addresses ICE gathers on; by default a loopback server URL gathers on loopback
     only and any other URL on every interface.
+
+    ``ice_transport_type``: ``TRANSPORT_ALL`` uses every candidate; ``TRANSPORT_RELAY``
+    gathers and signals relay (TURN) candidates only, and ``Room.connect`` refuses with
+    ``ConnectError`` (reason ``"no_relay"``) when no TURN server is configured or offered;
+    ``TRANSPORT_NOHOST`` raises ``UnsupportedOptionError``.
+
+    ``continual_gathering_policy`` is a hint: aiolivekit gathers candidates once per
+    peer connection whatever its value (``GATHER_ONCE`` behaviour); interfaces that appear
+    later are not used by a running connection.
     """
 
     ice_transport_type: IceTransportType = IceTransportType.TRANSPORT_ALL
@@ -270,15 +279,29 @@ class RtcConfiguration:
 
 @dataclass
 class DataStreamOptions:
+    """Options of incoming data streams (``RoomOptions.data_stream``).
+
+    ``max_payload_byte_length``: an incoming text or byte stream whose payload (after
+    decompression) exceeds it ends with ``StreamError`` on the reader; ``None``: only the
+    reader's unread-buffer limit applies.
+    """
+
     max_payload_byte_length: int | None = None
 
 
 @dataclass
 class RoomOptions:
-    """Options of :meth:`Room.connect`.
+    """Options of :meth:`Room.connect` (what aiolivekit does with each: docs/options.md).
 
     ``connect_timeout`` bounds each signalling step (WebSocket upgrade, JoinResponse);
     ``ice_timeout`` bounds the wait for the peer connections to connect.
+
+    ``e2ee`` / ``encryption`` other than ``None`` raise ``UnsupportedOptionError``
+    (end-to-end encryption is aiolivekit issue 17): aiolivekit never connects in clear
+    when encryption was asked for. ``single_peer_connection=True`` raises too (aiolivekit
+    always uses a publisher and a subscriber peer connection; ``None`` and ``False``
+    are fine). ``dynacast`` is a hint: aiolivekit publishes one layer per track and
+    keeps encoding it while nobody subscribes, whatever its value.
     """
 
     auto_subscribe: bool = True
@@ -305,7 +328,24 @@ class AudioEncoding(_Message):
 
 @dataclass
 class TrackPublishOptions(_Message):
-    """Options of :meth:`LocalParticipant.publish_track` (the fields of ``livekit.rtc``)."""
+    """Options of :meth:`LocalParticipant.publish_track` (the fields of ``livekit.rtc``).
+
+    Defaults are the values ``livekit.rtc``'s record reads as (``False`` for ``dtx``,
+    ``red`` and ``simulcast``), and aiolivekit does what they say; the official native
+    layer instead turns an unset ``dtx``/``red``/``simulcast`` into ``True``.
+
+    * ``video_codec``: VP8 and H264 are honoured; AV1, VP9 and H265 raise
+      ``UnsupportedOptionError`` (aiolivekit issue 16). Ignored for audio, as officially.
+    * ``simulcast=True`` (video) is a hint, reported when not honoured: aiolivekit
+      publishes one layer, logs a warning and ``publication.simulcasted`` is ``False``
+      (issue 16). Officially too the layers depend on the resolution.
+    * ``red=True`` (audio) is a hint, reported when not honoured: aiolivekit sends plain
+      Opus, logs a warning and ``publication.mime_type`` is ``audio/opus`` (issue 20).
+      Officially too RED is negotiated with the server.
+    * ``video_encoding``, ``audio_encoding``, ``dtx``, ``source``, ``stream`` and
+      ``preconnect_buffer`` (the TF_PRECONNECT_BUFFER feature flag; the application sends
+      the buffer, as with the official SDK) are honoured.
+    """
 
     video_encoding: VideoEncoding = field(default_factory=VideoEncoding)
     audio_encoding: AudioEncoding = field(default_factory=AudioEncoding)

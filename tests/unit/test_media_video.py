@@ -7,7 +7,13 @@ import asyncio
 import numpy as np
 import pytest
 
-from aiolivekit import VideoBufferType, VideoFrame, VideoRotation, VideoSource
+from aiolivekit import (
+    UnsupportedOptionError,
+    VideoBufferType,
+    VideoFrame,
+    VideoRotation,
+    VideoSource,
+)
 from aiolivekit.media.video_frame import buffer_size
 
 T = VideoBufferType
@@ -88,11 +94,15 @@ async def test_video_source_keeps_latest() -> None:
     src._add_sink(lambda: woke.append(1), asyncio.get_running_loop())
     frames = [VideoFrame(4, 4, T.RGBA, bytes([i]) * 64) for i in range(5)]
     for i, f in enumerate(frames):
-        src.capture_frame(f, timestamp_us=i * 1000, rotation=VideoRotation.VIDEO_ROTATION_90)
+        src.capture_frame(f, timestamp_us=i * 1000, rotation=VideoRotation.VIDEO_ROTATION_0)
+    assert len(woke) == 5
+    # frames are sent as captured: a rotation is refused, not silently dropped (issue 19)
+    with pytest.raises(UnsupportedOptionError):
+        src.capture_frame(frames[0], rotation=VideoRotation.VIDEO_ROTATION_90)
     assert len(woke) == 5
     latest = src._take_latest(0)
     assert latest is not None and latest.frame is frames[-1]
-    assert (latest.timestamp_us, latest.rotation, latest.seq) == (4000, VideoRotation.VIDEO_ROTATION_90, 5)
+    assert (latest.timestamp_us, latest.rotation, latest.seq) == (4000, VideoRotation.VIDEO_ROTATION_0, 5)
     assert src._take_latest(latest.seq) is None
     # from another thread
     await asyncio.to_thread(src.capture_frame, frames[0])

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 
-from livekit.protocol import models as models_pb
-from livekit.protocol import rtc as rtc_pb
+from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from aiolivekit.server.auth import VideoGrant
 from aiolivekit.server.rooms import (
@@ -331,3 +330,41 @@ def test_manager_prunes_empty_rooms() -> None:
     assert mgr.prune(NOW + created.empty_timeout - 1) == []
     assert mgr.prune(NOW + created.empty_timeout + 1) == ["created"]
     assert mgr.rooms == {}
+
+
+def test_subscription_permissions() -> None:
+    room = RoomState("r", NOW)
+    a, _, _ = join(room, "alice")
+    b, _, _ = join(room, "bob")
+    c, _, _ = join(room, "carol")
+    only_bob = rtc_pb.SubscriptionPermission(all_participants=False, track_permissions=[
+        rtc_pb.TrackPermission(participant_identity="bob", all_tracks=True)])
+    assert room.set_subscription_permission(a.sid, only_bob) == []  # nothing published yet
+    sid = add_audio(room, a.sid)
+    room.match_pending_track(a.sid, "audio", "x")
+    effects = room.publish_track(a.sid, sid, mid="0", mime_type="audio/opus")
+    assert Subscribe(b.sid, a.sid, sid) in effects
+    assert not any(isinstance(e, Subscribe) and e.subscriber_sid == c.sid for e in effects)
+    (upd,) = signals(effects, c.sid, "subscription_permission_update")
+    assert (upd.subscription_permission_update.participant_sid,
+            upd.subscription_permission_update.track_sid,
+            upd.subscription_permission_update.allowed) == (a.sid, sid, False)
+    # an explicit subscription is refused too
+    e = room.update_subscription(c.sid, [sid], True)
+    assert not any(isinstance(x, Subscribe) for x in e)
+    assert signals(e, c.sid, "subscription_permission_update")
+    # carol allowed for this track (by sid), bob no longer: bob unsubscribed, carol subscribed
+    per_track = rtc_pb.SubscriptionPermission(track_permissions=[
+        rtc_pb.TrackPermission(participant_sid=c.sid, track_sids=[sid])])
+    effects = room.set_subscription_permission(a.sid, per_track)
+    assert Unsubscribe(b.sid, a.sid, sid) in effects and Subscribe(c.sid, a.sid, sid) in effects
+    assert signals(effects, b.sid, "subscription_permission_update")[0] \
+        .subscription_permission_update.allowed is False
+    assert signals(effects, c.sid, "subscription_permission_update")[0] \
+        .subscription_permission_update.allowed is True
+    assert room.subscribed_tracks(b.sid) == [] and room.subscribed_tracks(c.sid) == [sid]
+    # everyone again
+    effects = room.set_subscription_permission(
+        a.sid, rtc_pb.SubscriptionPermission(all_participants=True))
+    assert Subscribe(b.sid, a.sid, sid) in effects
+    assert not any(isinstance(x, Unsubscribe) for x in effects)

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 from livekit.protocol import models as models_pb
 
 from ..errors import PublishDataError, PublishDTMFError, PublishTranscriptionError, StreamError
+from ..options_check import check_sender_identity
 from ..types import SipDTMF, Transcription, TranscriptionSegment
 from . import rpc as rpc_mod
 from .rpc import RpcClient, RpcError, RpcHandler, RpcServer, RpcTransport
@@ -151,6 +152,12 @@ class DataManager(RpcTransport):
         self._rpc_server = RpcServer(self)
 
     # ------------------------------------------------------------------ lifecycle
+
+    def set_stream_payload_limit(self, limit: int | None) -> None:
+        """Incoming streams whose (inflated) payload exceeds ``limit`` bytes end with
+        :class:`StreamError` (``DataStreamOptions.max_payload_byte_length``; None: no
+        limit beyond the reader buffer limit)."""
+        self._assembler.max_payload = limit
 
     def attach(self, sender: DataSender) -> None:
         self._sender = sender
@@ -416,6 +423,7 @@ class DataManager(RpcTransport):
         total_size: int | None = None,
         sender_identity: str | None = None,
     ) -> TextStreamWriter:
+        check_sender_identity(sender_identity, self.local_identity)
         header = build_header(
             stream_id=stream_id or new_stream_id(),
             topic=topic,

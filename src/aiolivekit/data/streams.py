@@ -398,12 +398,15 @@ class StreamAssembler:
 
     Streams are keyed by ``stream_id``. Chunk indices must be consecutive: a repeated
     index is ignored, a gap fails the stream. ``max_inflated`` bounds what a compressed
-    stream may expand to.
+    stream may expand to; ``max_payload`` (``DataStreamOptions.max_payload_byte_length``)
+    bounds the payload of any stream, after inflation.
     """
 
-    def __init__(self, *, max_inflated: int = DEFAULT_READER_BUFFER_LIMIT) -> None:
+    def __init__(self, *, max_inflated: int = DEFAULT_READER_BUFFER_LIMIT,
+                 max_payload: int | None = None) -> None:
         self._streams: dict[str, _Incoming] = {}
         self._max_inflated = max_inflated
+        self.max_payload = max_payload
 
     def __contains__(self, stream_id: str) -> bool:
         return stream_id in self._streams
@@ -488,18 +491,31 @@ class StreamAssembler:
         if not content:
             return []
         if state.inflater is None:
+            state.produced += len(content)
+            if self.max_payload is not None and state.produced > self.max_payload:
+                return self._too_large(sid)
             return [StreamData(sid, bytes(content))]
+        limit = self._max_inflated
+        if self.max_payload is not None:
+            limit = min(limit, self.max_payload)
         try:
-            room = self._max_inflated - state.produced + 1
+            room = limit - state.produced + 1
             data = state.inflater.decompress(content, room)
         except zlib.error as exc:
             self._streams.pop(sid, None)
             return [StreamClosed(sid, {}, f"invalid compressed data: {exc}")]
         state.produced += len(data)
-        if state.produced > self._max_inflated or state.inflater.unconsumed_tail:
+        if state.produced > limit or state.inflater.unconsumed_tail:
+            if self.max_payload is not None and limit == self.max_payload:
+                return self._too_large(sid)
             self._streams.pop(sid, None)
             return [StreamClosed(sid, {}, "compressed stream exceeds the size limit")]
         return [StreamData(sid, data)] if data else []
+
+    def _too_large(self, sid: str) -> list[StreamEvent]:
+        self._streams.pop(sid, None)
+        return [StreamClosed(
+            sid, {}, f"stream payload exceeds max_payload_byte_length ({self.max_payload} bytes)")]
 
     def _finish(
         self, sid: str, state: _Incoming, attributes: dict[str, str], error: str | None
@@ -510,6 +526,9 @@ class StreamAssembler:
                 tail = state.inflater.flush()
             except zlib.error as exc:
                 return [StreamClosed(sid, attributes, f"invalid compressed data: {exc}")]
+            state.produced += len(tail)
+            if self.max_payload is not None and state.produced > self.max_payload:
+                return self._too_large(sid)
             if tail:
                 events.append(StreamData(sid, tail))
         events.append(StreamClosed(sid, attributes, error))

@@ -20,6 +20,7 @@ from aiortc import RTCIceServer
 from aiortc.rtcdatachannel import RTCDataChannel
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
+from .. import options_check
 from .._compat import aiortc as aiortc_compat
 from ..errors import ConnectError, PublishDataError, SignalError
 from ..types import RoomOptions
@@ -221,12 +222,14 @@ class RtcEngine:
 
     def _create_peers(self, join: rtc_pb.JoinResponse, options: RoomOptions) -> None:
         servers = self._ice_servers(join, options)
+        options_check.require_relay_servers(options, servers)
+        relay = options_check.relay_only(options)
         self.publisher = PeerTransport(sig.PUBLISHER, ice_servers=servers,
                                        host_addresses=self.host_addresses,
-                                       on_candidate=self._local_candidate)
+                                       on_candidate=self._local_candidate, relay_only=relay)
         self.subscriber = PeerTransport(sig.SUBSCRIBER, ice_servers=servers,
                                         host_addresses=self.host_addresses,
-                                        on_candidate=self._local_candidate)
+                                        on_candidate=self._local_candidate, relay_only=relay)
         self.subscriber.pc.on("datachannel", self._on_sub_datachannel)
         subscriber_pc = self.subscriber.pc
         subscriber_pc.on("track", lambda track: self._subscriber_tracks.on_track(subscriber_pc,

@@ -18,6 +18,7 @@ from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
 )
@@ -45,12 +46,16 @@ class PeerTransport:
         ice_servers: list[RTCIceServer],
         host_addresses: list[str] | None,
         on_candidate: Callable[[str, int], None],
+        relay_only: bool = False,
     ) -> None:
         self.target = target
         self.host_addresses = host_addresses
         self._on_candidate = on_candidate
+        # relay-only: aioice gathers relay candidates only (no host, no server-reflexive)
+        policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
         self.pc = RTCPeerConnection(RTCConfiguration(
-            iceServers=list(ice_servers), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+            iceServers=list(ice_servers), iceTransportPolicy=policy,
+            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._pending: list[str] = []
         self._remote_set = False
         self._sent_candidates: set[str] = set()

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..options_check import check_video_rotation
 from ..types import VideoRotation
 from .video_frame import VideoFrame
 
@@ -32,20 +33,31 @@ class CapturedFrame:
 
 
 class VideoSource:
-    """A source of raw frames for :meth:`LocalVideoTrack.create_video_track`."""
+    """A source of raw frames for :meth:`LocalVideoTrack.create_video_track`.
+
+    ``width`` x ``height`` is the size announced to the server. ``is_screencast`` is a
+    content hint (as in ``livekit.rtc``, where it tunes libwebrtc's pipeline for screen
+    content): aiolivekit keeps it in :attr:`is_screencast` and its encoders do not
+    change their settings for it.
+    """
 
     def __init__(self, width: int, height: int, *, is_screencast: bool = False) -> None:
         if width <= 0 or height <= 0:
             raise ValueError("width and height must be > 0")
         self._width = int(width)
         self._height = int(height)
-        self._is_screencast = is_screencast
+        self._is_screencast = bool(is_screencast)
         self._latest: CapturedFrame | None = None
         self._seq = 0
         self._closed = False
         self._lock = threading.Lock()
         # sink callback -> loop it must be woken on
         self._sinks: dict[Callable[[], None], asyncio.AbstractEventLoop] = {}
+
+    @property
+    def is_screencast(self) -> bool:
+        """The content hint given at creation (encoder settings do not depend on it)."""
+        return self._is_screencast
 
     @property
     def width(self) -> int:
@@ -62,14 +74,20 @@ class VideoSource:
         timestamp_us: int = 0,
         rotation: VideoRotation = VideoRotation.VIDEO_ROTATION_0,
     ) -> None:
-        """Make ``frame`` the next frame to encode (replacing any frame not yet encoded)."""
+        """Make ``frame`` the next frame to encode (replacing any frame not yet encoded).
+
+        ``timestamp_us`` (when > 0) sets the RTP timestamp; a ``rotation`` other than
+        ``VIDEO_ROTATION_0`` raises ``UnsupportedOptionError`` (frames are sent as
+        captured).
+        """
         if self._closed:
             return
         if not isinstance(frame, VideoFrame):
             raise TypeError("frame must be a VideoFrame")
+        rot = check_video_rotation(rotation)
         with self._lock:
             self._seq += 1
-            self._latest = CapturedFrame(frame, int(timestamp_us), VideoRotation(rotation), self._seq)
+            self._latest = CapturedFrame(frame, int(timestamp_us), rot, self._seq)
             sinks = list(self._sinks.items())
         for wake, loop in sinks:
             try:

@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from ..options_check import check_stream_kwargs
 from ..types import TrackKind, TrackSource, VideoBufferType, VideoRotation
 from .codecs import AV_PACKED_FORMATS
 from .stream_base import FrameStreamBase
@@ -104,6 +105,7 @@ class VideoStream(FrameStreamBase[VideoFrameEvent]):
         format: VideoBufferType | None = None,
         **kwargs: Any,
     ) -> None:
+        check_stream_kwargs("VideoStream", kwargs)
         self._format = VideoBufferType(int(format)) if format is not None else VideoBufferType.I420
         super().__init__(track, loop, capacity, kwargs)
 

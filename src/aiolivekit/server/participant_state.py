@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from livekit.protocol import models as models_pb
+from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from .auth import VideoGrant
 
@@ -87,6 +87,20 @@ class ParticipantState:
     permission: models_pb.ParticipantPermission = field(
         default_factory=models_pb.ParticipantPermission
     )
+    # who may subscribe to this participant's tracks (C->S SubscriptionPermission);
+    # None: everyone (the default until the participant sends one)
+    track_permission: rtc_pb.SubscriptionPermission | None = None
+
+    def allows(self, sub: ParticipantState, track_sid: str) -> bool:
+        """May ``sub`` subscribe to this participant's track ``track_sid``?"""
+        perm = self.track_permission
+        if perm is None or perm.all_participants:
+            return True
+        for tp in perm.track_permissions:
+            if (tp.participant_identity and tp.participant_identity == sub.identity) or (
+                    tp.participant_sid and tp.participant_sid == sub.sid):
+                return tp.all_tracks or track_sid in tp.track_sids
+        return False
 
     def __post_init__(self) -> None:
         g = self.grant

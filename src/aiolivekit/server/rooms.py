@@ -79,6 +79,13 @@ class ParticipantNotFound(LookupError):
     """No participant with that identity/sid in the room."""
 
 
+def _permission_update(to_sid: str, pub_sid: str, track_sid: str,
+                       allowed: bool) -> SendSignal:
+    return SendSignal(to_sid, _signal(subscription_permission_update=(
+        rtc_pb.SubscriptionPermissionUpdate(
+            participant_sid=pub_sid, track_sid=track_sid, allowed=allowed))))
+
+
 def _signal(**kwargs: object) -> rtc_pb.SignalResponse:
     return rtc_pb.SignalResponse(**kwargs)  # type: ignore[arg-type]
 
@@ -441,15 +448,47 @@ class RoomState:
 
     def _subscribe(self, sub: ParticipantState, pub: ParticipantState,
                    track_sid: str) -> list[Effect]:
-        subs = self.subscriptions.setdefault(track_sid, {})
-        if sub.sid in subs or sub.sid == pub.sid:
+        if sub.sid == pub.sid or sub.sid in self.subscriptions.get(track_sid, {}):
             return []
+        if not pub.allows(sub, track_sid):
+            return [_permission_update(sub.sid, pub.sid, track_sid, False)]
+        subs = self.subscriptions.setdefault(track_sid, {})
         subs[sub.sid] = False
         effects: list[Effect] = [Subscribe(sub.sid, pub.sid, track_sid)]
         if not sub.hidden and track_sid not in self._first_subscribed:
             self._first_subscribed.add(track_sid)
             effects.append(SendSignal(pub.sid, _signal(
                 track_subscribed=rtc_pb.TrackSubscribed(track_sid=track_sid))))
+        return effects
+
+    def set_subscription_permission(self, sid: str,
+                                    perm: rtc_pb.SubscriptionPermission) -> list[Effect]:
+        """C->S SubscriptionPermission: who may subscribe to ``sid``'s tracks. Subscribers
+        no longer allowed are unsubscribed; auto-subscribers newly allowed are subscribed;
+        each changed subscriber gets a SubscriptionPermissionUpdate."""
+        pub = self.participants.get(sid)
+        if pub is None:
+            return []
+        before = {(o.sid, t.info.sid): pub.allows(o, t.info.sid)
+                  for o in self._others(sid) for t in pub.published_tracks()}
+        pub.track_permission = rtc_pb.SubscriptionPermission()
+        pub.track_permission.CopyFrom(perm)
+        effects: list[Effect] = []
+        for o in self._others(sid):
+            for t in pub.published_tracks():
+                track_sid = t.info.sid
+                allowed = pub.allows(o, track_sid)
+                if allowed == before[(o.sid, track_sid)]:
+                    continue
+                if allowed:
+                    effects.append(_permission_update(o.sid, sid, track_sid, True))
+                    if o.auto_subscribe and o.permission.can_subscribe:
+                        effects += self._subscribe(o, pub, track_sid)
+                else:
+                    subs = self.subscriptions.get(track_sid, {})
+                    if subs.pop(o.sid, None) is not None:
+                        effects.append(Unsubscribe(o.sid, sid, track_sid))
+                    effects.append(_permission_update(o.sid, sid, track_sid, False))
         return effects
 
     def _drop_track_subscriptions(self, pub: ParticipantState, track_sid: str) -> list[Effect]:

@@ -514,6 +514,9 @@ class ParticipantSession:
             for pt in req.subscription.participant_tracks:
                 sids.extend(pt.track_sids)
             self.hub.dispatch(room.update_subscription(self.sid, sids, req.subscription.subscribe))
+        elif which == "subscription_permission":
+            self.hub.dispatch(room.set_subscription_permission(
+                self.sid, req.subscription_permission))
         elif which == "track_setting":
             self.hub.dispatch(room.update_track_settings(
                 self.sid, req.track_setting.track_sids, req.track_setting.disabled))
