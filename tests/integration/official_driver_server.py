@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 import numpy as np
 from livekit import rtc
@@ -126,7 +127,7 @@ async def main(url: str, token: str, steps: list[dict]) -> None:
         timeout = float(step.get("timeout", 15))
         if op == "wait_peer":
             ident = step["identity"]
-            ok = await wait_for(lambda: any(p.identity == ident
+            ok = await wait_for(lambda ident=ident: any(p.identity == ident
                                             for p in room.remote_participants.values()),
                                 asyncio.Event(), timeout)
             peer = next((p for p in room.remote_participants.values() if p.identity == ident),
@@ -141,7 +142,7 @@ async def main(url: str, token: str, steps: list[dict]) -> None:
             emit(event="step", op=op, ok=True)
         elif op == "expect_data":
             count = int(step.get("count", 1))
-            ok = await wait_for(lambda: len(data) >= count, data_event, timeout)
+            ok = await wait_for(lambda count=count: len(data) >= count, data_event, timeout)
             emit(event="step", op=op, ok=ok, count=len(data))
         elif op == "publish_sine":
             freq = float(step.get("freq", 440))
@@ -170,7 +171,7 @@ async def main(url: str, token: str, steps: list[dict]) -> None:
         elif op == "measure_audio":
             source_id = step.get("from")
 
-            def pick() -> list[rtc.Track]:
+            def pick(source_id: Any = source_id) -> list[rtc.Track]:
                 return [t for t in audio_tracks
                         if source_id is None or audio_from.get(id(t)) == source_id]
 
@@ -185,7 +186,8 @@ async def main(url: str, token: str, steps: list[dict]) -> None:
             got = 0
             deadline = time.monotonic() + timeout
 
-            async def collect() -> None:
+            async def collect(stream: rtc.AudioStream = stream, chunks: list[np.ndarray] = chunks,
+                              want: int = want) -> None:
                 nonlocal got, skip
                 async for ev in stream:
                     arr = np.frombuffer(bytes(ev.frame.data), dtype=np.int16)
@@ -215,7 +217,7 @@ async def main(url: str, token: str, steps: list[dict]) -> None:
             emit(event="step", op=op, ok=True, freq=peak, rms=rms, samples=got, source=source_id)
         elif op == "wait_disconnect":
             ident = step["identity"]
-            ok = await wait_for(lambda: ident in gone, gone_event, timeout)
+            ok = await wait_for(lambda ident=ident: ident in gone, gone_event, timeout)
             emit(event="step", op=op, ok=ok)
         elif op == "start_sine":
             freq = float(step.get("freq", 440))
@@ -248,7 +250,8 @@ async def main(url: str, token: str, steps: list[dict]) -> None:
             vpub = await room.local_participant.publish_track(vtrack, vopts)
             emit(event="published", sid=vpub.sid, kind="video")
 
-            async def vpump(vsource: rtc.VideoSource = vsource) -> None:
+            async def vpump(vsource: rtc.VideoSource = vsource, width: int = width,
+                            height: int = height) -> None:
                 start = time.monotonic()
                 for n in range(15 * 120):
                     img = np.zeros((height, width, 4), dtype=np.uint8)
@@ -273,7 +276,8 @@ async def main(url: str, token: str, steps: list[dict]) -> None:
             sizes: dict[str, int] = {}
             frames = 0
 
-            async def vcollect() -> None:
+            async def vcollect(vstream: rtc.VideoStream = vstream, sizes: dict[str, int] = sizes,
+                               step: dict[str, Any] = step) -> None:
                 nonlocal frames
                 async for ev in vstream:
                     key = f"{ev.frame.width}x{ev.frame.height}"
@@ -314,11 +318,13 @@ async def main(url: str, token: str, steps: list[dict]) -> None:
             emit(event="step", op=op, ok=bool(pubs))
         elif op == "wait_event":
             name, count = step["event"], int(step.get("count", 1))
-            ok = await wait_for(lambda: seen.count(name) >= count, seen_event, timeout)
+            ok = await wait_for(lambda name=name, count=count: seen.count(name) >= count,
+                               seen_event, timeout)
             emit(event="step", op=op, name=name, ok=ok)
         elif op == "wait_data":
             payload = step["payload"]
-            ok = await wait_for(lambda: any(d["payload"] == payload for d in data), data_event,
+            ok = await wait_for(lambda payload=payload: any(d["payload"] == payload for d in data),
+                               data_event,
                                 timeout)
             emit(event="step", op=op, payload=payload, ok=ok)
         elif op == "sleep":
@@ -335,7 +341,7 @@ if __name__ == "__main__":
     try:
         asyncio.run(asyncio.wait_for(
             main(sys.argv[1], sys.argv[2], json.loads(sys.argv[3])), 120))
-    except BaseException as exc:  # report, never hang
+    except BaseException as exc:  # noqa: BLE001 - reported to the test, never hang
         emit(event="error", error=repr(exc))
     sys.stdout.flush()
     os._exit(0)

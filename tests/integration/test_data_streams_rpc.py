@@ -27,6 +27,16 @@ pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthW
 IN_NETNS = os.environ.get("AIOLIVEKIT_NETNS") == "1"
 
 
+_READERS: set[asyncio.Future[Any]] = set()
+
+
+def _spawn_reader(coro: Any) -> None:
+    """Run a stream reader in the background, keeping a reference until it ends."""
+    task = asyncio.ensure_future(coro)
+    _READERS.add(task)
+    task.add_done_callback(_READERS.discard)
+
+
 def _mixed_text(n_bytes: int, seed: int = 3) -> str:
     rng = random.Random(seed)
     alphabet = "abcdefgh ijk éü ж日本🎉"
@@ -88,7 +98,7 @@ async def test_text_1mb_and_file_5mb(pair: tuple[Room, Room], tmp_path: Any) -> 
     def on_text(reader: Any, who: str) -> None:
         async def read() -> None:
             texts[reader.info.stream_id] = (who, await reader.read_all(), reader.info)
-        asyncio.ensure_future(read())
+        _spawn_reader(read())
 
     def on_file(reader: Any, who: str) -> None:
         async def read() -> None:
@@ -97,7 +107,7 @@ async def test_text_1mb_and_file_5mb(pair: tuple[Room, Room], tmp_path: Any) -> 
                 h.update(chunk)
                 n += len(chunk)
             files[reader.info.stream_id] = (who, h.hexdigest(), n, reader.info)
-        asyncio.ensure_future(read())
+        _spawn_reader(read())
 
     bob.register_text_stream_handler("doc", on_text)
     bob.register_byte_stream_handler("file", on_file)
@@ -179,7 +189,7 @@ async def test_sender_leaving_mid_stream_fails_reader(pair: tuple[Room, Room]) -
                 outcome["r"] = "completed"
             except ConnectionError as exc:  # StreamError
                 outcome["r"] = exc
-        asyncio.ensure_future(read())
+        _spawn_reader(read())
 
     bob.register_text_stream_handler("partial", on_text)
     writer = await alice.local_participant.stream_text(topic="partial")
@@ -226,12 +236,12 @@ async def test_official_clients_rpc_and_streams(any_server: ServerInfo, kind: st
     def on_text(reader: Any, who: str) -> None:
         async def read() -> None:
             texts.append((who, await reader.read_all(), dict(reader.info.attributes or {})))
-        asyncio.ensure_future(read())
+        _spawn_reader(read())
 
     def on_bytes(reader: Any, who: str) -> None:
         async def read() -> None:
             blobs.append((who, reader.info.name, b"".join([c async for c in reader])))
-        asyncio.ensure_future(read())
+        _spawn_reader(read())
 
     ours.register_text_stream_handler("to-ours", on_text)
     ours.register_byte_stream_handler("to-ours", on_bytes)

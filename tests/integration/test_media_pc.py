@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
@@ -27,8 +28,8 @@ from aiolivekit import (
     VideoSource,
     VideoStream,
 )
-from aiolivekit.webrtc.ice import host_addresses
 from aiolivekit.media.stream_base import publications_changed
+from aiolivekit.webrtc.ice import host_addresses
 
 
 class Link:
@@ -244,12 +245,12 @@ async def test_video_counter(codec: str) -> None:
         elapsed = time.monotonic() - t0
         kbps = (await bytes_sent(sender) - b0) * 8 / elapsed / 1000
         assert 10 < kbps < 300 * 1.3, kbps  # max_bitrate=300k is honoured
-        diffs = [(b - a) % 256 for a, b in zip(counters, counters[1:])]
+        diffs = [(b - a) % 256 for a, b in itertools.pairwise(counters)]
         assert all(0 < d < 10 for d in diffs), counters
         # max_framerate=15 with a 30 fps source: about every second frame
         assert sum(diffs) / len(diffs) == pytest.approx(2, abs=0.6), counters
         assert elapsed > 1.5  # 30 frames at <= 15 fps
-        assert all(b > a for a, b in zip(stamps, stamps[1:]))
+        assert all(b > a for a, b in itertools.pairwise(stamps))
         assert local._rtc_track._encoder.mime == codec
         # a PLI from the receiver side forces a keyframe
         kf = local._rtc_track._encoder.keyframes

@@ -7,8 +7,14 @@ from typing import Any
 import pytest
 
 from aiolivekit import (
-    AudioSource, LocalAudioTrack, LocalVideoTrack, PublishTrackError, Room, TrackPublishOptions,
-    TrackSource, VideoSource,
+    AudioSource,
+    LocalAudioTrack,
+    LocalVideoTrack,
+    PublishTrackError,
+    Room,
+    TrackPublishOptions,
+    TrackSource,
+    VideoSource,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")

@@ -11,8 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from livekit import api
-from livekit.protocol import models as models_pb
-from livekit.protocol import rtc as rtc_pb
+from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from aiolivekit.server import DevServer
 from aiolivekit.server.auth import verify_token

@@ -12,7 +12,8 @@ import asyncio
 import base64
 import math
 import time
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -54,6 +55,16 @@ CLIENTS = ["official_py", "node", "browser"]
 OURS = "ours"
 THEIRS = "theirs"
 TIMEOUT = 20.0
+
+
+_READERS: set[asyncio.Future[Any]] = set()
+
+
+def _spawn_reader(coro: Any) -> None:
+    """Run a stream reader in the background, keeping a reference until it ends."""
+    task = asyncio.ensure_future(coro)
+    _READERS.add(task)
+    task.add_done_callback(_READERS.discard)
 
 
 @pytest.fixture(params=CLIENTS)
@@ -226,7 +237,7 @@ async def test_text_stream_both_ways(any_server: ServerInfo, client: str, ours: 
         async def read() -> None:
             received.append((sender, reader.info.topic, await reader.read_all()))
 
-        asyncio.ensure_future(read())
+        _spawn_reader(read())
 
     ours.register_text_stream_handler("chat", on_text)
     long_text = "0123456789abcdef" * 1000  # 16 KB: several chunks
@@ -375,7 +386,7 @@ COLOR = (200, 40, 40)
 
 def _close_to(rgb: list[float], want: tuple[int, int, int], tol: float = 45) -> bool:
     """Same colour within ``tol`` per channel (codecs and colour-range conversions shift it)."""
-    return all(abs(a - b) <= tol for a, b in zip(rgb, want))
+    return all(abs(a - b) <= tol for a, b in zip(rgb, want, strict=True))
 
 
 @pytest.mark.compat("video")
@@ -477,7 +488,7 @@ async def test_byte_stream_both_ways(any_server: ServerInfo, client: str, ours: 
             chunks = [c async for c in reader]
             received.append((sender, reader.info.name, b"".join(chunks)))
 
-        asyncio.ensure_future(read())
+        _spawn_reader(read())
 
     ours.register_byte_stream_handler("files", on_bytes)
     blob = bytes(range(256)) * 200  # 51 200 bytes: several chunks

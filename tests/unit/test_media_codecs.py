@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import av
 import numpy as np
 import pytest
@@ -61,7 +63,7 @@ def test_opus_encoder_decodes_back(rate: int, channels: int) -> None:
                 first = a[0] if f.format.is_planar else a.reshape(-1, nch)[:, 0]
                 out.append(first.astype(np.float64))
     assert len(pts_seen) >= 48
-    assert all(b - a == 960 for a, b in zip(pts_seen, pts_seen[1:]))
+    assert all(b - a == 960 for a, b in itertools.pairwise(pts_seen))
     y = np.concatenate(out)[-24000:]
     spec = np.abs(np.fft.rfft(y * np.hanning(len(y))))
     assert np.argmax(spec) * 48000 / len(y) == pytest.approx(500, abs=5)
@@ -108,7 +110,7 @@ def test_opus_pts_continuous_and_gap(rate: int) -> None:
     for i in list(range(100)) + list(range(400, 450)):  # 2 s, 6 s gap, 1 s
         x = (np.sin(np.arange(n) / 3) * 5000).astype(np.int16).tobytes()
         pts += [p.pts for p in enc.encode(x, i * 960)]
-    diffs = [b - a for a, b in zip(pts, pts[1:])]
+    diffs = [b - a for a, b in itertools.pairwise(pts)]
     assert all(d > 0 for d in diffs)
     assert diffs.count(960) >= len(diffs) - 2
     assert max(diffs) >= 290 * 960  # the gap shows up as a timestamp jump

@@ -24,9 +24,9 @@ from aiolivekit import (
     RemoteAudioTrack,
     TrackPublishOptions,
 )
-from aiolivekit.webrtc.ice import host_addresses
 from aiolivekit.media import codecs, opus_native, playout_clock, rtp_direct
 from aiolivekit.media.rtp_direct import DirectRtpWriter
+from aiolivekit.webrtc.ice import host_addresses
 
 RATE = 48000
 N = 960

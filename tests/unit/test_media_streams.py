@@ -46,9 +46,9 @@ def stereo_frames(freq_l: float, freq_r: float, n_frames: int, rate: int = 48000
     out = []
     for i in range(n_frames):
         t = np.arange(i * 960, (i + 1) * 960) / rate
-        l = (np.sin(2 * np.pi * freq_l * t) * 8000).astype(np.int16)
+        left = (np.sin(2 * np.pi * freq_l * t) * 8000).astype(np.int16)
         r = (np.sin(2 * np.pi * freq_r * t) * 8000).astype(np.int16)
-        f = av.AudioFrame.from_ndarray(np.stack([l, r], axis=1).reshape(1, -1), format="s16", layout="stereo")
+        f = av.AudioFrame.from_ndarray(np.stack([left, r], axis=1).reshape(1, -1), format="s16", layout="stereo")
         f.sample_rate = rate
         f.pts = i * 960
         f.time_base = fractions.Fraction(1, rate)

@@ -6,8 +6,7 @@ import json
 import warnings
 
 import jwt
-from livekit.protocol import models as models_pb
-from livekit.protocol import room as room_pb
+from livekit.protocol import models as models_pb, room as room_pb
 
 from aiolivekit.server.auth import VideoGrant
 from aiolivekit.server.rooms import Disconnect, RoomManager, SendSignal

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from livekit.protocol import models as models_pb
-from livekit.protocol import rtc as rtc_pb
+from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from aiolivekit.engine import signal as sig
 

@@ -1,6 +1,12 @@
 import aiolivekit
 from aiolivekit import (
-    EncryptionType, TrackKind, TrackPublishOptions, TrackSource, VideoCodec, VideoEncoding, rtc,
+    EncryptionType,
+    TrackKind,
+    TrackPublishOptions,
+    TrackSource,
+    VideoCodec,
+    VideoEncoding,
+    rtc,
 )
 
 

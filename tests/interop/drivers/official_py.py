@@ -336,7 +336,7 @@ class Driver:
             "identity": ident,
             "freq": round(dominant_frequency(pcm, rate), 1),
             "rms": round(rms, 1),
-            "samples": int(len(pcm)),
+            "samples": len(pcm),
         }
 
     async def op_publish_video(self, s: dict[str, Any]) -> dict[str, Any]:
@@ -587,7 +587,7 @@ class Driver:
         return {}
 
 
-def _stdin_reader(loop: asyncio.AbstractEventLoop, q: "asyncio.Queue[str]") -> None:
+def _stdin_reader(loop: asyncio.AbstractEventLoop, q: asyncio.Queue[str]) -> None:
     for line in sys.stdin:
         loop.call_soon_threadsafe(q.put_nowait, line.strip())
 
@@ -630,8 +630,8 @@ async def main(script: dict[str, Any], stdin_signals: bool) -> int:
     if d.room.isconnected():
         try:
             await asyncio.wait_for(d.room.disconnect(), 5)
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception as exc:  # noqa: BLE001 - reported, the test's verdict is the failures
+            emit({"event": "disconnect_error", "error": repr(exc)})
     emit({"event": "done", "failures": failures})
     return 0 if failures == 0 else 1
 
