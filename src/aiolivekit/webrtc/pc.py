@@ -145,3 +145,46 @@ def _poke_after_check(conn: Any) -> Callable[[Any, tuple[str, int], Any], None]:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     return after
+
+
+def remote_ice_credentials(sdp_text: str) -> tuple[str, str] | None:
+    """The first ``a=ice-ufrag`` / ``a=ice-pwd`` pair of an SDP (None if absent)."""
+    ufrag = pwd = ""
+    for line in sdp_text.splitlines():
+        if line.startswith("a=ice-ufrag:") and not ufrag:
+            ufrag = line.split(":", 1)[1].strip()
+        elif line.startswith("a=ice-pwd:") and not pwd:
+            pwd = line.split(":", 1)[1].strip()
+        if ufrag and pwd:
+            return ufrag, pwd
+    return None
+
+
+def apply_remote_ice_restart(pc: RTCPeerConnection, sdp_text: str) -> bool:
+    """Follow an ICE restart of the remote peer (new ``ice-ufrag``/``ice-pwd`` in its
+    description) on an ICE connection that is already running.
+
+    aiortc stores the new credentials but never gives them to its running aioice
+    connection, which then rejects the peer's checks (wrong USERNAME) and signs its
+    consent checks with the old password: the connection dies. Here the connection's
+    ``remote_username``/``remote_password`` (public aioice attributes) take the new
+    values and the consent checks are re-keyed. Our own credentials stay (aiortc cannot
+    change them); the peer accepts that. Returns True if credentials changed.
+    """
+    creds = remote_ice_credentials(sdp_text)
+    if creds is None:
+        return False
+    ufrag, pwd = creds
+    changed = False
+    for conn in aiortc_compat.ice_connections(pc):
+        old = getattr(conn, "remote_username", None)
+        if old is None or (old == ufrag and conn.remote_password == pwd):
+            continue
+        conn.remote_username = ufrag
+        conn.remote_password = pwd
+        changed = True
+        keeper = consent.keeper_of(conn)
+        if keeper is not None and not keeper.rekey():
+            logger.debug("consent checks not re-keyed after the ICE restart")
+        logger.info("remote ICE restart followed (ufrag %s -> %s)", old, ufrag)
+    return changed
