@@ -282,6 +282,8 @@ class Room(RoomReconnect, RoomEventHandlers, RoomDataMixin, EventEmitter[EventTy
         self._dup = packets.DuplicateFilter()
         self._pending_tracks.clear()
         self._active_speakers = []
+        self._subscription_prefs.clear()
+        self._resend.clear()
 
     def _set_state(self, state: ConnectionState) -> None:
         if state != self._state:
