@@ -18,6 +18,7 @@ Measured numbers are printed (``-s``): time from the cut to ``reconnected``, ton
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -81,10 +82,16 @@ class Recorder:
         return next(t for t, n, _ in self.events if n == name)
 
     async def wait_for(self, pred: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-        async def loop() -> None:
-            while not pred():
-                await asyncio.sleep(0.02)
-        await asyncio.wait_for(loop(), timeout)
+        await _until(pred, timeout)
+
+
+async def _until(pred: Callable[[], bool], timeout: float = TIMEOUT,
+                 step: float = 0.02) -> None:
+    """Poll ``pred`` (set by event callbacks) until true; TimeoutError after ``timeout``."""
+    async def loop() -> None:
+        while not pred():  # noqa: ASYNC110 - the condition is set by room callbacks
+            await asyncio.sleep(step)
+    await asyncio.wait_for(loop(), timeout)
 
 
 class Tone:
@@ -142,13 +149,13 @@ class ToneMonitor:
     def longest_gap(self, start: float, end: float) -> float:
         """Longest time without the tone between ``start`` and ``end``."""
         marks = [start] + [h for h in self.heard if start < h < end] + [end]
-        return max(b - a for a, b in zip(marks, marks[1:], strict=False))
+        return max(b - a for a, b in itertools.pairwise(marks))
 
     async def close(self) -> None:
         self._task.cancel()
         try:
             await self._task
-        except (asyncio.CancelledError, Exception):
+        except asyncio.CancelledError:
             pass
         await self._stream.aclose()
 
@@ -183,11 +190,8 @@ async def _remote_track(room: Room, identity: str) -> Any:
 
 async def _wait_heard(monitor: ToneMonitor, since: float, count: int = 5) -> float:
     """When the tone was heard ``count`` windows after ``since``."""
-    async def wait() -> None:
-        while monitor.heard_since(since) < count:
-            await asyncio.sleep(0.02)
-    await asyncio.wait_for(wait(), TIMEOUT)
-    return [h for h in monitor.heard if h >= since][0]
+    await _until(lambda: monitor.heard_since(since) >= count)
+    return next(h for h in monitor.heard if h >= since)
 
 
 async def _publish_tone(room: Room) -> tuple[Tone, Any]:
@@ -233,8 +237,7 @@ async def test_signal_cut_resumes_without_loss(any_server: Any, proxy: TcpProxy,
                 await asyncio.sleep(0.003)
 
         sender = asyncio.ensure_future(send_all())
-        while len(received) < 200:
-            await asyncio.sleep(0.005)
+        await _until(lambda: len(received) >= 200, step=0.005)
         rpc = asyncio.ensure_future(alice.local_participant.perform_rpc(
             destination_identity="bob", method="slow-echo", payload="x", response_timeout=15))
         await asyncio.sleep(0.2)  # the request is at bob, the answer not yet sent
