@@ -307,6 +307,19 @@ async def test_full_reconnect_republishes_once(any_server: Any, proxy: TcpProxy,
         old_participant_sid = alice.local_participant.sid
         received: list[bytes] = []
         bob.on("data_received", lambda p: received.append(p.data))
+        monitors: list[ToneMonitor] = []
+
+        async def follow_new_track() -> None:
+            def new_track() -> Any:
+                p = bob.remote_participants.get("alice")
+                for rp in (p.track_publications.values() if p is not None else ()):
+                    if rp.track is not None and rp.sid != old_sid:
+                        return rp.track
+                return None
+            await _until(lambda: new_track() is not None, step=0.005)
+            monitors.append(ToneMonitor(new_track()))
+
+        follower = asyncio.ensure_future(follow_new_track())
         t0 = time.monotonic()
         await alice.simulate_scenario(SimulateScenarioKind.SIMULATE_FULL_RECONNECT)
         # data sent during the reconnect waits for it
@@ -322,13 +335,14 @@ async def test_full_reconnect_republishes_once(any_server: Any, proxy: TcpProxy,
         assert list(alice.local_participant.track_publications) == [pub.sid]
         assert pub.track is not None and pub.track.sid == pub.sid
         # bob: the new track, tone again
-        track = await _remote_track(bob, "alice")
-        assert track.sid == pub.sid
-        monitor2 = ToneMonitor(track)
+        await asyncio.wait_for(follower, TIMEOUT)
+        monitor2 = monitors[0]
         try:
             t_back = await _wait_heard(monitor2, t0)
         finally:
             await monitor2.close()
+        track = await _remote_track(bob, "alice")
+        assert track.sid == pub.sid
         await rec_b.wait_for(lambda: b"after-full-reconnect" in received)
         print(f"\n[{any_server.kind}] full reconnect -> reconnected "
               f"{rec_a.time_of('reconnected') - t0:.3f} s; tone back at bob "
@@ -489,3 +503,4 @@ async def test_ping_timeout_resumes(livekit_server: Any, rooms: list[Room]) -> N
         assert timeout - 0.5 <= detected <= timeout + 6  # + one ping interval of slack
         assert rec.names() == ["reconnecting", "reconnected"]
         await alice.local_participant.publish_data(b"still here")
+
