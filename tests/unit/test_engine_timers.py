@@ -59,7 +59,7 @@ def _engine(join: rtc_pb.SignalResponse | None) -> tuple[RtcEngine, MemoryTransp
     engine._ws = ws  # type: ignore[assignment]
     if join is not None:
         engine.session.receive(join, time.time())
-    engine._recv_task = engine._spawn(engine._recv_loop(), "recv")
+    engine._recv_task = engine._spawn(engine._recv_loop(ws), "recv")  # type: ignore[arg-type]
     engine._timer_task = engine._spawn(engine._timer_loop(), "timer")
     return engine, ws, events
 

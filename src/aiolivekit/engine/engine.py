@@ -184,7 +184,7 @@ class RtcEngine:
             self._create_peers(join, options)
             for ev in events:
                 self._emit(ev)
-            self._recv_task = self._spawn(self._recv_loop(), "lk-signal-recv")
+            self._recv_task = self._spawn(self._recv_loop(self._ws), "lk-signal-recv")
             self._timer_task = self._spawn(self._timer_loop(), "lk-signal-timer")
             self._offer_task = self._spawn(self._offer_loop(), "lk-subscriber-offers")
             self._flush()
@@ -448,9 +448,7 @@ class RtcEngine:
 
     # ------------------------------------------------------------------ loops
 
-    async def _recv_loop(self) -> None:
-        ws = self._ws
-        assert ws is not None
+    async def _recv_loop(self, ws: SignalTransport) -> None:
         try:
             while not self.closed and ws is self._ws:
                 resp = await ws.recv()
@@ -676,7 +674,7 @@ class RtcEngine:
     def install_signal(self, ws: SignalTransport) -> None:
         """Use ``ws`` (a resumed signal connection) from now on."""
         self._ws = ws
-        self._recv_task = self._spawn(self._recv_loop(), "lk-signal-recv")
+        self._recv_task = self._spawn(self._recv_loop(ws), "lk-signal-recv")
         self._rearm()
 
     def drop_signal(self) -> None:

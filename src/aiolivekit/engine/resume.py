@@ -7,10 +7,12 @@ refusal: :class:`ResumeRefused`), send a ``SyncState`` (:func:`build_sync_state`
 again on the publisher PC, then let the held requests go. The server's ICE-restart offer
 for the subscriber PC is answered by the engine's offer loop as any other offer.
 
-aiortc cannot restart ICE on its own side (its ICE agent never changes credentials), so
-the publisher's new offer keeps its credentials: enough while the PC is up, which is
-what a resume needs. A failed or closed PC is never resumed (``peers_alive``): the
-caller does a full reconnect instead.
+aiortc has no ICE restart of its own: :func:`~aiolivekit.webrtc.pc.restart_local_ice`
+gives the publisher's running ICE connection new credentials before the offer, and the
+pair in use is nominated again once the server's answer is in; the server's restart of
+the subscriber PC is followed by :func:`~aiolivekit.webrtc.pc.apply_remote_ice_restart`.
+The candidate pair itself is kept: a PC whose ICE failed or closed is never resumed
+(``peers_alive``): the caller does a full reconnect instead.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from ..errors import ConnectError, SignalError
+from ..webrtc.pc import nominate_after_restart, restart_local_ice
 from . import signal as sig
 from .ws import SignalTransport
 
@@ -144,12 +147,17 @@ async def _resumed(engine: RtcEngine, sync: Callable[[], SyncParts],
     response = engine.resume_response
     session.sync_state(build_sync_state(engine, sync()))
     engine.send_signal()
-    if engine.publisher_was_negotiated():
+    publisher = engine.publisher
+    if engine.publisher_was_negotiated() and publisher is not None:
+        # an ICE restart of the publisher, as the official clients do: the server may
+        # have lost the path meanwhile (its transport failed: leave RESUME)
+        restarted = restart_local_ice(publisher.pc)
         try:
             await engine.negotiate_publisher(timeout=max(0.5, deadline - loop.time()))
         except (asyncio.TimeoutError, SignalError) as exc:
             raise ConnectError(f"publisher renegotiation after the resume failed: "
                                f"{exc or 'timed out'}", reason="signal_timeout") from None
+        nominate_after_restart(restarted)
     if not engine.peers_alive():
         raise ResumeRefused("a peer connection failed during the resume")
     session.resume_done()
