@@ -230,6 +230,7 @@ class Room(RoomReconnect, RoomEventHandlers, RoomDataMixin, EventEmitter[EventTy
         self._token = token
         self._url = url
         self._pending_trigger = None
+        self._gone.clear()
         engine = self._new_engine()
         self._engine = engine
         try:
@@ -353,6 +354,7 @@ class Room(RoomReconnect, RoomEventHandlers, RoomDataMixin, EventEmitter[EventTy
             return
         self._engine = None
         self._ready.clear()
+        self._gone.set()
         self._resend.clear()
         task, self._reconnect_task = self._reconnect_task, None
         if task is not None and not task.done() and task is not asyncio.current_task():

@@ -86,6 +86,7 @@ class RoomReconnect:
         self._reconnect_task: asyncio.Task[None] | None = None
         self._plan: ReconnectPlan | None = None
         self._ready = asyncio.Event()  # set while connected (data waits on it)
+        self._gone = asyncio.Event()  # set when the session ended (waiters give up)
         self._resend = packets.ResendBuffer()
         self._subscription_prefs: dict[str, bool] = {}
         self._pending_trigger: tuple[bool, int, str] | None = None
@@ -268,11 +269,19 @@ class RoomReconnect:
             return
         if self._state != ConnectionState.CONN_RECONNECTING:
             raise PublishDataError("cannot send data: not connected")
+        ready = asyncio.ensure_future(self._ready.wait())
+        gone = asyncio.ensure_future(self._gone.wait())
         try:
-            await asyncio.wait_for(self._ready.wait(), DATA_WAIT)
-        except asyncio.TimeoutError:
+            await asyncio.wait({ready, gone}, timeout=DATA_WAIT,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            gone.cancel()
+        if not self._ready.is_set():
+            if self._gone.is_set():
+                raise PublishDataError("cannot send data: disconnected while reconnecting")
             raise PublishDataError(
-                f"cannot send data: still reconnecting after {DATA_WAIT:g} s") from None
+                f"cannot send data: still reconnecting after {DATA_WAIT:g} s")
 
     async def _stop_reconnect(self) -> None:
         """Cancel a reconnection in progress (disconnect() during it)."""

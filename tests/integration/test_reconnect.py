@@ -281,6 +281,9 @@ async def test_signal_cut_resumes_without_loss(any_server: Any, proxy: TcpProxy,
               f"{gap:.3f} s; alice attempts {alice.reconnect_stats[-1]['attempts']}")
         assert reconnect_s < MAX_RECONNECT_S
         assert gap < MAX_TONE_GAP_S
+        # the server reported what it received: nothing to send again (SCTP kept it all)
+        response = alice._engine.resume_response  # type: ignore[union-attr]
+        assert response is not None and response.last_message_seq >= 200
         # alice's publisher was ICE-restarted (new local credentials in its offer)
         ufrags_after = [c.local_username for c in aiortc_compat.ice_connections(pub_pc)]
         assert ufrags_after and ufrags_after != ufrags_before
@@ -512,3 +515,34 @@ async def test_ping_timeout_resumes(livekit_server: Any, rooms: list[Room]) -> N
         assert rec.names() == ["reconnecting", "reconnected"]
         await alice.local_participant.publish_data(b"still here")
 
+
+
+async def test_disconnect_during_reconnect(any_server: Any, proxy: TcpProxy,
+                                           rooms: list[Room]) -> None:
+    """disconnect() while reconnecting: it stops the retries, ``disconnected`` once,
+    isconnected() False as soon as it returns, no task of ours left; data sent meanwhile
+    fails clearly."""
+    from aiolivekit import PublishDataError
+
+    before = set(asyncio.all_tasks())
+    alice = Room()
+    await alice.connect(proxy.url(), any_server.token("alice"))
+    rec = Recorder(alice, "reconnecting", "reconnected", "disconnected")
+    await proxy.refuse("closed")
+    await proxy.cut()
+    await rec.wait_for(lambda: "reconnecting" in rec.names())
+    pending = asyncio.ensure_future(alice.local_participant.publish_data(b"waiting"))
+    await asyncio.sleep(0.3)
+    assert not pending.done()  # waits for the reconnection
+    await alice.disconnect()
+    assert not alice.isconnected()
+    assert alice.connection_state == ConnectionState.CONN_DISCONNECTED
+    with pytest.raises(PublishDataError):
+        await asyncio.wait_for(pending, 5)
+    await alice.disconnect()
+    await asyncio.sleep(0.5)
+    assert rec.names() == ["reconnecting", "disconnected"]
+    assert rec.events[-1][2] == (DisconnectReason.CLIENT_INITIATED,)
+    left = {t for t in asyncio.all_tasks() - before
+            if t is not asyncio.current_task() and not t.done()}
+    assert [t for t in left if "lk-" in t.get_name() or "reconnect" in repr(t)] == []
