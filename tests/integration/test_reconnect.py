@@ -546,3 +546,24 @@ async def test_disconnect_during_reconnect(any_server: Any, proxy: TcpProxy,
     left = {t for t in asyncio.all_tasks() - before
             if t is not asyncio.current_task() and not t.done()}
     assert [t for t in left if "lk-" in t.get_name() or "reconnect" in repr(t)] == []
+
+
+async def test_signal_dropped_during_resume_escalates_to_full(livekit_server: Any,
+                                                              rooms: list[Room]) -> None:
+    """SIMULATE_DISCONNECT_SIGNAL_ON_RESUME: livekit-server drops the resumed signal, the
+    client escalates to a full reconnect; one ``reconnected``."""
+    alice = await _join(livekit_server.url, livekit_server, rooms, "alice")
+    tone, pub = await _publish_tone(alice)
+    try:
+        rec = Recorder(alice, "reconnecting", "reconnected", "disconnected",
+                       "local_track_republished")
+        await alice.simulate_scenario(SimulateScenarioKind.SIMULATE_DISCONNECT_SIGNAL_ON_RESUME)
+        await rec.wait_for(lambda: "reconnected" in rec.names() or "disconnected" in rec.names())
+        await asyncio.sleep(1.0)
+        attempts = alice.reconnect_stats[-1]["attempts"]
+        print(f"\ndisconnect signal on resume: {rec.names()} {attempts}")
+        assert rec.names().count("reconnected") == 1 and "disconnected" not in rec.names()
+        assert attempts[-1][2] == "ok"
+        assert alice.isconnected()
+    finally:
+        await tone.close()

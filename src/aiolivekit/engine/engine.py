@@ -455,7 +455,9 @@ class RtcEngine:
                 if ws is not self._ws:
                     return  # replaced by a resumed connection
                 if resp is None:
-                    if not self.closed:
+                    if self.session.signal_down:  # a resume in progress lost its signal
+                        self._fail_answer_waiter("signal connection closed during the resume")
+                    elif not self.closed:
                         self._signal_lost(models_pb.ReconnectReason.RR_SIGNAL_DISCONNECTED,
                                           "signal connection closed")
                     return
@@ -670,6 +672,14 @@ class RtcEngine:
         self._full_reconnect_asked = True
         logger.info("full reconnect needed: %s", error)
         self._emit(FullReconnectNeeded(reason, error))
+
+    def _fail_answer_waiter(self, error: str) -> None:
+        waiter = self._answer_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(SignalError(error))
+
+    def signal_open(self) -> bool:
+        return self._ws is not None and not self._ws.closed
 
     def install_signal(self, ws: SignalTransport) -> None:
         """Use ``ws`` (a resumed signal connection) from now on."""

@@ -90,7 +90,8 @@ async def resume_session(engine: RtcEngine, token: str, reason: int,
     """One resume attempt of ``engine``; returns the server's ReconnectResponse (None if it resumed
     without one). Raises :class:`ResumeRefused` (full reconnect needed),
     :class:`ConnectError` (unreachable, timed out; ``status`` 401/403: the token is no
-    longer accepted)."""
+    longer accepted). Only a signal connection that could not be opened is worth
+    resuming again; whatever fails once it is open asks for a full reconnect."""
     if engine.closed:
         raise ResumeRefused("the session is closed")
     if not engine.peers_alive():
@@ -111,13 +112,12 @@ async def resume_session(engine: RtcEngine, token: str, reason: int,
         first = await asyncio.wait_for(ws.recv(), max(0.1, deadline - loop.time()))
     except asyncio.TimeoutError:
         ws.abort()
-        raise ConnectError(f"no answer to the resume within {timeout:g} s",
-                           reason="signal_timeout") from None
+        raise ResumeRefused(f"no answer to the resume within {timeout:g} s") from None
     except BaseException:
         ws.abort()
         raise
     if first is None:
-        raise ConnectError("the signal connection closed during the resume", reason="transport")
+        raise ResumeRefused("the server closed the signal connection during the resume")
     which = first.WhichOneof("message")
     if which == "leave":
         ws.abort()
@@ -155,11 +155,13 @@ async def _resumed(engine: RtcEngine, sync: Callable[[], SyncParts],
         try:
             await engine.negotiate_publisher(timeout=max(0.5, deadline - loop.time()))
         except (asyncio.TimeoutError, SignalError) as exc:
-            raise ConnectError(f"publisher renegotiation after the resume failed: "
-                               f"{exc or 'timed out'}", reason="signal_timeout") from None
+            raise ResumeRefused(f"publisher renegotiation after the resume failed: "
+                                f"{exc or 'timed out'}") from None
         nominate_after_restart(restarted)
     if not engine.peers_alive():
         raise ResumeRefused("a peer connection failed during the resume")
+    if not engine.signal_open():
+        raise ResumeRefused("the signal connection closed during the resume")
     session.resume_done()
     engine.send_signal()
     logger.info("session resumed (last reliable sequence received by the server: %s)",
