@@ -388,10 +388,7 @@ class Room(RoomReconnect, RoomEventHandlers, RoomDataMixin, EventEmitter[EventTy
             # a full reconnect: same LocalParticipant (its publications are republished),
             # new sid; the reliable sequence goes on
             assert self._local is not None
-            tracks = list(self._local._info.tracks)
             self._local._update_info(join.participant)
-            del self._local._info.tracks[:]
-            self._local._info.tracks.extend(tracks)
             self._encoder = packets.PacketEncoder(identity=join.participant.identity,
                                                   sid=join.participant.sid,
                                                   next_sequence=self._encoder.next_sequence)

@@ -171,6 +171,12 @@ class RoomReconnect:
                 logger.warning("reconnect attempt failed", exc_info=True)
                 outcome = f"error: {exc}"
                 plan.failed("unreachable")
+            engine = self._engine
+            if outcome == "ok" and (engine is None or not engine.healthy()):
+                # a new fault during the attempt (its event was folded into this loop)
+                outcome = "failed again at once"
+                plan.failed("broken" if engine is None or not engine.peers_alive()
+                            or engine._full_reconnect_asked else "unreachable")
             stats["attempts"].append((attempt.kind, round(loop.time() - started, 3), outcome))
             logger.info("reconnect attempt %d (%s): %s", attempt.number + 1, attempt.kind,
                         outcome)

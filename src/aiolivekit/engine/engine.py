@@ -681,6 +681,11 @@ class RtcEngine:
     def signal_open(self) -> bool:
         return self._ws is not None and not self._ws.closed
 
+    def healthy(self) -> bool:
+        """Signal open, both PCs usable, no full reconnect asked for (checked after a
+        recovery attempt: a fault reported during it is not lost)."""
+        return self.signal_open() and self.peers_alive() and not self._full_reconnect_asked
+
     def install_signal(self, ws: SignalTransport) -> None:
         """Use ``ws`` (a resumed signal connection) from now on."""
         self._ws = ws
