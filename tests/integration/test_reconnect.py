@@ -567,3 +567,22 @@ async def test_signal_dropped_during_resume_escalates_to_full(livekit_server: An
         assert alice.isconnected()
     finally:
         await tone.close()
+
+
+async def test_connection_quality_from_the_server(livekit_server: Any,
+                                                  rooms: list[Room]) -> None:
+    alice = await _join(livekit_server.url, livekit_server, rooms, "alice")
+    bob = await _join(livekit_server.url, livekit_server, rooms, "bob")
+    rec = Recorder(bob, "connection_quality_changed")
+    tone, _pub = await _publish_tone(alice)
+    try:
+        await rec.wait_for(lambda: any(args[0].identity == "alice" for _, _, args in rec.events),
+                           timeout=30)
+        _, _, (participant, quality) = next(e for e in rec.events if e[2][0].identity == "alice")
+        assert participant is bob.remote_participants["alice"]
+        assert participant.connection_quality == quality
+        from aiolivekit import ConnectionQuality
+
+        assert quality in (ConnectionQuality.QUALITY_EXCELLENT, ConnectionQuality.QUALITY_GOOD)
+    finally:
+        await tone.close()
