@@ -553,7 +553,7 @@ async def test_signal_dropped_during_resume_escalates_to_full(livekit_server: An
     """SIMULATE_DISCONNECT_SIGNAL_ON_RESUME: livekit-server drops the resumed signal, the
     client escalates to a full reconnect; one ``reconnected``."""
     alice = await _join(livekit_server.url, livekit_server, rooms, "alice")
-    tone, pub = await _publish_tone(alice)
+    tone, _pub = await _publish_tone(alice)
     try:
         rec = Recorder(alice, "reconnecting", "reconnected", "disconnected",
                        "local_track_republished")
