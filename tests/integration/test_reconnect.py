@@ -88,10 +88,13 @@ class Recorder:
 async def _until(pred: Callable[[], bool], timeout: float = TIMEOUT,
                  step: float = 0.02) -> None:
     """Poll ``pred`` (set by event callbacks) until true; TimeoutError after ``timeout``."""
-    async def loop() -> None:
-        while not pred():  # noqa: ASYNC110 - the condition is set by room callbacks
-            await asyncio.sleep(step)
-    await asyncio.wait_for(loop(), timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        await asyncio.sleep(step)
+    if not pred():
+        raise TimeoutError(f"condition not met within {timeout:g} s")
 
 
 class Tone:

@@ -18,8 +18,7 @@ import aiolivekit
 ROOT = Path(aiolivekit.__file__).resolve().parent
 BASE = ("aiolivekit._compat", "aiolivekit.webrtc", "aiolivekit.errors", "aiolivekit._tasks",
         "aiolivekit.version")
-CLIENT = ("aiolivekit.room", "aiolivekit.room_events", "aiolivekit.room_reconnect",
-          "aiolivekit.participant",
+CLIENT = ("aiolivekit.room", "aiolivekit.room_events", "aiolivekit.participant",
           "aiolivekit.track", "aiolivekit.track_publication", "aiolivekit.types",
           "aiolivekit.events", "aiolivekit.media", "aiolivekit.data", "aiolivekit.engine",
           "aiolivekit.rtc")
