@@ -31,7 +31,7 @@ _export(
     "ParticipantState", "DisconnectReason", "AudioTrackFeature", "VideoQuality", "IceServer",
     "RtcConfiguration", "RoomOptions", "DataStreamOptions", "VideoEncoding", "AudioEncoding",
     "TrackPublishOptions", "ParticipantTrackPermission", "DataPacket", "SipDTMF",
-    "TranscriptionSegment", "Transcription",
+    "TranscriptionSegment", "Transcription", "SimulateScenarioKind",
 )
 _export(
     ".errors",
@@ -176,6 +176,7 @@ if TYPE_CHECKING:  # pragma: no cover - explicit re-exports for type checkers an
         ParticipantTrackPermission as ParticipantTrackPermission,
         RoomOptions as RoomOptions,
         RtcConfiguration as RtcConfiguration,
+        SimulateScenarioKind as SimulateScenarioKind,
         SipDTMF as SipDTMF,
         StreamState as StreamState,
         TrackKind as TrackKind,

@@ -309,6 +309,7 @@ class LocalParticipant(LocalParticipantDataMixin, Participant):
             info.mime_type = default_mime(track.kind == TrackKind.KIND_VIDEO,
                                           options.video_codec)
         pub = LocalTrackPublication(info, track)
+        pub._options = options
         self._track_publications[info.sid] = pub
         track._set_sid(info.sid)
         track._on_mute_changed = lambda muted, sid=info.sid: self._mute_changed(sid, muted)
@@ -317,6 +318,42 @@ class LocalParticipant(LocalParticipantDataMixin, Participant):
             self._early_subscribed.discard(info.sid)
             self._track_subscribed(info.sid)
         return pub
+
+    async def _republish(self, engine: RtcEngine) -> None:
+        """After a full reconnect: publish every track again on ``engine`` (new sids,
+        same publication objects) and emit ``local_track_republished(publication,
+        previous_sid)`` for each. A track the new session refuses is unpublished."""
+        for old_sid, pub in list(self._track_publications.items()):
+            if not isinstance(pub, LocalTrackPublication):
+                continue
+            track = pub.track
+            options = pub._options or TrackPublishOptions()
+            if not isinstance(track, (LocalAudioTrack, LocalVideoTrack)):
+                continue
+            track._close()  # a fresh aiortc track: the old one ended with its PC
+            try:
+                info = await engine.publishing.request(add_track_request(track, options))
+                track._configure(options)
+                negotiated = await engine.publishing.start_sending(track, info.sid,
+                                                                   options.video_codec)
+            except PublishTrackError as exc:
+                logger.warning("republishing track %s failed: %s", old_sid, exc.message)
+                del self._track_publications[old_sid]
+                track._on_mute_changed = None
+                self._room.emit("local_track_unpublished", pub)
+                pub._track = None
+                pub._unpublished()
+                continue
+            info.mime_type = negotiated or pub._info.mime_type or info.mime_type
+            del self._track_publications[old_sid]
+            pub._update_info(info)
+            self._track_publications[info.sid] = pub
+            track._set_sid(info.sid)
+            track._on_mute_changed = lambda muted, sid=info.sid: self._mute_changed(sid, muted)
+            if track.muted:
+                engine.session.mute_track(info.sid, True)
+                engine.send_signal()
+            self._room.emit("local_track_republished", pub, old_sid)
 
     async def unpublish_track(self, track_sid: str) -> None:
         """Stop publishing the track with ``track_sid``."""

@@ -26,12 +26,15 @@ from .errors import ConnectError, PublishDataError
 from .events import EventEmitter
 from .participant import LocalParticipant, Participant, RemoteParticipant
 from .room_events import RoomEventHandlers
+from .room_reconnect import RoomReconnect
+from .track_publication import RemoteTrackPublication
 from .types import (
     ConnectionState,
     DataPacket,
     DataPacketKind,
     DisconnectReason,
     RoomOptions,
+    SimulateScenarioKind,
 )
 
 __all__ = ["EventTypes", "Room"]
@@ -48,6 +51,7 @@ EventTypes = Literal[
     "participant_permissions_changed", "data_received", "sip_dtmf_received",
     "transcription_received", "e2ee_state_changed", "connection_state_changed", "connected",
     "disconnected", "reconnecting", "reconnected", "room_updated", "token_refreshed",
+    "local_track_republished", "moved",
 ]
 
 
@@ -77,7 +81,7 @@ class _DataSender:
         return None if p is None else [int(c) for c in p._info.capabilities]
 
 
-class Room(RoomEventHandlers, RoomDataMixin, EventEmitter[EventTypes]):
+class Room(RoomReconnect, RoomEventHandlers, RoomDataMixin, EventEmitter[EventTypes]):
     """A LiveKit room: ``await room.connect(url, token)``, then events and participants."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -98,9 +102,12 @@ class Room(RoomEventHandlers, RoomDataMixin, EventEmitter[EventTypes]):
         self._pending_tracks: dict[str, tuple[float, eng.TrackReceived]] = {}
         self._active_speakers: list[Participant] = []
         self._token = ""
+        self._url = ""
         self._options = RoomOptions()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._data = DataManager(emit=self.emit, lookup_participant=self._participant_by_identity)
+        self._rejoining = False
+        self._init_reconnect()
 
     # ------------------------------------------------------------------ properties
 
@@ -221,11 +228,13 @@ class Room(RoomEventHandlers, RoomDataMixin, EventEmitter[EventTypes]):
         self._connecting = True
         self._options = options
         self._token = token
-        engine = eng.RtcEngine(self._on_engine_event)
+        self._url = url
+        self._pending_trigger = None
+        self._gone.clear()
+        engine = self._new_engine()
         self._engine = engine
         try:
-            await engine.connect(url, token, options, client_protocol=CLIENT_PROTOCOL,
-                                 capabilities=CLIENT_CAPABILITIES)
+            await self._connect_engine(engine)
         except BaseException:
             self._abandon_connect()
             raise
@@ -236,7 +245,24 @@ class Room(RoomEventHandlers, RoomDataMixin, EventEmitter[EventTypes]):
             raise ConnectError("the session ended while connecting", reason="leave")
         self._data.attach(_DataSender(self))
         self._set_state(ConnectionState.CONN_CONNECTED)
+        self._ready.set()
         self.emit("connected")
+        self._after_connect()
+
+    def _new_engine(self) -> eng.RtcEngine:
+        """An engine whose events reach the Room only while it is the Room's engine."""
+        holder: list[eng.RtcEngine] = []
+
+        def listener(ev: Any) -> None:
+            if holder and holder[0] is self._engine:
+                self._on_engine_event(ev)
+        engine = eng.RtcEngine(listener)
+        holder.append(engine)
+        return engine
+
+    async def _connect_engine(self, engine: eng.RtcEngine) -> None:
+        await engine.connect(self._url, self._token, self._options,
+                             client_protocol=CLIENT_PROTOCOL, capabilities=CLIENT_CAPABILITIES)
 
     def _abandon_connect(self) -> None:
         self._connecting = False
@@ -257,6 +283,8 @@ class Room(RoomEventHandlers, RoomDataMixin, EventEmitter[EventTypes]):
         self._dup = packets.DuplicateFilter()
         self._pending_tracks.clear()
         self._active_speakers = []
+        self._subscription_prefs.clear()
+        self._resend.clear()
 
     def _set_state(self, state: ConnectionState) -> None:
         if state != self._state:
@@ -264,18 +292,73 @@ class Room(RoomEventHandlers, RoomDataMixin, EventEmitter[EventTypes]):
             self.emit("connection_state_changed", state)
 
     async def disconnect(self, *, reason: DisconnectReason = DisconnectReason.CLIENT_INITIATED) -> None:
-        """Leave the room (no-op when not connected)."""
+        """Leave the room (no-op when not connected); stops a reconnection in progress.
+        :meth:`isconnected` is False once it returns."""
+        await self._stop_reconnect()
         engine = self._engine
         if engine is None:
             return
         await engine.close(int(reason))
         self._finish(int(reason))
 
+    async def simulate_scenario(self, scenario: SimulateScenarioKind | int) -> None:
+        """Trigger a fault for testing, as the official SDK does.
+
+        ``SIMULATE_SIGNAL_RECONNECT`` drops the signal connection (a resume follows);
+        ``SIMULATE_FULL_RECONNECT`` starts a full reconnect; ``SPEAKER``, ``NODE_FAILURE``,
+        ``SERVER_LEAVE``, ``MIGRATION`` are SimulateScenario requests to the server;
+        ``DISCONNECT_SIGNAL_ON_RESUME`` asks the server to drop the next resume's signal
+        and drops the signal. ``FORCE_TCP`` / ``FORCE_TLS`` raise UnsupportedOptionError
+        (aiortc gathers UDP candidates only). RuntimeError when not connected.
+        """
+        from .errors import UnsupportedOptionError
+
+        engine = self._engine
+        if engine is None or engine.closed or self._state != ConnectionState.CONN_CONNECTED:
+            raise RuntimeError("simulate_scenario requires a connected room")
+        try:
+            kind = SimulateScenarioKind(int(scenario))
+        except ValueError:
+            raise ValueError(f"unknown SimulateScenarioKind {scenario!r}") from None
+        K = SimulateScenarioKind
+        if kind in (K.SIMULATE_FORCE_TCP, K.SIMULATE_FORCE_TLS):
+            raise UnsupportedOptionError(
+                "simulate_scenario", kind.name,
+                detail="aiortc's ICE agent gathers UDP candidates only (no ICE-TCP/TLS)")
+        if kind == K.SIMULATE_SIGNAL_RECONNECT:
+            engine.close_signal()
+            return
+        if kind == K.SIMULATE_FULL_RECONNECT:
+            self._trigger(full=True, reconnect_reason=0, error="simulated full reconnect",
+                          reason=models_pb.DisconnectReason.STATE_MISMATCH)
+            return
+        from livekit.protocol import rtc as rtc_pb
+
+        request = {
+            K.SIMULATE_SPEAKER: rtc_pb.SimulateScenario(speaker_update=5),
+            K.SIMULATE_NODE_FAILURE: rtc_pb.SimulateScenario(node_failure=True),
+            K.SIMULATE_SERVER_LEAVE: rtc_pb.SimulateScenario(server_leave=True),
+            K.SIMULATE_MIGRATION: rtc_pb.SimulateScenario(migration=True),
+            K.SIMULATE_DISCONNECT_SIGNAL_ON_RESUME:
+                rtc_pb.SimulateScenario(disconnect_signal_on_resume=True),
+        }[kind]
+        engine.session.simulate(request)
+        engine.send_signal()
+        if kind == K.SIMULATE_DISCONNECT_SIGNAL_ON_RESUME:
+            await asyncio.sleep(0.05)  # let the request reach the server first
+            engine.close_signal()
+
     def _finish(self, reason: int) -> None:
         """The session is over: clean up and emit the disconnect events once."""
         if self._engine is None:
             return
         self._engine = None
+        self._ready.clear()
+        self._gone.set()
+        self._resend.clear()
+        task, self._reconnect_task = self._reconnect_task, None
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
         self._data.close()
         self._fail_sid_waiters()
         self._close_remote_tracks()
@@ -300,14 +383,58 @@ class Room(RoomEventHandlers, RoomDataMixin, EventEmitter[EventTypes]):
     def _ev_Joined(self, ev: sig.Joined) -> None:
         join = ev.join
         self._info.CopyFrom(join.room)
-        self._local = LocalParticipant(join.participant, self)
-        self._encoder = packets.PacketEncoder(identity=join.participant.identity,
-                                              sid=join.participant.sid)
+        rejoin = self._local is not None and self._state == ConnectionState.CONN_RECONNECTING
+        if rejoin:
+            # a full reconnect: same LocalParticipant (its publications are republished),
+            # new sid; the reliable sequence goes on
+            assert self._local is not None
+            self._local._update_info(join.participant)
+            self._encoder = packets.PacketEncoder(identity=join.participant.identity,
+                                                  sid=join.participant.sid,
+                                                  next_sequence=self._encoder.next_sequence)
+        else:
+            self._local = LocalParticipant(join.participant, self)
+            self._encoder = packets.PacketEncoder(identity=join.participant.identity,
+                                                  sid=join.participant.sid)
         for info in join.other_participants:
             p = self._add_remote(info)
+            if rejoin:
+                self.emit("participant_connected", p)
             for t in info.tracks:
-                self._add_publication(p, t)
+                pub = self._add_publication(p, t)
+                if rejoin:
+                    self.emit("track_published", pub, p)
         self._resolve_sid()
+
+    def _drop_remote_participants(self) -> None:
+        """Before a full reconnect: every remote participant leaves (events included);
+        the new session's JoinResponse brings them back. The duplicate filter keeps
+        their last sequences (their sids stay: a replay must not deliver twice)."""
+        seen = dict(self._dup.last)
+        for p in list(self._by_sid.values()):
+            for pub in list(p._track_publications.values()):
+                if isinstance(pub, RemoteTrackPublication):
+                    self._unsubscribe_publication(p, pub)
+            self._ev_ParticipantLeft(sig.ParticipantLeft(p._info, int(
+                DisconnectReason.UNKNOWN_REASON)))
+        self._dup.last.update(seen)
+        self._pending_tracks.clear()
+        self._active_speakers = []
+
+    def _ev_RoomMoved(self, ev: sig.RoomMoved) -> None:
+        """The server moved us to another room: new room info, token and participants."""
+        self._info.CopyFrom(ev.room)
+        if ev.token:
+            self._token = ev.token
+        if self._local is not None:
+            self._local._update_info(ev.participant)
+        self._drop_remote_participants()
+        for info in ev.joined:
+            p = self._add_remote(info)
+            self.emit("participant_connected", p)
+            for t in info.tracks:
+                self.emit("track_published", self._add_publication(p, t), p)
+        self.emit("moved")
 
 
     def _ev_EngineClosed(self, ev: eng.EngineClosed) -> None:
@@ -351,15 +478,20 @@ class Room(RoomEventHandlers, RoomDataMixin, EventEmitter[EventTypes]):
                 logger.exception("data layer failed on a %s packet", which)
 
     async def _send_packet(self, packet: models_pb.DataPacket, *, reliable: bool) -> None:
+        if not self._ready.is_set():
+            await self._wait_ready()  # a reconnection in progress: wait (bounded)
         engine = self._engine
         if engine is None or engine.closed or self._local is None:
             raise PublishDataError("cannot send data: not connected")
-        encoder = self._encoder
+        room = self
 
         def encode(reliable_max: int) -> bytes:
             # run by the engine right before sending (in call order): the size limit is
             # the one the server advertised once the (lazily connected) publisher is up
-            return encoder.encode(packet, reliable=reliable, reliable_max=reliable_max)
+            data = room._encoder.encode(packet, reliable=reliable, reliable_max=reliable_max)
+            if reliable:
+                room._resend.add(packet.sequence, data)
+            return data
         await engine.send_data(encode, reliable=reliable)
 
     async def _publish_user_data(self, payload: bytes, *, reliable: bool,

@@ -45,6 +45,7 @@ class RoomEventHandlers:
     _data: DataManager
     _token: str
     _tasks: set[asyncio.Task[Any]]
+    _subscription_prefs: dict[str, bool]
 
     if TYPE_CHECKING:  # provided by the Room
         def emit(self, event: Any, *args: Any) -> None: ...
@@ -287,6 +288,7 @@ class RoomEventHandlers:
             raise RuntimeError("the room is not connected")
         engine.session.update_subscription([pub.sid], subscribed, pub._participant_sid)
         engine.send_signal()
+        self._subscription_prefs[pub.sid] = subscribed  # applied again after a full reconnect
         if not subscribed:
             # the server removes the m-line; report it now like the official SDK
             p = self._by_sid.get(pub._participant_sid)
@@ -321,6 +323,11 @@ class RoomEventHandlers:
             return
         pub = p._track_publications.get(ev.track_sid)
         if not isinstance(pub, RemoteTrackPublication):
+            return
+        if self._subscription_prefs.get(pub.sid) is False:
+            # the user unsubscribed (e.g. before a full reconnect, whose auto-subscribe
+            # brought the track back): the unsubscription sent removes it again
+            logger.debug("ignoring remote track %s: unsubscribed by the user", pub.sid)
             return
         if pub._track is not None:
             old = pub._track

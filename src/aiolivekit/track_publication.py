@@ -125,6 +125,7 @@ class LocalTrackPublication(TrackPublication):
                  track: LocalAudioTrack | LocalVideoTrack | None = None) -> None:
         super().__init__(info)
         self._track = track
+        self._options: Any = None  # the TrackPublishOptions (republished with them)
         loop = asyncio.get_event_loop()
         self._first_subscription: asyncio.Future[None] = loop.create_future()
 

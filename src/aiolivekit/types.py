@@ -30,6 +30,7 @@ __all__ = [
     "ParticipantTrackPermission",
     "RoomOptions",
     "RtcConfiguration",
+    "SimulateScenarioKind",
     "SipDTMF",
     "StreamState",
     "TrackKind",
@@ -87,6 +88,20 @@ class ConnectionState(ProtoEnum):
     CONN_DISCONNECTED = 0
     CONN_CONNECTED = 1
     CONN_RECONNECTING = 2
+
+
+class SimulateScenarioKind(ProtoEnum):
+    """Faults :meth:`Room.simulate_scenario` can trigger (values of the official SDK)."""
+
+    SIMULATE_SIGNAL_RECONNECT = 0
+    SIMULATE_SPEAKER = 1
+    SIMULATE_NODE_FAILURE = 2
+    SIMULATE_SERVER_LEAVE = 3
+    SIMULATE_MIGRATION = 4
+    SIMULATE_FORCE_TCP = 5
+    SIMULATE_FORCE_TLS = 6
+    SIMULATE_FULL_RECONNECT = 7
+    SIMULATE_DISCONNECT_SIGNAL_ON_RESUME = 8
 
 
 class ConnectionQuality(ProtoEnum):

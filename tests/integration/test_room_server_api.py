@@ -199,14 +199,25 @@ async def test_official_server_shutdown_disconnects() -> None:
     proc = LiveKitServerProcess(binary)
     await proc.start()
     room = Room()
+    # a lost server is retried (issue 13); a short policy keeps the test short
+    from aiolivekit.engine.reconnect import RetryPolicy
+
+    room._retry_policy = RetryPolicy(attempts=3, first_delay=0.1, max_delay=0.2)
     try:
         await room.connect(proc.url, make_token(proc.api_key, proc.api_secret, "x"))
-        rec = Recorder(room, "connection_state_changed", "disconnected")
+        rec = Recorder(room, "connection_state_changed", "disconnected", "reconnecting",
+                       "reconnected")
         await proc.stop()
-        await rec.wait_for(lambda: len(rec.events) == 2, timeout=20)
-        assert rec.events[0] == ("connection_state_changed", (ConnectionState.CONN_DISCONNECTED,))
-        (reason,) = rec.events[1][1]
+        await rec.wait_for(lambda: "disconnected" in [n for n, _ in rec.events], timeout=20)
+        assert rec.events == [
+            ("connection_state_changed", (ConnectionState.CONN_RECONNECTING,)),
+            ("reconnecting", ()),
+            ("connection_state_changed", (ConnectionState.CONN_DISCONNECTED,)),
+            rec.events[3]]
+        assert rec.events[3][0] == "disconnected"
+        (reason,) = rec.events[3][1]
         assert reason in (DisconnectReason.SERVER_SHUTDOWN, DisconnectReason.SIGNAL_CLOSE)
+        assert not room.isconnected()
     finally:
         await room.disconnect()
         await proc.stop()

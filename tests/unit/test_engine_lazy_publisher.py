@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from livekit.protocol import models as models_pb
 
-from aiolivekit.engine.engine import EngineClosed, RtcEngine
+from aiolivekit.engine.engine import EngineClosed, FullReconnectNeeded, RtcEngine
 from aiolivekit.errors import ConnectError, PublishDataError
 
 
@@ -171,6 +171,10 @@ async def test_state_watcher_reports_publisher_failure_after_connecting() -> Non
         if events:
             break
         await asyncio.sleep(0.01)
-    assert engine.closed
+    # the session cannot go on, but recovering is the Room's (a full reconnect)
+    assert not engine.closed
     assert [(type(e), e.reason, e.error) for e in events] == [
-        (EngineClosed, models_pb.DisconnectReason.CONNECTION_TIMEOUT, "peer connection failed")]
+        (FullReconnectNeeded, models_pb.DisconnectReason.CONNECTION_TIMEOUT,
+         "peer connection failed")]
+    watcher()  # reported once
+    assert len(events) == 1

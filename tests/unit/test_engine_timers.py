@@ -11,7 +11,7 @@ from typing import Any
 
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
-from aiolivekit.engine.engine import EngineClosed, RtcEngine
+from aiolivekit.engine.engine import EngineClosed, RtcEngine, SignalLost
 
 
 class MemoryTransport:
@@ -21,6 +21,7 @@ class MemoryTransport:
         self.sent: list[tuple[float, rtc_pb.SignalRequest]] = []
         self.incoming: asyncio.Queue[rtc_pb.SignalResponse | None] = asyncio.Queue()
         self.closed = False
+        self.aborted = False
 
     async def send(self, req: rtc_pb.SignalRequest) -> None:
         self.sent.append((time.monotonic(), req))
@@ -30,6 +31,10 @@ class MemoryTransport:
 
     async def close(self) -> None:
         self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+        self.aborted = True
 
     def pings(self) -> list[float]:
         return [t for t, r in self.sent if r.WhichOneof("message") == "ping_req"]
@@ -54,7 +59,7 @@ def _engine(join: rtc_pb.SignalResponse | None) -> tuple[RtcEngine, MemoryTransp
     engine._ws = ws  # type: ignore[assignment]
     if join is not None:
         engine.session.receive(join, time.time())
-    engine._recv_task = engine._spawn(engine._recv_loop(), "recv")
+    engine._recv_task = engine._spawn(engine._recv_loop(ws), "recv")  # type: ignore[arg-type]
     engine._timer_task = engine._spawn(engine._timer_loop(), "timer")
     return engine, ws, events
 
@@ -82,18 +87,22 @@ async def test_ping_timeout_detected_when_server_silent() -> None:
     start = time.monotonic()
     try:
         for _ in range(40):
-            if engine.closed:
+            if any(isinstance(e, SignalLost) for e in events):
                 break
             await asyncio.sleep(0.1)
         elapsed = time.monotonic() - start
-        assert engine.closed
-        closed = [e for e in events if isinstance(e, EngineClosed)]
-        assert len(closed) == 1 and closed[0].error == "ping timeout"
-        assert closed[0].reason == models_pb.DisconnectReason.SIGNAL_CLOSE
+        # the signal is dropped and reported for a resume; the session itself lives on
+        lost = [e for e in events if isinstance(e, SignalLost)]
+        assert len(lost) == 1 and lost[0].error.startswith("ping timeout"), lost
+        assert lost[0].reason == models_pb.ReconnectReason.RR_SIGNAL_DISCONNECTED
         assert 1.9 <= elapsed <= 2.6, elapsed
         assert len(ws.pings()) in (2, 3)  # t = 0, 1 (and maybe 2, same instant as timeout)
-        # the engine said goodbye on its way out
-        assert ws.sent[-1][1].WhichOneof("message") == "leave"
+        assert ws.aborted and not engine.closed
+        assert not any(isinstance(e, EngineClosed) for e in events)
+        pings = len(ws.pings())
+        await asyncio.sleep(1.2)
+        assert len(ws.pings()) == pings  # no pings into a dead connection
+        assert len([e for e in events if isinstance(e, SignalLost)]) == 1
     finally:
         await engine.close()
 

@@ -234,3 +234,58 @@ def test_stream_state_and_subscription_failure_events() -> None:
     resp = rtc_pb.SignalResponse(subscription_response=rtc_pb.SubscriptionResponse(
         track_sid="TR_2", err=models_pb.SubscriptionError.SE_TRACK_NOTFOUND))
     assert s.receive(resp, 1.0) == [sig.SubscriptionFailed("TR_2", "SE_TRACK_NOTFOUND")]
+
+
+# ---------------------------------------------------------------------- resume
+
+
+def test_requests_are_held_while_the_signal_is_down_except_pass_through() -> None:
+    s = _joined()
+    s.signal_lost()
+    assert s.next_timer() is None  # no ping, no ping timeout without a connection
+    s.mute_track("TR_a", True)
+    s.send_trickle('{"candidate": "c"}', sig.PUBLISHER)
+    s.update_metadata(metadata="x")
+    s.sync_state(rtc_pb.SyncState())
+    assert s.has_outgoing()
+    assert [r.WhichOneof("message") for r in s.drain()] == ["trickle", "sync_state"]
+    assert not s.has_outgoing()
+    s.signal_reopened(200.0)
+    assert s.next_timer() == 200.0  # ping at once on the new connection
+    assert [r.WhichOneof("message") for r in s.drain()] == []
+    s.resume_done()
+    assert [r.WhichOneof("message") for r in s.drain()] == ["mute", "update_metadata"]
+
+
+def test_leave_actions() -> None:
+    for action, closed in ((rtc_pb.LeaveRequest.DISCONNECT, True),
+                           (rtc_pb.LeaveRequest.RESUME, False),
+                           (rtc_pb.LeaveRequest.RECONNECT, False)):
+        s = _joined()
+        events = s.receive(rtc_pb.SignalResponse(leave=rtc_pb.LeaveRequest(
+            reason=models_pb.DisconnectReason.CONNECTION_TIMEOUT, action=action)), 101.0)
+        assert [(type(e), e.action) for e in events] == [(sig.LeaveReceived, action)]  # type: ignore[union-attr]
+        assert s.closed is closed
+    legacy = _joined()
+    events = legacy.receive(rtc_pb.SignalResponse(leave=rtc_pb.LeaveRequest(
+        can_reconnect=True, reason=models_pb.DisconnectReason.STATE_MISMATCH)), 101.0)
+    assert events[0].action == rtc_pb.LeaveRequest.RECONNECT  # type: ignore[union-attr]
+    assert not legacy.closed
+
+
+def test_reconnect_response_and_room_moved() -> None:
+    s = _joined([_pinfo("PA_b", "bob", 1)])
+    events = s.receive(rtc_pb.SignalResponse(reconnect=rtc_pb.ReconnectResponse(
+        last_message_seq=42)), 101.0)
+    assert isinstance(events[0], sig.ResumeAccepted)
+    assert events[0].response.last_message_seq == 42
+    moved = rtc_pb.RoomMovedResponse(room=models_pb.Room(sid="RM_2", name="r2"), token="tok",
+                                     participant=_pinfo("PA_me", "me", 3),
+                                     other_participants=[_pinfo("PA_c", "carol", 1)])
+    events = s.receive(rtc_pb.SignalResponse(room_moved=moved), 102.0)
+    assert len(events) == 1 and isinstance(events[0], sig.RoomMoved)
+    ev = events[0]
+    assert ev.room.name == "r2" and ev.token == "tok"
+    assert [p.identity for p in ev.left] == ["bob"]
+    assert [p.identity for p in ev.joined] == ["carol"]
+    assert list(s.participants) == ["PA_c"] and s.room.sid == "RM_2"

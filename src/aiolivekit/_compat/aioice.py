@@ -56,6 +56,7 @@ __all__ = [
     "nominated_pair_map",
     "nominated_pairs",
     "restore_datagram_received",
+    "set_local_credentials",
     "socket_protocols",
     "stop_consent_task",
     "succeeded_state",
@@ -105,6 +106,15 @@ def check_connection(conn: Any) -> None:
             f"for {PINNED[LIBRARY]}): " + ", ".join(MISSING) + " missing")
     require_hooks(LIBRARY, conn, attrs=CONNECTION_ATTRS)
     _checked_types.add(cls)
+
+
+def set_local_credentials(conn: Any, username: str, password: str) -> None:
+    """Replace a running connection's local ICE credentials (an ICE restart we offer;
+    aioice exposes them read-only: ``_local_username`` / ``_local_password``)."""
+    check_connection(conn)
+    require_hooks(LIBRARY, conn, attrs=("_local_username", "_local_password"))
+    conn._local_username = username
+    conn._local_password = password
 
 
 # ------------------------------------------------------------------ host addresses

@@ -4,11 +4,16 @@ Every message on the ``_reliable`` / ``_lossy`` data channels is one serialized
 ``livekit.protocol.models.DataPacket``. Reliable packets a client sends carry a per-session
 ``sequence`` starting at 1; receivers drop a reliable packet whose sequence is not above the
 last one seen from the same sender sid.
+
+:class:`ResendBuffer` keeps the last reliable packets sent (bounded), so that after a
+resume the ones the server did not receive (``ReconnectResponse.last_message_seq``) are
+sent again with their original sequence numbers.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -22,6 +27,7 @@ __all__ = [
     "RELIABLE_MAX_MESSAGE_CAP",
     "DuplicateFilter",
     "PacketEncoder",
+    "ResendBuffer",
     "check_size",
     "decode_packet",
 ]
@@ -131,3 +137,73 @@ class DuplicateFilter:
     def forget(self, participant_sid: str) -> None:
         """Drop the state of a participant that left."""
         self.last.pop(participant_sid, None)
+
+
+#: Default bounds of the :class:`ResendBuffer`.
+RESEND_MAX_PACKETS = 4096
+RESEND_MAX_BYTES = 8 * 1024 * 1024
+
+
+class ResendBuffer:
+    """Reliable packets sent and not yet known to be received, by sequence (bounded).
+
+    ``add`` records an encoded packet; the oldest entries are dropped beyond
+    ``max_packets`` / ``max_bytes`` (counted in :attr:`evicted`: a resume that needs one
+    of them cannot make up for it). ``after(last_seq)`` forgets everything up to the
+    sequence the server reports and returns the rest, in order, to send again.
+    """
+
+    def __init__(self, max_packets: int = RESEND_MAX_PACKETS,
+                 max_bytes: int = RESEND_MAX_BYTES) -> None:
+        if max_packets < 1 or max_bytes < 1:
+            raise ValueError("ResendBuffer bounds must be positive")
+        self.max_packets = max_packets
+        self.max_bytes = max_bytes
+        self._items: deque[tuple[int, bytes]] = deque()
+        self._bytes = 0
+        self.evicted = 0
+        self.evicted_up_to = 0  # highest sequence dropped for room
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def size(self) -> int:
+        """Bytes held."""
+        return self._bytes
+
+    def add(self, sequence: int, data: bytes) -> None:
+        """Record the encoded packet carrying ``sequence`` (increasing)."""
+        if sequence <= 0:
+            raise ValueError("only sequenced reliable packets are buffered")
+        if self._items and sequence <= self._items[-1][0]:
+            raise ValueError(f"sequence {sequence} is not above {self._items[-1][0]}")
+        self._items.append((sequence, bytes(data)))
+        self._bytes += len(data)
+        while self._items and (len(self._items) > self.max_packets
+                               or self._bytes > self.max_bytes):
+            seq, old = self._items.popleft()
+            self._bytes -= len(old)
+            self.evicted += 1
+            self.evicted_up_to = seq
+
+    def acknowledge(self, last_seq: int) -> None:
+        """Forget the packets with a sequence up to ``last_seq`` (received)."""
+        while self._items and self._items[0][0] <= last_seq:
+            _, old = self._items.popleft()
+            self._bytes -= len(old)
+
+    def after(self, last_seq: int) -> list[tuple[int, bytes]]:
+        """Acknowledge up to ``last_seq`` and return the packets after it, in order.
+
+        Logs a warning when packets after ``last_seq`` were already evicted (lost)."""
+        if self.evicted_up_to > last_seq:
+            logger.warning("reliable packets %d..%d were evicted from the resend buffer "
+                           "before the server confirmed them", last_seq + 1,
+                           self.evicted_up_to)
+        self.acknowledge(last_seq)
+        return list(self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._bytes = 0

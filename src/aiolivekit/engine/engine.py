@@ -13,7 +13,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from aiortc import RTCIceServer
@@ -27,12 +26,14 @@ from ..types import RoomOptions
 from ..webrtc import ice
 from ..webrtc.pc import filter_ice_servers
 from . import signal as sig
+from .events import DataReceived, EngineClosed, FullReconnectNeeded, SignalLost
 from .peer import PeerTransport
 from .publishing import TrackPublisher
 from .subscriber import SubscriberTracks, TrackReceived, TrackRemoved
 from .ws import SignalTransport, signal_query
 
-__all__ = ["DataReceived", "EngineClosed", "RtcEngine", "TrackReceived", "TrackRemoved"]
+__all__ = ["DataReceived", "EngineClosed", "FullReconnectNeeded", "RtcEngine", "SignalLost",
+           "TrackReceived", "TrackRemoved"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,22 +43,6 @@ NEGOTIATION_TIMEOUT = 10.0
 CHANNEL_OPEN_TIMEOUT = 10.0
 RELIABLE_HIGH_WATER = 1024 * 1024
 LOSSY_HIGH_WATER = 64 * 1024
-
-
-@dataclass
-class DataReceived:
-    """A DataPacket arrived on a subscriber data channel."""
-
-    data: bytes
-    reliable: bool
-
-
-@dataclass
-class EngineClosed:
-    """The session ended: ``reason`` is a DisconnectReason, ``error`` a description."""
-
-    reason: int
-    error: str = ""
 
 
 EngineEvent = Any
@@ -96,6 +81,8 @@ class RtcEngine:
         self.closed = False
         self.close_reason: int | None = None
         self.url = ""
+        self.query: dict[str, str] = {}
+        self.connect_timeout = DEFAULT_CONNECT_TIMEOUT
 
     # ------------------------------------------------------------------ helpers
 
@@ -115,8 +102,8 @@ class RtcEngine:
     def _flush(self) -> None:
         """Send whatever the session queued, in order: written at once when no send is
         in progress (an idle client's ping costs no task), else from a task."""
-        if not self.session._outbox:
-            return
+        if not self.session.has_outgoing() or self._ws is None or self._ws.closed:
+            return  # kept queued while there is no signal connection (resume sends them)
         self._rearm()
         send_now = getattr(self._ws, "try_send_now", None)
         if send_now is not None and not self._send_lock.locked() and not self._send_tasks:
@@ -137,13 +124,18 @@ class RtcEngine:
 
     async def _send_queued(self) -> None:
         async with self._send_lock:
-            for req in self.session.drain():
-                if self._ws is None or self._ws.closed:
-                    return
+            ws = self._ws
+            if ws is None or ws.closed:
+                return  # kept queued for the next signal connection
+            pending = self.session.drain()
+            for i, req in enumerate(pending):
                 try:
-                    await self._ws.send(req)
+                    await ws.send(req)
                 except Exception as exc:
                     logger.debug("signal send failed: %s", exc, exc_info=True)
+                    if ws is not self._ws or ws.closed:
+                        # the connection is gone: keep the rest for the resumed one
+                        self.session._outbox[:0] = pending[i:]
                     return
 
     # ------------------------------------------------------------------ connect
@@ -169,6 +161,8 @@ class RtcEngine:
         try:
             query = signal_query(token, auto_subscribe=options.auto_subscribe,
                                  client_protocol=client_protocol, capabilities=capabilities)
+            self.query = dict(query)  # a resume reuses it (plus reconnect=1&sid=...)
+            self.connect_timeout = connect_timeout
             self._ws = await SignalTransport.connect(url, token, query, timeout=connect_timeout)
             try:
                 first = await asyncio.wait_for(self._ws.recv(), connect_timeout)
@@ -190,7 +184,7 @@ class RtcEngine:
             self._create_peers(join, options)
             for ev in events:
                 self._emit(ev)
-            self._recv_task = self._spawn(self._recv_loop(), "lk-signal-recv")
+            self._recv_task = self._spawn(self._recv_loop(self._ws), "lk-signal-recv")
             self._timer_task = self._spawn(self._timer_loop(), "lk-signal-timer")
             self._offer_task = self._spawn(self._offer_loop(), "lk-subscriber-offers")
             self._flush()
@@ -259,8 +253,8 @@ class RtcEngine:
                 logger.info("publisher peer connection failed before connecting")
                 return
             logger.warning("peer connection %d %s", pt.target, state)
-            self._spawn(self._fail(models_pb.DisconnectReason.CONNECTION_TIMEOUT,
-                                   "peer connection failed"), "lk-fail")
+            self._need_full_reconnect(models_pb.DisconnectReason.CONNECTION_TIMEOUT,
+                                      f"peer connection {state}")
         return watcher
 
     _connected_once = False
@@ -454,15 +448,18 @@ class RtcEngine:
 
     # ------------------------------------------------------------------ loops
 
-    async def _recv_loop(self) -> None:
-        assert self._ws is not None
+    async def _recv_loop(self, ws: SignalTransport) -> None:
         try:
-            while not self.closed:
-                resp = await self._ws.recv()
+            while not self.closed and ws is self._ws:
+                resp = await ws.recv()
+                if ws is not self._ws:
+                    return  # replaced by a resumed connection
                 if resp is None:
-                    if not self.closed:
-                        await self._fail(models_pb.DisconnectReason.SIGNAL_CLOSE,
-                                         "signal connection closed")
+                    if self.session.signal_down:  # a resume in progress lost its signal
+                        self._fail_answer_waiter("signal connection closed during the resume")
+                    elif not self.closed:
+                        self._signal_lost(models_pb.ReconnectReason.RR_SIGNAL_DISCONNECTED,
+                                          "signal connection closed")
                     return
                 events = self.session.receive(resp, time.time())
                 self._rearm()
@@ -473,8 +470,8 @@ class RtcEngine:
             raise
         except Exception as exc:
             logger.exception("signal receive loop failed")
-            if not self.closed:
-                await self._fail(models_pb.DisconnectReason.SIGNAL_CLOSE, str(exc))
+            if not self.closed and ws is self._ws:
+                self._signal_lost(models_pb.ReconnectReason.RR_SIGNAL_DISCONNECTED, str(exc))
 
     async def _handle(self, ev: sig.SignalEvent) -> None:
         if isinstance(ev, sig.OfferReceived):
@@ -490,9 +487,18 @@ class RtcEngine:
                 await pt.add_remote_candidate(ev.candidate_init, ev.final)
         elif isinstance(ev, sig.LeaveReceived):
             self._emit(ev)
-            await self._fail(ev.reason, "server sent leave", send_leave=False)
+            if ev.action == rtc_pb.LeaveRequest.RESUME:
+                self._signal_lost(models_pb.ReconnectReason.RR_UNKNOWN,
+                                  "server asked to resume")
+            elif ev.action == rtc_pb.LeaveRequest.RECONNECT:
+                self._need_full_reconnect(ev.reason, "server asked for a full reconnect")
+            else:
+                await self._fail(ev.reason, "server sent leave", send_leave=False)
         elif isinstance(ev, sig.PingTimeout):
-            await self._fail(models_pb.DisconnectReason.SIGNAL_CLOSE, "ping timeout")
+            self._signal_lost(models_pb.ReconnectReason.RR_SIGNAL_DISCONNECTED,
+                              f"ping timeout (server silent for {ev.silent_for:.1f} s)")
+        elif isinstance(ev, sig.ResumeAccepted):
+            self.resume_response = ev.response
         elif isinstance(ev, sig.TrackPublishedAck):
             self.publishing.on_signal(ev)
         else:
@@ -544,6 +550,7 @@ class RtcEngine:
             try:
                 self._subscriber_tracks.offer_applying(offer)
                 answer = await self.subscriber.answer(offer.sdp)
+                self.last_offer_id = offer.id
                 self.session.send_answer(answer, offer.id)
                 self._flush()
                 self._subscriber_tracks.offer_applied(self.subscriber.pc, offer)
@@ -640,6 +647,85 @@ class RtcEngine:
     def send_signal(self) -> None:
         """Flush requests queued on :attr:`session` by the caller."""
         self._flush()
+
+    # ------------------------------------------------------------------ lost / resume
+
+    resume_response: rtc_pb.ReconnectResponse | None = None
+    last_offer_id = 0
+    _full_reconnect_asked = False
+
+    def _signal_lost(self, reason: int, error: str) -> None:
+        """The signal connection is gone: drop it, hold requests, tell the listener once
+        (a resume replaces it: :meth:`resume`)."""
+        if self.closed or self.session.signal_down:
+            return
+        logger.info("signal connection lost: %s", error)
+        self.session.signal_lost()
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            ws.abort()
+        self._emit(SignalLost(reason, error))
+
+    def _need_full_reconnect(self, reason: int, error: str) -> None:
+        if self.closed or self._full_reconnect_asked:
+            return
+        self._full_reconnect_asked = True
+        logger.info("full reconnect needed: %s", error)
+        self._emit(FullReconnectNeeded(reason, error))
+
+    def _fail_answer_waiter(self, error: str) -> None:
+        waiter = self._answer_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(SignalError(error))
+
+    def signal_open(self) -> bool:
+        return self._ws is not None and not self._ws.closed
+
+    def healthy(self) -> bool:
+        """Signal open, both PCs usable, no full reconnect asked for (checked after a
+        recovery attempt: a fault reported during it is not lost)."""
+        return self.signal_open() and self.peers_alive() and not self._full_reconnect_asked
+
+    def install_signal(self, ws: SignalTransport) -> None:
+        """Use ``ws`` (a resumed signal connection) from now on."""
+        self._ws = ws
+        self._recv_task = self._spawn(self._recv_loop(ws), "lk-signal-recv")
+        self._rearm()
+
+    def drop_signal(self) -> None:
+        """Drop the current signal connection without reporting it (a failed resume)."""
+        ws, self._ws = self._ws, None
+        self.session.signal_lost()
+        if ws is not None:
+            ws.abort()
+
+    async def handle_signal_event(self, ev: sig.SignalEvent) -> None:
+        await self._handle(ev)
+
+    def timers_changed(self) -> None:
+        """The session's timers moved (e.g. pings start again after a resume)."""
+        self._rearm()
+
+    def publisher_was_negotiated(self) -> bool:
+        return self._negotiated_event.is_set()
+
+    def close_signal(self) -> None:
+        """Drop the signal connection as if the network did (a resume follows)."""
+        self._signal_lost(models_pb.ReconnectReason.RR_SIGNAL_DISCONNECTED,
+                          "signal connection closed by the client")
+
+    def peers_alive(self) -> bool:
+        """Whether both peer connections can be kept (a resume is possible)."""
+        for pt in (self.publisher, self.subscriber):
+            if pt is None or pt.closed or pt.pc.connectionState in ("failed", "closed"):
+                return False
+        return True
+
+    async def abandon(self) -> None:
+        """Close everything without a LeaveRequest and without :class:`EngineClosed`
+        (a full reconnect replaces this engine)."""
+        await self._shutdown(send_leave=False,
+                             reason=models_pb.DisconnectReason.STATE_MISMATCH)
 
     # ------------------------------------------------------------------ close
 

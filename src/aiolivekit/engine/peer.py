@@ -26,6 +26,7 @@ from aiortc import (
 from ..webrtc import ice, sdp
 from ..webrtc.pc import (
     answer_keepalives_fast,
+    apply_remote_ice_restart,
     hasten_nomination,
     start_late_transceivers,
     take_over_consent,
@@ -121,12 +122,14 @@ class PeerTransport:
     async def set_answer(self, answer_sdp: str) -> None:
         self.last_remote_sdp = answer_sdp
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        apply_remote_ice_restart(self.pc, answer_sdp)
         await self._remote_applied()
 
     async def answer(self, offer_sdp: str) -> str:
         """Apply a remote offer and return our answer SDP."""
         self.last_remote_sdp = offer_sdp
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        apply_remote_ice_restart(self.pc, offer_sdp)
         hasten_nomination(self.pc)
         await self._remote_applied()
         answer = await self.pc.createAnswer()

@@ -40,6 +40,8 @@ __all__ = [
     "PingTimeout",
     "PongReceived",
     "RequestAnswered",
+    "ResumeAccepted",
+    "RoomMoved",
     "RoomUpdated",
     "SignalEvent",
     "SignalSession",
@@ -173,8 +175,29 @@ class TrickleReceived:
 
 @dataclass
 class LeaveReceived:
+    """A LeaveRequest from the server; ``action`` is DISCONNECT, RESUME or RECONNECT (a
+    legacy ``can_reconnect`` without an action reads as RECONNECT)."""
+
     reason: int
     action: int
+
+
+@dataclass
+class ResumeAccepted:
+    """The server resumed the session (ReconnectResponse)."""
+
+    response: rtc_pb.ReconnectResponse
+
+
+@dataclass
+class RoomMoved:
+    """The server moved the participant to another room (RoomMovedResponse)."""
+
+    room: models_pb.Room
+    token: str
+    participant: models_pb.ParticipantInfo
+    joined: list[models_pb.ParticipantInfo]
+    left: list[models_pb.ParticipantInfo]
 
 
 @dataclass
@@ -251,10 +274,14 @@ SignalEvent = (
     ParticipantNameChanged | ParticipantAttributesChanged | ParticipantActive |
     ParticipantPermissionsChanged | TrackPublished | TrackUnpublished | TrackMuted |
     TrackUpdated | RoomUpdated | OfferReceived | AnswerReceived | TrickleReceived |
-    LeaveReceived | RequestAnswered | TrackPublishedAck | TrackUnpublishedByServer |
+    LeaveReceived | ResumeAccepted | RoomMoved | RequestAnswered | TrackPublishedAck | TrackUnpublishedByServer |
     LocalTrackSubscribed | SubscriptionFailed | MuteRequested | StreamStateChanged |
     SpeakersChanged | ConnectionQualityChanged | TokenRefreshed | PingTimeout | PongReceived
 )
+
+
+#: Requests sent while the signal is being resumed; the others wait for the resume.
+PASS_THROUGH = frozenset({"sync_state", "trickle", "offer", "answer", "simulate", "leave"})
 
 
 def _copy(msg: object) -> object:
@@ -288,13 +315,53 @@ class SignalSession:
         self._offer_id = 0
         self._timed_out = False
         self._pending_update_metadata: set[int] = set()
+        #: the signal connection is down (lost or being resumed): only pass-through
+        #: requests leave the outbox (see :data:`PASS_THROUGH`)
+        self.signal_down = False
 
     # ----------------------------------------------------------------- outbox
 
     def drain(self) -> list[rtc_pb.SignalRequest]:
-        """SignalRequests queued since the last call, in order."""
-        out, self._outbox = self._outbox, []
+        """SignalRequests to send now, in order (while the signal is down: only the
+        pass-through ones; the others stay queued for after the resume)."""
+        if not self.signal_down:
+            out, self._outbox = self._outbox, []
+            return out
+        out = [r for r in self._outbox if r.WhichOneof("message") in PASS_THROUGH]
+        self._outbox = [r for r in self._outbox if r.WhichOneof("message") not in PASS_THROUGH]
         return out
+
+    def has_outgoing(self) -> bool:
+        """Whether :meth:`drain` would return something now."""
+        if not self.signal_down:
+            return bool(self._outbox)
+        return any(r.WhichOneof("message") in PASS_THROUGH for r in self._outbox)
+
+    # ----------------------------------------------------------------- resume
+
+    def signal_lost(self) -> None:
+        """The signal connection is gone: no pings, no ping timeout, requests held."""
+        self.signal_down = True
+        self._next_ping = None
+        self._timed_out = True
+
+    def signal_reopened(self, now: float) -> None:
+        """A new signal connection is open (resume in progress): pings and the ping
+        timeout run again; requests other than pass-through ones are still held."""
+        self._last_received = now
+        self._timed_out = False
+        if self.ping_interval > 0:
+            self._next_ping = now
+
+    def resume_done(self) -> None:
+        """The resume completed: the held requests go out with the next :meth:`drain`."""
+        self.signal_down = False
+
+    def sync_state(self, state: rtc_pb.SyncState) -> None:
+        self._send(sync_state=state)
+
+    def simulate(self, scenario: rtc_pb.SimulateScenario) -> None:
+        self._send(simulate=scenario)
 
     def _send(self, **kw: object) -> rtc_pb.SignalRequest:
         req = rtc_pb.SignalRequest(**kw)  # type: ignore[arg-type]
@@ -542,10 +609,28 @@ class SignalSession:
         return [TrickleReceived(t.candidateInit, int(t.target), bool(t.final))]
 
     def _on_leave(self, leave: rtc_pb.LeaveRequest, now: float) -> list[SignalEvent]:
-        self.closed = True
+        action = int(leave.action)
+        if action == rtc_pb.LeaveRequest.DISCONNECT and leave.can_reconnect:
+            action = rtc_pb.LeaveRequest.RECONNECT  # servers before protocol 13
+        if action == rtc_pb.LeaveRequest.DISCONNECT:
+            self.closed = True
         self.leave_reason = int(leave.reason)
         self._next_ping = None
-        return [LeaveReceived(int(leave.reason), int(leave.action))]
+        return [LeaveReceived(int(leave.reason), action)]
+
+    def _on_reconnect(self, resp: rtc_pb.ReconnectResponse, now: float) -> list[SignalEvent]:
+        return [ResumeAccepted(resp)]
+
+    def _on_room_moved(self, moved: rtc_pb.RoomMovedResponse, now: float) -> list[SignalEvent]:
+        self.room = _copy(moved.room)  # type: ignore[assignment]
+        self.local = _copy(moved.participant)  # type: ignore[assignment]
+        left = list(self.participants.values())
+        self.participants = {}
+        self._sid_by_identity = {}
+        for info in moved.other_participants:
+            self._store(info)
+        return [RoomMoved(self.room, moved.token, self.local,
+                          list(self.participants.values()), left)]
 
     def _on_request_response(self, rr: rtc_pb.RequestResponse, now: float) -> list[SignalEvent]:
         which = rr.WhichOneof("request") or ""

@@ -428,6 +428,15 @@ class SignalTransport:
             pass
         await _close_writer(self._writer)
 
+    def abort(self) -> None:
+        """Drop the connection at once (no close handshake): a pending :meth:`recv`
+        returns None."""
+        self._closed = True
+        try:
+            self._writer.transport.abort()
+        except Exception:  # already gone
+            logger.debug("aborting the signal socket failed", exc_info=True)
+
     async def close(self) -> None:
         """Send a close frame (1000) and close the socket."""
         await self._close(reply=struct.pack("!H", 1000))

@@ -176,6 +176,18 @@ class ConsentKeeper:
         logger.debug("consent checks taken over from aioice")
         return keeper
 
+    def rekey(self) -> bool:
+        """The remote ICE credentials changed (an ICE restart by the peer): sign the
+        next checks with the new ones. False if the connection has no nominated pair."""
+        pair = aioice_compat.nominated_pair(self._conn)
+        if pair is None or not getattr(self._conn, "remote_password", None):
+            return False
+        request = self._conn.build_request(pair, nominate=False)
+        self._attributes = bytes(request)[20:]
+        self._key = self._conn.remote_password.encode("utf8")
+        self.schedule.pending = None  # an answer to the old check cannot be verified now
+        return True
+
     def awake(self) -> None:
         """The process is running anyway (a keepalive was just answered)."""
         if not self.stopped and self.schedule.should_send(self._loop.time(), awake=True):

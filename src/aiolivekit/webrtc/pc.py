@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
@@ -21,8 +22,12 @@ from .stun_keepalive import install_keepalive_fast_path
 
 __all__ = [
     "answer_keepalives_fast",
+    "apply_remote_ice_restart",
     "filter_ice_servers",
     "hasten_nomination",
+    "nominate_after_restart",
+    "remote_ice_credentials",
+    "restart_local_ice",
     "start_late_transceivers",
     "take_over_consent",
 ]
@@ -145,3 +150,102 @@ def _poke_after_check(conn: Any) -> Callable[[Any, tuple[str, int], Any], None]:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     return after
+
+
+def remote_ice_credentials(sdp_text: str) -> tuple[str, str] | None:
+    """The first ``a=ice-ufrag`` / ``a=ice-pwd`` pair of an SDP (None if absent)."""
+    ufrag = pwd = ""
+    for line in sdp_text.splitlines():
+        if line.startswith("a=ice-ufrag:") and not ufrag:
+            ufrag = line.split(":", 1)[1].strip()
+        elif line.startswith("a=ice-pwd:") and not pwd:
+            pwd = line.split(":", 1)[1].strip()
+        if ufrag and pwd:
+            return ufrag, pwd
+    return None
+
+
+def apply_remote_ice_restart(pc: RTCPeerConnection, sdp_text: str) -> bool:
+    """Follow an ICE restart of the remote peer (new ``ice-ufrag``/``ice-pwd`` in its
+    description) on an ICE connection that is already running.
+
+    aiortc stores the new credentials but never gives them to its running aioice
+    connection, which then rejects the peer's checks (wrong USERNAME) and signs its
+    consent checks with the old password: the connection dies. Here the connection's
+    ``remote_username``/``remote_password`` (public aioice attributes) take the new
+    values and the consent checks are re-keyed. Our own credentials stay (aiortc cannot
+    change them); the peer accepts that. Returns True if credentials changed.
+    """
+    creds = remote_ice_credentials(sdp_text)
+    if creds is None:
+        return False
+    ufrag, pwd = creds
+    changed = False
+    for conn in aiortc_compat.ice_connections(pc):
+        old = getattr(conn, "remote_username", None)
+        if old is None or (old == ufrag and conn.remote_password == pwd):
+            continue
+        conn.remote_username = ufrag
+        conn.remote_password = pwd
+        changed = True
+        keeper = consent.keeper_of(conn)
+        if keeper is not None and not keeper.rekey():
+            logger.debug("consent checks not re-keyed after the ICE restart")
+        logger.info("remote ICE restart followed (ufrag %s -> %s)", old, ufrag)
+    return changed
+
+
+def restart_local_ice(pc: RTCPeerConnection) -> list[Any]:
+    """Give ``pc``'s running ICE connections new local credentials, so that the next
+    offer is an ICE restart (RFC 8445 section 9); returns the connections changed.
+
+    aiortc has no ``iceRestart``: its offer carries the aioice connection's
+    ``local_username``/``local_password``, which are replaced here (through
+    :mod:`aiolivekit._compat.aioice`).
+    The nominated pair stays; once the answer (with the peer's new credentials, applied
+    by :func:`apply_remote_ice_restart`) is in, :func:`nominate_after_restart` makes
+    the restarted peer select that pair again.
+    """
+    changed = []
+    for conn in aiortc_compat.ice_connections(pc):
+        if (getattr(conn, "local_username", None) is None
+                or aioice_compat.nominated_pair(conn) is None or aioice_compat.is_closing(conn)):
+            continue
+        try:
+            aioice_compat.set_local_credentials(conn, secrets.token_hex(4),
+                                                secrets.token_hex(16))
+        except Exception:  # aioice internals moved: no restart (the offer keeps them)
+            logger.warning("cannot restart ICE: aioice internals moved", exc_info=True)
+            continue
+        keeper = consent.keeper_of(conn)
+        if keeper is not None:
+            keeper.rekey()
+        changed.append(conn)
+    return changed
+
+
+def nominate_after_restart(conns: list[Any]) -> list[asyncio.Task[Any]]:
+    """After an ICE restart we offered: on each controlling connection, nominate the
+    pair in use again (a binding request with USE-CANDIDATE, aioice retransmits it), as
+    the restarted peer waits for a nomination before it sends on any pair."""
+    tasks: list[asyncio.Task[Any]] = []
+    for conn in conns:
+        pair = aioice_compat.nominated_pair(conn)
+        if pair is None or not conn.ice_controlling or not conn.remote_password:
+            continue
+        request = conn.build_request(pair, nominate=True)
+        task = asyncio.ensure_future(pair.protocol.request(
+            request, pair.remote_addr, integrity_key=conn.remote_password.encode("utf8")))
+        task.add_done_callback(_log_nomination)
+        tasks.append(task)
+    return tasks
+
+
+def _log_nomination(task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        logger.warning("nomination after the ICE restart failed: %r", exc)
+    else:
+        logger.debug("pair nominated again after the ICE restart")
