@@ -33,6 +33,7 @@ __all__ = [
     "ISSUE_E2EE",
     "ISSUE_VIDEO",
     "audio_processor",
+    "check_frame_metadata",
     "check_loop",
     "check_publish_options",
     "check_room_options",
@@ -234,6 +235,16 @@ def check_video_rotation(rotation: Any) -> VideoRotation:
             "VideoSource.capture_frame(rotation)", value, issue=ISSUE_VIDEO,
             detail="frames are encoded as captured; rotate them before capture_frame")
     return value
+
+
+def check_frame_metadata(metadata: Any) -> None:
+    """``VideoSource.capture_frame(metadata=...)``: anything but ``None`` raises
+    :class:`UnsupportedOptionError` (per-frame metadata travels in a packet trailer that
+    aiolivekit's video path does not write yet; issue 16)."""
+    if metadata is not None:
+        raise UnsupportedOptionError(
+            "VideoSource.capture_frame(metadata)", metadata, issue=ISSUE_VIDEO,
+            detail="frame metadata (user timestamp, frame id, user data) is not sent yet")
 
 
 def check_sender_identity(sender_identity: str | None, local_identity: str) -> None:
