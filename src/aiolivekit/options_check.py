@@ -189,6 +189,34 @@ def check_publish_options(options: TrackPublishOptions, *, is_video: bool) -> No
             "TrackPublishOptions.red=True: aiolivekit sends plain Opus without redundancy "
             "(RED is aiolivekit issue %d); publication.mime_type will be audio/opus",
             ISSUE_AUDIO_RED)
+    _check_publish_options_1_2(options, is_video=is_video)
+
+
+# VideoEncoderBackend values (types_ext): AUTO, SOFTWARE honoured; PRE_ENCODED refused
+_ENCODER_SOFTWARE = (0, 1)
+_ENCODER_PRE_ENCODED = 6
+
+
+def _check_publish_options_1_2(options: TrackPublishOptions, *, is_video: bool) -> None:
+    """The fields livekit.rtc 1.2 added: frame metadata and SVC modes raise, the encoder
+    backend and the degradation preference are hints (see ``TrackPublishOptions``)."""
+    features = list(options.frame_metadata_features or ())
+    if features:
+        raise UnsupportedOptionError(
+            "TrackPublishOptions.frame_metadata_features", features, issue=ISSUE_VIDEO,
+            detail="per-frame metadata (packet trailer) is not sent yet")
+    if is_video and options.scalability_mode:
+        raise UnsupportedOptionError(
+            "TrackPublishOptions.scalability_mode", options.scalability_mode,
+            issue=ISSUE_VIDEO, detail="aiolivekit encodes one spatial/temporal layer")
+    encoder = int(options.video_encoder)
+    if is_video and encoder == _ENCODER_PRE_ENCODED:
+        raise UnsupportedOptionError(
+            "TrackPublishOptions.video_encoder", encoder, issue=ISSUE_VIDEO,
+            detail="pre-encoded publishing (EncodedVideoSource) is not implemented yet")
+    if is_video and encoder not in _ENCODER_SOFTWARE:
+        logger.warning("TrackPublishOptions.video_encoder=%d: aiolivekit encodes in "
+                       "software (no hardware encoder backend)", encoder)
 
 
 # --------------------------------------------------------------------------- streams

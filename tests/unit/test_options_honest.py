@@ -174,6 +174,11 @@ POLICY: dict[str, Honoured | Raises | Hint] = {
     "TrackPublishOptions.stream": H(f"{OPTIONS_IT}::test_publish_options_reach_the_subscriber"),
     "TrackPublishOptions.preconnect_buffer": H(
         f"{OPTIONS_IT}::test_publish_options_reach_the_subscriber"),
+    "TrackPublishOptions.frame_metadata_features": Raises(
+        lambda: _video(frame_metadata_features=[0])),
+    "TrackPublishOptions.scalability_mode": Raises(lambda: _video(scalability_mode="L3T3")),
+    "TrackPublishOptions.video_encoder": Hint(TrackPublishOptions),
+    "TrackPublishOptions.degradation_preference": Hint(TrackPublishOptions),
     # VideoEncoding / AudioEncoding / IceServer
     "VideoEncoding.max_bitrate": H(f"{MEDIA_PC}::test_video_counter"),
     "VideoEncoding.max_framerate": H(f"{MEDIA_PC}::test_video_counter"),

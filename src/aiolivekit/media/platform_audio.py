@@ -98,11 +98,17 @@ class PlatformAudio:
         _unsupported("PlatformAudio.close")
 
 
+@dataclass
 class InputCapture:
     """A running microphone capture of ``MediaDevices.open_input``; raises."""
 
-    def __init__(self, source: Any, input_stream: Any, task: Any, apm: Any,
-                 delay_estimator: Any) -> None:
+    source: Any
+    input_stream: Any
+    task: Any
+    apm: Any
+    delay_estimator: Any
+
+    def __post_init__(self) -> None:
         _unsupported("InputCapture")
 
     async def aclose(self) -> None:
