@@ -1,7 +1,7 @@
 """AudioMixer, AVSynchronizer, combine_audio_frames and AudioProcessingModule on content:
 frequencies in the mix, clipping, a silent stream's timeout, video pacing and A/V drift,
 the high-pass filter on 50 Hz hum, gain control on a quiet tone, noise suppression on a
-noisy tone."""
+noisy tone, echo cancellation of a known echo path (and its stream delay)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from aiolivekit import (
     AudioProcessingModule,
     AudioSource,
     AVSynchronizer,
-    UnsupportedOptionError,
     VideoBufferType,
     VideoFrame,
     VideoSource,
@@ -257,13 +256,67 @@ def test_apm_noise_suppression_lowers_noise_keeps_tone() -> None:
     assert abs(kept) < 1.0
 
 
-def test_apm_refuses_echo_cancellation_and_bad_frames() -> None:
-    with pytest.raises(UnsupportedOptionError, match="echo_cancellation"):
-        AudioProcessingModule(echo_cancellation=True)
-    apm = AudioProcessingModule(noise_suppression=True)
+def run_echo(apm: AudioProcessingModule, far: np.ndarray, near: np.ndarray,
+             sr: int) -> np.ndarray:
+    n = sr // 100
+    out = []
+    for i in range(0, len(far), n):
+        apm.process_reverse_stream(to_frames(far[i:i + n], n, sr)[0])
+        frame = to_frames(near[i:i + n], n, sr)[0]
+        apm.process_stream(frame)
+        out.append(samples([frame]))
+    return np.concatenate(out)
+
+
+def echo_of(far: np.ndarray, sr: int, delay_ms: int) -> np.ndarray:
+    path = np.zeros(int(sr * (delay_ms + 30) / 1000))
+    path[int(sr * delay_ms / 1000)] = 0.5
+    path[int(sr * (delay_ms + 20) / 1000)] = -0.2
+    return np.convolve(far, path)[: len(far)]
+
+
+def erle_db(near: np.ndarray, out: np.ndarray) -> float:
+    return float(10 * np.log10(np.mean(near ** 2) / np.mean(out ** 2)))
+
+
+def test_apm_echo_cancellation_removes_a_known_echo_keeps_near_speech() -> None:
+    sr = 16000
+    rng = np.random.default_rng(11)
+    far = np.convolve(0.3 * rng.standard_normal(4 * sr), np.ones(3) / 3, "same")
+    far[3 * sr:] = 0.0  # the far end stops; the near end talks
+    near = echo_of(far, sr, 40) + 0.0005 * rng.standard_normal(len(far))
+    talk = tone(700, 1, 0.2, sr)
+    near[3 * sr:] += talk
+    out = run_echo(AudioProcessingModule(echo_cancellation=True), far, near, sr)
+    # echo alone, after two seconds of convergence: reduced by at least 20 dB
+    assert erle_db(near[2 * sr:3 * sr], out[2 * sr:3 * sr]) > 20
+    # near-end speech with a silent far end passes (the echo tail aside) at its level
+    kept = out[3 * sr + sr // 10:]
+    assert 20 * np.log10(np.std(kept) / np.std(talk[sr // 10:])) == pytest.approx(0, abs=0.5)
+    assert peak_freqs(kept, 1, sr) == pytest.approx([700], abs=5)
+
+
+def test_apm_echo_cancellation_uses_the_stream_delay() -> None:
+    sr = 16000
+    rng = np.random.default_rng(5)
+    far = 0.3 * rng.standard_normal(3 * sr)
+    near = echo_of(far, sr, 250)  # beyond the 200 ms the filter spans
+    without = run_echo(AudioProcessingModule(echo_cancellation=True), far, near, sr)
+    apm = AudioProcessingModule(echo_cancellation=True)
+    apm.set_stream_delay_ms(100)
+    with_delay = run_echo(apm, far, near, sr)
+    assert erle_db(near[2 * sr:], without[2 * sr:]) < 3
+    assert erle_db(near[2 * sr:], with_delay[2 * sr:]) > 20
+
+
+def test_apm_refuses_bad_frames() -> None:
+    apm = AudioProcessingModule(noise_suppression=True, echo_cancellation=True)
     with pytest.raises(ValueError, match="10 ms"):
         apm.process_stream(AudioFrame.create(SR, 1, 960))
     with pytest.raises(ValueError, match="writable"):
         apm.process_stream(AudioFrame(bytes(960), SR, 1, 480))
-    apm.set_stream_delay_ms(20)
-    apm.process_reverse_stream(AudioFrame.create(SR, 1, 480))
+    with pytest.raises(ValueError, match=">= 0"):
+        apm.set_stream_delay_ms(-1)
+    apm.process_reverse_stream(AudioFrame.create(16000, 1, 160))
+    with pytest.raises(ValueError, match="one rate"):
+        apm.process_stream(AudioFrame.create(SR, 1, 480))

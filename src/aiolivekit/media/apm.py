@@ -1,5 +1,5 @@
-"""``AudioProcessingModule``: high-pass filter, noise suppression and automatic gain
-control on 10 ms frames, in place, in numpy.
+"""``AudioProcessingModule``: high-pass filter, echo cancellation, noise suppression and
+automatic gain control on 10 ms frames, in place, in numpy.
 
 Why numpy and not a library: of the pip packages wrapping WebRTC's or Speex's audio
 processing, none has a wheel for this platform that offers the four features:
@@ -11,15 +11,20 @@ high-pass filter. So aiolivekit implements, per channel:
 
 * high-pass filter: 4th-order Butterworth at 100 Hz (two biquads), run a whole frame at a
   time as matrix products (exact, stateful across frames);
+* echo cancellation (``aec.EchoCanceller``): a frequency-domain adaptive filter over the
+  far end given to ``process_reverse_stream`` (200 ms of echo path after the delay of
+  ``set_stream_delay_ms``); no double-talk detector and no residual-echo suppressor, so
+  near-end speech over far-end audio slows its convergence;
 * noise suppression: STFT (sqrt-Hann, 50 % overlap, one 10 ms hop of delay), noise
   spectrum tracked by smoothed minima, decision-directed Wiener gain floored at -20 dB;
 * automatic gain control: the frame RMS is brought towards -18 dBFS (gain between -10 dB
   and +30 dB, rising at most 0.5 dB and falling at most 2 dB per frame, interpolated in
   the frame, never above full scale); frames below -60 dBFS hold the gain.
 
-``echo_cancellation=True`` raises ``UnsupportedOptionError``: no echo canceller is
-implemented (issue 15 leaves it to a later session); ``process_reverse_stream`` checks
-its frame and feeds nothing else.
+The order is that of WebRTC's module: high-pass filter, echo cancellation, noise
+suppression, gain control. Render frames (``process_reverse_stream``) must have the
+capture frames' sample rate (no resampling here: ``ValueError``); several channels are
+mixed down to one far-end signal. Without echo cancellation they are only checked.
 """
 
 from __future__ import annotations
@@ -29,14 +34,13 @@ import math
 
 import numpy as np
 
-from ..errors import UnsupportedOptionError
+from .aec import EchoCanceller
 from .audio_frame import AudioFrame
 
 __all__ = ["AudioProcessingModule"]
 
 logger = logging.getLogger(__name__)
 
-ISSUE_APM = 15
 HPF_CUTOFF_HZ = 100.0
 AGC_TARGET_DBFS = -18.0
 AGC_MAX_GAIN_DB = 30.0
@@ -100,7 +104,8 @@ def _butterworth_highpass(cutoff: float, rate: int) -> list[tuple[tuple[float, f
 class _Channel:
     """Processing state of one channel at one frame size."""
 
-    def __init__(self, n: int, rate: int) -> None:
+    def __init__(self, n: int, rate: int, echo: bool) -> None:
+        self.aec = EchoCanceller(n) if echo else None
         self.hpf = [_BlockBiquad(b, a, n) for b, a in _butterworth_highpass(HPF_CUTOFF_HZ, rate)]
         self.window = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(2 * n) / (2 * n)))
         self.prev = np.zeros(n)
@@ -150,11 +155,7 @@ class AudioProcessingModule:
         high_pass_filter: bool = False,
         auto_gain_control: bool = False,
     ) -> None:
-        if echo_cancellation:
-            raise UnsupportedOptionError(
-                "AudioProcessingModule.echo_cancellation", echo_cancellation, issue=ISSUE_APM,
-                detail="no acoustic echo canceller is implemented yet; noise suppression, "
-                       "high-pass filter and gain control are")
+        self._aec = bool(echo_cancellation)
         self._ns = bool(noise_suppression)
         self._hpf = bool(high_pass_filter)
         self._agc = bool(auto_gain_control)
@@ -162,23 +163,38 @@ class AudioProcessingModule:
         self._format: tuple[int, int, int] | None = None
         self._gain_db = 0.0
         self._delay_ms = 0
+        self._far: list[tuple[int, np.ndarray]] = []  # (rate, mono block) not yet used
 
     def process_stream(self, data: AudioFrame) -> None:
         """Process a 10 ms capture frame in place."""
         self._check(data)
-        if not (self._ns or self._hpf or self._agc):
+        if not (self._aec or self._ns or self._hpf or self._agc):
             return
         n, ch = data.samples_per_channel, data.num_channels
         key = (data.sample_rate, ch, n)
         if self._format != key:
             self._format = key
-            self._channels = [_Channel(n, data.sample_rate) for _ in range(ch)]
+            self._channels = [_Channel(n, data.sample_rate, self._aec) for _ in range(ch)]
+            for state in self._channels:
+                if state.aec is not None:
+                    state.aec.set_delay_ms(self._delay_ms)
+        far, self._far = self._far, []
+        for rate, block in far:
+            if rate != data.sample_rate:
+                raise ValueError(
+                    f"render frames are {rate} Hz, capture frames {data.sample_rate} Hz: "
+                    "AudioProcessingModule needs one rate for both")
+            for state in self._channels:
+                if state.aec is not None:
+                    state.aec.push_far(block)
         view = np.frombuffer(data.data, dtype=np.int16)[: n * ch]
         x = view.reshape(n, ch).astype(np.float64) / 32768.0
         for c, state in enumerate(self._channels):
             y = x[:, c]
             if self._hpf:
                 y = state.high_pass(y)
+            if state.aec is not None:
+                y = state.aec.process(y)
             if self._ns:
                 y = state.suppress_noise(y)
             x[:, c] = y
@@ -188,15 +204,26 @@ class AudioProcessingModule:
         memoryview(data.data).cast("B")[: n * ch * 2] = out.tobytes()
 
     def process_reverse_stream(self, data: AudioFrame) -> None:
-        """Check a 10 ms render frame (the far end); only echo cancellation would use it,
-        and it cannot be enabled (see the module docstring)."""
+        """Give a 10 ms render frame (what the speaker plays) to echo cancellation; the
+        frame is not changed. Without echo cancellation it is only checked."""
         self._check(data)
+        if not self._aec:
+            return
+        n, ch = data.samples_per_channel, data.num_channels
+        pcm = np.frombuffer(data.data, dtype=np.int16)[: n * ch].reshape(n, ch)
+        self._far.append((data.sample_rate, pcm.mean(axis=1) / 32768.0))
+        if len(self._far) > 100:  # a second of render frames nobody captured against
+            del self._far[0]
 
     def set_stream_delay_ms(self, delay_ms: int) -> None:
-        """Delay between render and capture (kept; used by echo cancellation only)."""
+        """Delay between a frame's render and its echo's capture: echo cancellation looks
+        for the echo from that delay (rounded down to 10 ms) on."""
         if int(delay_ms) < 0:
             raise ValueError("delay_ms must be >= 0")
         self._delay_ms = int(delay_ms)
+        for state in self._channels:
+            if state.aec is not None:
+                state.aec.set_delay_ms(self._delay_ms)
 
     # ------------------------------------------------------------------ internals
 
