@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from . import options_check
-from .data.api import LocalParticipantDataMixin
 from .errors import PublishTrackError, SignalError, UnpublishTrackError
+from .rpc_interceptor import RpcInterceptorMixin
 from .track import LocalAudioTrack, LocalTrack, LocalVideoTrack, PublishableTrack, Track
 from .track_publication import (
     LocalTrackPublication,
@@ -171,7 +171,7 @@ class RoomLink(Protocol):
                                  destination_identities: list[str], topic: str) -> None: ...
 
 
-class LocalParticipant(LocalParticipantDataMixin, Participant):
+class LocalParticipant(RpcInterceptorMixin, Participant):
     """This client's participant: publishes tracks and data, updates its own info."""
 
     def __init__(self, info: models_pb.ParticipantInfo, room: RoomLink) -> None:

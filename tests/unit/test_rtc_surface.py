@@ -91,10 +91,6 @@ ALLOWED: dict[str, str] = {
     "Room.simulate_scenario: missing": "the reconnect work (branch resume-client) adds it",
     "Room.e2ee_manager: missing": "room.py is being changed by the reconnect work; E2EE "
         "is issue 17 (E2EEManager exists and raises)",
-    "LocalParticipant.add_rpc_interceptor: missing":
-        "the interceptor chain belongs in data/rpc.py (being changed by the reconnect "
-        "work); RpcCallInfo/RpcInterceptor exist; later session",
-    "LocalParticipant.remove_rpc_interceptor: missing": "as add_rpc_interceptor",
     "RpcInvocationData": "no cancel_reason field yet: data/rpc.py is being changed by the "
         "reconnect work; later session",
     "LocalParticipant.publish_data_track: missing":

@@ -1,7 +1,8 @@
 """The machine's audio devices (``PlatformAudio``, ``MediaDevices``): the records are
 real; the device objects raise ``UnsupportedOptionError``. aiolivekit has no native audio
-device layer, and the official ``MediaDevices`` also needs echo cancellation, which its
-``AudioProcessingModule`` does not have yet (issue 15)."""
+device layer, and no device library (the official ``MediaDevices`` uses ``sounddevice``)
+among its dependencies; capture with your own and push frames to an ``AudioSource``
+(``AudioProcessingModule`` does the echo cancellation). Issue 15."""
 
 from __future__ import annotations
 
