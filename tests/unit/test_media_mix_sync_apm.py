@@ -1,11 +1,13 @@
 """AudioMixer, AVSynchronizer, combine_audio_frames and AudioProcessingModule on content:
 frequencies in the mix, clipping, a silent stream's timeout, video pacing and A/V drift,
 the high-pass filter on 50 Hz hum, gain control on a quiet tone, noise suppression on a
-noisy tone, echo cancellation of a known echo path (and its stream delay)."""
+noisy tone, echo cancellation of a known echo path (and its stream delay), and the
+resampler's quality levels against an ideal sine."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -15,6 +17,8 @@ from aiolivekit import (
     AudioFrame,
     AudioMixer,
     AudioProcessingModule,
+    AudioResampler,
+    AudioResamplerQuality,
     AudioSource,
     AVSynchronizer,
     VideoBufferType,
@@ -320,3 +324,41 @@ def test_apm_refuses_bad_frames() -> None:
     apm.process_reverse_stream(AudioFrame.create(16000, 1, 160))
     with pytest.raises(ValueError, match="one rate"):
         apm.process_stream(AudioFrame.create(SR, 1, 480))
+
+
+# ---------------------------------------------------------------------- AudioResampler
+
+
+def resample(quality: AudioResamplerQuality, signal: np.ndarray) -> np.ndarray:
+    r = AudioResampler(48000, 16000, quality=quality)
+    out = [f for chunk in to_frames(signal, 480) for f in r.push(chunk)] + r.flush()
+    return samples(out)
+
+
+def level_db(signal: np.ndarray, amplitude: float) -> float:
+    rms = float(np.sqrt(np.mean(signal[2000:-2000] ** 2)))
+    return 20 * np.log10(max(rms, 1e-12) / (amplitude / np.sqrt(2)))
+
+
+def test_resampler_quality_levels_against_a_reference() -> None:
+    """48 kHz -> 16 kHz at each quality: a 1 kHz tone matches the ideal sine (least-squares
+    fit of phase and amplitude), a 10 kHz tone (above the new Nyquist) is filtered out,
+    and the passband edge (7 kHz) is flatter the higher the quality."""
+    aliasing, edge = {}, {}
+    for quality in AudioResamplerQuality:
+        out = resample(quality, tone(1000, 1, 0.5))
+        assert len(out) == 16000
+        seg = out[2000:-2000]
+        t = np.arange(2000, 14000) / 16000
+        basis = np.stack([np.sin(2 * np.pi * 1000 * t), np.cos(2 * np.pi * 1000 * t)], 1)
+        fit = basis @ np.linalg.lstsq(basis, seg, rcond=None)[0]
+        assert 10 * np.log10(np.mean(fit ** 2) / np.mean((seg - fit) ** 2)) > 80, quality
+        assert level_db(fit, 0.5) == pytest.approx(0, abs=0.05)
+        aliasing[quality] = level_db(resample(quality, tone(10000, 1, 0.5)), 0.5)
+        edge[quality] = level_db(resample(quality, tone(7000, 1, 0.5)), 0.5)
+    q = AudioResamplerQuality
+    assert aliasing[q.QUICK] < -15 and aliasing[q.LOW] < -40
+    assert max(aliasing[q.MEDIUM], aliasing[q.HIGH], aliasing[q.VERY_HIGH]) < -80
+    order = [edge[k] for k in (q.QUICK, q.LOW, q.MEDIUM, q.HIGH, q.VERY_HIGH)]
+    assert all(b >= a - 0.01 for a, b in itertools.pairwise(order)), order  # never worse
+    assert order[0] < -3 and order[2] - order[0] > 2.5 and abs(order[-1]) < 0.1
