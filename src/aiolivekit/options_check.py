@@ -192,14 +192,16 @@ def check_publish_options(options: TrackPublishOptions, *, is_video: bool) -> No
     _check_publish_options_1_2(options, is_video=is_video)
 
 
-# VideoEncoderBackend values (types_ext): AUTO, SOFTWARE honoured; PRE_ENCODED refused
+# VideoEncoderBackend values (types_ext): AUTO and SOFTWARE are what aiolivekit does;
+# PRE_ENCODED is what an EncodedVideoSource track does whatever the value
 _ENCODER_SOFTWARE = (0, 1)
 _ENCODER_PRE_ENCODED = 6
 
 
 def _check_publish_options_1_2(options: TrackPublishOptions, *, is_video: bool) -> None:
     """The fields livekit.rtc 1.2 added: frame metadata and SVC modes raise, the encoder
-    backend and the degradation preference are hints (see ``TrackPublishOptions``)."""
+    backend and the degradation preference are hints (see ``TrackPublishOptions``): a
+    ``VideoSource`` is encoded in software, an ``EncodedVideoSource`` sent as encoded."""
     features = list(options.frame_metadata_features or ())
     if features:
         raise UnsupportedOptionError(
@@ -210,11 +212,7 @@ def _check_publish_options_1_2(options: TrackPublishOptions, *, is_video: bool) 
             "TrackPublishOptions.scalability_mode", options.scalability_mode,
             issue=ISSUE_VIDEO, detail="aiolivekit encodes one spatial/temporal layer")
     encoder = int(options.video_encoder)
-    if is_video and encoder == _ENCODER_PRE_ENCODED:
-        raise UnsupportedOptionError(
-            "TrackPublishOptions.video_encoder", encoder, issue=ISSUE_VIDEO,
-            detail="pre-encoded publishing (EncodedVideoSource) is not implemented yet")
-    if is_video and encoder not in _ENCODER_SOFTWARE:
+    if is_video and encoder not in (*_ENCODER_SOFTWARE, _ENCODER_PRE_ENCODED):
         logger.warning("TrackPublishOptions.video_encoder=%d: aiolivekit encodes in "
                        "software (no hardware encoder backend)", encoder)
 

@@ -347,10 +347,10 @@ class TrackPublishOptions(_Message):
       the buffer, as with the official SDK) are honoured.
     * ``frame_metadata_features`` (non-empty) and ``scalability_mode`` (non-empty, video)
       raise ``UnsupportedOptionError`` (issue 16: no packet trailer, no SVC).
-    * ``video_encoder`` (a ``VideoEncoderBackend`` value) is a hint: aiolivekit always
-      encodes in software (``ENCODER_BACKEND_AUTO`` / ``SOFTWARE``); a hardware backend
-      logs a warning, as the official SDK falls back to software when it has none;
-      ``ENCODER_BACKEND_PRE_ENCODED`` raises (use ``EncodedVideoSource``, not available).
+    * ``video_encoder`` (a ``VideoEncoderBackend`` value) is a hint: aiolivekit encodes a
+      ``VideoSource`` in software (``ENCODER_BACKEND_AUTO`` / ``SOFTWARE``; a hardware
+      backend logs a warning, as the official SDK falls back to software when it has
+      none) and sends an ``EncodedVideoSource`` 's frames as they are, whatever the value.
     * ``degradation_preference`` (a ``DegradationPreference`` value) is a hint: aiolivekit
       keeps the captured resolution and drops frames only above ``max_framerate``,
       whatever its value.

@@ -227,7 +227,8 @@ def test_missing_names_raise_saying_why() -> None:
     (lambda: rtc.LocalDataTrack(None), 15),
     (lambda: rtc.RemoteDataTrack(None), 15),
     (lambda: rtc.DataTrackStream(None), 15),
-    (lambda: rtc.EncodedVideoSource(640, 480), 16),
+    (lambda: rtc.EncodedVideoSource(8, 8).capture_frame(rtc.EncodedVideoFrame(
+        b"x", 8, 8, rtc.VideoCodec.AV1, rtc.EncodedFrameType.ENCODED_FRAME_KEY, 0)), 16),
     (lambda: rtc.PlatformAudio(), 15),
     (lambda: rtc.PlatformAudioSource(None, None), 15),
     (lambda: rtc.MediaDevices(), 15),
