@@ -263,3 +263,38 @@ async def test_sine_wave_generator_frames_and_frequency() -> None:
     assert np.fft.rfftfreq(len(pcm), 1 / 16000)[int(np.argmax(spectrum))] == pytest.approx(
         440, abs=5)
     assert np.max(np.abs(pcm)) == pytest.approx(0.5, abs=0.01)
+
+
+def test_frame_processor_and_noise_cancellation_options_with_audio_stream() -> None:
+    """A ``FrameProcessor`` subclass is what ``AudioStream(noise_cancellation=)`` runs;
+    ``NoiseCancellationOptions`` (a native module of the official SDK) is refused."""
+
+    class Denoise(rtc.FrameProcessor[rtc.AudioFrame]):
+        def __init__(self) -> None:
+            self._enabled = True
+            self.apm = rtc.AudioProcessingModule(noise_suppression=True)
+            self.closed = False
+
+        @property
+        def enabled(self) -> bool:
+            return self._enabled
+
+        @enabled.setter
+        def enabled(self, value: bool) -> None:
+            self._enabled = value
+
+        def _process(self, frame: rtc.AudioFrame) -> rtc.AudioFrame:
+            self.apm.process_stream(frame)
+            return frame
+
+        def _close(self) -> None:
+            self.closed = True
+
+    with pytest.raises(TypeError):
+        rtc.FrameProcessor()  # type: ignore[abstract]
+    processor = Denoise()
+    assert options_check.audio_processor(processor) is processor
+    frame = rtc.AudioFrame.create(48000, 1, 480)
+    assert processor._process(frame) is frame
+    with pytest.raises(UnsupportedOptionError, match="noise_cancellation"):
+        rtc.AudioStream(None, noise_cancellation=rtc.NoiseCancellationOptions("bvc", {}))
