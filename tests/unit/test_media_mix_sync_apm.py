@@ -120,6 +120,22 @@ async def test_mixer_leaves_out_a_silent_stream_after_its_timeout() -> None:
         await asyncio.wait_for(mixer.__anext__(), 1)
 
 
+async def test_mixer_remove_stream_mid_way() -> None:
+    mixer = AudioMixer(SR, 1, blocksize=480, stream_timeout_ms=200)
+    # 20 ms between frames: the second block cannot be mixed before remove_stream
+    keep = stream_of(to_frames(tone(1000, 0.1, 0.3), 480), delay=0.02)
+    drop = stream_of(to_frames(tone(440, 0.1, 0.3), 480), delay=0.02)
+    mixer.add_stream(keep)
+    mixer.add_stream(drop)
+    first = await asyncio.wait_for(mixer.__anext__(), 2)
+    assert peak_freqs(samples([first]), 2) == pytest.approx([440, 1000], abs=60)
+    mixer.remove_stream(drop)
+    mixer.end_input()
+    rest = samples([f async for f in mixer])
+    assert len(rest) == 9 * 480
+    assert np.allclose(rest, tone(1000, 0.1, 0.3)[480:], atol=2 / 32768)
+
+
 async def test_mixer_refuses_a_frame_of_another_rate() -> None:
     mixer = AudioMixer(SR, 1, blocksize=480)
     mixer.add_stream(stream_of([AudioFrame.create(16000, 1, 160)]))
