@@ -61,6 +61,33 @@ _export(
     "ByteStreamReader", "ByteStreamWriter",
 )
 _export(".data.rpc", "RpcError", "RpcInvocationData")
+# the rest of livekit.rtc 1.2.1's surface (issue 15)
+_export(".media.audio_mixer", "AudioMixer")
+_export(".media.synchronizer", "AVSynchronizer")
+_export(".media.apm", "AudioProcessingModule")
+_export(".media.frame_processor", "FrameProcessor", "NoiseCancellationOptions", "AudioFilter")
+_export(
+    ".media.encoded_video",
+    "EncodedVideoSource", "EncodedVideoFrame", "EncodedVideoSourceFeedback", "EncodedRateControl",
+)
+_export(
+    ".media.platform_audio",
+    "MediaDevices", "PlatformAudio", "PlatformAudioSource", "PlatformAudioOptions",
+    "PlatformAudioError", "AudioDeviceInfo",
+)
+_export(
+    ".types_ext",
+    "DegradationPreference", "EncodedFrameType", "FrameMetadata", "FrameMetadataFeature",
+    "KeyDerivationFunction", "ParticipantKindDetail", "RtcStats", "VideoEncoderBackend",
+)
+_export(".e2ee", "E2EEOptions", "KeyProviderOptions", "E2EEManager", "KeyProvider", "FrameCryptor")
+_export(
+    ".data_track",
+    "LocalDataTrack", "RemoteDataTrack", "DataTrackStream", "DataTrackFrame", "DataTrackInfo",
+    "PushFrameError", "SubscribeDataTrackError",
+)
+_export(".rpc_interceptor", "RpcCallInfo", "RpcInterceptor")
+_export(".rtc", "stats")
 
 __all__ = ["__version__", "rtc", *_EXPORTS]  # noqa: PLE0604 - _EXPORTS maps str names
 
@@ -189,4 +216,59 @@ if TYPE_CHECKING:  # pragma: no cover - explicit re-exports for type checkers an
         VideoEncoding as VideoEncoding,
         VideoQuality as VideoQuality,
         VideoRotation as VideoRotation,
+    )
+
+if TYPE_CHECKING:  # pragma: no cover - the names added for livekit.rtc 1.2.1 (issue 15)
+    from .data_track import (
+        DataTrackFrame as DataTrackFrame,
+        DataTrackInfo as DataTrackInfo,
+        DataTrackStream as DataTrackStream,
+        LocalDataTrack as LocalDataTrack,
+        PushFrameError as PushFrameError,
+        RemoteDataTrack as RemoteDataTrack,
+        SubscribeDataTrackError as SubscribeDataTrackError,
+    )
+    from .e2ee import (
+        E2EEManager as E2EEManager,
+        E2EEOptions as E2EEOptions,
+        FrameCryptor as FrameCryptor,
+        KeyProvider as KeyProvider,
+        KeyProviderOptions as KeyProviderOptions,
+    )
+    from .media.apm import AudioProcessingModule as AudioProcessingModule
+    from .media.audio_mixer import AudioMixer as AudioMixer
+    from .media.encoded_video import (
+        EncodedRateControl as EncodedRateControl,
+        EncodedVideoFrame as EncodedVideoFrame,
+        EncodedVideoSource as EncodedVideoSource,
+        EncodedVideoSourceFeedback as EncodedVideoSourceFeedback,
+    )
+    from .media.frame_processor import (
+        AudioFilter as AudioFilter,
+        FrameProcessor as FrameProcessor,
+        NoiseCancellationOptions as NoiseCancellationOptions,
+    )
+    from .media.platform_audio import (
+        AudioDeviceInfo as AudioDeviceInfo,
+        MediaDevices as MediaDevices,
+        PlatformAudio as PlatformAudio,
+        PlatformAudioError as PlatformAudioError,
+        PlatformAudioOptions as PlatformAudioOptions,
+        PlatformAudioSource as PlatformAudioSource,
+    )
+    from .media.synchronizer import AVSynchronizer as AVSynchronizer
+    from .rpc_interceptor import (
+        RpcCallInfo as RpcCallInfo,
+        RpcInterceptor as RpcInterceptor,
+    )
+    from .rtc import stats as stats
+    from .types_ext import (
+        DegradationPreference as DegradationPreference,
+        EncodedFrameType as EncodedFrameType,
+        FrameMetadata as FrameMetadata,
+        FrameMetadataFeature as FrameMetadataFeature,
+        KeyDerivationFunction as KeyDerivationFunction,
+        ParticipantKindDetail as ParticipantKindDetail,
+        RtcStats as RtcStats,
+        VideoEncoderBackend as VideoEncoderBackend,
     )

@@ -33,6 +33,7 @@ __all__ = [
     "ISSUE_E2EE",
     "ISSUE_VIDEO",
     "audio_processor",
+    "check_frame_metadata",
     "check_loop",
     "check_publish_options",
     "check_room_options",
@@ -188,6 +189,32 @@ def check_publish_options(options: TrackPublishOptions, *, is_video: bool) -> No
             "TrackPublishOptions.red=True: aiolivekit sends plain Opus without redundancy "
             "(RED is aiolivekit issue %d); publication.mime_type will be audio/opus",
             ISSUE_AUDIO_RED)
+    _check_publish_options_1_2(options, is_video=is_video)
+
+
+# VideoEncoderBackend values (types_ext): AUTO and SOFTWARE are what aiolivekit does;
+# PRE_ENCODED is what an EncodedVideoSource track does whatever the value
+_ENCODER_SOFTWARE = (0, 1)
+_ENCODER_PRE_ENCODED = 6
+
+
+def _check_publish_options_1_2(options: TrackPublishOptions, *, is_video: bool) -> None:
+    """The fields livekit.rtc 1.2 added: frame metadata and SVC modes raise, the encoder
+    backend and the degradation preference are hints (see ``TrackPublishOptions``): a
+    ``VideoSource`` is encoded in software, an ``EncodedVideoSource`` sent as encoded."""
+    features = list(options.frame_metadata_features or ())
+    if features:
+        raise UnsupportedOptionError(
+            "TrackPublishOptions.frame_metadata_features", features, issue=ISSUE_VIDEO,
+            detail="per-frame metadata (packet trailer) is not sent yet")
+    if is_video and options.scalability_mode:
+        raise UnsupportedOptionError(
+            "TrackPublishOptions.scalability_mode", options.scalability_mode,
+            issue=ISSUE_VIDEO, detail="aiolivekit encodes one spatial/temporal layer")
+    encoder = int(options.video_encoder)
+    if is_video and encoder not in (*_ENCODER_SOFTWARE, _ENCODER_PRE_ENCODED):
+        logger.warning("TrackPublishOptions.video_encoder=%d: aiolivekit encodes in "
+                       "software (no hardware encoder backend)", encoder)
 
 
 # --------------------------------------------------------------------------- streams
@@ -234,6 +261,16 @@ def check_video_rotation(rotation: Any) -> VideoRotation:
             "VideoSource.capture_frame(rotation)", value, issue=ISSUE_VIDEO,
             detail="frames are encoded as captured; rotate them before capture_frame")
     return value
+
+
+def check_frame_metadata(metadata: Any) -> None:
+    """``VideoSource.capture_frame(metadata=...)``: anything but ``None`` raises
+    :class:`UnsupportedOptionError` (per-frame metadata travels in a packet trailer that
+    aiolivekit's video path does not write yet; issue 16)."""
+    if metadata is not None:
+        raise UnsupportedOptionError(
+            "VideoSource.capture_frame(metadata)", metadata, issue=ISSUE_VIDEO,
+            detail="frame metadata (user timestamp, frame id, user data) is not sent yet")
 
 
 def check_sender_identity(sender_identity: str | None, local_identity: str) -> None:

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from . import options_check
-from .data.api import LocalParticipantDataMixin
 from .errors import PublishTrackError, SignalError, UnpublishTrackError
+from .rpc_interceptor import RpcInterceptorMixin
 from .track import LocalAudioTrack, LocalTrack, LocalVideoTrack, PublishableTrack, Track
 from .track_publication import (
     LocalTrackPublication,
@@ -31,6 +31,7 @@ from .types import (
     TrackPublishOptions,
     VideoCodec,
 )
+from .types_ext import ParticipantKindDetail
 
 if TYPE_CHECKING:
     from .data.manager import DataManager
@@ -53,6 +54,8 @@ for _name, _ours in (("CONNECTOR", ParticipantKind.PARTICIPANT_KIND_CONNECTOR),
                      ("BRIDGE", ParticipantKind.PARTICIPANT_KIND_BRIDGE)):
     if _name in models_pb.ParticipantInfo.Kind.keys():
         _KIND[models_pb.ParticipantInfo.Kind.Value(_name)] = _ours
+# ParticipantInfo.KindDetail and ParticipantKindDetail share their values
+_KIND_DETAILS = frozenset(int(d) for d in ParticipantKindDetail)
 
 
 class Participant:
@@ -101,6 +104,13 @@ class Participant:
     @property
     def kind(self) -> ParticipantKind:
         return _KIND.get(self._info.kind, ParticipantKind.PARTICIPANT_KIND_STANDARD)
+
+    @property
+    def kind_details(self) -> list[int]:
+        """What ``kind`` is more precisely (``ParticipantKindDetail`` values; a value newer
+        than this SDK stays a plain int)."""
+        return [ParticipantKindDetail(int(d)) if int(d) in _KIND_DETAILS else int(d)
+                for d in self._info.kind_details]
 
     @property
     def state(self) -> ParticipantState:
@@ -161,7 +171,7 @@ class RoomLink(Protocol):
                                  destination_identities: list[str], topic: str) -> None: ...
 
 
-class LocalParticipant(LocalParticipantDataMixin, Participant):
+class LocalParticipant(RpcInterceptorMixin, Participant):
     """This client's participant: publishes tracks and data, updates its own info."""
 
     def __init__(self, info: models_pb.ParticipantInfo, room: RoomLink) -> None:

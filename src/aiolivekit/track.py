@@ -57,6 +57,7 @@ from .types import StreamState, TrackKind, TrackPublishOptions
 
 if TYPE_CHECKING:
     from .media.audio_source import AudioSource
+    from .media.encoded_video import EncodedVideoSource
     from .media.video_source import VideoSource
 
 __all__ = [
@@ -266,27 +267,34 @@ class LocalAudioTrack(_LocalTrackMixin):
 
 
 class LocalVideoTrack(_LocalTrackMixin):
-    """A video track fed by a :class:`VideoSource` (VP8 or H264, as negotiated)."""
+    """A video track fed by a :class:`VideoSource` (VP8 or H264, as negotiated) or by an
+    :class:`EncodedVideoSource` (the application's VP8 / H264 frames, sent as they are)."""
 
     _KIND = TrackKind.KIND_VIDEO
 
-    def __init__(self, name: str, source: VideoSource) -> None:
+    def __init__(self, name: str, source: VideoSource | EncodedVideoSource) -> None:
         super().__init__(name)
         self._init_local()
         self._source = source
         self._rtc_track = self._new_rtc_track()
 
     def _new_rtc_track(self) -> Any:
+        from .media.encoded_track import EncodedVideoRtcTrack
+        from .media.encoded_video import EncodedVideoSource
         from .media.rtc_local import LocalVideoRtcTrack
 
+        if isinstance(self._source, EncodedVideoSource):  # pre-encoded frames, sent as are
+            return EncodedVideoRtcTrack(self._source)
         return LocalVideoRtcTrack(self._source)
 
     @staticmethod
-    def create_video_track(name: str, source: VideoSource) -> LocalVideoTrack:
+    def create_video_track(name: str, source: VideoSource | EncodedVideoSource
+                           ) -> LocalVideoTrack:
+        from .media.encoded_video import EncodedVideoSource
         from .media.video_source import VideoSource
 
-        if not isinstance(source, VideoSource):
-            raise TypeError("source must be a VideoSource")
+        if not isinstance(source, (VideoSource, EncodedVideoSource)):
+            raise TypeError("source must be a VideoSource or an EncodedVideoSource")
         return LocalVideoTrack(name, source)
 
     def _dimensions(self) -> tuple[int, int]:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from livekit.protocol import models as models_pb
 
 from .types import EncryptionType, TrackKind, TrackSource
+from .types_ext import FrameMetadataFeature
 
 if TYPE_CHECKING:
     from .track import LocalAudioTrack, LocalVideoTrack, RemoteAudioTrack, RemoteVideoTrack
@@ -18,6 +19,8 @@ __all__ = ["LocalTrackPublication", "RemoteTrackPublication", "TrackPublication"
 
 logger = logging.getLogger(__name__)
 
+# PacketTrailerFeature (protocol) and FrameMetadataFeature share their values
+_FMF = frozenset(int(f) for f in FrameMetadataFeature)
 _KIND = {models_pb.TrackType.AUDIO: TrackKind.KIND_AUDIO, models_pb.TrackType.VIDEO: TrackKind.KIND_VIDEO}
 _SOURCE = {
     models_pb.TrackSource.UNKNOWN: TrackSource.SOURCE_UNKNOWN,
@@ -112,6 +115,13 @@ class TrackPublication:
     @property
     def audio_features(self) -> list[int]:
         return [int(f) for f in self._info.audio_features]
+
+    @property
+    def frame_metadata_features(self) -> list[int]:
+        """Per-frame metadata the publisher attaches (``FrameMetadataFeature`` values,
+        from the track's packet trailer features)."""
+        return [FrameMetadataFeature(int(f)) if int(f) in _FMF else int(f)
+                for f in self._info.packet_trailer_features]
 
     def __repr__(self) -> str:
         return (f"rtc.{type(self).__name__}(sid={self.sid}, name={self.name}, "

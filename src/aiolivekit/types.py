@@ -360,6 +360,15 @@ class TrackPublishOptions(_Message):
     * ``video_encoding``, ``audio_encoding``, ``dtx``, ``source``, ``stream`` and
       ``preconnect_buffer`` (the TF_PRECONNECT_BUFFER feature flag; the application sends
       the buffer, as with the official SDK) are honoured.
+    * ``frame_metadata_features`` (non-empty) and ``scalability_mode`` (non-empty, video)
+      raise ``UnsupportedOptionError`` (issue 16: no packet trailer, no SVC).
+    * ``video_encoder`` (a ``VideoEncoderBackend`` value) is a hint: aiolivekit encodes a
+      ``VideoSource`` in software (``ENCODER_BACKEND_AUTO`` / ``SOFTWARE``; a hardware
+      backend logs a warning, as the official SDK falls back to software when it has
+      none) and sends an ``EncodedVideoSource`` 's frames as they are, whatever the value.
+    * ``degradation_preference`` (a ``DegradationPreference`` value) is a hint: aiolivekit
+      keeps the captured resolution and drops frames only above ``max_framerate``,
+      whatever its value.
     """
 
     video_encoding: VideoEncoding = field(default_factory=VideoEncoding)
@@ -371,6 +380,12 @@ class TrackPublishOptions(_Message):
     source: TrackSource = TrackSource.SOURCE_UNKNOWN
     stream: str = ""
     preconnect_buffer: bool = False
+    # livekit.rtc 1.2 (values of FrameMetadataFeature, VideoEncoderBackend and
+    # DegradationPreference in aiolivekit.types_ext, which imports this module)
+    frame_metadata_features: list[int] = field(default_factory=list)
+    scalability_mode: str = ""
+    video_encoder: int = 0
+    degradation_preference: int = 0
 
 
 @dataclass

@@ -41,6 +41,7 @@ from aiolivekit import (
     AudioStream,
     ConnectError,
     DataStreamOptions,
+    FrameMetadata,
     IceServer,
     IceTransportType,
     LocalParticipant,
@@ -173,6 +174,11 @@ POLICY: dict[str, Honoured | Raises | Hint] = {
     "TrackPublishOptions.stream": H(f"{OPTIONS_IT}::test_publish_options_reach_the_subscriber"),
     "TrackPublishOptions.preconnect_buffer": H(
         f"{OPTIONS_IT}::test_publish_options_reach_the_subscriber"),
+    "TrackPublishOptions.frame_metadata_features": Raises(
+        lambda: _video(frame_metadata_features=[0])),
+    "TrackPublishOptions.scalability_mode": Raises(lambda: _video(scalability_mode="L3T3")),
+    "TrackPublishOptions.video_encoder": Hint(TrackPublishOptions),
+    "TrackPublishOptions.degradation_preference": Hint(TrackPublishOptions),
     # VideoEncoding / AudioEncoding / IceServer
     "VideoEncoding.max_bitrate": H(f"{MEDIA_PC}::test_video_counter"),
     "VideoEncoding.max_framerate": H(f"{MEDIA_PC}::test_video_counter"),
@@ -226,6 +232,9 @@ POLICY: dict[str, Honoured | Raises | Hint] = {
     "VideoSource.capture_frame.rotation": H(
         f"{THIS}::test_capture_frame_rotation_is_refused",
         refused=lambda: options_check.check_video_rotation(1)),
+    "VideoSource.capture_frame.metadata": H(
+        f"{THIS}::test_capture_frame_rotation_is_refused",
+        refused=lambda: options_check.check_frame_metadata(FrameMetadata(frame_id=1))),
     **{name: H(f"{OPTIONS_IT}::test_track_subscription_permissions") for name in (
         "ParticipantTrackPermission.participant_identity", "ParticipantTrackPermission.allow_all",
         "ParticipantTrackPermission.allowed_track_sids",
@@ -762,6 +771,10 @@ def test_capture_frame_rotation_is_refused() -> None:
         assert info.value.issue == 16
     with pytest.raises(ValueError):
         src.capture_frame(frame, rotation=7)
+    src.capture_frame(frame, metadata=None)
+    with pytest.raises(UnsupportedOptionError) as info:
+        src.capture_frame(frame, metadata=FrameMetadata(user_timestamp=1))
+    assert info.value.option == "VideoSource.capture_frame(metadata)"
 
 
 async def test_room_loop_must_be_the_running_loop() -> None:

@@ -13,8 +13,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..options_check import check_video_rotation
+from ..options_check import check_frame_metadata, check_video_rotation
 from ..types import VideoRotation
+from ..types_ext import FrameMetadata
 from .video_frame import VideoFrame
 
 __all__ = ["VideoSource"]
@@ -73,18 +74,20 @@ class VideoSource:
         *,
         timestamp_us: int = 0,
         rotation: VideoRotation = VideoRotation.VIDEO_ROTATION_0,
+        metadata: FrameMetadata | None = None,
     ) -> None:
         """Make ``frame`` the next frame to encode (replacing any frame not yet encoded).
 
         ``timestamp_us`` (when > 0) sets the RTP timestamp; a ``rotation`` other than
         ``VIDEO_ROTATION_0`` raises ``UnsupportedOptionError`` (frames are sent as
-        captured).
+        captured), and so does a ``metadata`` other than ``None`` (not sent yet).
         """
         if self._closed:
             return
         if not isinstance(frame, VideoFrame):
             raise TypeError("frame must be a VideoFrame")
         rot = check_video_rotation(rotation)
+        check_frame_metadata(metadata)
         with self._lock:
             self._seq += 1
             self._latest = CapturedFrame(frame, int(timestamp_us), rot, self._seq)
