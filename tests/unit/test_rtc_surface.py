@@ -82,13 +82,6 @@ ALLOWED: dict[str, str] = {
     "LocalParticipant.publish_data: signature":
         "destination_identities=() instead of a shared mutable [] (same meaning)",
     # --- not implemented here: left for later sessions (issue 15 and others)
-    "SimulateScenarioKind: missing": "Room.simulate_scenario: the reconnect work "
-        "(branch resume-client) adds it to types.py",
-    "SimulateScenarioKind: not in __all__": "as above",
-    "room.SimulateScenarioKind: missing": "as above",
-    "_proto.room_pb2.SIMULATE_": "as above (room_pb2 exports it once types.py has it)",
-    "_proto.room_pb2.SimulateScenarioKind: missing": "as above",
-    "Room.simulate_scenario: missing": "the reconnect work (branch resume-client) adds it",
     "Room.e2ee_manager: missing": "room.py is being changed by the reconnect work; E2EE "
         "is issue 17 (E2EEManager exists and raises)",
     "RpcInvocationData": "no cancel_reason field yet: data/rpc.py is being changed by the "

@@ -11,6 +11,7 @@ from ..types import (
     DisconnectReason,
     RoomOptions,
     RtcConfiguration,
+    SimulateScenarioKind,
     SipDTMF,
     TrackKind,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "RoomOptions",
     "RtcConfiguration",
     "RtcStats",
+    "SimulateScenarioKind",
     "SipDTMF",
     "TrackKind",
 ]
