@@ -370,7 +370,8 @@ async def main(url: str, token: str, steps: list[dict]) -> None:
             buf: list[np.ndarray] = []
             have = 0
 
-            async def monitor() -> None:
+            async def monitor(mstream: rtc.AudioStream = mstream, per: int = per,
+                              until: float = until) -> None:
                 nonlocal have, buf
                 async for ev in mstream:
                     buf.append(np.frombuffer(bytes(ev.frame.data), dtype=np.int16))

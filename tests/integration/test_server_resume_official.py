@@ -21,11 +21,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from test_server_official import DRIVER, OFFICIAL_PYTHON, pytestmark  # noqa: F401
 
 from aiolivekit.server import DevServer
 from aiolivekit.testing.faults import TcpProxy
-
-from test_server_official import DRIVER, OFFICIAL_PYTHON, pytestmark  # noqa: F401
 
 TONE = 440.0
 BOB_TONE = 660.0
