@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from livekit.protocol import models as models_pb
 from test_server_official import DRIVER, OFFICIAL_PYTHON, pytestmark  # noqa: F401
 
 from aiolivekit.server import DevServer
@@ -315,3 +316,37 @@ async def test_official_simulate_speaker_update() -> None:
     assert changes[0]["args"] == [["alice"]], changes
     assert changes[1]["args"] == [[]], changes
     assert 2.0 < changes[1]["t"] - changes[0]["t"] < 5.0, changes
+
+
+async def test_official_speakers_and_connection_quality_from_media() -> None:
+    """Speaker updates from the RFC 6464 audio level of alice's tone (libwebrtc sets it
+    from the real signal): bob sees alice speak, then stop once she mutes; both get
+    connection-quality updates (EXCELLENT on loopback)."""
+    async with DevServer(port=0) as server, drivers("alice", "bob") as (alice, bob):
+        await alice.start(server.url, server.token("alice"), [
+            {"op": "wait_peer", "identity": "bob", "timeout": 20},
+            {"op": "start_sine", "freq": TONE},
+            {"op": "wait_data", "payload": "speaking", "timeout": 20},
+            {"op": "mute", "muted": True},
+            {"op": "wait_data", "payload": "done", "timeout": 20},
+            {"op": "leave"},
+        ])
+        await bob.start(server.url, server.token("bob"), [
+            {"op": "wait_peer", "identity": "alice", "timeout": 20},
+            {"op": "wait_event", "event": "active_speakers_changed", "timeout": 15},
+            {"op": "send", "payload": "speaking", "topic": "ctl"},
+            {"op": "wait_event", "event": "active_speakers_changed", "count": 2,
+             "timeout": 15},
+            {"op": "wait_event", "event": "connection_quality_changed", "timeout": 15},
+            {"op": "send", "payload": "done", "topic": "ctl"},
+            {"op": "leave"},
+        ])
+        await alice.wait(_step("leave"), 40)
+        await bob.wait(_step("leave"), 40)
+    changes = bob.named("active_speakers_changed")
+    assert changes[0]["args"] == [["alice"]], changes
+    assert changes[1]["args"] == [[]], changes
+    quality = bob.named("connection_quality_changed")
+    # (participant, quality): bob hears about himself and alice, both EXCELLENT (2)
+    assert sorted(q["args"][0] for q in quality) == ["alice", "bob"], quality
+    assert {q["args"][1] for q in quality} == {str(int(models_pb.ConnectionQuality.EXCELLENT))}

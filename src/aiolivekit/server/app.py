@@ -96,6 +96,7 @@ class LiveKitServerApp:
 
     async def _on_startup(self, app: web.Application) -> None:
         self._pruner = asyncio.ensure_future(self._prune_loop())
+        self.hub.start()
 
     async def _on_shutdown(self, app: web.Application) -> None:
         if self._pruner is not None:

@@ -14,6 +14,7 @@ from aiortc import RTCPeerConnection
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from .config import ForwardingOptions
+from .observers import RoomObservers
 from .rooms import (
     PING_TIMEOUT,
     CloseSignal,
@@ -96,6 +97,8 @@ class Hub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._departures: asyncio.Task[None] | None = None
         self._departures_changed = asyncio.Event()
+        self.observers = RoomObservers(rooms, self.sessions, self.dispatch)
+        self._observer_task: asyncio.Task[None] | None = None
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """A task owned by the hub (cancelled by :meth:`close_all`)."""
@@ -179,22 +182,20 @@ class Hub:
             if s is not None:
                 s.restart_ice()
 
+    def start(self) -> None:
+        """Start the speaker / connection-quality observers (in the running loop)."""
+        if self._observer_task is None or self._observer_task.done():
+            self._observer_task = asyncio.ensure_future(self.observers.run())
+
     def simulate_speaker(self, room: RoomState, sid: str, seconds: float) -> None:
-        """SimulateScenario speaker_update: ``sid`` speaks (level 0.9) to everyone in
-        the room now, and stops after ``seconds`` (livekit-server's behaviour)."""
-
-        def send(active: bool) -> None:
-            info = rtc_pb.SpeakersChanged(speakers=[models_pb.SpeakerInfo(
-                sid=sid, level=0.9 if active else 0.0, active=active)])
-            self.dispatch([SendSignal(o, rtc_pb.SignalResponse(speakers_changed=info))
-                           for o in list(room.participants)])
-
-        send(True)
-        asyncio.get_running_loop().call_later(max(0.0, seconds), send, False)
+        """SimulateScenario speaker_update: ``sid`` speaks (level 0.9) for ``seconds``."""
+        self.observers.simulate_speaker(room, sid, seconds)
 
     async def close_all(self, reason: int = models_pb.DisconnectReason.SERVER_SHUTDOWN) -> None:
         if self._departures is not None:
             self._departures.cancel()
+        if self._observer_task is not None:
+            self._observer_task.cancel()
         sessions = list(self.sessions.values())
         for s in sessions:
             s.disconnect(reason, rtc_pb.LeaveRequest.Action.DISCONNECT)

@@ -462,6 +462,21 @@ class ParticipantSession:
         else:
             logger.debug("ignoring signal request %s", which)
 
+    async def subscriber_reports(self) -> tuple[list[float], float | None]:
+        """The receiver reports of this participant about its subscriptions: fraction
+        lost of each (0..1) and the mean round-trip time (seconds), from aiortc's stats."""
+        report = await self._sub.getStats()
+        fractions: list[float] = []
+        rtts: list[float] = []
+        for st in report.values():
+            if getattr(st, "type", "") != "remote-inbound-rtp":
+                continue
+            fractions.append((getattr(st, "fractionLost", 0) or 0) / 256.0)
+            rtt = getattr(st, "roundTripTime", None)
+            if rtt:
+                rtts.append(float(rtt))
+        return fractions, (sum(rtts) / len(rtts) if rtts else None)
+
     def _sync_state(self, state: rtc_pb.SyncState) -> None:
         """C->S SyncState after a resume (livekit-server ``Room.onSyncState``): every
         track the client says it publishes must be known here, else a full reconnect is
