@@ -350,3 +350,33 @@ async def test_official_speakers_and_connection_quality_from_media() -> None:
     # (participant, quality): bob hears about himself and alice, both EXCELLENT (2)
     assert sorted(q["args"][0] for q in quality) == ["alice", "bob"], quality
     assert {q["args"][1] for q in quality} == {str(int(models_pb.ConnectionQuality.EXCELLENT))}
+
+
+@pytest.mark.livekit_server
+async def test_signal_cut_side_by_side_with_livekit_server() -> None:
+    """The same signal cut against livekit-server and our server in one run: the
+    official SDK's time from the cut to ``reconnected`` on ours is within 1 s of
+    livekit-server's (both are dominated by the SDK's own reconnect timing)."""
+    import tempfile
+
+    from conftest import _skip_reason_livekit_server
+
+    from aiolivekit.testing.servers import LiveKitServerProcess, find_livekit_server
+
+    reason = _skip_reason_livekit_server()
+    if reason:
+        pytest.skip(reason)
+    binary = find_livekit_server()
+    assert binary is not None
+    log = tempfile.NamedTemporaryFile(prefix="livekit-server-", suffix=".log", delete=False)
+    log.close()
+    async with LiveKitServerProcess(binary, log_path=log.name) as proc:
+        info = proc.info()
+        theirs = await run_signal_cut(info.url, lambda ident: info.token(ident))
+    async with DevServer(port=0) as server:
+        ours = await run_signal_cut(server.url, server.token)
+    print("livekit-server:", {k: round(v, 3) for k, v in theirs.items()})
+    print("embedded server:", {k: round(v, 3) for k, v in ours.items()})
+    assert ours["cut_to_reconnected"] <= theirs["cut_to_reconnected"] + 1.0, (ours, theirs)
+    assert ours["silent_windows_after_cut"] <= theirs["silent_windows_after_cut"] + 2, \
+        (ours, theirs)
