@@ -636,6 +636,15 @@ class ParticipantSession:
         primary = is_subscriber if self.can_subscribe else not is_subscriber
         if state == "connected" and primary:
             self.hub.dispatch(self.room.set_active(self.sid))
+        elif state in ("failed", "closed") and not self._closing:
+            # livekit-server answers a failed transport with Leave{CONNECTION_TIMEOUT,
+            # RESUME} and an ICE restart; an aiortc PC whose ICE agent closed cannot be
+            # restarted, so the client is asked for a full reconnect at once
+            logger.info("participant %s: %s PC %s; asking for a full reconnect", self.identity,
+                        "subscriber" if is_subscriber else "publisher", state)
+            self.hub.dispatch(self.room.remove(
+                self.sid, models_pb.DisconnectReason.CONNECTION_TIMEOUT,
+                rtc_pb.LeaveRequest.Action.RECONNECT))
 
     # ------------------------------------------------------------------ trickle
 
