@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -207,8 +209,9 @@ async def test_official_sdk_resumes_after_a_signal_cut() -> None:
 
 
 async def test_vanished_participant_leaves_after_the_departure_timeout() -> None:
-    """alice's signal is cut and cannot come back (the proxy refuses): she stays in the
-    room (bob sees no leave) until the departure timeout, then bob sees her leave."""
+    """alice vanishes (her process is frozen with SIGSTOP, then her signal is cut): she
+    stays in the room (bob sees no leave, her media transport is not closed) until the
+    departure timeout, then bob sees her leave."""
     departure = 3.0
     async with DevServer(port=0, departure_timeout=departure) as server:
         async with TcpProxy(("127.0.0.1", server.port)) as proxy, \
@@ -225,10 +228,10 @@ async def test_vanished_participant_leaves_after_the_departure_timeout() -> None
             ])
             await alice.wait(_event("published"), 30)
             await bob.wait(_event("track_subscribed"), 20)
-            await proxy.refuse("closed")
+            assert alice._proc is not None
+            os.kill(alice._proc.pid, signal.SIGSTOP)
             t_cut = time.time()
             await proxy.cut()
-            await alice.wait(_event("reconnecting"), 20)
             # still there while the timeout runs
             await asyncio.sleep(departure - 1.0)
             assert not bob.named("participant_disconnected")
@@ -243,6 +246,7 @@ async def test_vanished_participant_leaves_after_the_departure_timeout() -> None
             assert departure - 0.5 <= t_gone - t_cut <= departure + 5.0
             assert sorted(p.identity for p in room.participants.values()) == ["bob"]
             await bob.wait(_step("leave"), 20)
+            alice._proc.kill()
 
 
 @pytest.mark.parametrize("kind,full", [("SIMULATE_SIGNAL_RECONNECT", False),

@@ -78,6 +78,7 @@ class ParticipantSession:
         self._left = False     # the room state knows it left
         self._link: SignalLink | None = None  # the attached signal connection, if any
         self._finish_started = False
+        self._connected_once: set[bool] = set()  # PCs (is_subscriber) that connected once
         self._json = False  # answer in JSON text frames after a JSON request (like Go)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pub = new_pc()
@@ -629,6 +630,7 @@ class ParticipantSession:
         logger.debug("participant %s %s PC: %s", self.identity,
                      "subscriber" if is_subscriber else "publisher", state)
         if state == "connected":
+            self._connected_once.add(is_subscriber)
             # a track negotiated while this PC was still connecting (the subscriber PC of a
             # participant joining a room with published tracks) would never start
             start_late_transceivers(pc, self._tasks)
@@ -636,7 +638,10 @@ class ParticipantSession:
         primary = is_subscriber if self.can_subscribe else not is_subscriber
         if state == "connected" and primary:
             self.hub.dispatch(self.room.set_active(self.sid))
-        elif state in ("failed", "closed") and not self._closing:
+        elif (state in ("failed", "closed") and not self._closing
+              and is_subscriber in self._connected_once):
+            # (a transport that worked and broke; one that never connected is left to the
+            # client's ICE timeout and the join watchdog)
             # livekit-server answers a failed transport with Leave{CONNECTION_TIMEOUT,
             # RESUME} and an ICE restart; an aiortc PC whose ICE agent closed cannot be
             # restarted, so the client is asked for a full reconnect at once
