@@ -1,9 +1,11 @@
-"""livekit-client (Chromium) resumes after a signal cut, on our server and on livekit-server.
+"""livekit-client (Chromium) and rtc-node resume after a signal cut, on our server and on
+livekit-server.
 
-alice is livekit-client 2.23 in headless Chromium, joined through a
+alice is livekit-client 2.23 in headless Chromium (or @livekit/rtc-node), joined through a
 :class:`~aiolivekit.testing.faults.TcpProxy` in front of the signal port, publishing a
 523 Hz tone; bob is the official Python SDK, joined directly. The proxy cuts alice's
-signal (RST): livekit-client must emit ``signalReconnecting`` then ``reconnected`` (a resume:
+signal (RST): the client must emit ``signalReconnecting`` (livekit-client) or
+``reconnecting`` (rtc-node) then ``reconnected`` (a resume:
 same participant sid, same publication sid), bob must not see her leave, and bob hears
 the tone (FFT) right after she reconnected. Run on both servers in the same test so the
 times compare.
@@ -29,10 +31,10 @@ RESUME_BOUND = 10.0   # cut -> reconnected
 HEARD_BOUND = 5.0     # reconnected -> tone measured at bob (1 s of audio included)
 
 
-async def _browser_signal_cut(info: ServerInfo) -> dict[str, float]:
+async def _signal_cut(client: str, info: ServerInfo) -> dict[str, float]:
     host, port = info.url.removeprefix("ws://").rsplit(":", 1)
     async with TcpProxy((host, int(port))) as proxy:
-        alice = start_driver("browser", [
+        alice = start_driver(client, [
             {"op": "connect", "url": proxy.url(), "token": info.token("alice")},
             {"op": "wait_participant", "identity": "bob", "timeout": 20},
             {"op": "publish_tone", "freq": TONE, "seconds": 60, "amplitude": 0.5},
@@ -79,7 +81,8 @@ async def _browser_signal_cut(info: ServerInfo) -> dict[str, float]:
     assert before["sids"] and after["sids"] == before["sids"], (before, after)
     assert after["participant_sid"] == before["participant_sid"]
     assert len(events_of(a_events, "reconnected")) == 1
-    assert not events_of(a_events, "reconnecting"), "a full reconnect, not a resume"
+    if client == "browser":  # livekit-client: Reconnecting means a full reconnect
+        assert not events_of(a_events, "reconnecting"), "a full reconnect, not a resume"
     assert reconnecting["t"] <= reconnected["t"]
     # bob sees alice leave only at the very end (her disconnect step), not at the cut
     until_heard = b_events[:b_events.index(heard)]
@@ -93,17 +96,18 @@ async def _browser_signal_cut(info: ServerInfo) -> dict[str, float]:
     }
 
 
-async def test_browser_resumes_after_a_signal_cut(livekit_server: ServerInfo) -> None:
-    for kind in ("browser", "official_py"):
+@pytest.mark.parametrize("client", ["browser", "node"])
+async def test_client_resumes_after_a_signal_cut(livekit_server: ServerInfo, client: str) -> None:
+    for kind in (client, "official_py"):
         reason = official_available(kind)
         if reason:
             pytest.skip(reason)
-    theirs = await _browser_signal_cut(livekit_server)
+    theirs = await _signal_cut(client, livekit_server)
     async with DevServer(port=0) as server:
         info = ServerInfo("embedded", server.url, server.api_key, server.api_secret)
-        ours = await _browser_signal_cut(info)
-    print("livekit-client on livekit-server:", {k: round(v, 3) for k, v in theirs.items()})
-    print("livekit-client on embedded server:", {k: round(v, 3) for k, v in ours.items()})
+        ours = await _signal_cut(client, info)
+    print(f"{client} on livekit-server:", {k: round(v, 3) for k, v in theirs.items()})
+    print(f"{client} on embedded server:", {k: round(v, 3) for k, v in ours.items()})
     results: dict[str, Any] = {"ours": ours, "theirs": theirs}
     assert ours["cut_to_reconnected"] < RESUME_BOUND, results
     assert ours["reconnected_to_heard"] < HEARD_BOUND, results
