@@ -384,3 +384,74 @@ async def test_signal_cut_side_by_side_with_livekit_server() -> None:
     assert ours["cut_to_reconnected"] <= theirs["cut_to_reconnected"] + 1.0, (ours, theirs)
     assert ours["silent_windows_after_cut"] <= theirs["silent_windows_after_cut"] + 2, \
         (ours, theirs)
+
+
+async def _restart_run(url: str, token: Callable[[str], str],
+                       control: Any) -> dict[str, float]:
+    """Crash (SIGKILL) and restart the server process under two official SDK participants:
+    the resume finds no session (a new process), both rejoin (full reconnect), alice
+    republishes her tone and bob hears it again."""
+    async with drivers("alice", "bob") as (alice, bob):
+        await alice.start(url, token("alice"), [
+            {"op": "wait_peer", "identity": "bob", "timeout": 20},
+            {"op": "start_sine", "freq": TONE},
+            {"op": "wait_event", "event": "reconnected", "timeout": 60},
+            {"op": "wait_data", "payload": "done", "timeout": 60},
+            {"op": "leave"},
+        ])
+        await bob.start(url, token("bob"), [
+            {"op": "wait_peer", "identity": "alice", "timeout": 20},
+            {"op": "wait_event", "event": "track_subscribed", "timeout": 20},
+            {"op": "wait_event", "event": "track_subscribed", "count": 2, "timeout": 60},
+            {"op": "measure_audio", "seconds": 0.5, "skip": 0.1, "timeout": 20},
+            {"op": "send", "payload": "done", "topic": "ctl"},
+            {"op": "sleep", "seconds": 1},
+            {"op": "leave"},
+        ])
+        await bob.wait(lambda e: e.get("event") == "track_subscribed", 30)
+        await asyncio.sleep(1.0)
+        t_restart = time.time()
+        assert control.pid is not None
+        os.kill(control.pid, signal.SIGKILL)   # a crash: no Leave reaches the clients
+        await control.restart(down_for=1.0)
+        reconnected = await alice.wait(_event("reconnected"), 60)
+        audio = await bob.wait(_step("measure_audio"), 60)
+        t_heard = time.time()
+        await alice.wait(_step("leave"), 30)
+        await bob.wait(_step("leave"), 30)
+    assert audio["ok"] and abs(audio["freq"] - TONE) < 5, audio
+    assert alice.named("local_track_republished")
+    assert len(alice.named("reconnected")) == 1 and len(bob.named("reconnected")) == 1
+    return {"restart_to_reconnected": reconnected["t"] - t_restart,
+            "restart_to_tone_measured": t_heard - t_restart}
+
+
+async def test_official_sdk_rejoins_after_a_server_crash() -> None:
+    """``aiolivekit serve`` (a subprocess) crashes and restarts: the official SDKs' resume
+    is refused (Leave{STATE_MISMATCH, RECONNECT}: the new process has no session) and they
+    rejoin; the same crash of livekit-server in the same run, when it is available."""
+    import socket
+
+    from conftest import _skip_reason_livekit_server
+
+    from aiolivekit.server.auth import make_token
+    from aiolivekit.testing.faults import ProcessControl
+    from aiolivekit.testing.servers import LiveKitServerProcess, find_livekit_server
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def token(identity: str) -> str:
+        return make_token("devkey", "secret", identity, "test-room")
+
+    async with ProcessControl.aiolivekit_serve(port, start_timeout=30) as control:
+        ours = await _restart_run(f"ws://127.0.0.1:{port}", token, control)
+    print("aiolivekit serve crash:", {k: round(v, 3) for k, v in ours.items()})
+    assert ours["restart_to_reconnected"] < 20, ours
+    binary = find_livekit_server()
+    if _skip_reason_livekit_server() is None and binary is not None:
+        lk = LiveKitServerProcess(binary)
+        async with ProcessControl.livekit_server(lk, start_timeout=30) as control:
+            theirs = await _restart_run(lk.url, lambda i: lk.info().token(i), control)
+        print("livekit-server crash:", {k: round(v, 3) for k, v in theirs.items()})
