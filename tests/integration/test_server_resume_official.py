@@ -455,3 +455,45 @@ async def test_official_sdk_rejoins_after_a_server_crash() -> None:
         async with ProcessControl.livekit_server(lk, start_timeout=30) as control:
             theirs = await _restart_run(lk.url, lambda i: lk.info().token(i), control)
         print("livekit-server crash:", {k: round(v, 3) for k, v in theirs.items()})
+
+
+async def test_dead_media_transport_asks_for_a_full_reconnect(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's ICE consent for alice expires (its checks' answers are dropped, as
+    on a dead path): its aioice agent closes, which no ICE restart can revive, so after
+    the cleanup delay the server sends Leave{CONNECTION_TIMEOUT, RECONNECT} and the
+    official SDK rejoins as a new participant (bob sees the old one leave)."""
+    from aiolivekit.webrtc import consent
+
+    monkeypatch.setattr(consent, "CONSENT_INTERVAL", 0.5)
+    monkeypatch.setattr(consent, "CONSENT_EXPIRY", 2.0)
+    async with DevServer(port=0) as server, drivers("alice", "bob") as (alice, bob):
+        await alice.start(server.url, server.token("alice"), [
+            {"op": "wait_peer", "identity": "bob", "timeout": 20},
+            {"op": "wait_data", "payload": "go", "timeout": 20},
+            {"op": "wait_event", "event": "reconnected", "timeout": 40},
+            {"op": "wait_data", "payload": "done", "timeout": 30},
+            {"op": "leave"},
+        ])
+        await bob.start(server.url, server.token("bob"), [
+            {"op": "wait_peer", "identity": "alice", "timeout": 20},
+            {"op": "send", "payload": "go", "topic": "ctl"},
+            {"op": "wait_disconnect", "identity": "alice", "timeout": 40},
+            {"op": "wait_peer", "identity": "alice", "timeout": 20},
+            {"op": "send", "payload": "done", "topic": "ctl"},
+            {"op": "leave"},
+        ])
+        first = (await alice.wait(_event("connected"), 30))["sid"]
+        await alice.wait(_step("wait_data"), 30)
+        monkeypatch.setattr(consent.ConsentKeeper, "response", lambda self, data: False)
+        t0 = time.time()
+        await alice.wait(_event("reconnected"), 40)
+        elapsed = time.time() - t0
+        monkeypatch.undo()  # the new session's consent works again
+        await bob.wait(_step("leave"), 40)
+        await alice.wait(_step("leave"), 40)
+    print(f"dead transport: alice reconnected {elapsed:.2f}s after the consent answers stopped")
+    assert all(e["ok"] for e in bob.named("step") + alice.named("step")), bob.events[-8:]
+    rejoined = [e for e in bob.events if e.get("event") == "participant_connected"]
+    assert rejoined and rejoined[-1]["sid"] != first, rejoined
+    assert first and elapsed > 2.0

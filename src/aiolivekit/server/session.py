@@ -47,6 +47,7 @@ MAX_BUFFERED_RELIABLE = 1000
 LOSSY_HIGH_WATER = 64 * 1024
 JOIN_ACTIVE_TIMEOUT = 60.0
 REFRESH_INTERVAL = 300.0
+TRANSPORT_FAILED_GRACE = 5.0  # livekit-server's disconnectCleanupDuration
 
 
 class _Negotiation:
@@ -640,16 +641,22 @@ class ParticipantSession:
             self.hub.dispatch(self.room.set_active(self.sid))
         elif (state in ("failed", "closed") and not self._closing
               and is_subscriber in self._connected_once):
-            # (a transport that worked and broke; one that never connected is left to the
-            # client's ICE timeout and the join watchdog)
-            # livekit-server answers a failed transport with Leave{CONNECTION_TIMEOUT,
-            # RESUME} and an ICE restart; an aiortc PC whose ICE agent closed cannot be
-            # restarted, so the client is asked for a full reconnect at once
-            logger.info("participant %s: %s PC %s; asking for a full reconnect", self.identity,
-                        "subscriber" if is_subscriber else "publisher", state)
-            self.hub.dispatch(self.room.remove(
-                self.sid, models_pb.DisconnectReason.CONNECTION_TIMEOUT,
-                rtc_pb.LeaveRequest.Action.RECONNECT))
+            self._spawn(self._transport_failed(pc, is_subscriber), "transport-failed")
+
+    async def _transport_failed(self, pc: RTCPeerConnection, is_subscriber: bool) -> None:
+        """A media transport that worked has failed or closed. livekit-server answers with
+        Leave{CONNECTION_TIMEOUT, RESUME} and restarts ICE; an aiortc PC whose ICE agent
+        closed cannot be restarted, so after livekit-server's cleanup delay (the clients
+        notice a dead transport themselves and reconnect within it) a participant still
+        here is asked for a full reconnect."""
+        await asyncio.sleep(TRANSPORT_FAILED_GRACE)
+        if self._closing or pc.connectionState == "connected":
+            return
+        logger.info("participant %s: %s PC %s; asking for a full reconnect", self.identity,
+                    "subscriber" if is_subscriber else "publisher", pc.connectionState)
+        self.hub.dispatch(self.room.remove(
+            self.sid, models_pb.DisconnectReason.CONNECTION_TIMEOUT,
+            rtc_pb.LeaveRequest.Action.RECONNECT))
 
     # ------------------------------------------------------------------ trickle
 
