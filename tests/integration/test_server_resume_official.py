@@ -250,6 +250,9 @@ async def test_vanished_participant_leaves_after_the_departure_timeout() -> None
 
 
 @pytest.mark.parametrize("kind,full", [("SIMULATE_SIGNAL_RECONNECT", False),
+                                       # the signal closes again on resume: the SDK
+                                       # rejoins (as on livekit-server, checked there)
+                                       ("SIMULATE_DISCONNECT_SIGNAL_ON_RESUME", True),
                                        ("SIMULATE_NODE_FAILURE", True)])
 async def test_official_simulate_scenario(kind: str, full: bool) -> None:
     """Signal reconnect: a resume (same sid). Node failure: the server drops the
