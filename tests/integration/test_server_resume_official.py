@@ -187,7 +187,15 @@ async def run_signal_cut(url: str, token: Callable[[str], str],
         assert after_resume.get(sid_before) == "alice", after_resume
     windows = [e for e in bob.named("audio_window") if e["t"] > t_cut]
     gaps = [e["t"] for e in windows if not _tone(e)]
+    longest = run = 0
+    for e in windows:
+        run = 0 if _tone(e) else run + 1
+        longest = max(longest, run)
+    if gaps:
+        print("silent windows (s after reconnected):",
+              [round(t - reconnected["t"], 2) for t in gaps])
     return {
+        "longest_gap_s": longest * 0.2,
         "cut_to_reconnecting": reconnecting["t"] - t_cut,
         "cut_to_reconnected": reconnected["t"] - t_cut,
         "reconnected_to_tone": max(0.0, tone_back["t"] - reconnected["t"]),
