@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 7880)")
     serve.add_argument("--keys", default=None,
                        help="API keys as key:secret[,key2:secret2] (default devkey:secret)")
+    serve.add_argument("--departure-timeout", type=float, default=20.0, metavar="S",
+                       help="seconds a participant whose signal dropped is kept for a resume "
+                            "(default 20, as livekit-server)")
+    serve.add_argument("--ping-timeout", type=float, default=15.0, metavar="S",
+                       help="seconds of signal silence that count as a lost signal (default 15)")
     serve.add_argument("--read-batch-ms", type=float, default=None, metavar="MS",
                        help="under dense traffic, read the media sockets every MS ms "
                             "(default 5, env AIOLIVEKIT_READ_BATCH_MS; 0: per packet)")
@@ -77,10 +82,12 @@ def _configure_logging(verbosity: int) -> None:
 
 
 async def _serve(host: str, port: int, keys: dict[str, str],
-                 forwarding: ForwardingOptions | None = None) -> None:
+                 forwarding: ForwardingOptions | None = None, *,
+                 departure_timeout: float = 20.0, ping_timeout: float = 15.0) -> None:
     from .server.devserver import DevServer
 
-    server = DevServer(host=host, port=port, keys=keys, forwarding=forwarding)
+    server = DevServer(host=host, port=port, keys=keys, forwarding=forwarding,
+                       departure_timeout=departure_timeout, ping_timeout=ping_timeout)
     await server.start()
     key = next(iter(keys))
     print(f"aiolivekit server listening on {server.url} (API key {key})", flush=True)
@@ -154,9 +161,15 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError:
                 parser.error(f"--read-batch-ms must be between 0 and "
                              f"{read_batching.MAX_WINDOW_MS:g}")
+        if args.departure_timeout < 0:
+            parser.error("--departure-timeout must be >= 0 seconds")
+        if args.ping_timeout <= 0:
+            parser.error("--ping-timeout must be > 0 seconds")
         host = "127.0.0.1" if args.dev and args.bind is None else args.bind
         try:
-            asyncio.run(_serve(host, args.port, keys, forwarding))
+            asyncio.run(_serve(host, args.port, keys, forwarding,
+                               departure_timeout=args.departure_timeout,
+                               ping_timeout=args.ping_timeout))
         except KeyboardInterrupt:
             pass
         except OSError as exc:

@@ -13,6 +13,10 @@ Steps (all bounded by a timeout):
   {"op": "wait_disconnect", "identity": "alice", "timeout": 15}
   {"op": "sleep", "seconds": 1}
   {"op": "leave"}
+  {"op": "simulate", "kind": "SIMULATE_NODE_FAILURE"}
+  {"op": "monitor_audio", "seconds": 10, "window": 0.2}   (one audio_window event per window)
+  {"op": "report_publications"}
+Connection events (reconnecting, reconnected, disconnected, ...) carry ``t`` (Unix seconds).
 """
 
 from __future__ import annotations
@@ -64,6 +68,21 @@ async def main(url: str, token: str, steps: list[dict]) -> None:
                 note(n)
             return handler
         room.on(name, make(name))
+
+    def describe(a: object) -> object:
+        if isinstance(a, list):
+            return [describe(x) for x in a]
+        return getattr(a, "identity", None) or getattr(a, "sid", None) or str(a)
+
+    for name in ("reconnecting", "reconnected", "disconnected", "local_track_republished",
+                 "active_speakers_changed", "connection_quality_changed",
+                 "connection_state_changed"):
+        def make_timed(n: str):  # type: ignore[no-untyped-def]
+            def handler(*args: object) -> None:
+                emit(event=n, t=time.time(), args=[describe(a) for a in args])
+                note(n)
+            return handler
+        room.on(name, make_timed(name))
 
     @room.on("participant_connected")
     def _pc(p: rtc.RemoteParticipant) -> None:
@@ -329,6 +348,50 @@ async def main(url: str, token: str, steps: list[dict]) -> None:
             emit(event="step", op=op, payload=payload, ok=ok)
         elif op == "sleep":
             await asyncio.sleep(float(step.get("seconds", 1)))
+        elif op == "simulate":
+            kind = getattr(rtc.SimulateScenarioKind, step["kind"]) \
+                if hasattr(rtc, "SimulateScenarioKind") else None
+            if kind is None:
+                from livekit.rtc._proto import room_pb2
+                kind = room_pb2.SimulateScenarioKind.Value(step["kind"])
+            await asyncio.wait_for(room.simulate_scenario(kind), timeout)
+            emit(event="step", op=op, ok=True, t=time.time())
+        elif op == "report_publications":
+            emit(event="step", op=op, ok=True,
+                 sids=sorted(room.local_participant.track_publications))
+        elif op == "monitor_audio":
+            ok = await wait_for(lambda: bool(audio_tracks), track_event, timeout)
+            if not ok:
+                emit(event="step", op=op, ok=False, reason="no audio track")
+                continue
+            mstream = rtc.AudioStream(audio_tracks[-1], sample_rate=SAMPLE_RATE, num_channels=1)
+            per = int(SAMPLE_RATE * float(step.get("window", 0.2)))
+            until = time.monotonic() + float(step.get("seconds", 10))
+            buf: list[np.ndarray] = []
+            have = 0
+
+            async def monitor(mstream: rtc.AudioStream = mstream, per: int = per,
+                              until: float = until) -> None:
+                nonlocal have, buf
+                async for ev in mstream:
+                    buf.append(np.frombuffer(bytes(ev.frame.data), dtype=np.int16))
+                    have += len(buf[-1])
+                    if have >= per:
+                        sig = np.concatenate(buf).astype(np.float64)
+                        buf, have = [], 0
+                        spectrum = np.abs(np.fft.rfft(sig * np.hanning(len(sig))))
+                        freqs = np.fft.rfftfreq(len(sig), 1 / SAMPLE_RATE)
+                        emit(event="audio_window", t=time.time(),
+                             freq=float(freqs[int(np.argmax(spectrum[1:])) + 1]),
+                             rms=float(np.sqrt(np.mean(sig ** 2))))
+                    if time.monotonic() >= until:
+                        return
+
+            try:
+                await asyncio.wait_for(monitor(), float(step.get("seconds", 10)) + 5)
+            except asyncio.TimeoutError:
+                pass
+            emit(event="step", op=op, ok=True)
         elif op == "leave":
             await asyncio.wait_for(room.disconnect(), 10)
             emit(event="step", op=op, ok=True)

@@ -295,3 +295,56 @@ async def test_json_signalling(server: DevServer, http: aiohttp.ClientSession) -
     leave = await client.ws.receive(timeout=5)
     assert leave.type == aiohttp.WSMsgType.TEXT and "leave" in json.loads(leave.data)
     await client.close()
+
+
+async def test_silent_signal_is_dropped_after_the_ping_timeout(
+        http: aiohttp.ClientSession) -> None:
+    """alice sends nothing for the ping timeout: the server sends Leave{SIGNAL_CLOSE,
+    RESUME} and closes her signal; her media never connected, so she leaves at once
+    (as livekit-server does for a signal lost before ICE connected). bob pings and stays."""
+    async with DevServer(ping_timeout=1.0) as server:
+        alice = await connect(http, server, "alice")
+        bob = await connect(http, server, "bob")
+        t0 = time.monotonic()
+        leave = None
+        while time.monotonic() - t0 < 5:
+            await bob.send(rtc_pb.SignalRequest(ping_req=rtc_pb.Ping(timestamp=1)))
+            try:
+                leave = await alice.recv("leave", timeout=0.3)
+                break
+            except (AssertionError, asyncio.TimeoutError):
+                continue
+        assert leave is not None
+        assert leave.leave.reason == models_pb.DisconnectReason.SIGNAL_CLOSE
+        assert leave.leave.action == rtc_pb.LeaveRequest.Action.RESUME
+        assert 0.9 <= time.monotonic() - t0 <= 3.0
+        info = await bob.recv_update("alice", state=models_pb.ParticipantInfo.State.DISCONNECTED)
+        assert info.disconnect_reason == models_pb.DisconnectReason.SIGNAL_CLOSE
+        for _ in range(4):  # bob, pinging every 0.5 s, is kept past the timeout
+            await bob.send(rtc_pb.SignalRequest(ping_req=rtc_pb.Ping(timestamp=2)))
+            pong = await bob.recv("pong_resp", timeout=2)
+            assert pong.pong_resp.last_ping_timestamp == 2
+            await asyncio.sleep(0.5)
+        room = server.app.rooms.get("test-room")
+        assert [p.identity for p in room.participants.values()] == ["bob"]
+        await alice.close()
+        await bob.close()
+
+
+async def test_resume_of_a_participant_whose_media_never_connected_is_refused(
+        http: aiohttp.ClientSession) -> None:
+    """A signal lost before the media connected ends the session: the resume gets
+    Leave{STATE_MISMATCH, RECONNECT} (livekit-server's answer for a closed participant)."""
+    async with DevServer() as server:
+        alice = await connect(http, server, "alice")
+        sid = alice.join.participant.sid
+        await alice.close()
+        await asyncio.sleep(0.3)
+        token = server.token("alice")
+        ws = await http.ws_connect(f"{server.url}/rtc?reconnect=1&sid={sid}&protocol=17",
+                                   headers={"Authorization": f"Bearer {token}"})
+        msg = await ws.receive(timeout=5)
+        leave = rtc_pb.SignalResponse.FromString(msg.data).leave
+        assert leave.reason == models_pb.DisconnectReason.STATE_MISMATCH
+        assert leave.action == rtc_pb.LeaveRequest.Action.RECONNECT
+        await ws.close()

@@ -98,7 +98,7 @@ def test_serve_read_batch_window(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[float | None] = []
 
     async def fake_serve(host: str, port: int, keys: dict[str, str],
-                         forwarding: ForwardingOptions | None = None) -> None:
+                         forwarding: ForwardingOptions | None = None, **_: float) -> None:
         seen.append(None if forwarding is None else forwarding.read_batch_window)
 
     monkeypatch.setattr(cli, "_serve", fake_serve)
@@ -108,3 +108,24 @@ def test_serve_read_batch_window(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen == [0.0025, 0.0, None]
     monkeypatch.setenv("AIOLIVEKIT_READ_BATCH_MS", "7")
     assert ForwardingOptions().read_batch_window == read_batching.window_seconds(7)
+
+
+def test_serve_departure_and_ping_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiolivekit import cli
+
+    out = subprocess.run([sys.executable, "-m", "aiolivekit", "serve", "--departure-timeout",
+                          "-1"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "--departure-timeout must be >= 0" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "aiolivekit", "serve", "--ping-timeout", "0"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "--ping-timeout must be > 0" in out.stderr
+    seen: list[tuple[float, float]] = []
+
+    async def fake_serve(host: str, port: int, keys: dict[str, str], forwarding: object = None,
+                         *, departure_timeout: float, ping_timeout: float) -> None:
+        seen.append((departure_timeout, ping_timeout))
+
+    monkeypatch.setattr(cli, "_serve", fake_serve)
+    assert cli.main(["serve"]) == 0
+    assert cli.main(["serve", "--departure-timeout", "2.5", "--ping-timeout", "6"]) == 0
+    assert seen == [(20.0, 15.0), (2.5, 6.0)]

@@ -55,6 +55,7 @@ __all__ = [
     "nominated_pair",
     "nominated_pair_map",
     "nominated_pairs",
+    "reopen_remote_candidates",
     "restore_datagram_received",
     "set_local_credentials",
     "socket_protocols",
@@ -201,6 +202,25 @@ def stop_consent_task(conn: Any) -> bool:
 def consent_task_running(conn: Any) -> bool:
     task = getattr(conn, "_query_consent_task", None)
     return task is not None and not task.done()
+
+
+def set_local_credentials(conn: Any, ufrag: str, pwd: str) -> None:
+    """Give ``conn`` new local ICE credentials (an ICE restart keeps the sockets and
+    candidates; aioice reads ``_local_username`` / ``_local_password`` for every check,
+    response and for aiortc's ``getLocalParameters``)."""
+    if not hasattr(conn, "_local_username") or not hasattr(conn, "_local_password"):
+        raise AiortcCompatibilityError(
+            f"aioice {installed_version(LIBRARY)} (written for {PINNED[LIBRARY]}): "
+            "Connection._local_username/_local_password moved; ICE restart unavailable")
+    conn._local_username = ufrag
+    conn._local_password = pwd
+
+
+def reopen_remote_candidates(conn: Any) -> None:
+    """Accept remote candidates again after end-of-candidates (an ICE restart starts a
+    new candidate generation)."""
+    if getattr(conn, "_remote_candidates_end", False):
+        conn._remote_candidates_end = False
 
 
 def succeeded_state() -> Any:

@@ -77,8 +77,9 @@ class LiveKitServerApp:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.rooms = RoomManager()
-        self.hub = Hub(self.rooms, config.ice_addresses(), config.forwarding)
+        self.rooms = RoomManager(departure_timeout=config.departure_timeout)
+        self.hub = Hub(self.rooms, config.ice_addresses(), config.forwarding,
+                       ping_timeout=config.ping_timeout)
         self.room_service = RoomService(self.rooms, config.keys)
         self.app = web.Application(middlewares=[_cors_middleware],
                                    client_max_size=10 * 1024 * 1024)
@@ -95,6 +96,7 @@ class LiveKitServerApp:
 
     async def _on_startup(self, app: web.Application) -> None:
         self._pruner = asyncio.ensure_future(self._prune_loop())
+        self.hub.start()
 
     async def _on_shutdown(self, app: web.Application) -> None:
         if self._pruner is not None:
@@ -152,15 +154,15 @@ class LiveKitServerApp:
         except AuthError as exc:
             logger.info("refused join: %s %s", exc.status, exc.message)
             return self._error(exc)
-        await ws.prepare(request)
         query = request.query
+        try:
+            protocol = int(query.get("protocol", "0") or 0)
+        except ValueError:
+            protocol = 0
         if _bool(query.get("reconnect"), False):
-            logger.info("refusing resume of %s: sessions cannot be resumed", claims.identity)
-            await ws.send_bytes(rtc_pb.SignalResponse(leave=rtc_pb.LeaveRequest(
-                reason=models_pb.DisconnectReason.STATE_MISMATCH,
-                action=rtc_pb.LeaveRequest.Action.RECONNECT)).SerializeToString())
-            await ws.close()
-            return ws
+            return await self._resume(request, ws, claims, grant, query.get("sid", ""),
+                                      protocol)
+        await ws.prepare(request)
         try:
             client_protocol = int(query.get("client_protocol", "0") or 0)
         except ValueError:
@@ -173,17 +175,49 @@ class LiveKitServerApp:
             kind=claims.kind, client_protocol=client_protocol,
             capabilities=_capabilities(query.get("capabilities", "")),
             auto_subscribe=_bool(query.get("auto_subscribe"), True),
+            protocol=protocol,
         )
         logger.info("participant %s (%s) joined room %s", participant.identity,
                     participant.sid, room.name)
         secret = self.config.keys[claims.api_key]
         session = ParticipantSession(
-            self.hub, ws, room, participant,
+            self.hub, room, participant,
             refresh=lambda: refresh_token(claims, secret, time.time()))
         self.hub.sessions[participant.sid] = session
-        await session.run(join, effects)
-        logger.info("participant %s (%s) left room %s", participant.identity,
-                    participant.sid, room.name)
+        await session.run(ws, join, effects)
+        return ws
+
+    async def _resume(self, request: web.Request, ws: web.WebSocketResponse,
+                      claims: TokenClaims, grant: VideoGrant, sid: str,
+                      protocol: int) -> web.WebSocketResponse:
+        """``reconnect=1``: re-attach to the participant's live session, found like
+        livekit-server does (``RoomManager.StartSession``) by identity in the token's
+        room; none (or one already leaving) gets Leave{STATE_MISMATCH, RECONNECT} as
+        first message, and the client does a full reconnect."""
+        await ws.prepare(request)
+        session = None
+        room = self.rooms.rooms.get(grant.room)
+        if room is not None:
+            for p in room.participants.values():
+                if p.identity == claims.identity:
+                    session = self.hub.sessions.get(p.sid)
+        if session is None or not session.resumable:
+            logger.info("cannot resume %s (sid %s): no live session; asking for a full "
+                        "reconnect", claims.identity, sid or "-")
+            leave = rtc_pb.LeaveRequest(reason=models_pb.DisconnectReason.STATE_MISMATCH,
+                                        action=rtc_pb.LeaveRequest.Action.RECONNECT)
+            if 0 < protocol <= 12:  # before LeaveRequest.action (livekit-server's gate)
+                leave = rtc_pb.LeaveRequest(reason=models_pb.DisconnectReason.STATE_MISMATCH,
+                                            can_reconnect=True)
+            try:
+                await asyncio.wait_for(ws.send_bytes(rtc_pb.SignalResponse(
+                    leave=leave).SerializeToString()), 5.0)
+                await asyncio.wait_for(ws.close(), 5.0)
+            except Exception:
+                logger.debug("refusing a resume: the WebSocket went away", exc_info=True)
+            return ws
+        logger.info("participant %s (%s) resumes its session", session.identity, session.sid)
+        await session.resume(ws)
         return ws
 
 

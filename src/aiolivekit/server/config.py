@@ -89,6 +89,22 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     keys: dict[str, str] = field(default_factory=lambda: {DEV_API_KEY: DEV_API_SECRET})
     forwarding: ForwardingOptions = field(default_factory=ForwardingOptions)
+    departure_timeout: float = 20.0
+    """Seconds a participant whose signal dropped is kept for a resume (livekit-server's
+    room departure timeout, 20 s); a room created with ``departure_timeout`` uses its own."""
+    ping_timeout: float = 15.0
+    """Seconds of silence on a signal connection after which it counts as lost (the
+    ``ping_timeout`` announced in the JoinResponse; clients ping every 5 s)."""
+
+    def __post_init__(self) -> None:
+        for name in ("departure_timeout", "ping_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"ServerConfig.{name} must be a number of seconds")
+        if self.departure_timeout < 0:
+            raise ValueError("ServerConfig.departure_timeout must be >= 0 seconds")
+        if self.ping_timeout <= 0:
+            raise ValueError("ServerConfig.ping_timeout must be > 0 seconds")
 
     def ice_addresses(self) -> list[str] | None:
         """The addresses the server's peer connections gather on.

@@ -24,7 +24,9 @@ class DevServer:
     ``port=0`` picks a free port. ``keys`` (API key -> secret) replaces the single
     ``api_key``/``api_secret`` pair; the first key is the one :meth:`token` signs with.
     ``forwarding`` chooses the media forwarding paths (default: all fast paths, the
-    read batching window of ``AIOLIVEKIT_READ_BATCH_MS``).
+    read batching window of ``AIOLIVEKIT_READ_BATCH_MS``). ``departure_timeout``: seconds a
+    participant whose signal dropped is kept for a resume (livekit-server: 20);
+    ``ping_timeout``: seconds of signal silence that count as a lost signal.
 
     >>> async with DevServer() as server:          # doctest: +SKIP
     ...     token = server.token("alice")
@@ -33,7 +35,8 @@ class DevServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: str = DEV_API_KEY,
                  api_secret: str = DEV_API_SECRET, keys: dict[str, str] | None = None,
-                 forwarding: ForwardingOptions | None = None) -> None:
+                 forwarding: ForwardingOptions | None = None,
+                 departure_timeout: float = 20.0, ping_timeout: float = 15.0) -> None:
         if forwarding is not None and not isinstance(forwarding, ForwardingOptions):
             raise TypeError(f"forwarding must be ForwardingOptions, not {type(forwarding).__name__}")
         if keys:
@@ -43,7 +46,9 @@ class DevServer:
         self.api_secret = api_secret
         self._config = ServerConfig(host=host, port=port,
                                     keys=dict(keys) if keys else {api_key: api_secret},
-                                    forwarding=forwarding or ForwardingOptions())
+                                    forwarding=forwarding or ForwardingOptions(),
+                                    departure_timeout=departure_timeout,
+                                    ping_timeout=ping_timeout)
         self._requested_port = port
         self._port: int | None = None
         self._server: LiveKitServerApp | None = None

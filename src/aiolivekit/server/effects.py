@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from livekit.protocol import rtc as rtc_pb
 
 __all__ = [
+    "CloseSignal",
     "CloseTrack",
     "Disconnect",
     "Effect",
+    "IceRestart",
     "SendData",
     "SendSignal",
     "SetPaused",
@@ -74,13 +76,32 @@ class CloseTrack:
 
 @dataclass
 class Disconnect:
-    """Send ``LeaveRequest{reason, action}`` to ``participant_sid`` and close its session."""
+    """Send ``LeaveRequest{reason, action}`` to ``participant_sid`` and close its session
+    (``send_leave=False``: close without a Leave, like a node that went away)."""
 
     participant_sid: str
     reason: int
     action: int = rtc_pb.LeaveRequest.Action.DISCONNECT
+    send_leave: bool = True
+
+
+@dataclass
+class CloseSignal:
+    """Close the signalling connection of ``participant_sid`` but keep the participant (its
+    peer connections and place in the room) for a resume."""
+
+    participant_sid: str
+    reason: str = ""
+
+
+@dataclass
+class IceRestart:
+    """Send ``participant_sid`` an ICE-restart offer on its subscriber peer connection."""
+
+    participant_sid: str
 
 
 Effect = (
     SendSignal | SendData | Subscribe | Unsubscribe | SetPaused | CloseTrack | Disconnect
+    | CloseSignal | IceRestart
 )

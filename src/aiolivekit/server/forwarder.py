@@ -130,6 +130,15 @@ class TrackForwarder:
     def packets_forwarded(self) -> int:
         return self.fanout.packets_forwarded
 
+    def receive_counts(self) -> tuple[int, int]:
+        """``(packets expected, packets received)`` so far from the current source (the
+        statistics the server's receiver reports carry; ``(0, 0)`` before media)."""
+        ssrc = self.receiver.publisher_ssrc
+        stats = aiortc_compat.receiver_remote_streams(self.receiver.receiver).get(ssrc or 0)
+        if stats is None:
+            return 0, 0
+        return int(stats.packets_expected), int(stats.packets_received)
+
     def _on_new_source(self) -> None:
         """The publisher's SSRC changed: a key frame asked for earlier can go now."""
         if self._keyframe_pending:

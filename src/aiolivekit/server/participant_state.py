@@ -90,6 +90,14 @@ class ParticipantState:
     # who may subscribe to this participant's tracks (C->S SubscriptionPermission);
     # None: everyone (the default until the participant sends one)
     track_permission: rtc_pb.SubscriptionPermission | None = None
+    # signalling protocol of the client (``protocol`` query parameter)
+    protocol: int = 0
+    # the signal connection: False from its loss until a resume re-attaches one
+    signal_connected: bool = True
+    # when (Unix seconds) a participant without signal leaves for good
+    departure_deadline: float | None = None
+    # the room's departure counter when the signal was lost (DISCONNECTED updates on resume)
+    signal_lost_mark: int = 0
 
     def allows(self, sub: ParticipantState, track_sid: str) -> bool:
         """May ``sub`` subscribe to this participant's track ``track_sid``?"""

@@ -30,6 +30,7 @@ from .._compat import aiortc as aiortc_compat
 from ..webrtc.rtp import parse_rtp_header
 from .config import ForwardingOptions
 from .rtp_io import ReceiveTap
+from .speakers import AudioLevelMeter
 
 __all__ = ["MAX_FAST_PAYLOAD", "ForwardingReceiver", "InPacket", "PacketSink", "TrackReceiver"]
 
@@ -176,6 +177,7 @@ class TrackReceiver:
         self.enabled = True  # the transceiver's direction lets the publisher's media in
         self.packets_received = 0
         self.errors = 0
+        self.levels = AudioLevelMeter()  # RFC 6464 levels for the speaker observer
 
     # -- codecs -------------------------------------------------------------------
 
@@ -249,6 +251,8 @@ class TrackReceiver:
         )
         if pt not in self.codecs:
             return
+        if level is not None:
+            self.levels.add(level[1])
         packet = InPacket(
             marker, pt, seq, ts, ssrc, data[start:end].tobytes(), level, None, n - end
         )
@@ -275,6 +279,8 @@ class TrackReceiver:
         """Count ``packet``, follow payload type and source changes, and hand it to the
         fan-out."""
         self.packets_received += 1
+        if packet.audio_level is not None:
+            self.levels.add(packet.audio_level[1])
         pt = packet.payload_type
         if pt != self._last_pt:
             self._set_payload_type(pt)

@@ -12,7 +12,9 @@ participants to disconnect. Nothing here touches sockets, tasks or clocks.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,9 +22,11 @@ from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from .auth import VideoGrant
 from .effects import (
+    CloseSignal,
     CloseTrack,
     Disconnect,
     Effect,
+    IceRestart,
     SendData,
     SendSignal,
     SetPaused,
@@ -37,15 +41,25 @@ from .participant_state import (
     TrackState,
     new_guid,
 )
+from .room_resume import (
+    SERVER_PROTOCOL,
+    SERVER_VERSION,
+    SignalLossMixin,
+    client_configuration as _client_configuration,
+    server_info as _server_info,
+)
 
 __all__ = [
+    "DEPARTURE_TIMEOUT",
     "PING_INTERVAL",
     "PING_TIMEOUT",
     "SERVER_PROTOCOL",
     "SERVER_VERSION",
+    "CloseSignal",
     "CloseTrack",
     "Disconnect",
     "Effect",
+    "IceRestart",
     "ParticipantNotFound",
     "ParticipantState",
     "RoomManager",
@@ -62,13 +76,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SERVER_VERSION = "1.13.5"
-SERVER_PROTOCOL = 16
 PING_INTERVAL = 5
 PING_TIMEOUT = 15
 EMPTY_TIMEOUT = 300
 DEPARTURE_TIMEOUT = 20
 MAX_PENDING_TRACKS = 20
+MAX_DEPARTURES_KEPT = 256
 
 
 class RoomNotFound(LookupError):
@@ -90,12 +103,15 @@ def _signal(**kwargs: object) -> rtc_pb.SignalResponse:
     return rtc_pb.SignalResponse(**kwargs)  # type: ignore[arg-type]
 
 
-class RoomState:
+class RoomState(SignalLossMixin):
     """One room: participants, their tracks, who is subscribed to what."""
 
     def __init__(self, name: str, now: float, *, sid: str | None = None,
                  metadata: str = "", empty_timeout: int = EMPTY_TIMEOUT,
-                 departure_timeout: int = DEPARTURE_TIMEOUT, max_participants: int = 0) -> None:
+                 departure_timeout: float = DEPARTURE_TIMEOUT,
+                 max_participants: int = 0) -> None:
+        if departure_timeout < 0:
+            raise ValueError("departure_timeout must be >= 0 seconds")
         self.name = name
         self.sid = sid or new_guid("RM_")
         self.metadata = metadata
@@ -109,6 +125,15 @@ class RoomState:
         self.subscriptions: dict[str, dict[str, bool]] = {}
         self._first_subscribed: set[str] = set()
         self.had_participants = False
+        # (departure number, info) of participants that left, for DISCONNECTED updates
+        # to participants resuming after a signal loss
+        self._departures: deque[tuple[int, models_pb.ParticipantInfo]] = deque(
+            maxlen=MAX_DEPARTURES_KEPT)
+        self._departure_count = 0
+        # identity -> until when a resume has its signal closed (SimulateScenario)
+        self._disconnect_on_resume: dict[str, float] = {}
+        # identity -> (until, times closed) for the "no messages" variant
+        self._disconnect_on_resume_silent: dict[str, list[float]] = {}
 
     # ------------------------------------------------------------------ lookup / info
 
@@ -118,7 +143,7 @@ class RoomState:
             sid=self.sid,
             name=self.name,
             empty_timeout=self.empty_timeout,
-            departure_timeout=self.departure_timeout,
+            departure_timeout=math.ceil(self.departure_timeout),
             max_participants=self.max_participants,
             creation_time=int(self.created_at),
             creation_time_ms=int(self.created_at * 1000),
@@ -170,6 +195,7 @@ class RoomState:
         client_protocol: int = 0,
         capabilities: Iterable[int] = (),
         auto_subscribe: bool = True,
+        protocol: int = 0,
     ) -> tuple[ParticipantState, rtc_pb.SignalResponse, list[Effect]]:
         """Add a participant; returns it, its JoinResponse and the effects (others' updates,
         replaced duplicate, subscriptions to existing tracks)."""
@@ -191,6 +217,7 @@ class RoomState:
             client_protocol=client_protocol,
             capabilities=list(capabilities),
             auto_subscribe=auto_subscribe,
+            protocol=protocol,
         )
         others = [o for o in self.participants.values() if not o.hidden]
         self.participants[p.sid] = p
@@ -203,17 +230,10 @@ class RoomState:
             server_version=SERVER_VERSION,
             ice_servers=[],
             subscriber_primary=grant.can_subscribe,
-            client_configuration=models_pb.ClientConfiguration(
-                resume_connection=models_pb.ClientConfigSetting.DISABLED
-            ),
+            client_configuration=_client_configuration(),
             ping_timeout=PING_TIMEOUT,
             ping_interval=PING_INTERVAL,
-            server_info=models_pb.ServerInfo(
-                edition=models_pb.ServerInfo.Edition.Standard,
-                version=SERVER_VERSION,
-                protocol=SERVER_PROTOCOL,
-                node_id="ND_aiolivekit",
-            ),
+            server_info=_server_info(),
             sif_trailer=secrets.token_urlsafe(24).encode(),
             enabled_publish_codecs=[models_pb.Codec(mime=m) for m in ENABLED_PUBLISH_CODECS],
             fast_publish=grant.can_publish,
@@ -252,20 +272,26 @@ class RoomState:
         p.tracks.clear()
         p.state = models_pb.ParticipantInfo.State.DISCONNECTED
         p.disconnect_reason = reason
+        p.departure_deadline = None
         p.bump()
+        self._departure_count += 1
         if not p.hidden:
             info = p.info()
+            self._departures.append((self._departure_count, models_pb.ParticipantInfo(
+                sid=p.sid, identity=p.identity, version=p.version,
+                state=models_pb.ParticipantInfo.State.DISCONNECTED)))
             for o in self.participants.values():
                 effects.append(
                     SendSignal(o.sid, _signal(update=rtc_pb.ParticipantUpdate(participants=[info])))
                 )
         return effects
 
-    def remove(self, sid: str, reason: int) -> list[Effect]:
+    def remove(self, sid: str, reason: int, action: int = rtc_pb.LeaveRequest.Action.DISCONNECT,
+               *, send_leave: bool = True) -> list[Effect]:
         """Server-initiated removal: Leave to the participant, then :meth:`leave`."""
         if sid not in self.participants:
             return []
-        return [Disconnect(sid, reason), *self.leave(sid, reason)]
+        return [Disconnect(sid, reason, action, send_leave), *self.leave(sid, reason)]
 
     # ------------------------------------------------------------------ tracks
 
@@ -692,9 +718,10 @@ def _default_stream(source: int) -> str:
 
 
 class RoomManager:
-    """All rooms of one server, by name."""
+    """All rooms of one server, by name (``departure_timeout``: the default of new rooms)."""
 
-    def __init__(self) -> None:
+    def __init__(self, departure_timeout: float = DEPARTURE_TIMEOUT) -> None:
+        self.departure_timeout = departure_timeout
         self.rooms: dict[str, RoomState] = {}
         self._empty_since: dict[str, float] = {}
 
@@ -723,6 +750,7 @@ class RoomManager:
     def get_or_create(self, name: str, now: float, **options: object) -> RoomState:
         room = self.rooms.get(name)
         if room is None:
+            options.setdefault("departure_timeout", self.departure_timeout)
             room = RoomState(name, now, **options)  # type: ignore[arg-type]
             self.rooms[name] = room
         return room
@@ -738,6 +766,19 @@ class RoomManager:
                 if not isinstance(e, SendSignal):
                     effects.append(e)
         del self.rooms[name]
+        return effects
+
+    def next_departure(self) -> float | None:
+        """The earliest departure deadline over all rooms."""
+        deadlines = [d for d in (r.next_departure() for r in self.rooms.values())
+                     if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def expire_departures(self, now: float) -> list[Effect]:
+        """:meth:`RoomState.expire_departures` of every room."""
+        effects: list[Effect] = []
+        for room in self.rooms.values():
+            effects += room.expire_departures(now)
         return effects
 
     def find_participant(self, sid: str) -> tuple[RoomState, ParticipantState] | None:

@@ -13,40 +13,27 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 from aiortc import (
-    RTCBundlePolicy,
-    RTCConfiguration,
     RTCDataChannel,
     RTCPeerConnection,
     RTCSessionDescription,
-    sdp as aiortc_sdp,
 )
 from aiortc.mediastreams import MediaStreamTrack
-from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 from google.protobuf import json_format
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from .._compat import aiortc as aiortc_compat
-from ..webrtc import ice, sdp
+from ..webrtc import ice, ice_restart, sdp
 from ..webrtc.pc import answer_keepalives_fast, start_late_transceivers, take_over_consent
-from .config import ForwardingOptions
-from .rooms import (
-    CloseTrack,
-    Disconnect,
-    Effect,
-    RoomManager,
-    SendData,
-    SendSignal,
-    SetPaused,
-    Subscribe,
-    Unsubscribe,
-)
+from .hub import ForwarderLike, Hub, SignalLink
+from .pc_setup import accept_rid_extensions, answer_as_dtls_server, attach_forwarder, new_pc
+from .rooms import Effect
 
 if TYPE_CHECKING:  # pragma: no cover
-    from aiortc import RTCRtpReceiver, RTCRtpTransceiver
+    from aiortc import RTCRtpTransceiver
 
     from .rooms import ParticipantState, RoomState
 
@@ -56,158 +43,11 @@ logger = logging.getLogger(__name__)
 
 MAX_SIGNAL_MESSAGE = 2 * 1024 * 1024
 PC_OP_TIMEOUT = 10.0
-SEND_TIMEOUT = 10.0
 MAX_BUFFERED_RELIABLE = 1000
 LOSSY_HIGH_WATER = 64 * 1024
 JOIN_ACTIVE_TIMEOUT = 60.0
 REFRESH_INTERVAL = 300.0
-
-
-class ForwarderLike(Protocol):
-    """The interface of ``server.forwarder.TrackForwarder`` this module relies on."""
-
-    def add_subscriber(self, pc: RTCPeerConnection, *, stream_id: str,
-                       track_id: str) -> RTCRtpTransceiver: ...
-
-    def remove_subscriber(self, pc: RTCPeerConnection) -> None: ...
-
-    def set_paused(self, pc: RTCPeerConnection, paused: bool) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def _attach_forwarder(receiver: RTCRtpReceiver, kind: str, codecs: list[Any],
-                      options: ForwardingOptions) -> ForwarderLike | None:
-    try:
-        from .forwarder import TrackForwarder
-    except ImportError:  # the forwarder is not available: signalling only
-        logger.warning("server.forwarder not available; media will not be forwarded")
-        return None
-    try:
-        return TrackForwarder.attach(receiver, kind, codecs=codecs or None, options=options)
-    except Exception:
-        logger.exception("cannot forward this %s track", kind)
-        return None
-
-
-_RID_URIS = (
-    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
-    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
-)
-
-
-def _accept_rid_extensions(pc: RTCPeerConnection, offer_sdp: str) -> None:
-    """Answer the RID header extensions of video m-lines (aiortc drops them).
-
-    libwebrtc keeps offering only the extensions that earlier answers accepted, and refuses
-    to create a simulcast offer without the RID extension ("negotiates simulcast but does
-    not negotiate the RID RTP header extension"); aiortc parses RIDs, so accepting them is
-    safe. The answer still has no ``a=simulcast``, so the client sends one layer.
-    """
-    try:
-        description = aiortc_sdp.SessionDescription.parse(offer_sdp)
-    except Exception:
-        logger.debug("cannot parse the offer for RID extensions", exc_info=True)
-        return
-    by_mid = {m.rtp.muxId: m for m in description.media if m.kind == "video"}
-    for transceiver in pc.getTransceivers():
-        media = by_mid.get(transceiver.mid or "")
-        if media is None or transceiver.kind != "video":
-            continue
-        extensions = aiortc_compat.transceiver_header_extensions(transceiver)
-        have = {e.uri for e in extensions}
-        for ext in media.rtp.headerExtensions:
-            if ext.uri in _RID_URIS and ext.uri not in have:
-                extensions.append(
-                    RTCRtpHeaderExtensionParameters(id=ext.id, uri=ext.uri))
-
-
-def _answer_as_dtls_server(pc: RTCPeerConnection, offer_sdp: str) -> None:
-    """Make the coming answer say ``a=setup:passive`` when the offer left the choice to us
-    (``actpass``), as livekit-server does (pion ``SetAnsweringDTLSRole(DTLSRoleServer)``).
-
-    The DTLS server picks the SRTP profile from its own preference list. As server we pick
-    AES-GCM, which the official clients offer, whereas libwebrtc as server picks
-    AES-CM + HMAC-SHA1, whose authentication costs several times more per packet here.
-    A role set by an earlier negotiation is kept.
-    """
-    setups = {line.strip() for line in offer_sdp.splitlines() if line.startswith("a=setup:")}
-    if setups != {"a=setup:actpass"}:
-        return
-    transports = [t.receiver.transport for t in pc.getTransceivers()]
-    if pc.sctp is not None:
-        transports.append(pc.sctp.transport)
-    for dtls in transports:
-        aiortc_compat.prefer_dtls_server(dtls)
-
-
-def _pc() -> RTCPeerConnection:
-    return RTCPeerConnection(
-        RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-    )
-
-
-class Hub:
-    """The live sessions of one server and the executor of room effects."""
-
-    def __init__(self, rooms: RoomManager, bind_addresses: list[str] | None,
-                 forwarding: ForwardingOptions | None = None) -> None:
-        self.rooms = rooms
-        self.bind_addresses = bind_addresses
-        self.forwarding = forwarding if forwarding is not None else ForwardingOptions()
-        self.sessions: dict[str, ParticipantSession] = {}
-
-    def dispatch(self, effects: list[Effect]) -> None:
-        """Carry out ``effects`` in order."""
-        for e in effects:
-            try:
-                self._dispatch_one(e)
-            except Exception:  # one broken session must not stop the others
-                logger.exception("failed to carry out %r", type(e).__name__)
-
-    def _dispatch_one(self, e: Effect) -> None:
-        if isinstance(e, SendSignal):
-            s = self.sessions.get(e.participant_sid)
-            if s is not None:
-                s.send_signal(e.response)
-        elif isinstance(e, SendData):
-            s = self.sessions.get(e.participant_sid)
-            if s is not None:
-                s.send_data(e.payload, e.reliable)
-        elif isinstance(e, Subscribe):
-            sub = self.sessions.get(e.subscriber_sid)
-            pub = self.sessions.get(e.publisher_sid)
-            if sub is None or pub is None:
-                return
-            fwd = pub.forwarders.get(e.track_sid)
-            if fwd is None:
-                logger.debug("no forwarder for %s; subscription is signalling-only", e.track_sid)
-                return
-            sub.add_subscription(e.track_sid, e.publisher_sid, fwd)
-        elif isinstance(e, Unsubscribe):
-            sub = self.sessions.get(e.subscriber_sid)
-            if sub is not None:
-                sub.remove_subscription(e.track_sid)
-        elif isinstance(e, SetPaused):
-            sub = self.sessions.get(e.subscriber_sid)
-            if sub is not None:
-                sub.set_paused(e.track_sid, e.paused)
-        elif isinstance(e, CloseTrack):
-            pub = self.sessions.get(e.publisher_sid)
-            if pub is not None:
-                pub.close_track(e.track_sid)
-        elif isinstance(e, Disconnect):
-            s = self.sessions.get(e.participant_sid)
-            if s is not None:
-                s.disconnect(e.reason, e.action)
-
-    async def close_all(self, reason: int = models_pb.DisconnectReason.SERVER_SHUTDOWN) -> None:
-        sessions = list(self.sessions.values())
-        for s in sessions:
-            s.disconnect(reason, rtc_pb.LeaveRequest.Action.DISCONNECT)
-        if sessions:
-            await asyncio.wait([asyncio.ensure_future(s.closed.wait()) for s in sessions],
-                               timeout=5.0)
+TRANSPORT_FAILED_GRACE = 5.0  # livekit-server's disconnectCleanupDuration
 
 
 class _Negotiation:
@@ -218,16 +58,16 @@ class _Negotiation:
         self.outstanding = False
         self.dirty = False
         self.running = False
+        self.ice_restart = False  # the next offer restarts ICE (new credentials)
+        self.restarting = False   # an ICE-restart offer waits for its answer
 
 
 class ParticipantSession:
     """The asyncio shell around one participant."""
 
-    def __init__(self, hub: Hub, ws: web.WebSocketResponse, room: RoomState,
-                 participant: ParticipantState,
+    def __init__(self, hub: Hub, room: RoomState, participant: ParticipantState,
                  refresh: Callable[[], str] | None = None) -> None:
         self.hub = hub
-        self.ws = ws
         self.room = room
         self.sid = participant.sid
         self.identity = participant.identity
@@ -235,13 +75,15 @@ class ParticipantSession:
         self.forwarders: dict[str, ForwarderLike] = {}
         self.closed = asyncio.Event()
         self._refresh = refresh
-        self._closing = False
-        self._left = False
-        self._out: asyncio.Queue[bytes | str | None] = asyncio.Queue()
+        self._closing = False  # the participant is leaving for good
+        self._left = False     # the room state knows it left
+        self._link: SignalLink | None = None  # the attached signal connection, if any
+        self._finish_started = False
+        self._connected_once: set[bool] = set()  # PCs (is_subscriber) that connected once
         self._json = False  # answer in JSON text frames after a JSON request (like Go)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._pub = _pc()
-        self._sub = _pc()
+        self._pub = new_pc()
+        self._sub = new_pc()
         self._pub_lock = asyncio.Lock()
         self._sub_lock = asyncio.Lock()
         self._pending_remote: dict[int, list[str]] = {0: [], 1: []}
@@ -285,20 +127,102 @@ class ParticipantSession:
             log = logger.debug if self._closing else logger.warning
             log("session %s task failed: %r", self.sid, task.exception())
 
-    async def run(self, join: rtc_pb.SignalResponse, effects: list[Effect]) -> None:
-        """Send the JoinResponse, start the subscriber negotiation, read until closed."""
-        writer = asyncio.ensure_future(self._writer())
+    @property
+    def ws(self) -> web.WebSocketResponse | None:
+        """The attached signal WebSocket (``None`` while the signal is lost)."""
+        return self._link.ws if self._link is not None else None
+
+    @property
+    def signal_attached(self) -> bool:
+        return self._link is not None
+
+    @property
+    def resumable(self) -> bool:
+        """Whether a resume can attach to this session (it is not leaving)."""
+        return not self._closing and not self._finish_started and self.sid in self.room.participants
+
+    async def run(self, ws: web.WebSocketResponse, join: rtc_pb.SignalResponse,
+                  effects: list[Effect]) -> None:
+        """First connection: send the JoinResponse, start the subscriber negotiation,
+        read the signal until it closes (the session may outlive it, see :meth:`resume`)."""
+        link = self._attach(ws)
+        self.send_signal(join)
+        self.hub.dispatch(effects)
+        if self.can_subscribe:
+            self._request_negotiation()
+        self._spawn(self._active_watchdog(), "watchdog")
+        if self._refresh is not None:
+            self._spawn(self._refresh_loop(), "refresh")
+        await self._serve(link)
+
+    async def resume(self, ws: web.WebSocketResponse) -> None:
+        """``reconnect=1``: attach a new WebSocket to this live session (the old one, if
+        still open, is closed without a Leave), send the resume messages, read it."""
+        old = self._link
+        if old is not None:
+            logger.info("participant %s: new signal connection replaces the open one",
+                        self.identity)
+            self._link = None
+            old.close_soon()
+        link = self._attach(ws)
+        self.hub.dispatch(self.room.resume(self.sid, time.time()))
+        self.hub.departures_changed()
+        if self._link is link and self._refresh is not None:
+            self.send_signal(rtc_pb.SignalResponse(refresh_token=self._refresh()))
+        await self._serve(link)
+
+    def _attach(self, ws: web.WebSocketResponse) -> SignalLink:
+        link = SignalLink(ws, self.sid)
+        self._link = link
+        return link
+
+    async def _serve(self, link: SignalLink) -> None:
         try:
-            self.send_signal(join)
-            self.hub.dispatch(effects)
-            if self.can_subscribe:
-                self._request_negotiation()
-            self._spawn(self._active_watchdog(), "watchdog")
-            if self._refresh is not None:
-                self._spawn(self._refresh_loop(), "refresh")
-            await self._read_loop()
+            await self._read_loop(link)
         finally:
-            await self._shutdown(writer)
+            await self._signal_ended(link)
+
+    async def _signal_ended(self, link: SignalLink) -> None:
+        """The read loop of ``link`` ended: a leave, a removal, or a lost signal."""
+        if self._link is link:
+            self._link = None
+            if not self._closing:
+                self._signal_lost()
+        if not link.ws.closed:
+            await link.close_soon()
+        else:
+            link.out.put_nowait(None)
+        if self._closing:
+            await self._finish()
+
+    def _signal_lost(self) -> None:
+        """Keep the participant for a resume (livekit-server keeps it while its media
+        transport lives; here for the room's departure timeout); one whose primary peer
+        connection never connected leaves at once, as in livekit-server."""
+        primary = self._sub if self.can_subscribe else self._pub
+        if primary.connectionState != "connected":
+            logger.info("participant %s: signal closed before its media connected; it "
+                        "leaves", self.identity)
+            self._left = True
+            self._closing = True
+            self.hub.dispatch(self.room.leave(self.sid, models_pb.DisconnectReason.SIGNAL_CLOSE))
+            return
+        logger.info("participant %s (%s): signal lost, kept %ss for a resume", self.identity,
+                    self.sid, self.room.departure_timeout)
+        self.hub.dispatch(self.room.signal_lost(self.sid, time.time()))
+        self.hub.departures_changed()
+
+    def close_signal(self, reason: str) -> None:
+        """Close the signal connection (no Leave) and keep the session for a resume."""
+        link = self._link
+        if link is None or self._closing:
+            return
+        logger.info("participant %s: closing its signal connection (%s)", self.identity, reason)
+        self._link = None
+        link.close_soon()
+        self._signal_lost()
+        if self._closing:
+            self._finish_soon()
 
     async def _active_watchdog(self) -> None:
         await asyncio.sleep(JOIN_ACTIVE_TIMEOUT)
@@ -315,24 +239,18 @@ class ParticipantSession:
             self.send_signal(rtc_pb.SignalResponse(refresh_token=self._refresh()))
             await asyncio.sleep(REFRESH_INTERVAL)
 
-    async def _writer(self) -> None:
-        while True:
-            data = await self._out.get()
-            if data is None:
-                return
+    async def _read_loop(self, link: SignalLink) -> None:
+        ws = link.ws
+        while not self._closing and self._link is link and not link.failed:
             try:
-                if isinstance(data, str):
-                    await asyncio.wait_for(self.ws.send_str(data), SEND_TIMEOUT)
-                else:
-                    await asyncio.wait_for(self.ws.send_bytes(data), SEND_TIMEOUT)
-            except Exception as exc:  # includes asyncio.TimeoutError
-                logger.debug("session %s: send failed: %r", self.sid, exc, exc_info=True)
-                self._closing = True
-                return
-
-    async def _read_loop(self) -> None:
-        async for msg in self.ws:
-            if self._closing:
+                # every client pings each ping_interval (5 s): silence for ping_timeout
+                # means the signal is gone even if TCP has not noticed
+                msg = await ws.receive(timeout=self.hub.ping_timeout)
+            except asyncio.TimeoutError:
+                logger.info("participant %s: no signal message for %ss (ping timeout)",
+                            self.identity, self.hub.ping_timeout)
+                self._send_leave_on(link, models_pb.DisconnectReason.SIGNAL_CLOSE,
+                                    rtc_pb.LeaveRequest.Action.RESUME)
                 break
             if msg.type == WSMsgType.BINARY:
                 data: bytes = msg.data
@@ -359,13 +277,19 @@ class ParticipantSession:
                 self._json = True
             else:
                 break
+            if self._link is not link:
+                break
             try:
                 self._handle(req)
             except Exception:
                 logger.exception("session %s: error handling %s", self.sid,
                                  req.WhichOneof("message"))
-            if self._closing:
-                break
+
+    def _send_leave_on(self, link: SignalLink, reason: int, action: int) -> None:
+        p = self.room.participants.get(self.sid)
+        leave = (self.room.leave_request(p, reason, action) if p is not None
+                 else rtc_pb.LeaveRequest(reason=reason, action=action))  # type: ignore[arg-type]
+        self._put(link, rtc_pb.SignalResponse(leave=leave))
 
     def _bad_frame(self, why: str) -> None:
         logger.warning("participant %s (%s): %s; closing its connection", self.identity,
@@ -375,47 +299,46 @@ class ParticipantSession:
         self.disconnect(models_pb.DisconnectReason.SIGNAL_CLOSE,
                         rtc_pb.LeaveRequest.Action.DISCONNECT)
 
-    def disconnect(self, reason: int, action: int) -> None:
-        """Send a LeaveRequest then close (the room state is updated by the caller)."""
+    def disconnect(self, reason: int, action: int, *, send_leave: bool = True) -> None:
+        """Leave for good: send a LeaveRequest (unless ``send_leave`` is False) if the
+        signal is attached, close it and the peer connections (the room state is updated
+        by the caller)."""
         if self._closing:
             return
         self._closing = True
         self._left = True
-        self.send_signal(rtc_pb.SignalResponse(leave=rtc_pb.LeaveRequest(
-            reason=reason, action=action)))  # type: ignore[arg-type]
-        self._out.put_nowait(None)
-        self._spawn(self._close_ws_soon(), "close")
+        link, self._link = self._link, None
+        if link is None:
+            self._finish_soon()
+            return
+        if send_leave:
+            self._send_leave_on(link, reason, action)
+        link.close_soon()
+        # the read loop of ``link`` ends and finishes the session
 
-    async def _close_ws_soon(self) -> None:
-        # let the writer flush the Leave first
-        for _ in range(50):
-            if self._out.empty():
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
-        try:
-            await asyncio.wait_for(self.ws.close(), 2.0)
-        except Exception:
-            logger.debug("session %s: closing the WebSocket failed", self.sid, exc_info=True)
+    def _finish_soon(self) -> None:
+        if not self._finish_started:
+            self.hub.spawn(self._finish())
 
-    async def _shutdown(self, writer: asyncio.Task[None]) -> None:
+    async def _finish(self) -> None:
+        """Close the session once (later callers wait for it)."""
+        if self._finish_started:
+            await asyncio.wait_for(self.closed.wait(), 10.0)
+            return
+        self._finish_started = True
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
         if not self._left:
             self._left = True
             self.hub.dispatch(self.room.leave(self.sid,
                                               models_pb.DisconnectReason.CLIENT_INITIATED))
         if self.hub.sessions.get(self.sid) is self:
             del self.hub.sessions[self.sid]
-        if not self._closing:
-            self._closing = True
-            self.send_signal(rtc_pb.SignalResponse(leave=rtc_pb.LeaveRequest(
-                reason=models_pb.DisconnectReason.CLIENT_INITIATED,
-                action=rtc_pb.LeaveRequest.Action.DISCONNECT)))  # type: ignore[arg-type]
-            self._out.put_nowait(None)
-        try:
-            await asyncio.wait_for(writer, 2.0)
-        except Exception:
-            logger.debug("session %s: writer did not finish", self.sid, exc_info=True)
-            writer.cancel()
+        self._closing = True
+        link, self._link = self._link, None
+        if link is not None:
+            await link.close_soon()
         for task in list(self._tasks):
             if task is not asyncio.current_task():
                 task.cancel()
@@ -430,23 +353,25 @@ class ParticipantSession:
                 await asyncio.wait_for(pc.close(), 5.0)
             except Exception:
                 logger.debug("pc close failed", exc_info=True)
-        if not self.ws.closed:
-            try:
-                await asyncio.wait_for(self.ws.close(), 2.0)
-            except Exception:
-                logger.debug("session %s: closing the WebSocket failed", self.sid,
-                             exc_info=True)
         self.closed.set()
 
     # ------------------------------------------------------------------ outgoing
 
-    def send_signal(self, response: rtc_pb.SignalResponse) -> None:
-        if self.closed.is_set():
-            return
+    def _put(self, link: SignalLink, response: rtc_pb.SignalResponse) -> None:
         if self._json:
-            self._out.put_nowait(json_format.MessageToJson(response, indent=None))
+            link.out.put_nowait(json_format.MessageToJson(response, indent=None))
         else:
-            self._out.put_nowait(response.SerializeToString())
+            link.out.put_nowait(response.SerializeToString())
+
+    def send_signal(self, response: rtc_pb.SignalResponse) -> None:
+        """Queue ``response`` on the attached signal; dropped while the signal is lost
+        (a resume resends the state: participants, room, a new subscriber offer)."""
+        link = self._link
+        if link is None or self.closed.is_set():
+            logger.debug("session %s: no signal, dropping %s", self.sid,
+                         response.WhichOneof("message"))
+            return
+        self._put(link, response)
 
     def send_data(self, payload: bytes, reliable: bool) -> None:
         if self._closing:
@@ -528,12 +453,67 @@ class ParticipantSession:
             self.hub.dispatch(room.leave(self.sid, models_pb.DisconnectReason.CLIENT_INITIATED))
             self.disconnect(models_pb.DisconnectReason.CLIENT_INITIATED,
                             rtc_pb.LeaveRequest.Action.DISCONNECT)
+        elif which == "simulate":
+            self._simulate(req.simulate)
+        elif which == "sync_state":
+            self._sync_state(req.sync_state)
         elif which in ("publish_data_track_request",):
             self.send_signal(rtc_pb.SignalResponse(request_response=rtc_pb.RequestResponse(
                 reason=rtc_pb.RequestResponse.Reason.UNSUPPORTED_TYPE,
                 message="data tracks are not supported")))
         else:
             logger.debug("ignoring signal request %s", which)
+
+    async def subscriber_reports(self) -> tuple[list[float], float | None]:
+        """The receiver reports of this participant about its subscriptions: fraction
+        lost of each (0..1) and the mean round-trip time (seconds), from aiortc's stats."""
+        report = await self._sub.getStats()
+        fractions: list[float] = []
+        rtts: list[float] = []
+        for st in report.values():
+            if getattr(st, "type", "") != "remote-inbound-rtp":
+                continue
+            fractions.append((getattr(st, "fractionLost", 0) or 0) / 256.0)
+            rtt = getattr(st, "roundTripTime", None)
+            if rtt:
+                rtts.append(float(rtt))
+        return fractions, (sum(rtts) / len(rtts) if rtts else None)
+
+    def _sync_state(self, state: rtc_pb.SyncState) -> None:
+        """C->S SyncState after a resume (livekit-server ``Room.onSyncState``): every
+        track the client says it publishes must be known here, else a full reconnect is
+        asked for; disabled tracks and the subscription list are applied again."""
+        p = self.room.participants.get(self.sid)
+        if p is None:
+            return
+        for published in state.publish_tracks:
+            if not published.HasField("track") or published.track.sid not in p.tracks:
+                logger.warning("participant %s resumed with a track this server does not "
+                               "know (%s): full reconnect", self.identity,
+                               published.track.sid or published.cid)
+                self.hub.dispatch(self.room.remove(
+                    self.sid, models_pb.DisconnectReason.STATE_MISMATCH,
+                    rtc_pb.LeaveRequest.Action.RECONNECT))
+                return
+        if state.track_sids_disabled:
+            self.hub.dispatch(self.room.update_track_settings(
+                self.sid, state.track_sids_disabled, True))
+        if state.HasField("subscription"):
+            sub = state.subscription
+            sids = list(sub.track_sids)
+            for pt in sub.participant_tracks:
+                sids.extend(pt.track_sids)
+            if sids:
+                self.hub.dispatch(self.room.update_subscription(self.sid, sids, sub.subscribe))
+
+    def _simulate(self, scenario: rtc_pb.SimulateScenario) -> None:
+        """C->S SimulateScenario (see :meth:`RoomState.simulate`; speaker updates here)."""
+        which = scenario.WhichOneof("scenario")
+        logger.info("participant %s simulates %s", self.identity, which)
+        if which == "speaker_update":
+            self.hub.simulate_speaker(self.room, self.sid, float(scenario.speaker_update))
+            return
+        self.hub.dispatch(self.room.simulate(self.sid, scenario, time.time()))
 
     # ------------------------------------------------------------------ publisher PC
 
@@ -543,11 +523,22 @@ class ParticipantSession:
             self._offer_sections = sections
             logger.debug("publisher offer %d from %s: %s", offer.id, self.identity,
                          [(m.mid, m.kind, m.direction, m.track_id, m.rids) for m in sections])
+            restartable = ice_restart.restartable(self._pub)
             await asyncio.wait_for(self._pub.setRemoteDescription(
                 RTCSessionDescription(sdp=offer.sdp, type="offer")), PC_OP_TIMEOUT)
+            if ice_restart.apply_remote_credentials(self._pub, offer.sdp):
+                if not restartable:
+                    logger.info("participant %s: publisher ICE is closed, asking for a full "
+                                "reconnect", self.identity)
+                    self.hub.dispatch(self.room.remove(
+                        self.sid, models_pb.DisconnectReason.STATE_MISMATCH,
+                        rtc_pb.LeaveRequest.Action.RECONNECT))
+                    return
+                logger.info("participant %s restarts ICE on its publisher PC", self.identity)
+                ice_restart.new_local_credentials(self._pub)
             await self._apply_pending_candidates(0)
-            _accept_rid_extensions(self._pub, offer.sdp)
-            _answer_as_dtls_server(self._pub, offer.sdp)
+            accept_rid_extensions(self._pub, offer.sdp)
+            answer_as_dtls_server(self._pub, offer.sdp)
             answer = await asyncio.wait_for(self._pub.createAnswer(), PC_OP_TIMEOUT)
             with ice.host_addresses(self.hub.bind_addresses):
                 await asyncio.wait_for(self._pub.setLocalDescription(answer), PC_OP_TIMEOUT)
@@ -579,7 +570,7 @@ class ParticipantSession:
         section = next((s for s in self._offer_sections if s.mid == mid), None)
         msid_track = section.track_id if section is not None else ""
         codecs = aiortc_compat.transceiver_codecs(transceiver)
-        fwd = _attach_forwarder(transceiver.receiver, track.kind, codecs, self.hub.forwarding)
+        fwd = attach_forwarder(transceiver.receiver, track.kind, codecs, self.hub.forwarding)
         mime = getattr(fwd, "mime_type", None) or ""
         if not mime:
             media = [c for c in codecs if c.name.lower() != "rtx"]
@@ -640,6 +631,7 @@ class ParticipantSession:
         logger.debug("participant %s %s PC: %s", self.identity,
                      "subscriber" if is_subscriber else "publisher", state)
         if state == "connected":
+            self._connected_once.add(is_subscriber)
             # a track negotiated while this PC was still connecting (the subscriber PC of a
             # participant joining a room with published tracks) would never start
             start_late_transceivers(pc, self._tasks)
@@ -647,6 +639,24 @@ class ParticipantSession:
         primary = is_subscriber if self.can_subscribe else not is_subscriber
         if state == "connected" and primary:
             self.hub.dispatch(self.room.set_active(self.sid))
+        elif (state in ("failed", "closed") and not self._closing
+              and is_subscriber in self._connected_once):
+            self._spawn(self._transport_failed(pc, is_subscriber), "transport-failed")
+
+    async def _transport_failed(self, pc: RTCPeerConnection, is_subscriber: bool) -> None:
+        """A media transport that worked has failed or closed. livekit-server answers with
+        Leave{CONNECTION_TIMEOUT, RESUME} and restarts ICE; an aiortc PC whose ICE agent
+        closed cannot be restarted, so after livekit-server's cleanup delay (the clients
+        notice a dead transport themselves and reconnect within it) a participant still
+        here is asked for a full reconnect."""
+        await asyncio.sleep(TRANSPORT_FAILED_GRACE)
+        if self._closing or pc.connectionState == "connected":
+            return
+        logger.info("participant %s: %s PC %s; asking for a full reconnect", self.identity,
+                    "subscriber" if is_subscriber else "publisher", pc.connectionState)
+        self.hub.dispatch(self.room.remove(
+            self.sid, models_pb.DisconnectReason.CONNECTION_TIMEOUT,
+            rtc_pb.LeaveRequest.Action.RECONNECT))
 
     # ------------------------------------------------------------------ trickle
 
@@ -702,8 +712,20 @@ class ParticipantSession:
             except Exception:
                 logger.debug("set_paused failed", exc_info=True)
 
+    def restart_ice(self) -> None:
+        """Send an ICE-restart offer on the subscriber PC (after a resume, as
+        livekit-server's ``ICERestart``). An offer sent before the signal was lost may
+        never be answered: it is superseded by this one."""
+        if not self.can_subscribe or self._closing:
+            return
+        self._neg.ice_restart = True
+        self._neg.outstanding = False
+        self._request_negotiation()
+
     def _request_negotiation(self) -> None:
         self._neg.dirty = True
+        if self._link is None:
+            return  # no signal: the offer is made when one is attached (resume)
         if not self._neg.outstanding and not self._neg.running and not self._closing:
             self._neg.running = True
             self._spawn(self._negotiate(), "negotiate")
@@ -732,6 +754,19 @@ class ParticipantSession:
                     self._sub_transceivers[track_sid] = transceiver
                     if self._paused.get(track_sid):
                         fwd.set_paused(self._sub, True)
+                restart = self._neg.ice_restart and ice_restart.restartable(self._sub)
+                if self._neg.ice_restart and not restart:
+                    logger.info("participant %s: subscriber ICE is closed, asking for a full "
+                                "reconnect", self.identity)
+                    self._neg.ice_restart = False
+                    self.hub.dispatch(self.room.remove(
+                        self.sid, models_pb.DisconnectReason.STATE_MISMATCH,
+                        rtc_pb.LeaveRequest.Action.RECONNECT))
+                    return
+                if restart:
+                    ice_restart.new_local_credentials(self._sub)
+                    self._neg.ice_restart = False
+                    self._neg.restarting = True
                 offer = await asyncio.wait_for(self._sub.createOffer(), PC_OP_TIMEOUT)
                 with ice.host_addresses(self.hub.bind_addresses):
                     await asyncio.wait_for(self._sub.setLocalDescription(offer), PC_OP_TIMEOUT)
@@ -753,6 +788,9 @@ class ParticipantSession:
                 return
             await asyncio.wait_for(self._sub.setRemoteDescription(
                 RTCSessionDescription(sdp=answer.sdp, type="answer")), PC_OP_TIMEOUT)
+            if self._neg.restarting:
+                self._neg.restarting = False
+                ice_restart.apply_remote_credentials(self._sub, answer.sdp)
             self._neg.outstanding = False
             await self._apply_pending_candidates(1)
         if self._neg.dirty or self._pending_adds:

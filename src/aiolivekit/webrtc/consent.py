@@ -200,6 +200,16 @@ class ConsentKeeper:
             return False
         return self.schedule.response(self._loop.time(), pending)
 
+    def refresh_credentials(self) -> None:
+        """The connection's ICE credentials changed (ICE restart): sign the next checks
+        with the new ones, and count the restart as fresh consent."""
+        pair = aioice_compat.nominated_pair(self._conn)
+        if pair is not None:
+            self._attributes = bytes(self._conn.build_request(pair, nominate=False))[20:]
+        self._key = self._conn.remote_password.encode("utf8")
+        self.schedule.pending = None
+        self.schedule.last_ok = self._loop.time()
+
     def stop(self) -> None:
         self.stopped = True
         if self._timer is not None:

@@ -47,6 +47,8 @@ room
     emit({ event: 'dtmf', ...item });
     inbox.put('dtmf', item);
   })
+  .on(RoomEvent.Reconnecting, () => emit({ event: 'reconnecting', t: Date.now() / 1000 }))
+  .on(RoomEvent.Reconnected, () => emit({ event: 'reconnected', t: Date.now() / 1000 }))
   .on(RoomEvent.Disconnected, (reason) => emit({ event: 'disconnected', reason: String(reason) }));
 
 function listenStreams(topics) {
@@ -284,6 +286,10 @@ const ops = {
   async sleep(s) { await sleep((s.seconds ?? 1) * 1000); return {}; },
   async wait_signal(s) { await waitSignal(s.name ?? 'go', s.timeout ?? 30); return { name: s.name ?? 'go' }; },
   async disconnect(s) { await withTimeout(room.disconnect(), s.timeout ?? 10, 'disconnect'); return {}; },
+  async local_publications() {
+    return { sids: [...room.localParticipant.trackPublications.keys()].sort(),
+      participant_sid: room.localParticipant.sid };
+  },
 };
 
 let failures = 0;

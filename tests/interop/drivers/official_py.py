@@ -301,6 +301,8 @@ class Driver:
         )
         if not got:
             raise TimeoutError(f"no audio track from {ident}")
+        if s.get("keep"):  # measure the same track again in a later step
+            await self.inbox.put("track", got[0])
         track = got[0]["track"]
         rate = int(s.get("sample_rate", 48000))
         stream = rtc.AudioStream(track, sample_rate=rate, num_channels=1)
