@@ -103,6 +103,18 @@ class DevServer:
         return host
 
     @property
+    def bound_urls(self) -> list[str]:
+        """``ws://host:port`` of every socket actually listening (``0.0.0.0`` stays
+        ``0.0.0.0``: the server is reachable on every interface)."""
+        if self._runner is None:
+            raise RuntimeError("DevServer is not started")
+        out = []
+        for addr in self._runner.addresses:
+            host, port = str(addr[0]), int(addr[1])
+            out.append(f"ws://[{host}]:{port}" if ":" in host else f"ws://{host}:{port}")
+        return out
+
+    @property
     def url(self) -> str:
         """``ws://host:port`` for clients."""
         return f"ws://{self._host_for_url}:{self.port}"
