@@ -18,6 +18,7 @@ from typing import Any
 
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
+from . import limits
 from .auth import VideoGrant
 from .effects import (
     CloseTrack,
@@ -282,6 +283,9 @@ class RoomState:
         if not p.can_publish_source(req.source):
             return [self._refuse(sid, req, rtc_pb.RequestResponse.Reason.NOT_ALLOWED,
                                  "does not have permission to publish")]
+        too_big = limits.check_add_track(req)
+        if too_big is not None:
+            return [self._refuse(sid, req, rtc_pb.RequestResponse.Reason.LIMIT_EXCEEDED, too_big)]
         if len([t for t in p.tracks.values() if not t.published]) >= MAX_PENDING_TRACKS:
             return [self._refuse(sid, req, rtc_pb.RequestResponse.Reason.LIMIT_EXCEEDED,
                                  "too many pending tracks")]
@@ -551,6 +555,13 @@ class RoomState:
                 request_id=req.request_id, reason=rtc_pb.RequestResponse.Reason.NOT_ALLOWED,
                 message="does not have permission to update own metadata",
                 update_metadata=req)))]
+        try:
+            limits.check_participant_fields(name=req.name, metadata=req.metadata,
+                                            attributes=req.attributes)
+        except limits.LimitExceeded as exc:
+            return [SendSignal(sid, _signal(request_response=rtc_pb.RequestResponse(
+                request_id=req.request_id, reason=rtc_pb.RequestResponse.Reason.LIMIT_EXCEEDED,
+                message=exc.signal_message, update_metadata=req)))]
         effects = self._apply_participant_update(
             p, metadata=req.metadata or None, name=req.name or None,
             attributes=dict(req.attributes),

@@ -32,6 +32,7 @@ from livekit.protocol import models as models_pb, rtc as rtc_pb
 from .._compat import aiortc as aiortc_compat
 from ..webrtc import ice, sdp
 from ..webrtc.pc import answer_keepalives_fast, start_late_transceivers, take_over_consent
+from . import limits
 from .config import ForwardingOptions
 from .rooms import (
     CloseTrack,
@@ -237,7 +238,7 @@ class ParticipantSession:
         self._refresh = refresh
         self._closing = False
         self._left = False
-        self._out: asyncio.Queue[bytes | str | None] = asyncio.Queue()
+        self._out: asyncio.Queue[bytes | str | None] = limits.SignalQueue(self._slow_reader)
         self._json = False  # answer in JSON text frames after a JSON request (like Go)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pub = _pc()
@@ -265,6 +266,7 @@ class ParticipantSession:
             self._dc_lossy = self._sub.createDataChannel("_lossy", ordered=False,
                                                          maxRetransmits=0)
             self._dc_reliable.on("open", self._flush_reliable)
+            self._limit_sctp(self._sub)
         self._pub.on("datachannel", self._on_datachannel)
         self._pub.on("track", self._on_track)
         self._pub.on("connectionstatechange", lambda: self._on_pc_state(self._pub, False))
@@ -374,6 +376,18 @@ class ParticipantSession:
         self._left = True
         self.disconnect(models_pb.DisconnectReason.SIGNAL_CLOSE,
                         rtc_pb.LeaveRequest.Action.DISCONNECT)
+
+    def _slow_reader(self) -> None:
+        self._bad_frame(f"more than {limits.MAX_OUT_QUEUE_BYTES} signal bytes not read")
+
+    def _limit_sctp(self, pc: RTCPeerConnection) -> None:
+        aiortc_compat.limit_sctp_message_size(pc.sctp, limits.MAX_SCTP_MESSAGE_SIZE,
+                                              self._oversized_data)
+
+    def _oversized_data(self, size: int) -> None:
+        if not self._closing:
+            asyncio.get_running_loop().call_soon(self._bad_frame, (
+                f"data-channel message of {size}+ bytes (max {limits.MAX_SCTP_MESSAGE_SIZE})"))
 
     def disconnect(self, reason: int, action: int) -> None:
         """Send a LeaveRequest then close (the room state is updated by the caller)."""
@@ -545,6 +559,7 @@ class ParticipantSession:
                          [(m.mid, m.kind, m.direction, m.track_id, m.rids) for m in sections])
             await asyncio.wait_for(self._pub.setRemoteDescription(
                 RTCSessionDescription(sdp=offer.sdp, type="offer")), PC_OP_TIMEOUT)
+            self._limit_sctp(self._pub)
             await self._apply_pending_candidates(0)
             _accept_rid_extensions(self._pub, offer.sdp)
             _answer_as_dtls_server(self._pub, offer.sdp)
@@ -653,6 +668,13 @@ class ParticipantSession:
     async def _on_trickle(self, trickle: rtc_pb.TrickleRequest) -> None:
         target = 1 if trickle.target == rtc_pb.SignalTarget.SUBSCRIBER else 0
         pc = self._sub if target == 1 else self._pub
+        if len(trickle.candidateInit) > limits.MAX_CANDIDATE_SIZE or (
+                pc.remoteDescription is None
+                and len(self._pending_remote[target]) >= limits.MAX_PENDING_CANDIDATES):
+            logger.debug("participant %s: candidate dropped (%d bytes, %d pending)",
+                         self.identity, len(trickle.candidateInit),
+                         len(self._pending_remote[target]))
+            return
         if pc.remoteDescription is None:
             self._pending_remote[target].append(trickle.candidateInit)
             return
