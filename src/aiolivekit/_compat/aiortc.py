@@ -746,3 +746,19 @@ def limit_sctp_message_size(sctp: Any, max_size: int, on_exceed: Callable[[int],
 
     sctp._receive_data_chunk = receive_data_chunk
     _SCTP_GUARDED.add(sctp)
+
+
+__all__ += ["sctp_send_unchecked"]
+
+
+def sctp_send_unchecked(channel: Any, data: bytes) -> None:
+    """Send ``data`` on a data channel whatever ``a=max-message-size`` the remote end
+    advertised (``RTCSctpTransport._remote_max_message_size`` zeroed for the call): what
+    a hostile client does; for security probes only."""
+    transport = channel.transport
+    saved = transport._remote_max_message_size
+    transport._remote_max_message_size = 0
+    try:
+        channel.send(data)
+    finally:
+        transport._remote_max_message_size = saved

@@ -35,7 +35,7 @@ _CORS = {
     "Access-Control-Allow-Headers": "*",
 }
 
-PRUNE_INTERVAL = 5.0
+PRUNE_INTERVAL = 1.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

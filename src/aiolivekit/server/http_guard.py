@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 from aiohttp import web
 
@@ -22,7 +23,7 @@ from . import limits
 from .auth import TokenClaims, VideoGrant
 from .rooms import RoomManager
 
-__all__ = ["BODY_TIMEOUT", "join_refusal", "read_twirp_body"]
+__all__ = ["BODY_TIMEOUT", "abort_websocket", "join_refusal", "read_twirp_body"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,3 +80,15 @@ async def read_twirp_body(request: web.Request, limit: int = limits.MAX_TWIRP_BO
     if not complete:
         return too_large
     return b"".join(chunks)
+
+
+def abort_websocket(ws: web.WebSocketResponse) -> None:
+    """Cut a WebSocket whose peer does not read: a close frame cannot be sent to it and
+    the transport, which flushes before closing, would otherwise wait for it forever."""
+    sock = ws.get_extra_info("socket")
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        logger.debug("shutting the WebSocket's socket down failed", exc_info=True)

@@ -717,7 +717,10 @@ class RoomManager:
             if room.participants:
                 self._empty_since.pop(name, None)
                 continue
-            since = self._empty_since.setdefault(name, now)
+            # empty_timeout counts from the creation, departure_timeout from the first
+            # check that found the room empty after its last participant left
+            since = self._empty_since.setdefault(
+                name, now if room.had_participants else room.created_at)
             limit = room.departure_timeout if room.had_participants else room.empty_timeout
             if now - since >= limit:
                 del self.rooms[name]

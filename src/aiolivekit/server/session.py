@@ -32,7 +32,7 @@ from livekit.protocol import models as models_pb, rtc as rtc_pb
 from .._compat import aiortc as aiortc_compat
 from ..webrtc import ice, sdp
 from ..webrtc.pc import answer_keepalives_fast, start_late_transceivers, take_over_consent
-from . import limits
+from . import http_guard, limits
 from .config import ForwardingOptions
 from .rooms import (
     CloseTrack,
@@ -411,6 +411,7 @@ class ParticipantSession:
             await asyncio.wait_for(self.ws.close(), 2.0)
         except Exception:
             logger.debug("session %s: closing the WebSocket failed", self.sid, exc_info=True)
+            http_guard.abort_websocket(self.ws)
 
     async def _shutdown(self, writer: asyncio.Task[None]) -> None:
         if not self._left:
@@ -450,6 +451,7 @@ class ParticipantSession:
             except Exception:
                 logger.debug("session %s: closing the WebSocket failed", self.sid,
                              exc_info=True)
+                http_guard.abort_websocket(self.ws)
         self.closed.set()
 
     # ------------------------------------------------------------------ outgoing
