@@ -49,7 +49,7 @@ class RawSignal:
         self.received: list[rtc_pb.SignalResponse] = []
         self.closed = False
         self._http: aiohttp.ClientSession | None = None
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
 
     async def __aenter__(self) -> RawSignal:
         await self.connect()
@@ -62,7 +62,7 @@ class RawSignal:
     async def connect(self, wait_join: bool = True) -> None:
         self._http = aiohttp.ClientSession()
         try:
-            async def open_ws() -> aiohttp.ClientWebSocketResponse:
+            async def open_ws() -> aiohttp.ClientWebSocketResponse[bool]:
                 assert self._http is not None
                 return await self._http.ws_connect(self.url, max_msg_size=MAX_FRAME)
 
