@@ -329,6 +329,7 @@ class ParticipantSession:
                     await asyncio.wait_for(self.ws.send_bytes(data), SEND_TIMEOUT)
             except Exception as exc:  # includes asyncio.TimeoutError
                 logger.debug("session %s: send failed: %r", self.sid, exc, exc_info=True)
+                exc.__traceback__ = None  # its frames (and this session) must not outlive it
                 self._closing = True
                 return
 
@@ -452,7 +453,25 @@ class ParticipantSession:
                 logger.debug("session %s: closing the WebSocket failed", self.sid,
                              exc_info=True)
                 http_guard.abort_websocket(self.ws)
+        self._release()
         self.closed.set()
+
+    def _release(self) -> None:
+        """Drop what ties this closed session into reference cycles (listeners on its peer
+        connections and data channels, subscriptions, queued data), so that it is freed
+        by reference counting, with the memory its attacker made it hold, not at the next
+        full garbage collection."""
+        for emitter in (self._pub, self._sub, self._dc_reliable, self._dc_lossy):
+            if emitter is not None:
+                emitter.remove_all_listeners()
+        self._subs.clear()
+        self._pending_adds.clear()
+        self._sub_transceivers.clear()
+        self._unmatched.clear()
+        self._reliable_out.clear()
+        self._offer_sections = []
+        self._pending_remote = {0: [], 1: []}
+        self._tasks.clear()
 
     # ------------------------------------------------------------------ outgoing
 

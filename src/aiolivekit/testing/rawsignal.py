@@ -36,7 +36,7 @@ class RawSignal:
     """``async with RawSignal(url, token) as s``: joined; ``s.join`` is the JoinResponse."""
 
     def __init__(self, url: str, token: str, *, timeout: float = 10.0,
-                 auto_subscribe: bool = False) -> None:
+                 auto_subscribe: bool = False, keep: bool = True) -> None:
         base = url.rstrip("/")
         for a, b in (("http://", "ws://"), ("https://", "wss://")):
             if base.startswith(a):
@@ -47,6 +47,7 @@ class RawSignal:
         self.timeout = timeout
         self.join: rtc_pb.JoinResponse | None = None
         self.received: list[rtc_pb.SignalResponse] = []
+        self.keep = keep  # False: responses are not kept in ``received``
         self.closed = False
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
@@ -100,14 +101,16 @@ class RawSignal:
             if msg.type == aiohttp.WSMsgType.BINARY:
                 resp = rtc_pb.SignalResponse()
                 resp.ParseFromString(msg.data)
-                self.received.append(resp)
+                if self.keep:
+                    self.received.append(resp)
                 return resp
             if msg.type == aiohttp.WSMsgType.TEXT:
                 from google.protobuf import json_format
 
                 resp = rtc_pb.SignalResponse()
                 json_format.Parse(msg.data, resp, ignore_unknown_fields=True)
-                self.received.append(resp)
+                if self.keep:
+                    self.received.append(resp)
                 return resp
             if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
                             aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR):
