@@ -94,13 +94,14 @@ async def metadata_flood(url: str, tokens: list[str], big: int = 1900 * 1024,
         async def update(c: RawSignal, metadata: str) -> rtc_pb.RequestResponse | None:
             nonlocal request_id
             request_id += 1
+            mine = request_id
             await c.send(rtc_pb.SignalRequest(update_metadata=rtc_pb.UpdateParticipantMetadata(
-                metadata=metadata, request_id=request_id)))
+                metadata=metadata, request_id=mine)))
             while True:
                 resp = await c.wait_for("request_response", timeout)
                 if resp is None:
                     return None
-                if resp.request_response.request_id == request_id:
+                if resp.request_response.request_id == mine:
                     return resp.request_response
 
         for c in clients:
