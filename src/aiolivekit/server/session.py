@@ -285,7 +285,9 @@ class ParticipantSession:
         if not task.cancelled() and task.exception() is not None:
             # failures while the session is closing (PC already closed) are expected
             log = logger.debug if self._closing else logger.warning
-            log("session %s task failed: %r", self.sid, task.exception())
+            # a string, not the exception: a handler keeping log records (pytest's) would
+            # keep its traceback, its frames and this session alive
+            log("session %s task failed: %s", self.sid, repr(task.exception()))
 
     async def run(self, join: rtc_pb.SignalResponse, effects: list[Effect]) -> None:
         """Send the JoinResponse, start the subscriber negotiation, read until closed."""
