@@ -7,6 +7,7 @@ is checked here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import queue
 import threading
@@ -709,7 +710,7 @@ def limit_sctp_message_size(sctp: Any, max_size: int, on_exceed: Callable[[int],
     cls_receive = type(sctp)._receive_data_chunk
     transport_ref = weakref.ref(sctp)
     callback: Callable[[], Callable[[int], None] | None]
-    if hasattr(on_exceed, "__self__"):
+    if inspect.ismethod(on_exceed):
         callback = weakref.WeakMethod(on_exceed)  # type: ignore[arg-type]
     else:
         callback = lambda: on_exceed  # noqa: E731

@@ -11,6 +11,7 @@ slow reader, the SCTP reassembly of one data-channel message.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import weakref
 from collections.abc import Callable, Mapping
@@ -153,7 +154,7 @@ class SignalQueue(asyncio.Queue):  # type: ignore[type-arg]
         self.queued_bytes = 0
         self.overflowed = False
         self._on_overflow: Callable[[], Callable[[], None] | None]
-        if hasattr(on_overflow, "__self__"):  # a bound method: no session <-> queue cycle
+        if inspect.ismethod(on_overflow):  # a bound method: no session <-> queue cycle
             self._on_overflow = weakref.WeakMethod(on_overflow)  # type: ignore[arg-type]
         else:
             self._on_overflow = lambda: on_overflow
