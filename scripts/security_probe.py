@@ -41,7 +41,8 @@ async def _main(args: argparse.Namespace) -> int:
         from aiolivekit.server import DevServer
 
         async with DevServer(port=0) as server:
-            ctx = ProbeContext(server.url, server.api_key, server.api_secret, quick=args.quick)
+            ctx = ProbeContext(server.url, server.api_key, server.api_secret, quick=args.quick,
+                               server_pid=os.getpid())
             results = await run_probes(ctx, args.only)
         target = "aiolivekit (embedded)"
     elif args.livekit_server:
@@ -53,7 +54,8 @@ async def _main(args: argparse.Namespace) -> int:
             return 2
         async with LiveKitServerProcess(binary) as proc:
             info = proc.info()
-            ctx = ProbeContext(info.url, info.api_key, info.api_secret, quick=args.quick)
+            ctx = ProbeContext(info.url, info.api_key, info.api_secret, quick=args.quick,
+                               server_pid=proc.pid)
             results = await run_probes(ctx, args.only)
         target = "livekit-server"
     else:
@@ -61,7 +63,8 @@ async def _main(args: argparse.Namespace) -> int:
             print("give a URL, --api-key and --api-secret (or LIVEKIT_API_KEY/SECRET), "
                   "or --embedded / --livekit-server", file=sys.stderr)
             return 2
-        ctx = ProbeContext(args.url, args.api_key, args.api_secret, quick=args.quick)
+        ctx = ProbeContext(args.url, args.api_key, args.api_secret, quick=args.quick,
+                           server_pid=args.server_pid)
         results = await run_probes(ctx, args.only)
         target = args.url
     print(_table(target, results))
@@ -76,6 +79,8 @@ def main() -> int:
     parser.add_argument("--embedded", action="store_true")
     parser.add_argument("--livekit-server", action="store_true")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--server-pid", type=int, default=None,
+                        help="the server's pid on this machine: report its RSS under floods")
     parser.add_argument("--only", action="append", default=None)
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()

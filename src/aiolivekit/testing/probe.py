@@ -37,6 +37,9 @@ class ProbeContext:
     api_secret: str
     prefix: str = ""
     quick: bool = False
+    server_pid: int | None = None
+    """The server's process on this machine (``os.getpid()`` for an in-process one): the
+    flood probes then report its RSS."""
 
     def __post_init__(self) -> None:
         if not self.prefix:
@@ -51,6 +54,12 @@ class ProbeContext:
     @property
     def http_url(self) -> str:
         return self.url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+
+
+def process_rss(pid: int) -> int:
+    """Resident set size of a local process, in bytes."""
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * 4096
 
 
 @dataclass
@@ -220,14 +229,32 @@ async def probe_big_metadata_room(ctx: ProbeContext) -> ProbeResult:
 
 async def probe_candidate_flood(ctx: ProbeContext) -> ProbeResult:
     count = 100 if ctx.quick else 1000
+    name = f"{count} x 1 MiB trickle candidates before any offer"
+    pid = ctx.server_pid
+    before = process_rss(pid) if pid else 0
+    peak = before
+
+    async def sample() -> None:
+        nonlocal peak
+        while pid:
+            peak = max(peak, process_rss(pid))
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.ensure_future(sample())
     try:
         took = await trickle_flood(ctx.url, ctx.token("flood", ctx.room("flood")), count, MiB)
     except (ConnectionError, RawSignalRefused, asyncio.TimeoutError, OSError) as exc:
-        return ProbeResult(f"{count} x 1 MiB trickle candidates before any offer",
-                           f"connection ended: {exc!r}", True)
-    return ProbeResult(f"{count} x 1 MiB trickle candidates before any offer",
-                       f"all accepted, pong after {took:.1f} s (server RSS: measure it there)",
-                       None)
+        return ProbeResult(name, f"connection ended: {exc!r}", True)
+    finally:
+        sampler.cancel()
+    if not pid:
+        return ProbeResult(name, f"handled in {took:.1f} s (server RSS not visible from here)",
+                           None)
+    await asyncio.sleep(2.0)  # the attacker has left
+    after = process_rss(pid)
+    return ProbeResult(name, f"server RSS {before / MiB:.0f} -> {peak / MiB:.0f} MiB, "
+                             f"{after / MiB:.0f} MiB after the attacker left",
+                       peak - before < 64 * MiB and after - before < 16 * MiB)
 
 
 async def probe_add_track_layers(ctx: ProbeContext) -> ProbeResult:
