@@ -23,6 +23,7 @@ import asyncio
 import gc
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -222,11 +223,19 @@ def test_fuzz_signal_requests(error_log: _Errors) -> None:
 
     from aiolivekit.server.session import ParticipantSession
 
+    # the server's loop runs in its own thread all the time: Hypothesis generating the next
+    # example must not stall it (a stalled loop misses its own WebSocket heartbeats)
     loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="fuzz-server", daemon=True)
+    thread.start()
+
+    def call(coro: Any, timeout: float = 90.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
     server = DevServer(port=0)
-    loop.run_until_complete(server.start())
+    call(server.start())
     bystander = RawSignal(server.url, server.token("bystander", "fuzz"), keep=False)
-    loop.run_until_complete(bystander.connect())
+    call(bystander.connect())
     pongs: set[int] = set()
 
     async def read_bystander() -> None:
@@ -239,7 +248,10 @@ def test_fuzz_signal_requests(error_log: _Errors) -> None:
             if resp.WhichOneof("message") == "pong_resp":
                 pongs.add(resp.pong_resp.last_ping_timestamp)
 
-    bystander_reader = loop.create_task(read_bystander())
+    async def start_reader() -> asyncio.Task[None]:
+        return asyncio.ensure_future(read_bystander())
+
+    bystander_reader = call(start_reader())
 
     async def bystander_pings(stamp: int) -> bool:
         await bystander.send(rtc_pb.SignalRequest(ping_req=rtc_pb.Ping(timestamp=stamp)))
@@ -294,7 +306,7 @@ def test_fuzz_signal_requests(error_log: _Errors) -> None:
               database=None)
     @given(st.lists(frames, min_size=1, max_size=8))
     def run(sequence: list[tuple[str, Any]]) -> None:
-        loop.run_until_complete(asyncio.wait_for(example(sequence), 60))
+        call(asyncio.wait_for(example(sequence), 60))
 
     try:
         run()
@@ -305,7 +317,9 @@ def test_fuzz_signal_requests(error_log: _Errors) -> None:
         assert leaked == {}, f"sessions alive after close (referrer types): {leaked}"
         assert [s.identity for s in alive] == ["bystander"]
     finally:
-        bystander_reader.cancel()
-        loop.run_until_complete(bystander.close())
-        loop.run_until_complete(server.aclose())
+        loop.call_soon_threadsafe(bystander_reader.cancel)
+        call(bystander.close())
+        call(server.aclose())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
         loop.close()
