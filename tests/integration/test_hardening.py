@@ -403,3 +403,23 @@ async def test_slow_reader_is_disconnected(devserver: Any, rooms: list[Room]) ->
                      what="the sleeper's session closed")
     finally:
         sleeper.close()
+
+
+# ------------------------------------------------------------ E2EE
+
+
+@pytest.mark.parametrize("option", ["e2ee", "encryption"])
+async def test_e2ee_requested_never_connects_in_clear(devserver: Any, option: str) -> None:
+    """``RoomOptions(encryption=...)`` raises before any I/O: the server never sees the
+    participant (the issue saw a warning and an unencrypted connection)."""
+    from aiolivekit import RoomOptions, UnsupportedOptionError
+
+    room = Room()
+    with pytest.raises(UnsupportedOptionError) as info:
+        await asyncio.wait_for(room.connect(
+            devserver.url, devserver.token("secretive", "hard"),
+            RoomOptions(**{option: {"key_provider": "shared", "shared_key": b"k" * 32}})), 10)
+    assert info.value.issue == 17
+    await asyncio.sleep(0.3)
+    assert devserver.app.hub.sessions == {} and "hard" not in devserver.app.rooms.rooms
+    assert room.connection_state == 0
