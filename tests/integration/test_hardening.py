@@ -35,7 +35,7 @@ TIMEOUT = 10.0
 
 async def _until(pred: Callable[[], bool], timeout: float = TIMEOUT, what: str = "") -> None:
     async def loop() -> None:
-        while not pred():  # noqa: ASYNC110 - polling state other tasks change
+        while not pred():
             await asyncio.sleep(0.02)
     try:
         await asyncio.wait_for(loop(), timeout)

@@ -162,7 +162,7 @@ async def test_metadata_attack_memory(server: DevServer,
 
 async def _until_no_sessions(server: DevServer, timeout: float = 15.0) -> None:
     async def loop() -> None:
-        while server.app.hub.sessions:  # noqa: ASYNC110 - state other tasks change
+        while server.app.hub.sessions:
             await asyncio.sleep(0.05)
     await asyncio.wait_for(loop(), timeout)
 

@@ -293,7 +293,7 @@ def test_fuzz_signal_requests(error_log: _Errors) -> None:
             await client.close()
 
         async def gone() -> None:
-            while any(s.identity == identity  # noqa: ASYNC110 - polling the hub
+            while any(s.identity == identity
                       for s in server.app.hub.sessions.values()):
                 await asyncio.sleep(0.02)
         await asyncio.wait_for(gone(), 15)

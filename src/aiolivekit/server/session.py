@@ -285,8 +285,7 @@ class ParticipantSession:
         if not task.cancelled() and task.exception() is not None:
             # failures while the session is closing (PC already closed) are expected
             log = logger.debug if self._closing else logger.warning
-            # a string, not the exception: a handler keeping log records (pytest's) would
-            # keep its traceback, its frames and this session alive
+            # a string: a handler keeping records must not keep the traceback (and self)
             log("session %s task failed: %s", self.sid, repr(task.exception()))
 
     async def run(self, join: rtc_pb.SignalResponse, effects: list[Effect]) -> None:
@@ -459,21 +458,15 @@ class ParticipantSession:
         self.closed.set()
 
     def _release(self) -> None:
-        """Drop what ties this closed session into reference cycles (listeners on its peer
-        connections and data channels, subscriptions, queued data), so that it is freed
-        by reference counting, with the memory its attacker made it hold, not at the next
-        full garbage collection."""
+        """Drop the listeners and queued state that would keep this closed session in
+        reference cycles: it is freed by reference counting, not at the next full gc."""
         for emitter in (self._pub, self._sub, self._dc_reliable, self._dc_lossy):
             if emitter is not None:
                 emitter.remove_all_listeners()
-        self._subs.clear()
-        self._pending_adds.clear()
-        self._sub_transceivers.clear()
-        self._unmatched.clear()
-        self._reliable_out.clear()
-        self._offer_sections = []
+        for held in (self._subs, self._pending_adds, self._sub_transceivers, self._tasks):
+            held.clear()
+        self._unmatched, self._reliable_out, self._offer_sections = [], [], []
         self._pending_remote = {0: [], 1: []}
-        self._tasks.clear()
 
     # ------------------------------------------------------------------ outgoing
 
@@ -694,9 +687,8 @@ class ParticipantSession:
         if len(trickle.candidateInit) > limits.MAX_CANDIDATE_SIZE or (
                 pc.remoteDescription is None
                 and len(self._pending_remote[target]) >= limits.MAX_PENDING_CANDIDATES):
-            logger.debug("participant %s: candidate dropped (%d bytes, %d pending)",
-                         self.identity, len(trickle.candidateInit),
-                         len(self._pending_remote[target]))
+            logger.debug("participant %s: candidate dropped (%d bytes)", self.identity,
+                         len(trickle.candidateInit))
             return
         if pc.remoteDescription is None:
             self._pending_remote[target].append(trickle.candidateInit)
