@@ -12,13 +12,7 @@ import signal
 import sys
 import warnings
 
-from .server.config import (
-    DEFAULT_PORT,
-    DEV_API_KEY,
-    DEV_API_SECRET,
-    ForwardingOptions,
-    parse_keys,
-)
+from .server.config import DEFAULT_PORT, DEV_API_KEY, DEV_API_SECRET, ForwardingOptions
 
 __all__ = ["build_parser", "main"]
 
@@ -40,11 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the embedded LiveKit-compatible server")
     serve.add_argument("--dev", action="store_true",
-                       help="development defaults: 127.0.0.1:7880, key devkey / secret")
-    serve.add_argument("--bind", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 7880)")
+                       help="without other keys, use the public development key devkey / "
+                            "secret (loopback only)")
+    serve.add_argument("--bind", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT,
+                       help="port (default 7880, 0: any free port)")
     serve.add_argument("--keys", default=None,
-                       help="API keys as key:secret[,key2:secret2] (default devkey:secret)")
+                       help="API keys as key:secret[,key2:secret2] (env LIVEKIT_KEYS; also "
+                            "LIVEKIT_API_KEY + LIVEKIT_API_SECRET)")
+    serve.add_argument("--key-file", default=None, metavar="FILE",
+                       help="file of 'key: secret' lines, as livekit-server reads it "
+                            "(must not be accessible by others)")
+    serve.add_argument("--insecure-dev-keys", action="store_true",
+                       help="allow --dev's public key on a non-loopback --bind")
     serve.add_argument("--departure-timeout", type=float, default=20.0, metavar="S",
                        help="seconds a participant whose signal dropped is kept for a resume "
                             "(default 20, as livekit-server)")
@@ -90,7 +93,8 @@ async def _serve(host: str, port: int, keys: dict[str, str],
                        departure_timeout=departure_timeout, ping_timeout=ping_timeout)
     await server.start()
     key = next(iter(keys))
-    print(f"aiolivekit server listening on {server.url} (API key {key})", flush=True)
+    bound = ", ".join(server.bound_urls)
+    print(f"aiolivekit server listening on {bound} (API key {key})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -147,10 +151,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
     if args.command == "serve":
+        from .server import keys as server_keys
+
         try:
-            keys = parse_keys(args.keys) if args.keys else {DEV_API_KEY: DEV_API_SECRET}
-        except ValueError as exc:
+            source = server_keys.resolve_keys(
+                keys_arg=args.keys, key_file=args.key_file, dev=args.dev, bind=args.bind,
+                insecure_dev_keys=args.insecure_dev_keys)
+        except server_keys.KeyConfigError as exc:
             parser.error(str(exc))
+        keys = source.keys
+        if source.dev and not server_keys.is_loopback_bind(args.bind):
+            print(f"aiolivekit serve: WARNING: the public development key {DEV_API_KEY} is "
+                  f"served on {args.bind} (--insecure-dev-keys): anyone who can reach it "
+                  "can join and administer rooms", file=sys.stderr, flush=True)
+        elif not source.dev:
+            for key in server_keys.short_secrets(keys):
+                print(f"aiolivekit serve: WARNING: the secret of API key {key!r} is shorter "
+                      f"than {server_keys.MIN_SECRET_LENGTH} bytes; tokens signed with it "
+                      "can be brute-forced", file=sys.stderr, flush=True)
         forwarding = None
         if args.read_batch_ms is not None:
             from .server import read_batching
@@ -165,9 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--departure-timeout must be >= 0 seconds")
         if args.ping_timeout <= 0:
             parser.error("--ping-timeout must be > 0 seconds")
-        host = "127.0.0.1" if args.dev and args.bind is None else args.bind
         try:
-            asyncio.run(_serve(host, args.port, keys, forwarding,
+            asyncio.run(_serve(args.bind, args.port, keys, forwarding,
                                departure_timeout=args.departure_timeout,
                                ping_timeout=args.ping_timeout))
         except KeyboardInterrupt:

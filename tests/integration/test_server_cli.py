@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 import aiohttp
 import pytest
@@ -92,7 +95,8 @@ def test_serve_read_batch_window(monkeypatch: pytest.MonkeyPatch) -> None:
     from aiolivekit.server import read_batching
     from aiolivekit.server.config import ForwardingOptions
 
-    out = subprocess.run([sys.executable, "-m", "aiolivekit", "serve", "--read-batch-ms", "-1"],
+    out = subprocess.run([sys.executable, "-m", "aiolivekit", "serve", "--dev",
+                          "--read-batch-ms", "-1"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "--read-batch-ms must be between 0 and 100" in out.stderr
     seen: list[float | None] = []
@@ -102,9 +106,9 @@ def test_serve_read_batch_window(monkeypatch: pytest.MonkeyPatch) -> None:
         seen.append(None if forwarding is None else forwarding.read_batch_window)
 
     monkeypatch.setattr(cli, "_serve", fake_serve)
-    assert cli.main(["serve", "--read-batch-ms", "2.5"]) == 0
-    assert cli.main(["serve", "--read-batch-ms", "0"]) == 0
-    assert cli.main(["serve"]) == 0  # the default: AIOLIVEKIT_READ_BATCH_MS or 5 ms
+    assert cli.main(["serve", "--dev", "--read-batch-ms", "2.5"]) == 0
+    assert cli.main(["serve", "--dev", "--read-batch-ms", "0"]) == 0
+    assert cli.main(["serve", "--dev"]) == 0  # the default: AIOLIVEKIT_READ_BATCH_MS or 5 ms
     assert seen == [0.0025, 0.0, None]
     monkeypatch.setenv("AIOLIVEKIT_READ_BATCH_MS", "7")
     assert ForwardingOptions().read_batch_window == read_batching.window_seconds(7)
@@ -113,10 +117,10 @@ def test_serve_read_batch_window(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_serve_departure_and_ping_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
     from aiolivekit import cli
 
-    out = subprocess.run([sys.executable, "-m", "aiolivekit", "serve", "--departure-timeout",
-                          "-1"], capture_output=True, text=True, timeout=30)
+    out = subprocess.run([sys.executable, "-m", "aiolivekit", "serve", "--dev",
+                          "--departure-timeout", "-1"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "--departure-timeout must be >= 0" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "aiolivekit", "serve", "--ping-timeout", "0"],
+    out = subprocess.run([sys.executable, "-m", "aiolivekit", "serve", "--dev", "--ping-timeout", "0"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "--ping-timeout must be > 0" in out.stderr
     seen: list[tuple[float, float]] = []
@@ -126,6 +130,116 @@ def test_serve_departure_and_ping_timeouts(monkeypatch: pytest.MonkeyPatch) -> N
         seen.append((departure_timeout, ping_timeout))
 
     monkeypatch.setattr(cli, "_serve", fake_serve)
-    assert cli.main(["serve"]) == 0
-    assert cli.main(["serve", "--departure-timeout", "2.5", "--ping-timeout", "6"]) == 0
+    assert cli.main(["serve", "--dev"]) == 0
+    assert cli.main(["serve", "--dev", "--departure-timeout", "2.5", "--ping-timeout", "6"]) == 0
     assert seen == [(20.0, 15.0), (2.5, 6.0)]
+
+
+# ---------------------------------------------------------------- safe defaults (issue 14)
+
+LONG = "s" * 32
+_KEY_ENV = ("LIVEKIT_KEYS", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
+
+
+def _env_without_keys() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in _KEY_ENV}
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, dict[str, str]]]:
+    """cli._serve replaced: what ``serve`` would have started (host, port, keys)."""
+    from aiolivekit import cli
+
+    for name in _KEY_ENV:
+        monkeypatch.delenv(name, raising=False)
+    seen: list[tuple[str, int, dict[str, str]]] = []
+
+    async def fake_serve(host: str, port: int, keys: dict[str, str],
+                         forwarding: object = None, **_: float) -> None:
+        seen.append((host, port, keys))
+
+    monkeypatch.setattr(cli, "_serve", fake_serve)
+    return seen
+
+
+def test_serve_refuses_to_start_without_keys() -> None:
+    out = subprocess.run([sys.executable, "-m", "aiolivekit", "serve", "--port", "0"],
+                         capture_output=True, text=True, timeout=30, env=_env_without_keys())
+    assert out.returncode == 2
+    assert "no API keys" in out.stderr and "--dev" in out.stderr
+    assert "listening" not in out.stdout
+
+
+def test_serve_dev_refuses_a_public_bind(served: list[Any],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--dev", "--bind", "0.0.0.0"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "only served on loopback" in err and "--insecure-dev-keys" in err
+    assert served == []
+    assert main(["serve", "--dev", "--bind", "0.0.0.0", "--insecure-dev-keys"]) == 0
+    assert "WARNING: the public development key devkey is served on 0.0.0.0" in \
+        capsys.readouterr().err
+    assert main(["serve", "--dev", "--bind", "::1"]) == 0  # loopback: fine
+    assert main(["serve", "--dev", "--bind", "0.0.0.0", "--keys", f"k:{LONG}"]) == 0
+    assert served == [("0.0.0.0", 7880, {"devkey": "secret"}), ("::1", 7880, {"devkey": "secret"}),
+                      ("0.0.0.0", 7880, {"k": LONG})]
+
+
+def test_serve_reads_keys_like_livekit_server(served: list[Any], tmp_path: Any,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LIVEKIT_API_KEY", "apikey")
+    monkeypatch.setenv("LIVEKIT_API_SECRET", LONG)
+    assert main(["serve"]) == 0
+    monkeypatch.setenv("LIVEKIT_KEYS", f"k1: {LONG}1\nk2: {LONG}2")  # livekit-server's format
+    assert main(["serve"]) == 0
+    key_file = tmp_path / "keys.yaml"
+    key_file.write_text(f"# comment\nfile-key: \"{LONG}f\"\n")
+    key_file.chmod(0o600)
+    assert main(["serve", "--key-file", str(key_file)]) == 0
+    assert main(["serve", "--keys", f"a:{LONG}a,b:{LONG}b", "--key-file", str(key_file)]) == 0
+    assert [keys for _, _, keys in served] == [
+        {"apikey": LONG}, {"k1": LONG + "1", "k2": LONG + "2"}, {"file-key": LONG + "f"},
+        {"a": LONG + "a", "b": LONG + "b"}]
+    assert "WARNING" not in capsys.readouterr().err
+    key_file.chmod(0o644)  # readable by others: refused, as livekit-server does
+    with pytest.raises(SystemExit):
+        main(["serve", "--key-file", str(key_file)])
+    assert "accessible by others" in capsys.readouterr().err
+    monkeypatch.delenv("LIVEKIT_KEYS")
+    monkeypatch.delenv("LIVEKIT_API_SECRET")
+    with pytest.raises(SystemExit):
+        main(["serve"])
+    assert "must be set together" in capsys.readouterr().err
+
+
+def test_serve_warns_on_short_secrets(served: list[Any],
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--keys", f"short:abc,long:{LONG}"]) == 0
+    err = capsys.readouterr().err
+    assert "secret of API key 'short' is shorter than 32 bytes" in err
+    assert "'long'" not in err
+
+
+@pytest.mark.skipif(os.environ.get("AIOLIVEKIT_NETNS") != "1",
+                    reason="binds 0.0.0.0: only inside the private namespace (scripts/netns-run)")
+async def test_serve_prints_the_address_actually_bound() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiolivekit", "serve", "--bind", "0.0.0.0", "--port", "0",
+        "--keys", f"k:{LONG}", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=_env_without_keys())
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        match = re.search(r"listening on ws://0\.0\.0\.0:(\d+) ", line)
+        assert match, line
+        port = int(match.group(1))
+        assert port != 0
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/") as r:
+                assert r.status == 200
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)

@@ -204,18 +204,6 @@ def consent_task_running(conn: Any) -> bool:
     return task is not None and not task.done()
 
 
-def set_local_credentials(conn: Any, ufrag: str, pwd: str) -> None:
-    """Give ``conn`` new local ICE credentials (an ICE restart keeps the sockets and
-    candidates; aioice reads ``_local_username`` / ``_local_password`` for every check,
-    response and for aiortc's ``getLocalParameters``)."""
-    if not hasattr(conn, "_local_username") or not hasattr(conn, "_local_password"):
-        raise AiortcCompatibilityError(
-            f"aioice {installed_version(LIBRARY)} (written for {PINNED[LIBRARY]}): "
-            "Connection._local_username/_local_password moved; ICE restart unavailable")
-    conn._local_username = ufrag
-    conn._local_password = pwd
-
-
 def reopen_remote_candidates(conn: Any) -> None:
     """Accept remote candidates again after end-of-candidates (an ICE restart starts a
     new candidate generation)."""

@@ -30,7 +30,7 @@ from .events import DataReceived, EngineClosed, FullReconnectNeeded, SignalLost
 from .peer import PeerTransport
 from .publishing import TrackPublisher
 from .subscriber import SubscriberTracks, TrackReceived, TrackRemoved
-from .ws import SignalTransport, signal_query
+from .ws import SignalTransport, check_url, signal_query
 
 __all__ = ["DataReceived", "EngineClosed", "FullReconnectNeeded", "RtcEngine", "SignalLost",
            "TrackReceived", "TrackRemoved"]
@@ -152,6 +152,7 @@ class RtcEngine:
         the publisher PC unnegotiated until :meth:`ensure_publisher_connected` (first data
         packet or track), as the official SDKs do; otherwise both PCs are connected here.
         """
+        check_url(url)  # a malformed URL is a ConnectError before any I/O
         self.url = url
         connect_timeout = options.connect_timeout or DEFAULT_CONNECT_TIMEOUT
         ice_timeout = options.ice_timeout or DEFAULT_ICE_TIMEOUT

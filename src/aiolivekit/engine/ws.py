@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import ipaddress
 import logging
 import os
 import ssl
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from urllib.parse import urlencode, urlparse, urlunparse
+from urllib.parse import ParseResult, urlencode, urlparse, urlunparse
 
 from livekit.protocol import rtc as rtc_pb
 
@@ -93,13 +94,40 @@ def signal_query(token: str, *, auto_subscribe: bool, client_protocol: int = 0,
     return query
 
 
+def check_url(url: object) -> ParseResult:
+    """Parse a server URL; anything malformed (not a string, bad scheme, no host, an
+    unclosed IPv6 bracket, a port outside 1..65535, spaces or control characters) raises
+    :class:`ConnectError` with ``reason="bad_request"``."""
+    def bad(why: str) -> ConnectError:
+        return ConnectError(f"invalid server URL {url!r}: {why} (expected ws://, wss://, "
+                            "http:// or https:// and a host)", reason="bad_request")
+    if not isinstance(url, str):
+        raise bad(f"not a string but {type(url).__name__}")
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
+        raise bad("contains whitespace or control characters")
+    try:
+        parsed = urlparse(url)
+        port = parsed.port
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+    if parsed.scheme.lower() not in ("ws", "wss", "http", "https"):
+        raise bad(f"unsupported scheme {parsed.scheme!r}")
+    if not parsed.hostname:
+        raise bad("no host")
+    if port is not None and not 0 < port < 65536:
+        raise bad(f"port {port} out of range")
+    if ":" in parsed.hostname:
+        try:
+            ipaddress.IPv6Address(parsed.hostname.split("%", 1)[0])
+        except ValueError:
+            raise bad(f"invalid IPv6 address {parsed.hostname!r}") from None
+    return parsed
+
+
 def rtc_url(url: str, query: dict[str, str], *, validate: bool = False) -> str:
     """``<url>/rtc?query`` with the ws(s) scheme (http(s) for the validate URL)."""
-    parsed = urlparse(url)
+    parsed = check_url(url)
     scheme = parsed.scheme.lower()
-    if scheme not in ("ws", "wss", "http", "https") or not parsed.hostname:
-        raise ConnectError(f"unsupported URL {url!r} (expected ws://, wss://, http:// or https://)",
-                           reason="bad_request")
     secure = scheme in ("wss", "https")
     if validate:
         scheme = "https" if secure else "http"

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
+from . import http_guard, limits
 from .auth import (
     AuthError,
     TokenClaims,
@@ -34,7 +35,7 @@ _CORS = {
     "Access-Control-Allow-Headers": "*",
 }
 
-PRUNE_INTERVAL = 5.0
+PRUNE_INTERVAL = 1.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -82,7 +83,7 @@ class LiveKitServerApp:
                        ping_timeout=config.ping_timeout)
         self.room_service = RoomService(self.rooms, config.keys)
         self.app = web.Application(middlewares=[_cors_middleware],
-                                   client_max_size=10 * 1024 * 1024)
+                                   client_max_size=limits.MAX_TWIRP_BODY)
         self.app.router.add_get("/", self._health)
         self.app.router.add_get("/rtc", self._rtc)
         self.app.router.add_get("/rtc/validate", self._validate)
@@ -137,8 +138,12 @@ class LiveKitServerApp:
         return web.Response(text="success", headers=_CORS)
 
     async def _twirp(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        result = self.room_service.handle(
+        refused = self.room_service.preauthorize(  # before a byte of the body is read
+            request.match_info["method"], request.headers.get("Authorization"), time.time())
+        body = await http_guard.read_twirp_body(request) if refused is None else b""
+        if isinstance(body, web.Response):
+            return body
+        result = refused or self.room_service.handle(
             request.match_info["method"], body, request.headers.get("Content-Type", ""),
             request.headers.get("Authorization"), time.time())
         self.hub.dispatch(result.effects)
@@ -154,6 +159,9 @@ class LiveKitServerApp:
         except AuthError as exc:
             logger.info("refused join: %s %s", exc.status, exc.message)
             return self._error(exc)
+        refusal = http_guard.join_refusal(self.rooms, claims, grant)
+        if refusal is not None:
+            return refusal
         query = request.query
         try:
             protocol = int(query.get("protocol", "0") or 0)

@@ -3,12 +3,14 @@ manager."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
+from . import conn_guard
 from .app import LiveKitServerApp
 from .auth import make_token
 from .config import DEV_API_KEY, DEV_API_SECRET, ForwardingOptions, ServerConfig
@@ -28,6 +30,11 @@ class DevServer:
     participant whose signal dropped is kept for a resume (livekit-server: 20);
     ``ping_timeout``: seconds of signal silence that count as a lost signal.
 
+    ``max_connections`` (default: what the file descriptor limit allows, see
+    :func:`.conn_guard.default_max_connections`) caps open connections (503 beyond);
+    ``header_timeout`` closes a connection whose first request head is incomplete after
+    that many seconds; ``idle_timeout`` an idle keep-alive connection.
+
     >>> async with DevServer() as server:          # doctest: +SKIP
     ...     token = server.token("alice")
     ...     await room.connect(server.url, token)
@@ -36,7 +43,10 @@ class DevServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: str = DEV_API_KEY,
                  api_secret: str = DEV_API_SECRET, keys: dict[str, str] | None = None,
                  forwarding: ForwardingOptions | None = None,
-                 departure_timeout: float = 20.0, ping_timeout: float = 15.0) -> None:
+                 departure_timeout: float = 20.0, ping_timeout: float = 15.0, *,
+                 max_connections: int | None = None,
+                 header_timeout: float = conn_guard.HEADER_TIMEOUT,
+                 idle_timeout: float = conn_guard.IDLE_TIMEOUT) -> None:
         if forwarding is not None and not isinstance(forwarding, ForwardingOptions):
             raise TypeError(f"forwarding must be ForwardingOptions, not {type(forwarding).__name__}")
         if keys:
@@ -50,7 +60,16 @@ class DevServer:
                                     departure_timeout=departure_timeout,
                                     ping_timeout=ping_timeout)
         self._requested_port = port
+        self._guard_options = {"max_connections": max_connections,
+                               "header_timeout": header_timeout}
+        if idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive")
+        self._idle_timeout = idle_timeout
+        self.guard: conn_guard.ConnectionGuard | None = None
+        self._listener: asyncio.Server | None = None
         self._port: int | None = None
+        self._accept_handler: Any = None
+        self._previous_handler: Any = None
         self._server: LiveKitServerApp | None = None
         self._runner: web.AppRunner | None = None
 
@@ -62,16 +81,23 @@ class DevServer:
             return self
         self._server = LiveKitServerApp(self._config)
         runner = web.AppRunner(self._server.app, handle_signals=False, access_log=None,
-                               shutdown_timeout=5.0)
+                               shutdown_timeout=5.0, keepalive_timeout=self._idle_timeout)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self._requested_port)
+        assert runner.server is not None
+        guard = conn_guard.ConnectionGuard(runner.server, **self._guard_options)  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
         try:
-            await site.start()
+            self._listener = await loop.create_server(
+                guard, self.host, self._requested_port, reuse_address=True, backlog=512)
         except BaseException:
             await runner.cleanup()
             raise
+        self._previous_handler = loop.get_exception_handler()
+        self._accept_handler = conn_guard.accept_error_handler(loop, self._previous_handler)
+        loop.set_exception_handler(self._accept_handler)
+        self.guard = guard
         self._runner = runner
-        addresses = runner.addresses  # the bound sockets' names
+        addresses = self._addresses()
         self._port = addresses[0][1] if addresses else self._requested_port
         self._config.port = self._port
         logger.info("aiolivekit dev server listening on %s", self.url)
@@ -80,6 +106,12 @@ class DevServer:
     async def aclose(self) -> None:
         """Disconnect everyone (Leave SERVER_SHUTDOWN) and stop serving."""
         runner, self._runner = self._runner, None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+            loop = asyncio.get_running_loop()
+            if loop.get_exception_handler() is self._accept_handler:
+                loop.set_exception_handler(self._previous_handler)
         if runner is not None:
             await runner.cleanup()
 
@@ -106,6 +138,22 @@ class DevServer:
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return host
+
+    def _addresses(self) -> list[tuple[Any, ...]]:
+        sockets = self._listener.sockets if self._listener is not None else ()
+        return [tuple(sock.getsockname()) for sock in sockets]
+
+    @property
+    def bound_urls(self) -> list[str]:
+        """``ws://host:port`` of every socket actually listening (``0.0.0.0`` stays
+        ``0.0.0.0``: the server is reachable on every interface)."""
+        if self._runner is None:
+            raise RuntimeError("DevServer is not started")
+        out = []
+        for addr in self._addresses():
+            host, port = str(addr[0]), int(addr[1])
+            out.append(f"ws://[{host}]:{port}" if ":" in host else f"ws://{host}:{port}")
+        return out
 
     @property
     def url(self) -> str:

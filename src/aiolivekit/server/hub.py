@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from aiortc import RTCPeerConnection
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
+from . import http_guard, limits
 from .config import ForwardingOptions
 from .observers import RoomObservers
 from .rooms import (
@@ -209,10 +210,12 @@ class Hub:
 class SignalLink:
     """One WebSocket attached to a session: its send queue and writer task."""
 
-    def __init__(self, ws: web.WebSocketResponse, sid: str) -> None:
+    def __init__(self, ws: web.WebSocketResponse, sid: str,
+                 on_overflow: Callable[[], None]) -> None:
         self.ws = ws
         self.sid = sid
-        self.out: asyncio.Queue[bytes | str | None] = asyncio.Queue()
+        # bounded in bytes: a participant that stops reading is disconnected (on_overflow)
+        self.out: asyncio.Queue[bytes | str | None] = limits.SignalQueue(on_overflow)
         self.failed = False
         self.writer = asyncio.ensure_future(self._write())
 
@@ -228,6 +231,7 @@ class SignalLink:
                     await asyncio.wait_for(self.ws.send_bytes(data), SEND_TIMEOUT)
             except Exception as exc:  # includes asyncio.TimeoutError
                 logger.debug("session %s: send failed: %r", self.sid, exc, exc_info=True)
+                exc.__traceback__ = None  # its frames (and the session) must not outlive it
                 self.failed = True
                 return
 
@@ -245,6 +249,7 @@ class SignalLink:
             except Exception:
                 logger.debug("session %s: closing the WebSocket failed", self.sid,
                              exc_info=True)
+                http_guard.abort_websocket(self.ws)
 
         return asyncio.ensure_future(close())
 

@@ -17,6 +17,8 @@ __all__ = [
     "SOURCE_CHARS",
     "ParticipantState",
     "TrackState",
+    "codec_mime",
+    "default_stream",
     "new_guid",
     "source_from_name",
 ]
@@ -162,3 +164,22 @@ class ParticipantState:
             return False
         allowed = list(self.permission.can_publish_sources)
         return not allowed or source in allowed
+
+
+def codec_mime(codec: str, is_audio: bool) -> str:
+    """The mime type of a codec named in an AddTrackRequest (``vp8``, ``video/VP8``)."""
+    c = codec.lower()
+    if "/" in c:
+        _, _, c = c.partition("/")
+    names = {"vp8": "VP8", "h264": "H264", "vp9": "VP9", "av1": "AV1", "h265": "H265",
+             "opus": "opus", "red": "red", "pcmu": "PCMU", "pcma": "PCMA"}
+    return ("audio/" if is_audio else "video/") + names.get(c, codec)
+
+
+def default_stream(source: int) -> str:
+    """The stream name of a track whose AddTrackRequest names none."""
+    if source in (models_pb.TrackSource.CAMERA, models_pb.TrackSource.MICROPHONE):
+        return "camera"
+    if source in (models_pb.TrackSource.SCREEN_SHARE, models_pb.TrackSource.SCREEN_SHARE_AUDIO):
+        return "screen"
+    return "unknown"

@@ -4,19 +4,23 @@ and DTLS role, the forwarder attached to incoming media, a new server PC."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, sdp as aiortc_sdp
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 
 from .._compat import aiortc as aiortc_compat
+from . import limits
 from .config import ForwardingOptions
 from .hub import ForwarderLike
 
 if TYPE_CHECKING:  # pragma: no cover
     from aiortc import RTCRtpReceiver
 
-__all__ = ["accept_rid_extensions", "answer_as_dtls_server", "attach_forwarder", "new_pc"]
+__all__ = [
+    "accept_rid_extensions", "answer_as_dtls_server", "attach_forwarder", "limit_sctp", "new_pc",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -92,3 +96,7 @@ def new_pc() -> RTCPeerConnection:
     )
 
 
+def limit_sctp(pc: RTCPeerConnection, on_oversized: Callable[[int], None]) -> None:
+    """Refuse data-channel messages over :data:`.limits.MAX_SCTP_MESSAGE_SIZE` on ``pc``
+    (once its SCTP transport exists; calling again is harmless)."""
+    aiortc_compat.limit_sctp_message_size(pc.sctp, limits.MAX_SCTP_MESSAGE_SIZE, on_oversized)

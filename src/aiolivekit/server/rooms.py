@@ -20,6 +20,7 @@ from typing import Any
 
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
+from . import limits
 from .auth import VideoGrant
 from .effects import (
     CloseSignal,
@@ -39,6 +40,8 @@ from .participant_state import (
     SOURCE_CHARS,
     ParticipantState,
     TrackState,
+    codec_mime,
+    default_stream,
     new_guid,
 )
 from .room_resume import (
@@ -308,6 +311,9 @@ class RoomState(SignalLossMixin):
         if not p.can_publish_source(req.source):
             return [self._refuse(sid, req, rtc_pb.RequestResponse.Reason.NOT_ALLOWED,
                                  "does not have permission to publish")]
+        too_big = limits.check_add_track(req)
+        if too_big is not None:
+            return [self._refuse(sid, req, rtc_pb.RequestResponse.Reason.LIMIT_EXCEEDED, too_big)]
         if len([t for t in p.tracks.values() if not t.published]) >= MAX_PENDING_TRACKS:
             return [self._refuse(sid, req, rtc_pb.RequestResponse.Reason.LIMIT_EXCEEDED,
                                  "too many pending tracks")]
@@ -318,7 +324,7 @@ class RoomState(SignalLossMixin):
         mime = "audio/opus" if is_audio else "video/VP8"
         codecs: list[models_pb.SimulcastCodecInfo] = []
         for c in req.simulcast_codecs:
-            cmime = _codec_mime(c.codec, is_audio)
+            cmime = codec_mime(c.codec, is_audio)
             if not codecs:
                 mime = cmime
             codecs.append(models_pb.SimulcastCodecInfo(mime_type=cmime, cid=c.cid or req.cid,
@@ -331,7 +337,7 @@ class RoomState(SignalLossMixin):
             features.append(models_pb.AudioTrackFeature.TF_STEREO)
         if req.disable_dtx and models_pb.AudioTrackFeature.TF_NO_DTX not in features:
             features.append(models_pb.AudioTrackFeature.TF_NO_DTX)
-        stream = req.stream or _default_stream(req.source)
+        stream = req.stream or default_stream(req.source)
         info = models_pb.TrackInfo(
             sid=track_sid,
             type=req.type,
@@ -577,6 +583,13 @@ class RoomState(SignalLossMixin):
                 request_id=req.request_id, reason=rtc_pb.RequestResponse.Reason.NOT_ALLOWED,
                 message="does not have permission to update own metadata",
                 update_metadata=req)))]
+        try:
+            limits.check_participant_fields(name=req.name, metadata=req.metadata,
+                                            attributes=req.attributes)
+        except limits.LimitExceeded as exc:
+            return [SendSignal(sid, _signal(request_response=rtc_pb.RequestResponse(
+                request_id=req.request_id, reason=rtc_pb.RequestResponse.Reason.LIMIT_EXCEEDED,
+                message=exc.signal_message, update_metadata=req)))]
         effects = self._apply_participant_update(
             p, metadata=req.metadata or None, name=req.name or None,
             attributes=dict(req.attributes),
@@ -700,23 +713,6 @@ class RoomState(SignalLossMixin):
                              list(req.destination_identities), list(req.destination_sids))
 
 
-def _codec_mime(codec: str, is_audio: bool) -> str:
-    c = codec.lower()
-    if "/" in c:
-        _, _, c = c.partition("/")
-    names = {"vp8": "VP8", "h264": "H264", "vp9": "VP9", "av1": "AV1", "h265": "H265",
-             "opus": "opus", "red": "red", "pcmu": "PCMU", "pcma": "PCMA"}
-    return ("audio/" if is_audio else "video/") + names.get(c, codec)
-
-
-def _default_stream(source: int) -> str:
-    if source in (models_pb.TrackSource.CAMERA, models_pb.TrackSource.MICROPHONE):
-        return "camera"
-    if source in (models_pb.TrackSource.SCREEN_SHARE, models_pb.TrackSource.SCREEN_SHARE_AUDIO):
-        return "screen"
-    return "unknown"
-
-
 class RoomManager:
     """All rooms of one server, by name (``departure_timeout``: the default of new rooms)."""
 
@@ -733,7 +729,10 @@ class RoomManager:
             if room.participants:
                 self._empty_since.pop(name, None)
                 continue
-            since = self._empty_since.setdefault(name, now)
+            # empty_timeout counts from the creation, departure_timeout from the first
+            # check that found the room empty after its last participant left
+            since = self._empty_since.setdefault(
+                name, now if room.had_participants else room.created_at)
             limit = room.departure_timeout if room.had_participants else room.empty_timeout
             if now - since >= limit:
                 del self.rooms[name]

@@ -28,8 +28,16 @@ from livekit.protocol import models as models_pb, rtc as rtc_pb
 from .._compat import aiortc as aiortc_compat
 from ..webrtc import ice, ice_restart, sdp
 from ..webrtc.pc import answer_keepalives_fast, start_late_transceivers, take_over_consent
+from . import limits
+from .data_out import DownstreamData
 from .hub import ForwarderLike, Hub, SignalLink
-from .pc_setup import accept_rid_extensions, answer_as_dtls_server, attach_forwarder, new_pc
+from .pc_setup import (
+    accept_rid_extensions,
+    answer_as_dtls_server,
+    attach_forwarder,
+    limit_sctp,
+    new_pc,
+)
 from .rooms import Effect
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,8 +51,6 @@ logger = logging.getLogger(__name__)
 
 MAX_SIGNAL_MESSAGE = 2 * 1024 * 1024
 PC_OP_TIMEOUT = 10.0
-MAX_BUFFERED_RELIABLE = 1000
-LOSSY_HIGH_WATER = 64 * 1024
 JOIN_ACTIVE_TIMEOUT = 60.0
 REFRESH_INTERVAL = 300.0
 TRANSPORT_FAILED_GRACE = 5.0  # livekit-server's disconnectCleanupDuration
@@ -97,16 +103,12 @@ class ParticipantSession:
         self._mid_track: dict[str, str] = {}
         self._unmatched: list[tuple[str, str, str, ForwarderLike | None, str]] = []
         self._offer_sections: list[sdp.MediaSection] = []
-        self._reliable_out: list[bytes] = []
         # S->C data: server-created channels on the subscriber PC when it is primary, else
         # the client-created channels of the publisher PC (adopted in _on_datachannel)
-        self._dc_reliable: RTCDataChannel | None = None
-        self._dc_lossy: RTCDataChannel | None = None
+        self._data_out = DownstreamData(self.sid)
         if self.can_subscribe:
-            self._dc_reliable = self._sub.createDataChannel("_reliable", ordered=True)
-            self._dc_lossy = self._sub.createDataChannel("_lossy", ordered=False,
-                                                         maxRetransmits=0)
-            self._dc_reliable.on("open", self._flush_reliable)
+            self._data_out.create_on(self._sub)
+            limit_sctp(self._sub, self._oversized_data)
         self._pub.on("datachannel", self._on_datachannel)
         self._pub.on("track", self._on_track)
         self._pub.on("connectionstatechange", lambda: self._on_pc_state(self._pub, False))
@@ -125,7 +127,8 @@ class ParticipantSession:
         if not task.cancelled() and task.exception() is not None:
             # failures while the session is closing (PC already closed) are expected
             log = logger.debug if self._closing else logger.warning
-            log("session %s task failed: %r", self.sid, task.exception())
+            # a string: a handler keeping records must not keep the traceback (and self)
+            log("session %s task failed: %s", self.sid, repr(task.exception()))
 
     @property
     def ws(self) -> web.WebSocketResponse | None:
@@ -172,7 +175,7 @@ class ParticipantSession:
         await self._serve(link)
 
     def _attach(self, ws: web.WebSocketResponse) -> SignalLink:
-        link = SignalLink(ws, self.sid)
+        link = SignalLink(ws, self.sid, self._slow_reader)
         self._link = link
         return link
 
@@ -299,6 +302,14 @@ class ParticipantSession:
         self.disconnect(models_pb.DisconnectReason.SIGNAL_CLOSE,
                         rtc_pb.LeaveRequest.Action.DISCONNECT)
 
+    def _slow_reader(self) -> None:
+        self._bad_frame(f"more than {limits.MAX_OUT_QUEUE_BYTES} signal bytes not read")
+
+    def _oversized_data(self, size: int) -> None:
+        if not self._closing:
+            asyncio.get_running_loop().call_soon(self._bad_frame, (
+                f"data-channel message of {size}+ bytes (max {limits.MAX_SCTP_MESSAGE_SIZE})"))
+
     def disconnect(self, reason: int, action: int, *, send_leave: bool = True) -> None:
         """Leave for good: send a LeaveRequest (unless ``send_leave`` is False) if the
         signal is attached, close it and the peer connections (the room state is updated
@@ -353,7 +364,19 @@ class ParticipantSession:
                 await asyncio.wait_for(pc.close(), 5.0)
             except Exception:
                 logger.debug("pc close failed", exc_info=True)
+        self._release()
         self.closed.set()
+
+    def _release(self) -> None:
+        """Drop the listeners and queued state that would keep this closed session in
+        reference cycles: it is freed by reference counting, not at the next full gc."""
+        for pc in (self._pub, self._sub):
+            pc.remove_all_listeners()
+        self._data_out.release()
+        for held in (self._subs, self._pending_adds, self._sub_transceivers, self._tasks):
+            held.clear()
+        self._unmatched, self._offer_sections = [], []
+        self._pending_remote = {0: [], 1: []}
 
     # ------------------------------------------------------------------ outgoing
 
@@ -374,31 +397,8 @@ class ParticipantSession:
         self._put(link, response)
 
     def send_data(self, payload: bytes, reliable: bool) -> None:
-        if self._closing:
-            return
-        channel = self._dc_reliable if reliable else self._dc_lossy
-        if channel is None or channel.readyState != "open":
-            if reliable and len(self._reliable_out) < MAX_BUFFERED_RELIABLE:
-                self._reliable_out.append(payload)
-            return
-        if not reliable and channel.bufferedAmount > LOSSY_HIGH_WATER:
-            return
-        try:
-            channel.send(payload)
-        except Exception:
-            logger.debug("data send to %s failed (reliable=%s), packet dropped", self.sid,
-                         reliable, exc_info=True)
-
-    def _flush_reliable(self) -> None:
-        pending, self._reliable_out = self._reliable_out, []
-        if self._dc_reliable is None:
-            return
-        for payload in pending:
-            try:
-                self._dc_reliable.send(payload)
-            except Exception:
-                logger.debug("buffered reliable data send to %s failed, packet dropped",
-                             self.sid, exc_info=True)
+        if not self._closing:
+            self._data_out.send(payload, reliable)
 
     def _send_local_candidates(self, pc: RTCPeerConnection, target: int) -> None:
         desc = pc.localDescription
@@ -536,6 +536,7 @@ class ParticipantSession:
                     return
                 logger.info("participant %s restarts ICE on its publisher PC", self.identity)
                 ice_restart.new_local_credentials(self._pub)
+            limit_sctp(self._pub, self._oversized_data)
             await self._apply_pending_candidates(0)
             accept_rid_extensions(self._pub, offer.sdp)
             answer_as_dtls_server(self._pub, offer.sdp)
@@ -611,14 +612,7 @@ class ParticipantSession:
             return
         reliable = label == "_reliable"
         if not self.can_subscribe:  # no subscriber PC: send downstream data on these
-            if reliable and self._dc_reliable is None:
-                self._dc_reliable = channel
-                if channel.readyState == "open":
-                    self._flush_reliable()
-                else:
-                    channel.on("open", self._flush_reliable)
-            elif not reliable and self._dc_lossy is None:
-                self._dc_lossy = channel
+            self._data_out.adopt(channel, reliable)
 
         def on_message(message: bytes | str) -> None:
             data = message.encode() if isinstance(message, str) else message
@@ -663,6 +657,12 @@ class ParticipantSession:
     async def _on_trickle(self, trickle: rtc_pb.TrickleRequest) -> None:
         target = 1 if trickle.target == rtc_pb.SignalTarget.SUBSCRIBER else 0
         pc = self._sub if target == 1 else self._pub
+        if len(trickle.candidateInit) > limits.MAX_CANDIDATE_SIZE or (
+                pc.remoteDescription is None
+                and len(self._pending_remote[target]) >= limits.MAX_PENDING_CANDIDATES):
+            logger.debug("participant %s: candidate dropped (%d bytes)", self.identity,
+                         len(trickle.candidateInit))
+            return
         if pc.remoteDescription is None:
             self._pending_remote[target].append(trickle.candidateInit)
             return

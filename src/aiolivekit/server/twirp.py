@@ -17,6 +17,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from livekit.protocol import models as models_pb, room as room_pb
 
+from . import limits
 from .auth import AuthError, TokenClaims, VideoGrant, token_from_request, verify_token
 from .rooms import Effect, ParticipantNotFound, RoomManager, RoomNotFound, RoomState
 
@@ -99,6 +100,10 @@ def encode_message(message: Message, content_type: str) -> tuple[str, bytes]:
     return "application/protobuf", message.SerializeToString()
 
 
+_METHOD_GRANT = {"CreateRoom": "room_create", "DeleteRoom": "room_create",
+                 "ListRooms": "room_list"}
+"""The grant each method needs (every other method: ``room_admin``)."""
+
 Handler = Callable[[Message, VideoGrant, float], tuple[Message, list[Effect]]]
 
 
@@ -122,6 +127,26 @@ class RoomService:
             "UpdateSubscriptions": (room_pb.UpdateSubscriptionsRequest,
                                     self._update_subscriptions),
         }
+
+    def preauthorize(self, method: str, authorization: str | None,
+                     now: float) -> TwirpResult | None:
+        """Before the body is read: a refusal for a missing or invalid token, or a token
+        without the grant ``method`` needs at all (``room_create`` / ``room_list`` /
+        ``room_admin``); ``None`` when the call may go on (:meth:`handle` then checks the
+        grant against the room named in the body)."""
+        try:
+            token = token_from_request(authorization, {})
+            claims = verify_token(token, self.keys, now) if token else None
+        except AuthError as exc:
+            return TwirpResult(exc.status, "text/plain", exc.message.encode())
+        if method not in self._methods:
+            return None  # handle() answers bad_route
+        grant = claims.video if claims is not None else None
+        needed = _METHOD_GRANT.get(method, "room_admin")
+        if grant is None or not getattr(grant, needed):
+            err = TwirpError("unauthenticated", "permissions denied")
+            return TwirpResult(err.status, "application/json", err.body())
+        return None
 
     def handle(self, method: str, body: bytes, content_type: str,
                authorization: str | None, now: float) -> TwirpResult:
@@ -176,6 +201,10 @@ class RoomService:
         self._require(grant.room_create)
         if not req.name:
             raise TwirpError("invalid_argument", "room name is required")
+        if len(req.name.encode()) > limits.MAX_ROOM_NAME_LENGTH:
+            raise TwirpError("invalid_argument", "room name exceeds limits: max length "
+                             f"{limits.MAX_ROOM_NAME_LENGTH}")
+        _check_fields(metadata=req.metadata)
         options: dict[str, object] = {"metadata": req.metadata,
                                       "max_participants": req.max_participants}
         if req.empty_timeout:
@@ -219,6 +248,7 @@ class RoomService:
     def _update_participant(self, req: Any, grant: VideoGrant,
                             now: float) -> tuple[Message, list[Effect]]:
         self._admin(grant, req.room)
+        _check_fields(name=req.name, metadata=req.metadata, attributes=req.attributes)
         room = self._room_for_participant(req.room)
         p, effects = room.admin_update_participant(
             req.identity, metadata=req.metadata, name=req.name,
@@ -230,6 +260,7 @@ class RoomService:
     def _update_room_metadata(self, req: Any, grant: VideoGrant,
                               now: float) -> tuple[Message, list[Effect]]:
         self._admin(grant, req.room)
+        _check_fields(metadata=req.metadata)
         room = self.rooms.get(req.room)
         effects = room.set_metadata(req.metadata)
         return room.info(), effects
@@ -257,3 +288,12 @@ class RoomService:
             sids.extend(pt.track_sids)
         return room_pb.UpdateSubscriptionsResponse(), room.update_subscription(
             p.sid, sids, req.subscribe)
+
+
+def _check_fields(**fields: Any) -> None:
+    """livekit-server's ``invalid_argument`` for a name/metadata/attributes over its limit."""
+    try:
+        limits.check_participant_fields(**fields)
+    except limits.LimitExceeded as exc:
+        raise TwirpError("invalid_argument", f"{exc.twirp_message} {exc.limit}",
+                         {"argument": exc.twirp_message}) from None

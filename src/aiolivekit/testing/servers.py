@@ -123,6 +123,11 @@ class LiveKitServerProcess:
                         "livekit-server did not start listening in time") from None
                 await asyncio.sleep(0.1)
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
     async def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:

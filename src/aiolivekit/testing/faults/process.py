@@ -54,9 +54,13 @@ class ProcessControl:
     @classmethod
     def aiolivekit_serve(cls, port: int, *, host: str = "127.0.0.1",
                          extra_args: Sequence[str] = (), **kw: object) -> ProcessControl:
-        """``python -m aiolivekit serve --dev`` on ``host:port`` (dev keys)."""
-        argv = [sys.executable, "-m", "aiolivekit", "serve", "--dev", "--bind", host,
-                "--port", str(port), *extra_args]
+        """``python -m aiolivekit serve --dev`` on ``host:port`` (dev keys; a non-loopback
+        ``host``, such as the test namespace's address, adds ``--insecure-dev-keys``)."""
+        from ...server.keys import is_loopback_bind
+
+        insecure = [] if is_loopback_bind(host) else ["--insecure-dev-keys"]
+        argv = [sys.executable, "-m", "aiolivekit", "serve", "--dev", *insecure, "--bind",
+                host, "--port", str(port), *extra_args]
         return cls(argv, (host, port), **kw)  # type: ignore[arg-type]
 
     @classmethod
