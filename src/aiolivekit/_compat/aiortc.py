@@ -53,6 +53,7 @@ __all__ += [
     "ice_connection",
     "ice_connections",
     "jitter_buffer",
+    "receiver_codecs",
     "replace_jitter_buffer",
     "revive_receiver",
     "sctp_max_message_size",
@@ -236,6 +237,13 @@ def replace_jitter_buffer(receiver: Any, buffer: Any) -> bool:
         return False
     setattr(receiver, _JITTER_ATTR, buffer)
     return True
+
+
+def receiver_codecs(receiver: Any) -> dict[int, Any]:
+    """The codecs an ``RTCRtpReceiver`` receives, by payload type (``__codecs``); ``{}``
+    when aiortc keeps them elsewhere."""
+    codecs = getattr(receiver, "_RTCRtpReceiver__codecs", None)
+    return codecs if isinstance(codecs, dict) else {}
 
 
 def depayloaded(packet: Any) -> bytes:
