@@ -57,6 +57,7 @@ __all__ += [
     "replace_jitter_buffer",
     "revive_receiver",
     "sctp_max_message_size",
+    "sender_fraction_lost",
     "start_transceivers",
 ]
 
@@ -237,6 +238,21 @@ def replace_jitter_buffer(receiver: Any, buffer: Any) -> bool:
         return False
     setattr(receiver, _JITTER_ATTR, buffer)
     return True
+
+
+def sender_fraction_lost(sender: Any) -> float | None:
+    """The loss fraction (0..1) in the latest RTCP receiver report about ``sender``'s
+    stream (aiortc keeps it in its ``remote-inbound-rtp`` stats, ``__stats``); None
+    before the first report, or when aiortc keeps it elsewhere."""
+    stats = getattr(sender, "_RTCRtpSender__stats", None)
+    if not isinstance(stats, dict):
+        return None
+    for value in stats.values():
+        if getattr(value, "type", "") == "remote-inbound-rtp":
+            lost = getattr(value, "fractionLost", None)
+            if isinstance(lost, (int, float)):
+                return float(lost) / 256.0
+    return None
 
 
 def receiver_codecs(receiver: Any) -> dict[int, Any]:

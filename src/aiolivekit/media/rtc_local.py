@@ -45,6 +45,7 @@ __all__ = ["LocalAudioRtcTrack", "LocalVideoRtcTrack"]
 logger = logging.getLogger(__name__)
 
 _AUDIO_BACKLOG = 5  # 20 ms packets kept when the sender is slower than the clock
+_LOSS_POLL = 25  # chunks (20 ms) between two looks at the receivers' loss reports
 
 
 class _LocalRtcTrack(MediaStreamTrack):
@@ -111,6 +112,8 @@ class LocalAudioRtcTrack(_LocalRtcTrack):
         self._writer: DirectRtpWriter | None = None
         self._writer_of: Any = None
         self._parked: asyncio.Future[None] | None = None
+        self._chunks = 0
+        self.expected_loss = 0.0  # what the encoder was told (RTCP receiver reports)
         source._add_sink(self._on_chunk)
 
     @property
@@ -143,9 +146,27 @@ class LocalAudioRtcTrack(_LocalRtcTrack):
     def _sender_changed(self) -> None:
         self._unpark()
 
+    def _follow_loss(self, encoder: codecs.OpusPacketEncoder) -> None:
+        """In-band FEC follows the loss the receivers report (RTCP receiver reports; the
+        SFU's reports for its own uplink, livekit-server folds its subscribers' audio loss
+        into them): libopus adds FEC data only when told to expect loss. Up at once,
+        down slowly (a loss burst is often followed by another)."""
+        lost = aiortc_compat.sender_fraction_lost(self.sender)
+        if lost is None:
+            return
+        want = max(lost, self.expected_loss * 0.8)
+        if want < 0.005:
+            want = 0.0
+        if abs(want - self.expected_loss) >= 0.01 or (want == 0.0) != (self.expected_loss == 0.0):
+            if encoder.set_expected_loss(want):
+                self.expected_loss = want
+
     def _on_chunk(self, pcm: bytes, pts: int) -> None:
         if self.muted:
             return
+        self._chunks += 1
+        if self._chunks % _LOSS_POLL == 0 and self._encoder is not None:
+            self._follow_loss(self._encoder)
         if self._parked is not None:
             writer = self._writer
             encoder = self._encoder
@@ -153,6 +174,8 @@ class LocalAudioRtcTrack(_LocalRtcTrack):
                 encoder = self._encoder = codecs.OpusPacketEncoder(
                     self._source.sample_rate, self._source.num_channels, self.config
                 )
+                if self.expected_loss:
+                    encoder.set_expected_loss(self.expected_loss)
             level = codecs.audio_level_dbov(pcm)
             self.audio_level = level
             for payload, packet_pts in encoder.encode_payloads(pcm, pts):
