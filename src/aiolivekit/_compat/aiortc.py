@@ -46,14 +46,19 @@ def dtls_srtp_session(dtls: Any, tx: bool) -> Any | None:
 
 __all__ += [
     "CLIENT_MISSING",
+    "OPUS_PAYLOAD_TYPE",
+    "RED_INSTALLED",
+    "RED_PAYLOAD_TYPE",
     "DirectSendHooks",
     "depayloaded",
     "dtls_connected",
     "hook_sender",
     "ice_connection",
     "ice_connections",
+    "install_red_codec",
     "jitter_buffer",
     "receiver_codecs",
+    "red_inner_payload_type",
     "replace_jitter_buffer",
     "revive_receiver",
     "sctp_max_message_size",
@@ -81,6 +86,64 @@ def _client_hooks_missing() -> list[str]:
 
 # the import-time check (empty on the pinned aiortc); see each user for its fallback
 CLIENT_MISSING: list[str] = _client_hooks_missing()
+
+
+# ------------------------------------------------------------------ RED (RFC 2198)
+
+#: the payload types libwebrtc and pion use; the same on every peer makes the Opus
+#: payload type inside a forwarded RED packet match the subscriber's
+OPUS_PAYLOAD_TYPE = 111
+RED_PAYLOAD_TYPE = 63
+
+
+def install_red_codec() -> bool:
+    """Make aiortc negotiate ``audio/red`` (``a=fmtp:63 111/111``) next to Opus, and give
+    Opus the payload type 111 (aiortc's default is 96).
+
+    aiortc has no RED codec: its receivers drop packets of a payload type they did not
+    negotiate and it never offers or accepts one. This adds one to aiortc's codec table
+    (``aiortc.codecs.CODECS``, read at every negotiation) right after Opus, so an offer
+    without codec preferences still puts Opus first; an answer follows the offer's order.
+    Nothing encodes or decodes RED in aiortc: our receive path (``media.jitter``) and the
+    direct RTP writer do, and the SFU forwards it. Idempotent; False if the table moved.
+    """
+    try:
+        from aiortc import codecs as aiortc_codecs
+        from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+    except ImportError:
+        return False
+    table = getattr(aiortc_codecs, "CODECS", None)
+    audio = table.get("audio") if isinstance(table, dict) else None
+    if not isinstance(audio, list):
+        logger.warning("aiortc's codec table moved: audio/red is not negotiated")
+        return False
+    if any(str(getattr(c, "mimeType", "")).lower() == "audio/red" for c in audio):
+        return True
+    opus = next((c for c in audio if str(getattr(c, "mimeType", "")).lower() == "audio/opus"),
+                None)
+    if opus is None:
+        return False
+    if any(c.payloadType in (OPUS_PAYLOAD_TYPE, RED_PAYLOAD_TYPE) for c in audio if c is not opus):
+        logger.warning("aiortc uses payload type %d or %d: audio/red is not negotiated",
+                       OPUS_PAYLOAD_TYPE, RED_PAYLOAD_TYPE)
+        return False
+    opus.payloadType = OPUS_PAYLOAD_TYPE
+    audio.insert(audio.index(opus) + 1, RTCRtpCodecParameters(
+        mimeType="audio/red", clockRate=48000, channels=2, payloadType=RED_PAYLOAD_TYPE,
+        parameters={f"{OPUS_PAYLOAD_TYPE}/{OPUS_PAYLOAD_TYPE}": None}))
+    return True
+
+
+def red_inner_payload_type(codec: Any) -> int | None:
+    """The payload type a negotiated ``audio/red`` codec carries (its fmtp ``111/111``)."""
+    for key in getattr(codec, "parameters", {}) or {}:
+        head = str(key).split("/", 1)[0]
+        if head.isdigit():
+            return int(head)
+    return None
+
+
+RED_INSTALLED = install_red_codec()
 if CLIENT_MISSING:  # pragma: no cover - only with another aiortc
     logger.warning("aiortc %s is not the version aiolivekit was written for (%s): %s missing",
                  installed_version("aiortc"), PINNED["aiortc"], ", ".join(CLIENT_MISSING))

@@ -155,9 +155,11 @@ class PlayoutJitterBuffer:
         try:
             if not payload or kind == "other":
                 self.dropped += 1
-            elif kind == "red" and self._opus_pt is not None:
+            elif kind == "red":
+                # every block is Opus (the only codec negotiated under RED); its payload
+                # type is the publisher's, which an SFU does not rewrite
                 self.buffer.insert_red(packet.sequence_number, packet.timestamp, payload, now,
-                                       payload_type=self._opus_pt)
+                                       payload_type=None)
                 self._last_insert = now
             elif kind == "opus":
                 self.buffer.insert(packet.sequence_number, packet.timestamp, payload, now)
@@ -254,6 +256,7 @@ def playout_stats(receiver: Any) -> dict[str, float | int] | None:
     out.pop("jitter", None)  # aiortc's own inbound-rtp jitter (RFC 3550) stays
     out["fecPacketsRecovered"] = stats.fec_packets_recovered
     out["redPacketsRecovered"] = stats.red_packets_recovered
+    out["redBlocksReceived"] = stats.red_blocks_received
     out["silentSamples"] = stats.silent_samples
     out["currentDelay"] = stats.current_delay
     out["targetDelay"] = stats.target_delay

@@ -391,17 +391,19 @@ class AudioPlayoutBuffer:
         return True
 
     def insert_red(
-        self, seq: int, rtp_timestamp: int, payload: bytes, arrival_time: float, *, payload_type: int
+        self, seq: int, rtp_timestamp: int, payload: bytes, arrival_time: float, *,
+        payload_type: int | None,
     ) -> int:
-        """Insert a RED packet's primary and redundant blocks of ``payload_type`` (Opus);
-        returns how many were taken. ``ValueError`` for a malformed RED payload."""
+        """Insert a RED packet's primary and redundant blocks of ``payload_type`` (Opus;
+        None: every block, when RED can carry nothing else); returns how many were taken.
+        ``ValueError`` for a malformed RED payload."""
         red = parse_red(payload)
         taken = 0
-        if red.primary_payload_type == payload_type and red.primary:
+        if payload_type in (None, red.primary_payload_type) and red.primary:
             taken += self.insert(seq, rtp_timestamp, red.primary, arrival_time)
         count = len(red.redundant)
         for i, block in enumerate(red.redundant):
-            if block.payload_type != payload_type or not block.data:
+            if payload_type not in (None, block.payload_type) or not block.data:
                 continue
             taken += self.insert(
                 (seq - (count - i)) & 0xFFFF,

@@ -17,7 +17,9 @@ Opus codec, the wrapper parks that loop (it waits until the track stops or is de
 and arms a :class:`.rtp_direct.DirectRtpWriter`. From then on every chunk the
 ``AudioSource`` plays out is encoded (libopus through ``ctypes``) and sent as one RTP
 packet synchronously, inside the source's playout call: no queue, no task switch, no
-``RtpPacket``. aiortc's RTCP loop still sends the sender reports from counters the
+``RtpPacket``. When ``audio/red`` was negotiated (``TrackPublishOptions.red``), each Opus
+payload is wrapped in RED (RFC 2198) with the previous one as its redundant block
+(:class:`.red.RedEncoder`). aiortc's RTCP loop still sends the sender reports from counters the
 writer keeps up to date. Without a sender, or for another codec, the queue + ``recv()``
 path below is used.
 """
@@ -37,6 +39,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from .._compat import aiortc as aiortc_compat
 from . import codecs
 from .audio_source import AudioSource
+from .red import RedEncoder
 from .rtp_direct import DirectRtpWriter
 from .video_source import CapturedFrame, VideoSource
 
@@ -112,6 +115,7 @@ class LocalAudioRtcTrack(_LocalRtcTrack):
         self._writer: DirectRtpWriter | None = None
         self._writer_of: Any = None
         self._parked: asyncio.Future[None] | None = None
+        self._red: RedEncoder | None = None  # RED negotiated: wraps each Opus payload
         self._chunks = 0
         self.expected_loss = 0.0  # what the encoder was told (RTCP receiver reports)
         source._add_sink(self._on_chunk)
@@ -126,12 +130,22 @@ class LocalAudioRtcTrack(_LocalRtcTrack):
         self._encoder = None  # re-created with the new settings on the next chunk
 
     def _park(self, sender: Any, codec: Any) -> asyncio.Future[None] | None:
-        if self.readyState != "live" or codec.mimeType.lower() != "audio/opus":
+        mime = codec.mimeType.lower()
+        if self.readyState != "live" or mime not in ("audio/opus", "audio/red"):
             return None
         if self._writer_of is not sender:
             self._writer = DirectRtpWriter.create(sender, codec)
             self._writer_of = sender
+            self._red = None
+            if mime == "audio/red":
+                # RED negotiated (TrackPublishOptions.red): each packet carries the one before
+                inner = aiortc_compat.red_inner_payload_type(codec)
+                self._red = RedEncoder(inner if inner is not None
+                                       else aiortc_compat.OPUS_PAYLOAD_TYPE)
         if self._writer is None:
+            if mime == "audio/red":
+                logger.error("RED was negotiated but aiortc's sender hooks are missing: "
+                             "aiortc cannot encode RED, nothing is sent")
             return None
         parked = self._parked
         if parked is None or parked.done():
@@ -178,7 +192,10 @@ class LocalAudioRtcTrack(_LocalRtcTrack):
                     encoder.set_expected_loss(self.expected_loss)
             level = codecs.audio_level_dbov(pcm)
             self.audio_level = level
+            red = self._red
             for payload, packet_pts in encoder.encode_payloads(pcm, pts):
+                if red is not None:
+                    payload = red.encode(payload, packet_pts)
                 writer.send(payload, packet_pts, level)  # type: ignore[union-attr]
             return
         if not self._consuming:
