@@ -12,7 +12,8 @@ delay is ~0: a packet's first 10 ms leave the moment it arrives.
 :class:`AudioJitterBuffer` (today's low-latency path, kept where libopus' decoder cannot be
 loaded, or with ``AIOLIVEKIT_AUDIO_PLAYOUT=0``; a warning says so): each packet is handed
 to aiortc's decoder as soon as it arrives, in sequence order; an older or duplicate one is
-dropped and a gap is left to the decoder.
+dropped and a gap is left to the decoder. aiortc cannot decode RED: a RED packet's
+primary block is decoded here (PyAV's libopus, as aiortc does) and handed to the track.
 
 Either way a packet of a track nobody reads (no ``AudioStream``) is not decoded at all:
 the buffer knows its track (``listener``) and takes packets only while the track has a
@@ -50,12 +51,44 @@ class AudioJitterBuffer:
 
     capacity = 16
 
-    def __init__(self) -> None:
+    def __init__(self, receiver: Any = None) -> None:
         self._last: int | None = None
+        self._receiver = receiver
+        self._red_decoder: Any = None
         self.released = 0
         self.dropped = 0
         self.unheard = 0  # packets not decoded: nobody reads the track
         self.listener: Any = None  # the RemoteAudioTrack (its ``_streams``), once known
+
+    def _is_red(self, pt: int) -> bool:
+        codec = aiortc_compat.receiver_codecs(self._receiver).get(pt)
+        return str(getattr(codec, "mimeType", "")).lower() == "audio/red"
+
+    def _decode_red(self, packet: Any, listener: Any) -> None:
+        """aiortc has no RED decoder: decode the primary block here (PyAV's libopus, as
+        aiortc's own Opus decoder) and hand the frames to the track directly."""
+        from aiortc.codecs.opus import OpusDecoder as AiortcOpusDecoder
+
+        from .red import parse_red
+
+        try:
+            primary = parse_red(aiortc_compat.depayloaded(packet)).primary
+        except ValueError:
+            self.dropped += 1
+            return
+        if not primary or listener is None:
+            return
+        if self._red_decoder is None:
+            self._red_decoder = AiortcOpusDecoder()
+        try:
+            frames = self._red_decoder.decode(JitterFrame(data=primary,
+                                                          timestamp=packet.timestamp))
+        except Exception:  # a malformed packet: PyAV raises its own errors
+            logger.debug("undecodable RED primary dropped", exc_info=True)
+            self.dropped += 1
+            return
+        for frame in frames:
+            listener._deliver_audio(listener._convert(frame))
 
     def add(self, packet: Any) -> tuple[bool, Any]:
         """Take one RTP packet; return ``(pli_flag, frame_or_None)`` like aiortc."""
@@ -71,6 +104,9 @@ class AudioJitterBuffer:
             self.unheard += 1
             return False, None
         self.released += 1
+        if self._receiver is not None and self._is_red(int(packet.payload_type)):
+            self._decode_red(packet, listener)
+            return False, None
         return False, JitterFrame(data=aiortc_compat.depayloaded(packet), timestamp=packet.timestamp)
 
     def remove(self, count: int) -> None:  # aiortc API; nothing is held
@@ -287,12 +323,12 @@ def install_audio_jitter_buffer(receiver: Any) -> bool:
                 _fallback_reported = True
                 logger.warning("received audio has no playout buffer (no reordering, FEC, "
                                "RED or concealment): %s", exc)
-            buffer = AudioJitterBuffer()
+            buffer = AudioJitterBuffer(receiver)
     else:
         if not _fallback_reported:
             _fallback_reported = True
             logger.warning("AIOLIVEKIT_AUDIO_PLAYOUT=0: received audio has no playout buffer")
-        buffer = AudioJitterBuffer()
+        buffer = AudioJitterBuffer(receiver)
     if not aiortc_compat.replace_jitter_buffer(receiver, buffer):
         if isinstance(buffer, PlayoutJitterBuffer):
             buffer.close()

@@ -238,6 +238,7 @@ class AudioPlayoutBuffer:
         quiet_level: int = 64,
         max_concealment: float = 0.5,
         max_hold: float = 0.005,
+        extend_after: float | None = 0.02,
     ) -> None:
         if frame_ms not in (10, 20):
             raise ValueError("frame_ms must be 10 or 20")
@@ -263,6 +264,12 @@ class AudioPlayoutBuffer:
         if not 0 <= max_hold < frame_ms / 1000:
             raise ValueError("max_hold must be below one frame")
         self.max_hold = max_hold
+        # concealment past this (s) repeats the last pitch period (None: libopus' PLC only)
+        self.extend_after = extend_after
+        self._ext_decay = 10 ** (-1 / 20 / (decoder.sample_rate / 100))  # 1 dB per 10 ms
+        self._hist_len = decoder.sample_rate * 40 // 1000
+        if extend_after is not None and extend_after < 0:
+            raise ValueError("extend_after must be >= 0 (or None)")
         # a timestamp jump beyond this is the sender's clock moving, not silence to play
         self._max_gap = int(clock_rate * max(1.0, 2 * max_delay))
         # frames dropped in one pull at most (the rest of a backlog goes in later pulls)
@@ -279,6 +286,8 @@ class AudioPlayoutBuffer:
     # ------------------------------------------------------------------ state
 
     def _reset_playout(self) -> None:
+        self._hist = np.zeros(0, dtype=np.int16)  # the last produced audio (40 ms)
+        self._ext_period = 0  # pitch period of the running extension (0: none)
         self._playing = False
         self._last_seq: int | None = None
         self._ts_play = 0
@@ -600,6 +609,10 @@ class AudioPlayoutBuffer:
     def _push(self, pcm: bytes, kind: PlayoutKind, ts: int | None) -> None:
         if not pcm:
             return
+        if self._ext_period and kind not in _CONCEALED:
+            pcm = self._join_extension(pcm) if kind is not PlayoutKind.SILENCE else pcm
+            self._ext_period = 0
+        self._remember(pcm)
         self._pending.append(_Chunk(pcm, kind, ts))
         self._pending_bytes += len(pcm)
         n = len(pcm) // (2 * self.channels)
@@ -624,11 +637,71 @@ class AudioPlayoutBuffer:
     def _pending_time(self) -> float:
         return self._pending_bytes / (2 * self.channels) / self.rate
 
-    def _conceal(self, ticks: int, kind: PlayoutKind, ts: int | None) -> None:
-        ticks = max(self._tick, min(ticks, self.clock * 120 // 1000))  # libopus: <= 120 ms
-        samples = ticks // self._tick
-        quantum = self.rate // 400
-        samples = max(quantum, samples - samples % quantum)
+    # -- concealment beyond libopus' PLC (NetEq's expand, simplified) ---------------
+
+    def _remember(self, pcm: bytes) -> None:
+        """Keep the last ``_HISTORY`` seconds of produced audio (the extension's source)."""
+        x = np.frombuffer(pcm, dtype=np.int16)
+        keep = self._hist_len * self.channels
+        if len(x) >= keep:
+            self._hist = x[-keep:].copy()
+        else:
+            self._hist = np.concatenate([self._hist, x])[-keep:]
+
+    def _find_period(self) -> int:
+        """The pitch period (samples) of the last produced audio, 0 if not periodic."""
+        ch = self.channels
+        h = self._hist.reshape(-1, ch).astype(np.float64).mean(axis=1)
+        n = self.rate // 200  # match the last 5 ms
+        lo, hi = self.rate // 400, self.rate * 15 // 1000  # 2.5 .. 15 ms
+        if len(h) < n + hi:
+            return 0
+        ref = h[-n:] - h[-n:].mean()
+        e0 = float(ref @ ref)
+        if e0 < n * self.quiet_level ** 2:
+            return 0
+        # windows ending ``lag`` samples before the end, for every lag (vectorised)
+        views = np.lib.stride_tricks.sliding_window_view(h[:-lo], n)[-(hi - lo + 1):][::-1]
+        dots = views @ ref  # ref has zero mean: the windows' means drop out
+        means = views.mean(axis=1)
+        e1 = np.einsum("ij,ij->i", views, views) - n * means**2
+        corr = np.where(e1 > 0, dots / np.sqrt(np.maximum(e1, 1e-9) * e0), -1.0)
+        k = int(np.argmax(corr))
+        best, period = float(corr[k]), lo + k
+        return period if best >= 0.6 else 0
+
+    def _extension(self, samples: int) -> np.ndarray:
+        """``samples`` more of the current extension (interleaved int16), fading."""
+        ch, period = self.channels, self._ext_period
+        base = self._hist.reshape(-1, ch)[-period:].astype(np.float64)
+        idx = np.arange(samples)
+        gain = self._ext_decay ** (idx + 1)
+        y = base[idx % period] * gain[:, None]
+        return np.clip(np.rint(y), -32768, 32767).astype(np.int16).reshape(-1)
+
+    def _join_extension(self, pcm: bytes) -> bytes:
+        """Join decoded audio to a running extension: the decoder did not follow our
+        extension, so the two are out of phase. The extension runs on for up to one more
+        period, to where it is in phase with the decoded audio (counted as inserted
+        samples), and 10 ms are cross-faded there."""
+        ch, period = self.channels, self._ext_period
+        x = np.frombuffer(pcm, dtype=np.int16).reshape(-1, ch).astype(np.float64)
+        n = self.rate // 100
+        if len(x) < n:
+            return pcm
+        ext = self._extension(period + n).reshape(-1, ch).astype(np.float64)
+        ref = x[:n].mean(axis=1)
+        views = np.lib.stride_tricks.sliding_window_view(ext.mean(axis=1), n)[:period]
+        norms = np.sqrt(np.maximum(np.einsum("ij,ij->i", views, views), 1e-9))
+        extra = int(np.argmax((views @ ref) / norms))
+        w = ((np.arange(n) + 1) / (n + 1))[:, None]
+        joined = ext[extra : extra + n] * (1 - w) + x[:n] * w
+        y = np.concatenate([ext[:extra], joined, x[n:]])
+        self.stats.inserted_samples_for_deceleration += extra
+        out: bytes = np.clip(np.rint(y), -32768, 32767).astype(np.int16).tobytes()
+        return out
+
+    def _plc(self, samples: int) -> bytes:
         size = samples * self.channels * 2
         try:
             pcm = self.decoder.conceal(samples)
@@ -638,6 +711,35 @@ class AudioPlayoutBuffer:
             logger.debug("concealment failed; silence instead", exc_info=True)
             self.stats.decode_errors += 1
             pcm = bytes(size)
+        return pcm
+
+    def _conceal(self, ticks: int, kind: PlayoutKind, ts: int | None) -> None:
+        """Fill ``ticks`` with concealment: libopus' PLC for the first ``extend_after`` of a
+        concealment run, then (periodic audio) the last pitch period repeated, fading by
+        1 dB per 10 ms, as NetEq's expand does: libopus' PLC fades out within ~30 ms, and
+        a tone or a voiced sound then keeps its level across a burst of losses. The
+        decoder is not run for the extension, so the next packet decodes from the state
+        before it at full level (the join is phase-aligned and cross-faded)."""
+        ticks = max(self._tick, min(ticks, self.clock * 120 // 1000))  # libopus: <= 120 ms
+        samples = ticks // self._tick
+        quantum = self.rate // 400
+        samples = max(quantum, samples - samples % quantum)
+        keep = samples
+        if self.extend_after is not None:
+            start = int(self.extend_after * self.clock)
+            keep = max(0, min(samples, (start - self._conceal_run) // self._tick))
+            keep -= keep % quantum
+        pcm = self._plc(keep) if keep else b""
+        if keep < samples:
+            if not self._ext_period:
+                self._remember(pcm)
+                self._ext_period = self._find_period()
+            elif pcm:
+                self._remember(pcm)
+            if self._ext_period:
+                pcm += self._extension(samples - keep).tobytes()
+            else:
+                pcm += self._plc(samples - keep)
         self._push(pcm, kind, ts)
         if ts is not None:
             self._ts_play += samples * self._tick
