@@ -22,10 +22,14 @@ Nothing here reads a clock or touches a socket. Design notes: ``docs/audio-playo
   FEC, Opus PLC. Concealment already played while waiting counts toward the lost span.
 * **DTX**: silence after a DTX packet, or a timestamp jump without a sequence gap, is
   played as silence: neither loss nor concealment.
-* **Adaptation**: no time-stretching. The delay grows by concealment while waiting for a
-  late packet, and by inserting a silent frame before a quiet frame when below target;
-  it shrinks by dropping quiet frames when more than one frame above target, and by dropping
+* **Adaptation**: the delay grows by concealment while waiting for a late packet, and by
+  inserting a silent frame before a quiet frame when below target; it shrinks by dropping
+  quiet frames when more than one frame above target, by removing whole pitch periods of
+  periodic audio when more than half a frame above (:meth:`_accelerate`), and by dropping
   frames of any content when above ``max_delay``.
+* **Long losses**: past ``extend_after`` (20 ms) of concealment, the last pitch period is
+  repeated with a slow fade instead of libopus' PLC (which fades out within ~30 ms); the
+  next packet is joined in phase (:meth:`_conceal`, :meth:`_join_extension`).
 
 The decoder sits behind :class:`PlayoutDecoder` (libopus: :class:`.opus_decoder.OpusDecoder`).
 """
