@@ -22,30 +22,25 @@ Nothing here reads a clock or touches a socket. Design notes: ``docs/audio-playo
   FEC, Opus PLC. Concealment already played while waiting counts toward the lost span.
 * **DTX**: silence after a DTX packet, or a timestamp jump without a sequence gap, is
   played as silence: neither loss nor concealment.
-* **Adaptation**: the delay grows by concealment while waiting for a late packet, and by
-  inserting a silent frame before a quiet frame when below target; it shrinks by dropping
-  quiet frames when more than one frame above target, by removing whole pitch periods of
-  periodic audio when more than half a frame above (:meth:`_accelerate`), and by dropping
-  frames of any content when above ``max_delay``.
-* **Long losses**: past ``extend_after`` (20 ms) of concealment, the last pitch period is
-  repeated with a slow fade instead of libopus' PLC (which fades out within ~30 ms); the
-  next packet is joined in phase (:meth:`_conceal`, :meth:`_join_extension`).
+* **Adaptation**: the delay grows by concealment while waiting and by silence before quiet
+  frames; it shrinks by dropping quiet frames, removing pitch periods (:meth:`_accelerate`)
+  and, above ``max_delay``, dropping any frame. Long losses: :meth:`_conceal`.
 
 The decoder sits behind :class:`PlayoutDecoder` (libopus: :class:`.opus_decoder.OpusDecoder`).
 """
 
 from __future__ import annotations
 
-import bisect
 import enum
 import logging
-import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from . import timescale
+from .playout_delay import DelayEstimator
 from .red import parse_red
 
 __all__ = [
@@ -181,50 +176,6 @@ def _unwrap(value: int, last: int, bits: int) -> int:
     return last + delta
 
 
-class _DelayEstimator:
-    """Transit times over a sliding window: base (fastest) path, percentile, RFC 3550 jitter."""
-
-    def __init__(self, clock: int, window: float, percentile: float) -> None:
-        self.clock = clock
-        self.window = window
-        self.percentile = percentile
-        self._samples: deque[tuple[float, float]] = deque()  # (arrival, transit), arrival order
-        self._sorted: list[float] = []  # the same transits, sorted
-        self._last_transit: float | None = None
-        self._ref: tuple[float, int] | None = None
-        self.jitter = 0.0
-
-    def add(self, arrival: float, ts: int) -> None:
-        if self._ref is None:
-            self._ref = (arrival, ts)  # transits are relative to the first packet (precision)
-        transit = (arrival - self._ref[0]) - (ts - self._ref[1]) / self.clock
-        if self._last_transit is not None:
-            self.jitter += (abs(transit - self._last_transit) - self.jitter) / 16
-        self._last_transit = transit
-        self._samples.append((arrival, transit))
-        bisect.insort(self._sorted, transit)
-        while len(self._samples) > 1 and arrival - self._samples[0][0] > self.window:
-            _, old = self._samples.popleft()
-            del self._sorted[bisect.bisect_left(self._sorted, old)]
-
-    def _compute(self) -> tuple[float, float]:
-        values = self._sorted
-        k = max(0, math.ceil(self.percentile * len(values)) - 1)
-        return values[0], values[k] - values[0]
-
-    @property
-    def empty(self) -> bool:
-        return not self._samples
-
-    def expected(self, ts: int) -> float:
-        """When ``ts`` arrives on the fastest path seen in the window."""
-        assert self._ref is not None
-        return self._ref[0] + self._compute()[0] + (ts - self._ref[1]) / self.clock
-
-    def spread(self) -> float:
-        return self._compute()[1]
-
-
 class AudioPlayoutBuffer:
     """Adaptive jitter buffer + loss concealment for one Opus stream (see module doc)."""
 
@@ -278,7 +229,7 @@ class AudioPlayoutBuffer:
         self._max_gap = int(clock_rate * max(1.0, 2 * max_delay))
         # frames dropped in one pull at most (the rest of a backlog goes in later pulls)
         self._max_drops = int(max_delay * 1000) // frame_ms + 2
-        self._est = _DelayEstimator(clock_rate, window, percentile)
+        self._est = DelayEstimator(clock_rate, window, percentile)
         self._window = window
         self.stats = PlayoutStats()
         self._pkts: dict[int, _Packet] = {}
@@ -310,7 +261,7 @@ class AudioPlayoutBuffer:
         """A new stream: forget packets, timing and decoder state."""
         self._pkts.clear()
         self._max_seq = self._max_ts = None
-        self._est = _DelayEstimator(self.clock, self._est.window, self._est.percentile)
+        self._est = DelayEstimator(self.clock, self._est.window, self._est.percentile)
         self._loss_times.clear()
         self._reset_playout()
         self.decoder.reset()
@@ -543,15 +494,10 @@ class AudioPlayoutBuffer:
     def _accelerate(
         self, frame: PlayoutFrame, chunks: list[_Chunk], slot: float, now: float, excess: float
     ) -> PlayoutFrame | None:
-        """Shorten a periodic signal by whole pitch periods (NetEq's accelerate, WSOLA-like).
-
-        The frame and the next one are spliced: the lag ``L`` (2.5 ms .. one frame) where
-        the signal best matches itself (normalised correlation >= 0.9, at most ``excess``
-        long, so the delay does not fall below the target) is found, the first
-        ``L`` samples are cross-faded into the next ``L`` and the frame plays on from
-        there: ``L`` samples less, no click, no phase jump for a tone. None (nothing
-        removed) when the audio is not periodic enough or the next frame is not decoded
-        audio."""
+        """Shorten periodic audio by whole pitch periods (NetEq's accelerate): this frame
+        and the next are spliced at the lag (2.5 ms .. ``excess``) where the signal best
+        matches itself (:func:`.timescale.accelerate`). None (nothing removed) when the
+        audio is not periodic enough or the next frame is not decoded audio."""
         nxt = self._take_frame(slot, now)
         if any(c.kind is not PlayoutKind.NORMAL for c in nxt) or any(
             c.kind is not PlayoutKind.NORMAL for c in chunks
@@ -560,30 +506,13 @@ class AudioPlayoutBuffer:
             return None
         ch, fs = self.channels, self.frame_samples
         x = np.frombuffer(frame.data + b"".join(c.pcm for c in nxt), dtype=np.int16)
-        x = x.reshape(-1, ch).astype(np.float64)
-        mono = x.mean(axis=1)
-        lo, hi = max(1, self.rate * 25 // 10000), min(fs, int(excess * self.rate))
-        if hi < lo:
+        done = timescale.accelerate(x.reshape(-1, ch).astype(np.float64),
+                                    max(1, self.rate // 400), min(fs, int(excess * self.rate)))
+        if done is None:
             self._give_back(nxt)
             return None
-        n = fs
-        ref = mono[:n]
-        views = np.lib.stride_tricks.sliding_window_view(mono, n)[lo : hi + 1]
-        dots = views @ ref
-        energy = np.einsum("ij,ij->i", views, views)
-        e0 = float(ref @ ref)
-        if e0 <= 0:
-            self._give_back(nxt)
-            return None
-        corr = dots / np.sqrt(np.maximum(energy * e0, 1e-9))
-        best = float(corr.max())
-        if best < 0.9:
-            self._give_back(nxt)
-            return None
-        lag = lo + int(np.nonzero(corr >= max(0.9, best - 0.02))[0].max())
-        w = (np.arange(lag) / lag)[:, None]
-        y = np.concatenate([x[:lag] * (1 - w) + x[lag : 2 * lag] * w, x[2 * lag :]])
-        out = np.clip(np.rint(y), -32768, 32767).astype(np.int16)
+        y, lag = done
+        out = timescale.to_int16(y)
         head, rest = out[:fs].tobytes(), out[fs:].tobytes()
         if rest:
             ts = nxt[0].ts + lag * self._tick if nxt[0].ts is not None else None
@@ -654,34 +583,16 @@ class AudioPlayoutBuffer:
 
     def _find_period(self) -> int:
         """The pitch period (samples) of the last produced audio, 0 if not periodic."""
-        ch = self.channels
-        h = self._hist.reshape(-1, ch).astype(np.float64).mean(axis=1)
-        n = self.rate // 200  # match the last 5 ms
-        lo, hi = self.rate // 400, self.rate * 15 // 1000  # 2.5 .. 15 ms
-        if len(h) < n + hi:
-            return 0
-        ref = h[-n:] - h[-n:].mean()
-        e0 = float(ref @ ref)
-        if e0 < n * self.quiet_level ** 2:
-            return 0
-        # windows ending ``lag`` samples before the end, for every lag (vectorised)
-        views = np.lib.stride_tricks.sliding_window_view(h[:-lo], n)[-(hi - lo + 1):][::-1]
-        dots = views @ ref  # ref has zero mean: the windows' means drop out
-        means = views.mean(axis=1)
-        e1 = np.einsum("ij,ij->i", views, views) - n * means**2
-        corr = np.where(e1 > 0, dots / np.sqrt(np.maximum(e1, 1e-9) * e0), -1.0)
-        k = int(np.argmax(corr))
-        best, period = float(corr[k]), lo + k
-        return period if best >= 0.6 else 0
+        h = self._hist.reshape(-1, self.channels).astype(np.float64).mean(axis=1)
+        n = self.rate // 200  # match the last 5 ms, lags 2.5 .. 15 ms
+        return timescale.find_period(h, self.rate // 400, self.rate * 15 // 1000, n,
+                                     n * self.quiet_level**2)
 
     def _extension(self, samples: int) -> np.ndarray:
         """``samples`` more of the current extension (interleaved int16), fading."""
-        ch, period = self.channels, self._ext_period
-        base = self._hist.reshape(-1, ch)[-period:].astype(np.float64)
-        idx = np.arange(samples)
-        gain = self._ext_decay ** (idx + 1)
-        y = base[idx % period] * gain[:, None]
-        return np.clip(np.rint(y), -32768, 32767).astype(np.int16).reshape(-1)
+        hist = self._hist.reshape(-1, self.channels).astype(np.float64)
+        y = timescale.extend(hist, self._ext_period, samples, self._ext_decay)
+        return timescale.to_int16(y).reshape(-1)
 
     def _join_extension(self, pcm: bytes) -> bytes:
         """Join decoded audio to a running extension: the decoder did not follow our
@@ -694,15 +605,9 @@ class AudioPlayoutBuffer:
         if len(x) < n:
             return pcm
         ext = self._extension(period + n).reshape(-1, ch).astype(np.float64)
-        ref = x[:n].mean(axis=1)
-        views = np.lib.stride_tricks.sliding_window_view(ext.mean(axis=1), n)[:period]
-        norms = np.sqrt(np.maximum(np.einsum("ij,ij->i", views, views), 1e-9))
-        extra = int(np.argmax((views @ ref) / norms))
-        w = ((np.arange(n) + 1) / (n + 1))[:, None]
-        joined = ext[extra : extra + n] * (1 - w) + x[:n] * w
-        y = np.concatenate([ext[:extra], joined, x[n:]])
+        y, extra = timescale.join(ext, x, period, n)
         self.stats.inserted_samples_for_deceleration += extra
-        out: bytes = np.clip(np.rint(y), -32768, 32767).astype(np.int16).tobytes()
+        out: bytes = timescale.to_int16(y).tobytes()
         return out
 
     def _plc(self, samples: int) -> bytes:
@@ -718,12 +623,10 @@ class AudioPlayoutBuffer:
         return pcm
 
     def _conceal(self, ticks: int, kind: PlayoutKind, ts: int | None) -> None:
-        """Fill ``ticks`` with concealment: libopus' PLC for the first ``extend_after`` of a
-        concealment run, then (periodic audio) the last pitch period repeated, fading by
-        1 dB per 10 ms, as NetEq's expand does: libopus' PLC fades out within ~30 ms, and
-        a tone or a voiced sound then keeps its level across a burst of losses. The
-        decoder is not run for the extension, so the next packet decodes from the state
-        before it at full level (the join is phase-aligned and cross-faded)."""
+        """Fill ``ticks``: libopus' PLC for the first ``extend_after`` of a concealment run
+        (it fades out within ~30 ms), then, for periodic audio, the last pitch period
+        repeated fading 1 dB per 10 ms (NetEq's expand). The decoder is not run for that
+        part: the next packet decodes at full level, joined in phase."""
         ticks = max(self._tick, min(ticks, self.clock * 120 // 1000))  # libopus: <= 120 ms
         samples = ticks // self._tick
         quantum = self.rate // 400
