@@ -688,3 +688,23 @@ def test_red_on_a_lossy_network_recovers_every_single_loss() -> None:
     assert s.concealed_samples <= 3 * 480 and s.fec_packets_recovered == 0
     assert s.red_samples == 960 * len(lost)
     assert abs(_dominant_hz(_pcm(frames[20:])) - 440) < 2
+
+
+@needs_opus
+@pytest.mark.parametrize("lost", [(20, 21), (20, 21, 22), (20, 21, 22, 23, 24)])
+def test_a_burst_of_losses_keeps_the_tone_level(lost: tuple[int, ...]) -> None:
+    """libopus' PLC fades a tone by 12 dB within 40 ms; past 20 ms the buffer repeats the
+    last pitch period instead (1 dB per 10 ms) and joins the next packet in phase."""
+    pk = _opus_packets(60, loss_perc=0)
+
+    def bad_windows(extend_after: float | None) -> int:
+        buf = AudioPlayoutBuffer(opus_decoder.OpusDecoder(), extend_after=extend_after)
+        arrivals = [(10.0 + 0.02 * i, 100 + i, 960 * i, pk[i], False)
+                    for i in range(60) if i not in lost]
+        x = np.frombuffer(_pcm(run(buf, arrivals, until=10.0 + 0.02 * 60)), dtype=np.int16)
+        rms = np.sqrt((x.astype(float).reshape(-1, 480) ** 2).mean(axis=1))[10:]
+        ref = 8000 / np.sqrt(2)  # within ±6 dB of the sent tone
+        return int(((rms < ref / 2) | (rms > ref * 2)).sum())
+
+    assert bad_windows(0.02) <= 1
+    assert bad_windows(None) >= len(lost)  # libopus' PLC alone leaves a hole
