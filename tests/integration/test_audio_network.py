@@ -242,6 +242,9 @@ async def _run_conditions(url: str, token: Any, relay: UdpRelay, impair: Any,
             if name == "clean":
                 res["latency_bob"] = _latencies(bob_rec, pub.marks, t0, t1)
                 res["latency_carol"] = _latencies(carol_rec, pub.marks, t0, t1)
+            inbound = [st for st in await bob_track.get_stats() if st.type == "inbound-rtp"]
+            res["bob_target_current_delay"] = [getattr(inbound[0], "targetDelay", None),
+                                               getattr(inbound[0], "currentDelay", None)]
             results[name] = res
         impair(relay, ImpairmentConfig())
         stats = [s for s in await bob_track.get_stats() if s.type == "inbound-rtp"]

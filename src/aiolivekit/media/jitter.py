@@ -5,9 +5,9 @@
 FEC/PLC, RED, DTX as silence; ``docs/audio-playout.md``), decoded by libopus directly
 (:mod:`.opus_decoder`). aiortc's decoder thread gets nothing: frames are pulled from the
 buffer on the event loop's clock (when a packet arrives and at ``next_due()``, one timer
-handle) and handed to the listening :class:`~aiolivekit.track.RemoteAudioTrack` as 10 ms
-:class:`~aiolivekit.media.audio_frame.AudioFrame` s. On a clean network the buffer's target
-delay is ~0: a packet's first 10 ms leave the moment it arrives.
+handle) and handed to the listening :class:`~aiolivekit.track.RemoteAudioTrack` as 20 ms
+:class:`~aiolivekit.media.audio_frame.AudioFrame` s on a steady grid. On a clean network the buffer's target
+delay is ~0: a packet leaves the moment it arrives.
 
 :class:`AudioJitterBuffer` (today's low-latency path, kept where libopus' decoder cannot be
 loaded, or with ``AIOLIVEKIT_AUDIO_PLAYOUT=0``; a warning says so): each packet is handed
@@ -142,7 +142,11 @@ class PlayoutJitterBuffer:
         from .opus_decoder import OpusDecoder
 
         self._receiver = receiver
-        self._options = options  # AudioPlayoutBuffer's keyword arguments
+        # AudioPlayoutBuffer's keyword arguments; 20 ms frames by default: a packet (20 ms
+        # from every SDK) leaves whole the moment it is due, as the pass-through path did
+        # (10 ms frames would hold the second half of each packet 10 ms longer)
+        options.setdefault("frame_ms", 20)
+        self._options = options
         self.buffer = AudioPlayoutBuffer(OpusDecoder(48000, channels), **options)
         self.listener: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
