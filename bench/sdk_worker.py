@@ -26,6 +26,9 @@ Modes (every loop bounded by count and time; the parent mints the tokens):
 * ``ttff``: ``repeat`` fresh rooms: time from the ``publish_track`` call to the
   subscriber's ``track_subscribed``, its first frame and its first audible frame (and,
   with ``playout_ms``, the same after the playout buffer: ``playout_first_*``).
+* ``tone_pub`` / ``tone_sub`` (``bench_audio_network.py``): a continuous 440 Hz tone with
+  a 30 ms 880 Hz mark every 0.5 s, and its measurement over wall-clock windows (tone
+  share, SNR, concealed share, mark onsets for latency; ``bench/tone_quality.py``).
 * ``room``: ``len(tokens)`` participants in this process, each publishing one tone track
   and auto-subscribing to the others (no decoding: no AudioStream); prints a ``window``
   line (inbound RTP packets received so far), sleeps ``seconds`` and prints ``end``.
@@ -84,12 +87,9 @@ def publish_options() -> Any:
     ``ARGS["bitrate"]`` sets the Opus max bitrate; ``ARGS["red"]`` and ``ARGS["dtx"]``
     (default False for both) set RED and DTX. The SDKs' own defaults differ (the official
     one publishes with RED and DTX on, ours with both off), so they are never left to
-    the defaults. aiolivekit cannot send RED: asking for it raises instead of measuring
-    something else.
+    the defaults.
     """
     red, dtx = bool(ARGS.get("red", False)), bool(ARGS.get("dtx", False))
-    if red and SDK != "official":
-        raise ValueError("aiolivekit does not publish RED; run this comparison with red=False")
     opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE, red=red, dtx=dtx)
     if ARGS.get("bitrate"):
         opts.audio_encoding.max_bitrate = int(ARGS["bitrate"])
@@ -219,8 +219,8 @@ async def _first_track(room: Any, identity: str, timeout: float) -> Any:
 
 def _codecs(stats: Any, direction: str) -> list[str] | None:
     """MIME types of the RTP streams sent (``"out"``) or received (``"in"``), from the
-    official SDK's codec stats; None for aiolivekit (aiortc's stats have no codec entry:
-    it publishes plain Opus, its AddTrackRequest always sets ``disable_red``)."""
+    official SDK's codec stats; None for aiolivekit (aiortc's stats have no codec entry;
+    its publication's ``mime_type`` says whether RED was negotiated)."""
     if SDK != "official":
         return None
     items = list(stats.publisher_stats) + list(stats.subscriber_stats)
@@ -623,11 +623,104 @@ async def mode_room(a: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------- audio under impairment
+
+
+TONE_AMP = 8000.0
+MARK_EVERY = 50  # 10 ms frames: a 30 ms 880 Hz mark every 0.5 s (latency)
+
+
+async def mode_tone_pub(a: dict[str, Any]) -> dict[str, Any]:
+    """Publish a continuous 440 Hz tone (amplitude ``TONE_AMP``) in 10 ms frames paced by
+    the clock until wall time ``a["until"]``, with a 30 ms mark at 880 Hz (same amplitude)
+    every 0.5 s; returns the wall time of each mark's first ``capture_frame`` call."""
+    from tone_quality import tone_pcm  # bench/
+
+    room = await connect(a["url"], a["token"], auto_subscribe=False)
+    source = rtc.AudioSource(RATE, 1)
+    track = rtc.LocalAudioTrack.create_audio_track("tone", source)
+    await asyncio.wait_for(room.local_participant.publish_track(track, publish_options()), 20)
+    emit({"event": "published"})
+    marks: list[float] = []
+    start = time.monotonic()
+    i = 0
+    while time.time() < float(a["until"]):
+        marking = i % MARK_EVERY < 3
+        pcm = tone_pcm(i * 480, 480, 880.0 if marking else 440.0, TONE_AMP)
+        if i % MARK_EVERY == 0:
+            marks.append(time.time())
+        await source.capture_frame(rtc.AudioFrame(pcm.tobytes(), RATE, 1, 480))
+        i += 1
+        ahead = start + i * 0.01 - time.monotonic()
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+    codecs_out = _codecs(await room.get_rtc_stats(), "out")
+    await asyncio.wait_for(room.disconnect(), 10)
+    return {"marks": marks, "publish": publish_setup(), "codecs_sent": codecs_out}
+
+
+async def _concealment(room: Any, track: Any) -> tuple[float, float]:
+    """(concealed samples, samples received) of the received audio so far."""
+    if SDK == "official":
+        jb = _jitter_buffer(await room.get_rtc_stats())
+        return (jb["concealed"], jb["received"]) if jb else (0.0, 0.0)
+    for st in await track.get_stats():
+        if getattr(st, "type", "") == "inbound-rtp":
+            return (float(getattr(st, "concealedSamples", 0)),
+                    float(getattr(st, "totalSamplesReceived", 0)))
+    return 0.0, 0.0
+
+
+async def mode_tone_sub(a: dict[str, Any]) -> dict[str, Any]:
+    """Receive the ``tone_pub`` tone through ``AudioStream`` (48 kHz mono) and measure
+    each window of ``a["windows"]`` (``[name, t0, t1]``, wall times): the tone measures of
+    ``bench/tone_quality.py``, the mark onsets (wall time of the frame holding each) and
+    the concealed share (the SDK's own ``concealedSamples`` / ``totalSamplesReceived``)."""
+    from tone_quality import analyse, mark_onsets  # bench/
+
+    room = await connect(a["url"], a["token"])
+    track = await _first_track(room, a["identity_pub"], 30)
+    stream = rtc.AudioStream(track, sample_rate=RATE, num_channels=1)
+    emit({"event": "subscribed"})
+    frames: list[tuple[float, bytes]] = []
+    windows = [(str(n), float(t0), float(t1)) for n, t0, t1 in a["windows"]]
+    snaps: dict[str, list[tuple[float, float]]] = {}
+
+    async def collect() -> None:
+        async for ev in stream:
+            frames.append((time.time(), bytes(ev.frame.data)))
+
+    async def snapshot() -> None:
+        for name, t0, t1 in windows:
+            for t in (t0, t1):
+                await asyncio.sleep(max(0.0, t - time.time()))
+                snaps.setdefault(name, []).append(await _concealment(room, track))
+
+    task = asyncio.ensure_future(collect())
+    await asyncio.wait_for(snapshot(), windows[-1][2] - time.time() + 30)
+    task.cancel()
+    out = []
+    for name, t0, t1 in windows:
+        sel = [(t, d) for t, d in frames if t0 <= t < t1]
+        pcm = b"".join(d for _, d in sel)
+        q = analyse(pcm, t1 - t0, amplitude=TONE_AMP, mark_freq=880.0)
+        times = np.repeat([t for t, _ in sel], [len(d) // 2 for _, d in sel]) if sel else []
+        onsets = [float(times[i]) for i in mark_onsets(pcm, freq=440.0, mark_freq=880.0)]
+        (c0, r0), (c1, r1) = snaps[name]
+        out.append({"name": name, **q.as_dict(), "onsets": onsets,
+                    "concealed_share": (c1 - c0) / (r1 - r0) if r1 > r0 else None})
+    codecs_in = _codecs(await room.get_rtc_stats(), "in")
+    await asyncio.wait_for(room.disconnect(), 10)
+    return {"windows": out, "codecs_received": codecs_in}
+
+
 MODES = {
     "publish_cpu": mode_publish_cpu,
     "latency": mode_latency,
     "ttff": mode_ttff,
     "room": mode_room,
+    "tone_pub": mode_tone_pub,
+    "tone_sub": mode_tone_sub,
 }
 
 

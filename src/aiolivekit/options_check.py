@@ -168,9 +168,11 @@ def check_publish_options(options: TrackPublishOptions, *, is_video: bool) -> No
     * video with ``simulcast=True``: published as one layer; a warning is logged and
       ``publication.simulcasted`` is ``False`` (the official SDK too publishes fewer
       layers than asked when the resolution is small).
-    * audio with ``red=True``: sent as plain Opus; a warning is logged and
-      ``publication.mime_type`` is ``audio/opus`` (RED is a negotiated preference in the
-      official SDK too).
+    * audio with ``red=True``: RED (RFC 2198) is offered first; when the server does not
+      accept it the track is sent as plain Opus, a warning is logged and
+      ``publication.mime_type`` is ``audio/opus`` (``audio/red`` when it is sent; RED is a
+      negotiated preference in the official SDK too). Checked after negotiation, in
+      ``engine.publishing``.
 
     ``simulcast`` on audio and ``red`` on video mean nothing, as in the official SDK.
     """
@@ -184,11 +186,6 @@ def check_publish_options(options: TrackPublishOptions, *, is_video: bool) -> No
             "TrackPublishOptions.simulcast=True: aiolivekit publishes a single layer "
             "(simulcast is aiolivekit issue %d); publication.simulcasted will be False",
             ISSUE_VIDEO)
-    if not is_video and options.red:
-        logger.warning(
-            "TrackPublishOptions.red=True: aiolivekit sends plain Opus without redundancy "
-            "(RED is aiolivekit issue %d); publication.mime_type will be audio/opus",
-            ISSUE_AUDIO_RED)
     _check_publish_options_1_2(options, is_video=is_video)
 
 

@@ -310,7 +310,9 @@ class LocalParticipant(RpcInterceptorMixin, Participant):
         req = add_track_request(track, options)
         info = await engine.publishing.request(req)
         track._configure(options)
-        negotiated = await engine.publishing.start_sending(track, info.sid, options.video_codec)
+        is_audio = track.kind == TrackKind.KIND_AUDIO
+        negotiated = await engine.publishing.start_sending(
+            track, info.sid, options.video_codec, red=bool(options.red) and is_audio)
         if negotiated:
             info.mime_type = negotiated
         elif not info.mime_type:
@@ -451,7 +453,7 @@ def add_track_request(track: PublishableTrack, options: TrackPublishOptions
         type=models_pb.TrackType.VIDEO if is_video else models_pb.TrackType.AUDIO,
         source=source_to_proto(int(options.source)),  # type: ignore[arg-type]
         muted=bool(track.muted),
-        disable_red=True,
+        disable_red=is_video or not options.red,
         stream=options.stream or "",
         encryption=models_pb.Encryption.NONE,
     )

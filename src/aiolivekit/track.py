@@ -377,13 +377,7 @@ class _RemoteTrackBase(Track):
                 except Exception:
                     logger.exception("remote track %s: bad frame dropped", self._sid)
                     continue
-                for stream in tuple(self._streams):
-                    try:
-                        stream._push(item)
-                    except Exception:
-                        logger.exception("remote track %s: stream failed; detached", self._sid)
-                        self._remove_stream(stream)
-                        stream._end()
+                self._fan_out(item)
         except MediaStreamError:
             pass
         except asyncio.CancelledError:
@@ -392,6 +386,15 @@ class _RemoteTrackBase(Track):
             logger.exception("remote track %s: receive loop failed", self._sid)
         finally:
             self._end_streams()
+
+    def _fan_out(self, item: Any) -> None:
+        for stream in tuple(self._streams):
+            try:
+                stream._push(item)
+            except Exception:
+                logger.exception("remote track %s: stream failed; detached", self._sid)
+                self._remove_stream(stream)
+                stream._end()
 
     def _end_streams(self) -> None:
         self._ended = True
@@ -422,6 +425,30 @@ class RemoteAudioTrack(_RemoteTrackBase):
 
             attach_listener(receiver, track)
         return track
+
+    def _deliver_audio(self, frame: Any) -> None:
+        """A decoded frame from the receiver's playout buffer (``media.jitter``)."""
+        if self._ended:
+            return
+        self.frames_received += 1
+        self._fan_out(frame)
+
+    async def get_stats(self) -> list[Any]:
+        """As :meth:`Track.get_stats`; the ``inbound-rtp`` entry also carries the playout
+        buffer's WebRTC members (``jitterBufferDelay``, ``concealedSamples``,
+        ``insertedSamplesForDeceleration``...) when the receiver has one."""
+        out = await super().get_stats()
+        if self._receiver is None:
+            return out
+        from .media.jitter import playout_stats
+
+        extra = playout_stats(self._receiver)
+        if extra:
+            for st in out:
+                if getattr(st, "type", "") == "inbound-rtp":
+                    for name, value in extra.items():
+                        setattr(st, name, value)
+        return out
 
     def _convert(self, frame: Any) -> Any:
         from .media.audio_frame import AudioFrame

@@ -354,9 +354,10 @@ class TrackPublishOptions(_Message):
     * ``simulcast=True`` (video) is a hint, reported when not honoured: aiolivekit
       publishes one layer, logs a warning and ``publication.simulcasted`` is ``False``
       (issue 16). Officially too the layers depend on the resolution.
-    * ``red=True`` (audio) is a hint, reported when not honoured: aiolivekit sends plain
-      Opus, logs a warning and ``publication.mime_type`` is ``audio/opus`` (issue 20).
-      Officially too RED is negotiated with the server.
+    * ``red=True`` (audio) is a hint, reported when not honoured: aiolivekit offers RED
+      (RFC 2198, each packet also carries the previous one) and sends it when the server
+      accepts it (``publication.mime_type`` is ``audio/red``); when the server refuses it,
+      plain Opus, a warning and ``audio/opus``. Officially too RED is negotiated.
     * ``video_encoding``, ``audio_encoding``, ``dtx``, ``source``, ``stream`` and
       ``preconnect_buffer`` (the TF_PRECONNECT_BUFFER feature flag; the application sends
       the buffer, as with the official SDK) are honoured.

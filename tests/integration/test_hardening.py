@@ -259,7 +259,7 @@ async def test_add_track_layers_and_codecs_bounded(devserver: Any) -> None:
 async def test_oversized_sctp_message_refused(any_server: Any, rooms: list[Room]) -> None:
     """A 16 MiB data-channel message (the client's own limit bypassed) never reaches the
     others; on the embedded server its sender is disconnected (SIGNAL_CLOSE)."""
-    from aiolivekit._compat.aiortc import sctp_send_unchecked
+    from aiolivekit._compat.aiortc_sctp import sctp_send_unchecked
 
     a = await _join(any_server, rooms, "a")
     b = await _join(any_server, rooms, "b")

@@ -178,6 +178,7 @@ async def _remote_pub(room: Room, identity: str, sid: str) -> Any:
 async def test_publish_options_reach_the_subscriber(
         any_server: Any, rooms: list[Room], caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="aiolivekit.options_check")
+    caplog.set_level(logging.WARNING, logger="aiolivekit.engine.publishing")
     alice = await _join(any_server, rooms, "alice")
     bob = await _join(any_server, rooms, "bob")
     source = AudioSource(48000, 1)
@@ -188,9 +189,11 @@ async def test_publish_options_reach_the_subscriber(
     remote = await _remote_pub(bob, "alice", pub.sid)
     assert AudioTrackFeature.TF_PRECONNECT_BUFFER in remote.audio_features
     assert remote._info.stream == "main"
-    # red=True is reported, not silently dropped: warning + plain Opus
-    assert pub.mime_type == "audio/opus"
-    assert any("red=True" in r.getMessage() for r in caplog.records)
+    # red=True is honoured on both servers: RED is negotiated and sent, the subscriber
+    # receives (and decodes) RED, and no warning is logged
+    assert pub.mime_type == "audio/red"
+    assert remote.mime_type == "audio/red"
+    assert not any("red=True" in r.getMessage() for r in caplog.records)
     # simulcast=True on video: one layer, reported
     vsource = VideoSource(320, 240)
     vtrack = LocalVideoTrack.create_video_track("cam", vsource)
@@ -282,6 +285,40 @@ async def test_frame_processor_gets_room_context(embedded_server: Any, rooms: li
     await stream.aclose()
     assert proc.calls[-1] == ("close", {})
     await source.aclose()
+
+
+@pytest.mark.livekit_server
+async def test_red_refused_by_the_server_is_reported(
+        rooms: list[Room], caplog: pytest.LogCaptureFixture) -> None:
+    """livekit-server configured with Opus only (``room.enabled_codecs``) does not accept
+    audio/red: the track goes out as plain Opus, a warning names red=True, mime_type
+    says audio/opus, and the tone still arrives."""
+    from aiolivekit.testing.servers import LiveKitServerProcess, find_livekit_server
+
+    binary = find_livekit_server()
+    if binary is None or os.environ.get("AIOLIVEKIT_NETNS") != "1":
+        pytest.skip("needs livekit-server and the private namespace of scripts/netns-run")
+
+    class OpusOnly(LiveKitServerProcess):
+        def config_body(self) -> str:
+            return super().config_body() + "room:\n  enabled_codecs:\n    - mime: audio/opus\n"
+
+    caplog.set_level(logging.WARNING, logger="aiolivekit.engine.publishing")
+    async with OpusOnly(binary) as srv:
+        info = srv.info()
+        alice, bob = Room(), Room()
+        rooms += [alice, bob]
+        await asyncio.wait_for(alice.connect(info.url, info.token("alice", room="r")), 30)
+        await asyncio.wait_for(bob.connect(info.url, info.token("bob", room="r")), 30)
+        track = LocalAudioTrack.create_audio_track("mic", AudioSource(48000, 1))
+        pub = await asyncio.wait_for(alice.local_participant.publish_track(
+            track, TrackPublishOptions(source=TrackSource.SOURCE_MICROPHONE, red=True)),
+            TIMEOUT)
+        assert pub.mime_type == "audio/opus"
+        msgs = [r.getMessage() for r in caplog.records]
+        assert any("red=True" in m and "plain Opus" in m for m in msgs), msgs
+        remote = await _remote_pub(bob, "alice", pub.sid)
+        assert remote.mime_type == "audio/opus"
 
 
 async def test_track_subscription_permissions(any_server: Any, rooms: list[Room]) -> None:

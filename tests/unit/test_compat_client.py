@@ -10,7 +10,7 @@ import aioice.ice
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from aiolivekit._compat import PINNED, aioice as aioice_compat, aiortc as aiortc_compat
+from aiolivekit._compat import PINNED, aioice as aioice_compat, aiortc as aiortc_compat, aiortc_sctp
 from aiolivekit.errors import AiortcCompatibilityError
 
 
@@ -83,8 +83,8 @@ async def test_peer_connection_hooks() -> None:
         await pc.setLocalDescription(await pc.createOffer())
         conns = aiortc_compat.ice_connections(pc)
         assert len(conns) == 1 and isinstance(conns[0], aioice.ice.Connection)
-        assert aiortc_compat.sctp_max_message_size(pc.sctp) == 65536  # nothing advertised
-        assert aiortc_compat.sctp_max_message_size(None, 1234) == 1234
+        assert aiortc_sctp.sctp_max_message_size(pc.sctp) == 65536  # nothing advertised
+        assert aiortc_sctp.sctp_max_message_size(None, 1234) == 1234
         connect = aiortc_compat.start_transceivers(pc)
         assert connect is not None
         await asyncio.wait_for(connect, 5)  # idempotent: nothing to start yet

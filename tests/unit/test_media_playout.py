@@ -490,6 +490,38 @@ def test_clean_network_adds_at_most_5_ms() -> None:
 
 
 @needs_opus
+def test_a_delay_spike_on_a_continuous_tone_is_taken_back_by_whole_periods() -> None:
+    """0.5 s of 150 ms extra delay, then a clean network: the tone never pauses, so no
+    quiet frame can be dropped; acceleration removes whole pitch periods instead, the
+    delay comes back down, and the tone's phase stays continuous (no click)."""
+    n = 300  # 6 s
+    pk = _opus_packets(n)
+    arrivals = [
+        (10.0 + 0.02 * i + (0.15 if 25 <= i < 50 else 0.0), 40 + i, 960 * i, pk[i], False)
+        for i in range(n)
+    ]
+    buf = AudioPlayoutBuffer(opus_decoder.OpusDecoder())
+    frames = run(buf, arrivals, until=10.0 + 0.02 * n)
+    s = buf.stats
+    assert s.removed_samples_for_acceleration >= 48000 * 0.1
+    assert s.current_delay < 0.015  # back down (it was above 0.15 s after the spike)
+    tail = np.frombuffer(_pcm(frames[-100:]), dtype=np.int16).reshape(-1, 480)
+    assert np.sqrt(np.mean(tail.astype(float) ** 2, axis=1)).min() > 3000
+    # phase continuity: no decoded 10 ms window (the spike itself is concealed) is far
+    # from a pure 440 Hz, spliced ones included
+    decoded = [(t, f) for t, f in frames[10:] if f.kind is PlayoutKind.NORMAL]
+    assert len(decoded) > 500
+    x = np.frombuffer(_pcm(decoded), dtype=np.int16).astype(float)
+    t = np.arange(480) / 48000
+    basis = np.stack([np.sin(2 * np.pi * 440 * t), np.cos(2 * np.pi * 440 * t)], axis=1)
+    w = x[: len(x) // 480 * 480].reshape(-1, 480)
+    coef, *_ = np.linalg.lstsq(basis, w.T, rcond=None)
+    resid = w - (basis @ coef).T
+    snr = 10 * np.log10((w ** 2).sum(axis=1) / np.maximum((resid ** 2).sum(axis=1), 1))
+    assert np.percentile(snr, 1) > 12, sorted(snr)[:5]
+
+
+@needs_opus
 def test_clean_network_with_small_jitter_stays_within_5_ms() -> None:
     rng = random.Random(5)
     n = 200
@@ -656,3 +688,23 @@ def test_red_on_a_lossy_network_recovers_every_single_loss() -> None:
     assert s.concealed_samples <= 3 * 480 and s.fec_packets_recovered == 0
     assert s.red_samples == 960 * len(lost)
     assert abs(_dominant_hz(_pcm(frames[20:])) - 440) < 2
+
+
+@needs_opus
+@pytest.mark.parametrize("lost", [(20, 21), (20, 21, 22), (20, 21, 22, 23, 24)])
+def test_a_burst_of_losses_keeps_the_tone_level(lost: tuple[int, ...]) -> None:
+    """libopus' PLC fades a tone by 12 dB within 40 ms; past 20 ms the buffer repeats the
+    last pitch period instead (1 dB per 10 ms) and joins the next packet in phase."""
+    pk = _opus_packets(60, loss_perc=0)
+
+    def bad_windows(extend_after: float | None) -> int:
+        buf = AudioPlayoutBuffer(opus_decoder.OpusDecoder(), extend_after=extend_after)
+        arrivals = [(10.0 + 0.02 * i, 100 + i, 960 * i, pk[i], False)
+                    for i in range(60) if i not in lost]
+        x = np.frombuffer(_pcm(run(buf, arrivals, until=10.0 + 0.02 * 60)), dtype=np.int16)
+        rms = np.sqrt((x.astype(float).reshape(-1, 480) ** 2).mean(axis=1))[10:]
+        ref = 8000 / np.sqrt(2)  # within ±6 dB of the sent tone
+        return int(((rms < ref / 2) | (rms > ref * 2)).sum())
+
+    assert bad_windows(0.02) <= 1
+    assert bad_windows(None) >= len(lost)  # libopus' PLC alone leaves a hole

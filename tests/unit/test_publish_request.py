@@ -34,6 +34,8 @@ async def test_audio_request_from_a_stereo_track() -> None:
     assert req.type == models_pb.TrackType.AUDIO and req.muted
     assert req.source == models_pb.TrackSource.MICROPHONE
     assert req.stereo and req.disable_dtx and req.disable_red
+    red = add_track_request(track, TrackPublishOptions(red=True))
+    assert not red.disable_red  # RED asked for: the server may forward it
     assert list(req.audio_features) == [AudioTrackFeature.TF_STEREO, AudioTrackFeature.TF_NO_DTX,
                                         AudioTrackFeature.TF_PRECONNECT_BUFFER]
     assert (req.width, req.height) == (0, 0) and not req.simulcast_codecs

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
-from aiolivekit._compat.aiortc import limit_sctp_message_size
+from aiolivekit._compat.aiortc_sctp import limit_sctp_message_size
 from aiolivekit.server import limits
 from aiolivekit.server.auth import VideoGrant
 from aiolivekit.server.conn_guard import ConnectionGuard, default_max_connections

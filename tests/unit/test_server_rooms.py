@@ -61,7 +61,8 @@ def test_join_response_fields() -> None:
     assert j.server_info.version == "1.13.5" == j.server_version
     assert j.server_info.protocol <= 17
     assert j.subscriber_primary and list(j.ice_servers) == []
-    assert [c.mime for c in j.enabled_publish_codecs] == ["audio/opus", "video/VP8", "video/H264"]
+    assert [c.mime for c in j.enabled_publish_codecs] == ["audio/opus", "audio/red", "video/VP8",
+                                                          "video/H264"]
     # sessions are resumable: the clients must not be told to skip the resume
     assert j.client_configuration.resume_connection != models_pb.ClientConfigSetting.DISABLED
     assert list(j.other_participants) == [] and effects == []

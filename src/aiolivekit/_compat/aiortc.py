@@ -7,12 +7,10 @@ is checked here and nowhere else.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import queue
 import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -48,16 +46,22 @@ def dtls_srtp_session(dtls: Any, tx: bool) -> Any | None:
 
 __all__ += [
     "CLIENT_MISSING",
+    "OPUS_PAYLOAD_TYPE",
+    "RED_INSTALLED",
+    "RED_PAYLOAD_TYPE",
     "DirectSendHooks",
     "depayloaded",
     "dtls_connected",
     "hook_sender",
     "ice_connection",
     "ice_connections",
+    "install_red_codec",
     "jitter_buffer",
+    "receiver_codecs",
+    "red_inner_payload_type",
     "replace_jitter_buffer",
     "revive_receiver",
-    "sctp_max_message_size",
+    "sender_fraction_lost",
     "start_transceivers",
 ]
 
@@ -81,6 +85,64 @@ def _client_hooks_missing() -> list[str]:
 
 # the import-time check (empty on the pinned aiortc); see each user for its fallback
 CLIENT_MISSING: list[str] = _client_hooks_missing()
+
+
+# ------------------------------------------------------------------ RED (RFC 2198)
+
+#: the payload types libwebrtc and pion use; the same on every peer makes the Opus
+#: payload type inside a forwarded RED packet match the subscriber's
+OPUS_PAYLOAD_TYPE = 111
+RED_PAYLOAD_TYPE = 63
+
+
+def install_red_codec() -> bool:
+    """Make aiortc negotiate ``audio/red`` (``a=fmtp:63 111/111``) next to Opus, and give
+    Opus the payload type 111 (aiortc's default is 96).
+
+    aiortc has no RED codec: its receivers drop packets of a payload type they did not
+    negotiate and it never offers or accepts one. This adds one to aiortc's codec table
+    (``aiortc.codecs.CODECS``, read at every negotiation) right after Opus, so an offer
+    without codec preferences still puts Opus first; an answer follows the offer's order.
+    Nothing encodes or decodes RED in aiortc: our receive path (``media.jitter``) and the
+    direct RTP writer do, and the SFU forwards it. Idempotent; False if the table moved.
+    """
+    try:
+        from aiortc import codecs as aiortc_codecs
+        from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+    except ImportError:
+        return False
+    table = getattr(aiortc_codecs, "CODECS", None)
+    audio = table.get("audio") if isinstance(table, dict) else None
+    if not isinstance(audio, list):
+        logger.warning("aiortc's codec table moved: audio/red is not negotiated")
+        return False
+    if any(str(getattr(c, "mimeType", "")).lower() == "audio/red" for c in audio):
+        return True
+    opus = next((c for c in audio if str(getattr(c, "mimeType", "")).lower() == "audio/opus"),
+                None)
+    if opus is None:
+        return False
+    if any(c.payloadType in (OPUS_PAYLOAD_TYPE, RED_PAYLOAD_TYPE) for c in audio if c is not opus):
+        logger.warning("aiortc uses payload type %d or %d: audio/red is not negotiated",
+                       OPUS_PAYLOAD_TYPE, RED_PAYLOAD_TYPE)
+        return False
+    opus.payloadType = OPUS_PAYLOAD_TYPE
+    audio.insert(audio.index(opus) + 1, RTCRtpCodecParameters(
+        mimeType="audio/red", clockRate=48000, channels=2, payloadType=RED_PAYLOAD_TYPE,
+        parameters={f"{OPUS_PAYLOAD_TYPE}/{OPUS_PAYLOAD_TYPE}": None}))
+    return True
+
+
+def red_inner_payload_type(codec: Any) -> int | None:
+    """The payload type a negotiated ``audio/red`` codec carries (its fmtp ``111/111``)."""
+    for key in getattr(codec, "parameters", {}) or {}:
+        head = str(key).split("/", 1)[0]
+        if head.isdigit():
+            return int(head)
+    return None
+
+
+RED_INSTALLED = install_red_codec()
 if CLIENT_MISSING:  # pragma: no cover - only with another aiortc
     logger.warning("aiortc %s is not the version aiolivekit was written for (%s): %s missing",
                  installed_version("aiortc"), PINNED["aiortc"], ", ".join(CLIENT_MISSING))
@@ -114,12 +176,6 @@ def ice_connections(pc: Any) -> list[Any]:
     transports: set[Any] = getattr(pc, "_RTCPeerConnection__iceTransports", set())
     conns = (ice_connection(transport) for transport in transports)
     return [conn for conn in conns if conn is not None]
-
-
-def sctp_max_message_size(sctp: Any, default: int = 65536) -> int:
-    """The largest message the remote SCTP end accepts (``_remote_max_message_size``)."""
-    size = getattr(sctp, "_remote_max_message_size", default) if sctp is not None else default
-    return int(size or default)
 
 
 # ------------------------------------------------------------------ DTLS transport
@@ -238,6 +294,28 @@ def replace_jitter_buffer(receiver: Any, buffer: Any) -> bool:
         return False
     setattr(receiver, _JITTER_ATTR, buffer)
     return True
+
+
+def sender_fraction_lost(sender: Any) -> float | None:
+    """The loss fraction (0..1) in the latest RTCP receiver report about ``sender``'s
+    stream (aiortc keeps it in its ``remote-inbound-rtp`` stats, ``__stats``); None
+    before the first report, or when aiortc keeps it elsewhere."""
+    stats = getattr(sender, "_RTCRtpSender__stats", None)
+    if not isinstance(stats, dict):
+        return None
+    for value in stats.values():
+        if getattr(value, "type", "") == "remote-inbound-rtp":
+            lost = getattr(value, "fractionLost", None)
+            if isinstance(lost, (int, float)):
+                return float(lost) / 256.0
+    return None
+
+
+def receiver_codecs(receiver: Any) -> dict[int, Any]:
+    """The codecs an ``RTCRtpReceiver`` receives, by payload type (``__codecs``); ``{}``
+    when aiortc keeps them elsewhere."""
+    codecs = getattr(receiver, "_RTCRtpReceiver__codecs", None)
+    return codecs if isinstance(codecs, dict) else {}
 
 
 def depayloaded(packet: Any) -> bytes:
@@ -683,83 +761,3 @@ def transceiver_header_extensions(transceiver: Any) -> list[Any]:
     list itself, to extend)."""
     extensions: list[Any] = transceiver._headerExtensions
     return extensions
-
-
-# -- SCTP ---------------------------------------------------------------------------
-
-__all__ += ["limit_sctp_message_size"]
-
-_SCTP_GUARDED: weakref.WeakSet[Any] = weakref.WeakSet()
-_MAX_OPEN_MESSAGES = 1024
-
-
-def limit_sctp_message_size(sctp: Any, max_size: int, on_exceed: Callable[[int], None],
-                            max_total: int | None = None) -> None:
-    """Refuse a data-channel message larger than ``max_size`` while it is reassembled.
-
-    aiortc reassembles any message whatever ``a=max-message-size`` it advertised
-    (``RTCSctpTransport._receive_data_chunk`` into ``_inbound_streams[...].reassembly``).
-    An instance wrapper of ``_receive_data_chunk`` counts the bytes of each fragmented
-    message (fragments have consecutive TSNs) and the bytes held in reassembly over all
-    streams (``max_total``, default 4 x ``max_size``); past either bound the chunk is
-    dropped and ``on_exceed(size)`` called once. ``on_exceed`` is held weakly if it is a
-    bound method, and the wrapper holds the transport weakly: no reference cycle.
-    """
-    if sctp is None or sctp in _SCTP_GUARDED:
-        return
-    cls_receive = type(sctp)._receive_data_chunk
-    transport_ref = weakref.ref(sctp)
-    callback: Callable[[], Callable[[int], None] | None]
-    if inspect.ismethod(on_exceed):
-        callback = weakref.WeakMethod(on_exceed)  # type: ignore[arg-type]
-    else:
-        callback = lambda: on_exceed  # noqa: E731
-    total_limit = max_total if max_total is not None else 4 * max_size
-    open_sizes: dict[int, int] = {}  # next expected TSN -> bytes of the message so far
-    tripped = False
-
-    async def receive_data_chunk(chunk: Any) -> None:
-        nonlocal tripped
-        transport = transport_ref()
-        if transport is None:
-            return
-        if tripped:
-            return
-        data_len = len(chunk.user_data)
-        first = bool(chunk.flags & 0x02)  # SCTP_DATA_FIRST_FRAG
-        last = bool(chunk.flags & 0x01)  # SCTP_DATA_LAST_FRAG
-        size = data_len if first else open_sizes.pop(chunk.tsn, 0) + data_len
-        held = sum(len(c.user_data) for s in transport._inbound_streams.values()
-                   for c in s.reassembly) + data_len
-        if size > max_size or held > total_limit:
-            tripped = True
-            logger.warning("SCTP: a data-channel message of at least %d bytes (%d held) "
-                           "exceeds the advertised %d; refused", size, held, max_size)
-            cb = callback()
-            if cb is not None:
-                cb(max(size, held))
-            return
-        if not last:
-            if len(open_sizes) >= _MAX_OPEN_MESSAGES:
-                open_sizes.pop(next(iter(open_sizes)))
-            open_sizes[(chunk.tsn + 1) & 0xFFFFFFFF] = size
-        await cls_receive(transport, chunk)
-
-    sctp._receive_data_chunk = receive_data_chunk
-    _SCTP_GUARDED.add(sctp)
-
-
-__all__ += ["sctp_send_unchecked"]
-
-
-def sctp_send_unchecked(channel: Any, data: bytes) -> None:
-    """Send ``data`` on a data channel whatever ``a=max-message-size`` the remote end
-    advertised (``RTCSctpTransport._remote_max_message_size`` zeroed for the call): what
-    a hostile client does; for security probes only."""
-    transport = channel.transport
-    saved = transport._remote_max_message_size
-    transport._remote_max_message_size = 0
-    try:
-        channel.send(data)
-    finally:
-        transport._remote_max_message_size = saved

@@ -20,7 +20,7 @@ from aiortc.rtcdatachannel import RTCDataChannel
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from .. import options_check
-from .._compat import aiortc as aiortc_compat
+from .._compat import aiortc_sctp
 from ..errors import ConnectError, PublishDataError, SignalError
 from ..types import RoomOptions
 from ..webrtc import ice
@@ -584,7 +584,7 @@ class RtcEngine:
         """What the server's SCTP accepts in one message (64 KiB if not advertised)."""
         if self.publisher is None:
             return 65536
-        return aiortc_compat.sctp_max_message_size(self.publisher.pc.sctp)
+        return aiortc_sctp.sctp_max_message_size(self.publisher.pc.sctp)
 
     async def send_data(self, data: bytes | Callable[[int], bytes], *, reliable: bool) -> None:
         """Send one encoded DataPacket on the publisher's reliable or lossy channel.

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
+from .._compat import aiortc as aiortc_compat
 from ..errors import ConnectError, PublishTrackError, SignalError
 from ..types import VideoCodec
 from ..webrtc.sdp import parse_media_sections
@@ -112,9 +113,11 @@ class TrackPublisher:
     # ------------------------------------------------------------------ media side
 
     async def start_sending(self, track: PublishableTrack, track_sid: str,
-                            video_codec: int) -> str:
+                            video_codec: int, red: bool = False) -> str:
         """Add ``track``'s transceiver to the publisher PC, negotiate and wait until the PC
-        is connected; returns the negotiated ``kind/codec`` mime type ("" if unknown)."""
+        is connected; returns the negotiated ``kind/codec`` mime type ("" if unknown):
+        ``audio/red`` when RED was asked for (``red``) and the server accepted it; asked
+        for and refused, a warning says so and it is ``audio/opus``."""
         engine = self._engine
         publisher = engine.publisher
         if publisher is None:
@@ -128,7 +131,7 @@ class TrackPublisher:
             raise PublishTrackError(f"publisher negotiation failed: {exc.message}") from None
         try:
             transceiver = publisher.pc.addTransceiver(track._rtc_track, direction="sendonly")
-            _prefer_codec(transceiver, is_video, video_codec)
+            _prefer_codec(transceiver, is_video, video_codec, red)
             track._attach_sender(transceiver.sender)
             await engine.negotiate_publisher()
         except asyncio.TimeoutError:
@@ -144,7 +147,14 @@ class TrackPublisher:
         except ConnectError as exc:
             raise PublishTrackError(f"publisher did not connect: {exc.message}") from None
         self._transceivers[track_sid] = transceiver
-        return negotiated_mime(publisher.last_remote_sdp, transceiver.mid)
+        mime = negotiated_mime(publisher.last_remote_sdp, transceiver.mid, red=True)
+        if not is_video and red and mime != "audio/red":
+            logger.warning(
+                "TrackPublishOptions.red=True: the server did not accept audio/red (%s); "
+                "track %s is sent as plain Opus and publication.mime_type is audio/opus",
+                "aiortc's codec table has no RED" if not aiortc_compat.RED_INSTALLED
+                else "its answer keeps " + (mime or "no codec"), track_sid)
+        return mime
 
     def stop_sending(self, track_sid: str) -> None:
         """Stop the transceiver of ``track_sid`` (renegotiate afterwards)."""
@@ -162,11 +172,14 @@ class TrackPublisher:
         return self._transceivers.get(track_sid)
 
 
-def negotiated_mime(answer_sdp: str, mid: str | None) -> str:
-    """``kind/codec`` of the first codec the answer kept for ``mid`` (lower case)."""
+def negotiated_mime(answer_sdp: str, mid: str | None, *, red: bool = False) -> str:
+    """``kind/codec`` of the first codec the answer kept for ``mid`` (lower case); with
+    ``red``, an audio answer whose first codec is RED gives ``audio/red``."""
     for section in parse_media_sections(answer_sdp):
         if section.mid == mid:
-            for codec in section.codecs:
+            for i, codec in enumerate(section.codecs):
+                if red and i == 0 and section.kind == "audio" and codec.lower() == "red":
+                    return "audio/red"
                 if codec.lower() not in ("rtx", "red", "ulpfec", "flexfec-03"):
                     return f"{section.kind}/{codec}".lower()
     return ""
@@ -179,11 +192,20 @@ def default_mime(is_video: bool, codec: int) -> str:
     return "video/h264" if codec == VideoCodec.H264 else "video/vp8"
 
 
-def _prefer_codec(transceiver: Any, is_video: bool, codec: int) -> None:
-    """Put the chosen video codec first (aiortc supports VP8 and H264)."""
-    if not is_video:
-        return
+def _prefer_codec(transceiver: Any, is_video: bool, codec: int, red: bool = False) -> None:
+    """Put the chosen video codec first (aiortc supports VP8 and H264); audio offers RED
+    first when ``red`` asks for it, and no RED otherwise."""
     from aiortc import RTCRtpSender
+
+    if not is_video:
+        caps = RTCRtpSender.getCapabilities("audio").codecs
+        reds = [c for c in caps if c.mimeType.lower() == "audio/red"]
+        rest = [c for c in caps if c.mimeType.lower() != "audio/red"]
+        try:
+            transceiver.setCodecPreferences(reds + rest if red else rest)
+        except Exception:
+            logger.debug("setCodecPreferences failed", exc_info=True)
+        return
 
     want = "video/h264" if codec == VideoCodec.H264 else "video/vp8"
     caps = RTCRtpSender.getCapabilities("video").codecs

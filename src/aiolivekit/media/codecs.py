@@ -238,6 +238,15 @@ class OpusPacketEncoder:
         self._dtx_run = 0
         return True
 
+    def set_expected_loss(self, fraction: float) -> bool:
+        """Tell the encoder the loss its receivers report (0..1), so that libopus sends
+        in-band FEC for it; False when the encoder cannot change it (PyAV's, whose FEC
+        stays at the loss rate it was opened with)."""
+        if self._native is None:
+            return False
+        self._native.set_packet_loss(round(max(0.0, min(1.0, fraction)) * 100))
+        return True
+
     def encode_payloads(self, pcm: bytes, pts: int) -> list[tuple[bytes, int]]:
         """Encode one chunk into ``(payload, pts)`` pairs; see :meth:`encode` for ``pts``."""
         native = self._native

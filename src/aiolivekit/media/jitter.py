@@ -1,28 +1,44 @@
-"""A low-latency jitter buffer for received audio (sans-I/O).
+"""Jitter buffers installed on received audio (aiortc's ``JitterBuffer.add`` hook).
 
-aiortc's audio receiver holds four 20 ms frames before it decodes the oldest (about 80 ms
-of added latency), and cannot release a frame before the next one has arrived. An Opus
-RTP packet is a whole frame, so this buffer hands each packet to the decoder as soon as
-it arrives, in sequence order: a packet newer than the last one released goes out at
-once (a gap is left to the decoder's loss concealment), an older or duplicate one is
-dropped. It keeps no packets, so it cannot grow.
+:class:`PlayoutJitterBuffer` (the default): every RTP packet of the receiver goes into an
+:class:`~aiolivekit.media.playout.AudioPlayoutBuffer` (adaptive delay, reordering, Opus
+FEC/PLC, RED, DTX as silence; ``docs/audio-playout.md``), decoded by libopus directly
+(:mod:`.opus_decoder`). aiortc's decoder thread gets nothing: frames are pulled from the
+buffer on the event loop's clock (when a packet arrives and at ``next_due()``, one timer
+handle) and handed to the listening :class:`~aiolivekit.track.RemoteAudioTrack` as 20 ms
+:class:`~aiolivekit.media.audio_frame.AudioFrame` s on a steady grid. On a clean network the buffer's target
+delay is ~0: a packet leaves the moment it arrives.
 
-A packet of a track nobody reads (no ``AudioStream``) is not decoded at all: the buffer
-knows its :class:`~aiolivekit.track.RemoteAudioTrack` (``listener``) and releases packets
-only while the track has a stream. A bot in a room of many speakers then decodes only
-what it listens to.
+:class:`AudioJitterBuffer` (today's low-latency path, kept where libopus' decoder cannot be
+loaded, or with ``AIOLIVEKIT_AUDIO_PLAYOUT=0``; a warning says so): each packet is handed
+to aiortc's decoder as soon as it arrives, in sequence order; an older or duplicate one is
+dropped and a gap is left to the decoder. aiortc cannot decode RED: a RED packet's
+primary block is decoded here (PyAV's libopus, as aiortc does) and handed to the track.
+
+Either way a packet of a track nobody reads (no ``AudioStream``) is not decoded at all:
+the buffer knows its track (``listener``) and takes packets only while the track has a
+stream. A bot in a room of many speakers then decodes only what it listens to.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from typing import Any
 
 from aiortc.jitterbuffer import JitterFrame
 
 from .._compat import aiortc as aiortc_compat
+from .playout import AudioPlayoutBuffer, PlayoutFrame
 
-__all__ = ["AudioJitterBuffer", "attach_listener", "install_audio_jitter_buffer"]
+__all__ = [
+    "AudioJitterBuffer",
+    "PlayoutJitterBuffer",
+    "attach_listener",
+    "install_audio_jitter_buffer",
+    "playout_stats",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +51,44 @@ class AudioJitterBuffer:
 
     capacity = 16
 
-    def __init__(self) -> None:
+    def __init__(self, receiver: Any = None) -> None:
         self._last: int | None = None
+        self._receiver = receiver
+        self._red_decoder: Any = None
         self.released = 0
         self.dropped = 0
         self.unheard = 0  # packets not decoded: nobody reads the track
         self.listener: Any = None  # the RemoteAudioTrack (its ``_streams``), once known
+
+    def _is_red(self, pt: int) -> bool:
+        codec = aiortc_compat.receiver_codecs(self._receiver).get(pt)
+        return str(getattr(codec, "mimeType", "")).lower() == "audio/red"
+
+    def _decode_red(self, packet: Any, listener: Any) -> None:
+        """aiortc has no RED decoder: decode the primary block here (PyAV's libopus, as
+        aiortc's own Opus decoder) and hand the frames to the track directly."""
+        from aiortc.codecs.opus import OpusDecoder as AiortcOpusDecoder
+
+        from .red import parse_red
+
+        try:
+            primary = parse_red(aiortc_compat.depayloaded(packet)).primary
+        except ValueError:
+            self.dropped += 1
+            return
+        if not primary or listener is None:
+            return
+        if self._red_decoder is None:
+            self._red_decoder = AiortcOpusDecoder()
+        try:
+            frames = self._red_decoder.decode(JitterFrame(data=primary,
+                                                          timestamp=packet.timestamp))
+        except Exception:  # a malformed packet: PyAV raises its own errors
+            logger.debug("undecodable RED primary dropped", exc_info=True)
+            self.dropped += 1
+            return
+        for frame in frames:
+            listener._deliver_audio(listener._convert(frame))
 
     def add(self, packet: Any) -> tuple[bool, Any]:
         """Take one RTP packet; return ``(pli_flag, frame_or_None)`` like aiortc."""
@@ -56,6 +104,9 @@ class AudioJitterBuffer:
             self.unheard += 1
             return False, None
         self.released += 1
+        if self._receiver is not None and self._is_red(int(packet.payload_type)):
+            self._decode_red(packet, listener)
+            return False, None
         return False, JitterFrame(data=aiortc_compat.depayloaded(packet), timestamp=packet.timestamp)
 
     def remove(self, count: int) -> None:  # aiortc API; nothing is held
@@ -67,15 +118,225 @@ class AudioJitterBuffer:
 
 def attach_listener(receiver: Any, track: Any) -> bool:
     """Decode ``receiver``'s packets only while ``track`` has streams; ``False`` if the
-    receiver has no :class:`AudioJitterBuffer` (then everything is decoded)."""
+    receiver has none of our buffers (then aiortc decodes everything)."""
     buffer = aiortc_compat.jitter_buffer(receiver)
-    if not isinstance(buffer, AudioJitterBuffer):
+    if not isinstance(buffer, (AudioJitterBuffer, PlayoutJitterBuffer)):
         return False
     buffer.listener = track
     return True
 
 
+class PlayoutJitterBuffer:
+    """aiortc's ``JitterBuffer`` replaced by an adaptive playout buffer (module doc).
+
+    ``add`` is called by aiortc's receiver on the event loop for every RTP packet of the
+    receiver's negotiated codecs; it returns ``(False, None)``: aiortc decodes nothing.
+    Frames go to ``listener._deliver_audio(frame)``.
+    """
+
+    capacity = 16
+    #: no packet for this long: stop pulling (the buffer has turned to silence by then)
+    IDLE = 1.0
+
+    def __init__(self, receiver: Any = None, *, channels: int = 2, **options: Any) -> None:
+        from .opus_decoder import OpusDecoder
+
+        self._receiver = receiver
+        # AudioPlayoutBuffer's keyword arguments; 20 ms frames by default: a packet (20 ms
+        # from every SDK) leaves whole the moment it is due, as the pass-through path did
+        # (10 ms frames would hold the second half of each packet 10 ms longer)
+        options.setdefault("frame_ms", 20)
+        self._options = options
+        self.buffer = AudioPlayoutBuffer(OpusDecoder(48000, channels), **options)
+        self.listener: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._last_insert = 0.0
+        self._pts: dict[int, str] = {}  # payload type -> "opus" | "red" | "other"
+        self._opus_pt: int | None = None
+        self.frames = 0  # frames delivered
+        self.unheard = 0  # packets not taken: nobody reads the track
+        self.dropped = 0  # packets of another codec, empty or malformed
+        self.closed = False
+
+    # ------------------------------------------------------------ packet side
+
+    def _kind(self, pt: int) -> str:
+        kind = self._pts.get(pt)
+        if kind is None:
+            codecs = aiortc_compat.receiver_codecs(self._receiver)
+            for cpt, codec in codecs.items():
+                name = str(getattr(codec, "mimeType", "")).lower()
+                if name == "audio/opus":
+                    self._opus_pt = cpt
+                    self._pts[cpt] = "opus"
+                elif name == "audio/red":
+                    self._pts[cpt] = "red"
+            if not codecs and pt not in self._pts:
+                self._pts[pt] = "opus"  # no codec table to read: aiortc only hands us Opus
+                self._opus_pt = pt
+            kind = self._pts.setdefault(pt, "other")
+        return kind
+
+    def add(self, packet: Any) -> tuple[bool, Any]:
+        """Take one RTP packet; returns ``(False, None)`` (aiortc's decoder is not used)."""
+        listener = self.listener
+        if self.closed or listener is None or not listener._streams:
+            self.unheard += 1
+            self._idle()
+            return False, None
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        now = loop.time()
+        payload = aiortc_compat.depayloaded(packet)
+        kind = self._kind(int(packet.payload_type))
+        try:
+            if not payload or kind == "other":
+                self.dropped += 1
+            elif kind == "red":
+                # every block is Opus (the only codec negotiated under RED); its payload
+                # type is the publisher's, which an SFU does not rewrite
+                self.buffer.insert_red(packet.sequence_number, packet.timestamp, payload, now,
+                                       payload_type=None)
+                self._last_insert = now
+            elif kind == "opus":
+                self.buffer.insert(packet.sequence_number, packet.timestamp, payload, now)
+                self._last_insert = now
+            else:
+                self.dropped += 1
+        except ValueError:
+            logger.debug("malformed audio packet %d dropped", packet.sequence_number,
+                         exc_info=True)
+            self.dropped += 1
+        self._run(now)
+        return False, None
+
+    def remove(self, count: int) -> None:  # aiortc API; nothing is held for aiortc
+        pass
+
+    def smart_remove(self, count: int) -> bool:  # aiortc API
+        return False
+
+    # ------------------------------------------------------------ frame side
+
+    def _run(self, now: float) -> None:
+        """Deliver every frame due at ``now``, then arm the timer for the next one."""
+        buffer = self.buffer
+        listener = self.listener
+        while True:
+            frame = buffer.pull(now)
+            if frame is None:
+                break
+            self._deliver(listener, frame)
+            if self.closed:
+                return
+        due = buffer.next_due()
+        if due is None or now - self._last_insert > self.IDLE:
+            self._cancel_timer()
+            return
+        if self._timer is not None and self._timer_at == due:
+            return
+        self._cancel_timer()
+        assert self._loop is not None
+        self._timer_at = due
+        self._timer = self._loop.call_at(due, self._on_timer)
+
+    def _deliver(self, listener: Any, frame: PlayoutFrame) -> None:
+        from .audio_frame import AudioFrame
+
+        self.frames += 1
+        out = AudioFrame(frame.data, frame.sample_rate, frame.num_channels,
+                         frame.samples_per_channel)
+        try:
+            listener._deliver_audio(out)
+        except Exception:
+            logger.exception("delivering received audio failed")
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        listener = self.listener
+        if (self.closed or listener is None or not listener._streams
+                or getattr(listener, "_ended", False)):
+            self._idle()
+            return
+        assert self._loop is not None
+        self._run(self._loop.time())
+
+    def _cancel_timer(self) -> None:
+        timer, self._timer, self._timer_at = self._timer, None, None
+        if timer is not None:
+            timer.cancel()
+
+    def _idle(self) -> None:
+        """Nobody listens: stop the timer and forget the stream (a listener that comes
+        back starts from the next packet, not from audio queued meanwhile)."""
+        self._cancel_timer()
+        if self.buffer.playing or self.buffer.next_due() is not None:
+            old = self.buffer
+            self.buffer = AudioPlayoutBuffer(old.decoder, **self._options)
+            self.buffer.stats = old.stats
+            old.decoder.reset()
+
+    def close(self) -> None:
+        """Stop the timer for good (the receiver got another buffer, or ended)."""
+        self.closed = True
+        self._cancel_timer()
+
+
+def playout_stats(receiver: Any) -> dict[str, float | int] | None:
+    """The playout buffer's WebRTC ``inbound-rtp`` members for ``receiver``, or None when
+    it has no :class:`PlayoutJitterBuffer`."""
+    buffer = aiortc_compat.jitter_buffer(receiver)
+    if not isinstance(buffer, PlayoutJitterBuffer):
+        return None
+    stats = buffer.buffer.stats
+    out = stats.webrtc()
+    out.pop("jitter", None)  # aiortc's own inbound-rtp jitter (RFC 3550) stays
+    out["fecPacketsRecovered"] = stats.fec_packets_recovered
+    out["redPacketsRecovered"] = stats.red_packets_recovered
+    out["redBlocksReceived"] = stats.red_blocks_received
+    out["silentSamples"] = stats.silent_samples
+    out["currentDelay"] = stats.current_delay
+    out["targetDelay"] = stats.target_delay
+    return out
+
+
+_fallback_reported = False
+
+
+def _playout_enabled() -> bool:
+    return os.environ.get("AIOLIVEKIT_AUDIO_PLAYOUT", "1") != "0"
+
+
 def install_audio_jitter_buffer(receiver: Any) -> bool:
     """Replace an aiortc audio receiver's jitter buffer; ``False`` if aiortc lacks the hook
-    (its own buffer is kept)."""
-    return aiortc_compat.replace_jitter_buffer(receiver, AudioJitterBuffer())
+    (its own buffer is kept). The playout buffer when libopus' decoder loads, else (or
+    with ``AIOLIVEKIT_AUDIO_PLAYOUT=0``) the low-latency pass-through, reported once."""
+    global _fallback_reported
+    old = aiortc_compat.jitter_buffer(receiver)
+    buffer: Any
+    if _playout_enabled():
+        from .opus_decoder import OpusDecoderUnavailable
+
+        try:
+            buffer = PlayoutJitterBuffer(receiver)
+        except OpusDecoderUnavailable as exc:
+            if not _fallback_reported:
+                _fallback_reported = True
+                logger.warning("received audio has no playout buffer (no reordering, FEC, "
+                               "RED or concealment): %s", exc)
+            buffer = AudioJitterBuffer(receiver)
+    else:
+        if not _fallback_reported:
+            _fallback_reported = True
+            logger.warning("AIOLIVEKIT_AUDIO_PLAYOUT=0: received audio has no playout buffer")
+        buffer = AudioJitterBuffer(receiver)
+    if not aiortc_compat.replace_jitter_buffer(receiver, buffer):
+        if isinstance(buffer, PlayoutJitterBuffer):
+            buffer.close()
+        return False
+    if isinstance(old, PlayoutJitterBuffer):
+        old.close()
+    return True

@@ -164,6 +164,14 @@ class OpusEncoder:
         self._out = ctypes.create_string_buffer(_MAX_PACKET)
         self._encode = lib.opus_encode
 
+    def set_packet_loss(self, percent: int) -> None:
+        """The loss rate the encoder expects (0-100): above 0, with in-band FEC on, libopus
+        adds FEC data (a low-rate copy of the previous frame) when the bitrate allows."""
+        value = max(0, min(100, int(percent)))
+        rc = self._lib.opus_encoder_ctl(self._handle, _SET_PACKET_LOSS_PERC, value)
+        if rc != 0:
+            raise OpusError(f"opus_encoder_ctl(packet loss): {self._lib.opus_strerror(rc).decode()}")
+
     def encode(self, pcm: bytes) -> bytes:
         """Encode one frame (``frame_bytes`` of interleaved int16); returns the payload."""
         if len(pcm) != self.frame_bytes:

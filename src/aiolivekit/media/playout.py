@@ -22,26 +22,25 @@ Nothing here reads a clock or touches a socket. Design notes: ``docs/audio-playo
   FEC, Opus PLC. Concealment already played while waiting counts toward the lost span.
 * **DTX**: silence after a DTX packet, or a timestamp jump without a sequence gap, is
   played as silence: neither loss nor concealment.
-* **Adaptation**: no time-stretching. The delay grows by concealment while waiting for a
-  late packet, and by inserting a silent frame before a quiet frame when below target;
-  it shrinks by dropping quiet frames when more than one frame above target, and by dropping
-  frames of any content when above ``max_delay``.
+* **Adaptation**: the delay grows by concealment while waiting and by silence before quiet
+  frames; it shrinks by dropping quiet frames, removing pitch periods (:meth:`_accelerate`)
+  and, above ``max_delay``, dropping any frame. Long losses: :meth:`_conceal`.
 
 The decoder sits behind :class:`PlayoutDecoder` (libopus: :class:`.opus_decoder.OpusDecoder`).
 """
 
 from __future__ import annotations
 
-import bisect
 import enum
 import logging
-import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from . import timescale
+from .playout_delay import DelayEstimator
 from .red import parse_red
 
 __all__ = [
@@ -177,50 +176,6 @@ def _unwrap(value: int, last: int, bits: int) -> int:
     return last + delta
 
 
-class _DelayEstimator:
-    """Transit times over a sliding window: base (fastest) path, percentile, RFC 3550 jitter."""
-
-    def __init__(self, clock: int, window: float, percentile: float) -> None:
-        self.clock = clock
-        self.window = window
-        self.percentile = percentile
-        self._samples: deque[tuple[float, float]] = deque()  # (arrival, transit), arrival order
-        self._sorted: list[float] = []  # the same transits, sorted
-        self._last_transit: float | None = None
-        self._ref: tuple[float, int] | None = None
-        self.jitter = 0.0
-
-    def add(self, arrival: float, ts: int) -> None:
-        if self._ref is None:
-            self._ref = (arrival, ts)  # transits are relative to the first packet (precision)
-        transit = (arrival - self._ref[0]) - (ts - self._ref[1]) / self.clock
-        if self._last_transit is not None:
-            self.jitter += (abs(transit - self._last_transit) - self.jitter) / 16
-        self._last_transit = transit
-        self._samples.append((arrival, transit))
-        bisect.insort(self._sorted, transit)
-        while len(self._samples) > 1 and arrival - self._samples[0][0] > self.window:
-            _, old = self._samples.popleft()
-            del self._sorted[bisect.bisect_left(self._sorted, old)]
-
-    def _compute(self) -> tuple[float, float]:
-        values = self._sorted
-        k = max(0, math.ceil(self.percentile * len(values)) - 1)
-        return values[0], values[k] - values[0]
-
-    @property
-    def empty(self) -> bool:
-        return not self._samples
-
-    def expected(self, ts: int) -> float:
-        """When ``ts`` arrives on the fastest path seen in the window."""
-        assert self._ref is not None
-        return self._ref[0] + self._compute()[0] + (ts - self._ref[1]) / self.clock
-
-    def spread(self) -> float:
-        return self._compute()[1]
-
-
 class AudioPlayoutBuffer:
     """Adaptive jitter buffer + loss concealment for one Opus stream (see module doc)."""
 
@@ -238,6 +193,7 @@ class AudioPlayoutBuffer:
         quiet_level: int = 64,
         max_concealment: float = 0.5,
         max_hold: float = 0.005,
+        extend_after: float | None = 0.02,
     ) -> None:
         if frame_ms not in (10, 20):
             raise ValueError("frame_ms must be 10 or 20")
@@ -263,11 +219,17 @@ class AudioPlayoutBuffer:
         if not 0 <= max_hold < frame_ms / 1000:
             raise ValueError("max_hold must be below one frame")
         self.max_hold = max_hold
+        # concealment past this (s) repeats the last pitch period (None: libopus' PLC only)
+        self.extend_after = extend_after
+        self._ext_decay = 10 ** (-1 / 20 / (decoder.sample_rate / 100))  # 1 dB per 10 ms
+        self._hist_len = decoder.sample_rate * 40 // 1000
+        if extend_after is not None and extend_after < 0:
+            raise ValueError("extend_after must be >= 0 (or None)")
         # a timestamp jump beyond this is the sender's clock moving, not silence to play
         self._max_gap = int(clock_rate * max(1.0, 2 * max_delay))
         # frames dropped in one pull at most (the rest of a backlog goes in later pulls)
         self._max_drops = int(max_delay * 1000) // frame_ms + 2
-        self._est = _DelayEstimator(clock_rate, window, percentile)
+        self._est = DelayEstimator(clock_rate, window, percentile)
         self._window = window
         self.stats = PlayoutStats()
         self._pkts: dict[int, _Packet] = {}
@@ -279,6 +241,8 @@ class AudioPlayoutBuffer:
     # ------------------------------------------------------------------ state
 
     def _reset_playout(self) -> None:
+        self._hist = np.zeros(0, dtype=np.int16)  # the last produced audio (40 ms)
+        self._ext_period = 0  # pitch period of the running extension (0: none)
         self._playing = False
         self._last_seq: int | None = None
         self._ts_play = 0
@@ -297,7 +261,7 @@ class AudioPlayoutBuffer:
         """A new stream: forget packets, timing and decoder state."""
         self._pkts.clear()
         self._max_seq = self._max_ts = None
-        self._est = _DelayEstimator(self.clock, self._est.window, self._est.percentile)
+        self._est = DelayEstimator(self.clock, self._est.window, self._est.percentile)
         self._loss_times.clear()
         self._reset_playout()
         self.decoder.reset()
@@ -391,17 +355,19 @@ class AudioPlayoutBuffer:
         return True
 
     def insert_red(
-        self, seq: int, rtp_timestamp: int, payload: bytes, arrival_time: float, *, payload_type: int
+        self, seq: int, rtp_timestamp: int, payload: bytes, arrival_time: float, *,
+        payload_type: int | None,
     ) -> int:
-        """Insert a RED packet's primary and redundant blocks of ``payload_type`` (Opus);
-        returns how many were taken. ``ValueError`` for a malformed RED payload."""
+        """Insert a RED packet's primary and redundant blocks of ``payload_type`` (Opus;
+        None: every block, when RED can carry nothing else); returns how many were taken.
+        ``ValueError`` for a malformed RED payload."""
         red = parse_red(payload)
         taken = 0
-        if red.primary_payload_type == payload_type and red.primary:
+        if payload_type in (None, red.primary_payload_type) and red.primary:
             taken += self.insert(seq, rtp_timestamp, red.primary, arrival_time)
         count = len(red.redundant)
         for i, block in enumerate(red.redundant):
-            if block.payload_type != payload_type or not block.data:
+            if payload_type not in (None, block.payload_type) or not block.data:
                 continue
             taken += self.insert(
                 (seq - (count - i)) & 0xFFFF,
@@ -442,7 +408,7 @@ class AudioPlayoutBuffer:
         target = self.target_delay(now)
         for drops in range(self._max_drops + 1):  # each extra round drops a frame
             chunks = self._take_frame(slot, now)
-            frame = self._adapt(chunks, slot, target, drops < self._max_drops)
+            frame = self._adapt(chunks, slot, target, drops < self._max_drops, now)
             if frame is not None:
                 break
         assert frame is not None
@@ -477,7 +443,8 @@ class AudioPlayoutBuffer:
         return slot - self._expected(ts)
 
     def _adapt(
-        self, chunks: list[_Chunk], slot: float, target: float, may_drop: bool
+        self, chunks: list[_Chunk], slot: float, target: float, may_drop: bool,
+        now: float | None = None,
     ) -> PlayoutFrame | None:
         """Accelerate (drop this frame: None) or decelerate (insert silence before it)."""
         if len(chunks) == 1:
@@ -508,6 +475,10 @@ class AudioPlayoutBuffer:
         if ready and (too_late or (excess > frame_time + _EPS and self._quiet(data))):
             self.stats.removed_samples_for_acceleration += self.frame_samples
             return None
+        if ready and excess > frame_time / 2 + _EPS and now is not None:
+            sped = self._accelerate(frame, chunks, slot, now, excess)
+            if sped is not None:
+                return sped
         if excess < -frame_time - _EPS and self._quiet(data):
             # give the frame back and play silence first
             for c in reversed(chunks):
@@ -519,6 +490,42 @@ class AudioPlayoutBuffer:
                 PlayoutKind.INSERTED, None, slot,
             )
         return frame
+
+    def _accelerate(
+        self, frame: PlayoutFrame, chunks: list[_Chunk], slot: float, now: float, excess: float
+    ) -> PlayoutFrame | None:
+        """Shorten periodic audio by whole pitch periods (NetEq's accelerate): this frame
+        and the next are spliced at the lag (2.5 ms .. ``excess``) where the signal best
+        matches itself (:func:`.timescale.accelerate`). None (nothing removed) when the
+        audio is not periodic enough or the next frame is not decoded audio."""
+        nxt = self._take_frame(slot, now)
+        if any(c.kind is not PlayoutKind.NORMAL for c in nxt) or any(
+            c.kind is not PlayoutKind.NORMAL for c in chunks
+        ):
+            self._give_back(nxt)
+            return None
+        ch, fs = self.channels, self.frame_samples
+        x = np.frombuffer(frame.data + b"".join(c.pcm for c in nxt), dtype=np.int16)
+        done = timescale.accelerate(x.reshape(-1, ch).astype(np.float64),
+                                    max(1, self.rate // 400), min(fs, int(excess * self.rate)))
+        if done is None:
+            self._give_back(nxt)
+            return None
+        y, lag = done
+        out = timescale.to_int16(y)
+        head, rest = out[:fs].tobytes(), out[fs:].tobytes()
+        if rest:
+            ts = nxt[0].ts + lag * self._tick if nxt[0].ts is not None else None
+            self._pending.appendleft(_Chunk(rest, PlayoutKind.NORMAL, ts))
+            self._pending_bytes += len(rest)
+        self.stats.removed_samples_for_acceleration += lag
+        frame.data = head
+        return frame
+
+    def _give_back(self, chunks: list[_Chunk]) -> None:
+        for c in reversed(chunks):
+            self._pending.appendleft(c)
+            self._pending_bytes += len(c.pcm)
 
     def _quiet(self, data: bytes) -> bool:
         x = np.frombuffer(data, dtype=np.int16)
@@ -535,6 +542,10 @@ class AudioPlayoutBuffer:
     def _push(self, pcm: bytes, kind: PlayoutKind, ts: int | None) -> None:
         if not pcm:
             return
+        if self._ext_period and kind not in _CONCEALED:
+            pcm = self._join_extension(pcm) if kind is not PlayoutKind.SILENCE else pcm
+            self._ext_period = 0
+        self._remember(pcm)
         self._pending.append(_Chunk(pcm, kind, ts))
         self._pending_bytes += len(pcm)
         n = len(pcm) // (2 * self.channels)
@@ -559,11 +570,47 @@ class AudioPlayoutBuffer:
     def _pending_time(self) -> float:
         return self._pending_bytes / (2 * self.channels) / self.rate
 
-    def _conceal(self, ticks: int, kind: PlayoutKind, ts: int | None) -> None:
-        ticks = max(self._tick, min(ticks, self.clock * 120 // 1000))  # libopus: <= 120 ms
-        samples = ticks // self._tick
-        quantum = self.rate // 400
-        samples = max(quantum, samples - samples % quantum)
+    # -- concealment beyond libopus' PLC (NetEq's expand, simplified) ---------------
+
+    def _remember(self, pcm: bytes) -> None:
+        """Keep the last ``_HISTORY`` seconds of produced audio (the extension's source)."""
+        x = np.frombuffer(pcm, dtype=np.int16)
+        keep = self._hist_len * self.channels
+        if len(x) >= keep:
+            self._hist = x[-keep:].copy()
+        else:
+            self._hist = np.concatenate([self._hist, x])[-keep:]
+
+    def _find_period(self) -> int:
+        """The pitch period (samples) of the last produced audio, 0 if not periodic."""
+        h = self._hist.reshape(-1, self.channels).astype(np.float64).mean(axis=1)
+        n = self.rate // 200  # match the last 5 ms, lags 2.5 .. 15 ms
+        return timescale.find_period(h, self.rate // 400, self.rate * 15 // 1000, n,
+                                     n * self.quiet_level**2)
+
+    def _extension(self, samples: int) -> np.ndarray:
+        """``samples`` more of the current extension (interleaved int16), fading."""
+        hist = self._hist.reshape(-1, self.channels).astype(np.float64)
+        y = timescale.extend(hist, self._ext_period, samples, self._ext_decay)
+        return timescale.to_int16(y).reshape(-1)
+
+    def _join_extension(self, pcm: bytes) -> bytes:
+        """Join decoded audio to a running extension: the decoder did not follow our
+        extension, so the two are out of phase. The extension runs on for up to one more
+        period, to where it is in phase with the decoded audio (counted as inserted
+        samples), and 10 ms are cross-faded there."""
+        ch, period = self.channels, self._ext_period
+        x = np.frombuffer(pcm, dtype=np.int16).reshape(-1, ch).astype(np.float64)
+        n = self.rate // 100
+        if len(x) < n:
+            return pcm
+        ext = self._extension(period + n).reshape(-1, ch).astype(np.float64)
+        y, extra = timescale.join(ext, x, period, n)
+        self.stats.inserted_samples_for_deceleration += extra
+        out: bytes = timescale.to_int16(y).tobytes()
+        return out
+
+    def _plc(self, samples: int) -> bytes:
         size = samples * self.channels * 2
         try:
             pcm = self.decoder.conceal(samples)
@@ -573,6 +620,33 @@ class AudioPlayoutBuffer:
             logger.debug("concealment failed; silence instead", exc_info=True)
             self.stats.decode_errors += 1
             pcm = bytes(size)
+        return pcm
+
+    def _conceal(self, ticks: int, kind: PlayoutKind, ts: int | None) -> None:
+        """Fill ``ticks``: libopus' PLC for the first ``extend_after`` of a concealment run
+        (it fades out within ~30 ms), then, for periodic audio, the last pitch period
+        repeated fading 1 dB per 10 ms (NetEq's expand). The decoder is not run for that
+        part: the next packet decodes at full level, joined in phase."""
+        ticks = max(self._tick, min(ticks, self.clock * 120 // 1000))  # libopus: <= 120 ms
+        samples = ticks // self._tick
+        quantum = self.rate // 400
+        samples = max(quantum, samples - samples % quantum)
+        keep = samples
+        if self.extend_after is not None:
+            start = int(self.extend_after * self.clock)
+            keep = max(0, min(samples, (start - self._conceal_run) // self._tick))
+            keep -= keep % quantum
+        pcm = self._plc(keep) if keep else b""
+        if keep < samples:
+            if not self._ext_period:
+                self._remember(pcm)
+                self._ext_period = self._find_period()
+            elif pcm:
+                self._remember(pcm)
+            if self._ext_period:
+                pcm += self._extension(samples - keep).tobytes()
+            else:
+                pcm += self._plc(samples - keep)
         self._push(pcm, kind, ts)
         if ts is not None:
             self._ts_play += samples * self._tick

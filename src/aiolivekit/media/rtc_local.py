@@ -17,7 +17,9 @@ Opus codec, the wrapper parks that loop (it waits until the track stops or is de
 and arms a :class:`.rtp_direct.DirectRtpWriter`. From then on every chunk the
 ``AudioSource`` plays out is encoded (libopus through ``ctypes``) and sent as one RTP
 packet synchronously, inside the source's playout call: no queue, no task switch, no
-``RtpPacket``. aiortc's RTCP loop still sends the sender reports from counters the
+``RtpPacket``. When ``audio/red`` was negotiated (``TrackPublishOptions.red``), each Opus
+payload is wrapped in RED (RFC 2198) with the previous one as its redundant block
+(:class:`.red.RedEncoder`). aiortc's RTCP loop still sends the sender reports from counters the
 writer keeps up to date. Without a sender, or for another codec, the queue + ``recv()``
 path below is used.
 """
@@ -37,6 +39,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from .._compat import aiortc as aiortc_compat
 from . import codecs
 from .audio_source import AudioSource
+from .red import RedEncoder
 from .rtp_direct import DirectRtpWriter
 from .video_source import CapturedFrame, VideoSource
 
@@ -45,6 +48,7 @@ __all__ = ["LocalAudioRtcTrack", "LocalVideoRtcTrack"]
 logger = logging.getLogger(__name__)
 
 _AUDIO_BACKLOG = 5  # 20 ms packets kept when the sender is slower than the clock
+_LOSS_POLL = 25  # chunks (20 ms) between two looks at the receivers' loss reports
 
 
 class _LocalRtcTrack(MediaStreamTrack):
@@ -111,6 +115,9 @@ class LocalAudioRtcTrack(_LocalRtcTrack):
         self._writer: DirectRtpWriter | None = None
         self._writer_of: Any = None
         self._parked: asyncio.Future[None] | None = None
+        self._red: RedEncoder | None = None  # RED negotiated: wraps each Opus payload
+        self._chunks = 0
+        self.expected_loss = 0.0  # what the encoder was told (RTCP receiver reports)
         source._add_sink(self._on_chunk)
 
     @property
@@ -123,12 +130,22 @@ class LocalAudioRtcTrack(_LocalRtcTrack):
         self._encoder = None  # re-created with the new settings on the next chunk
 
     def _park(self, sender: Any, codec: Any) -> asyncio.Future[None] | None:
-        if self.readyState != "live" or codec.mimeType.lower() != "audio/opus":
+        mime = codec.mimeType.lower()
+        if self.readyState != "live" or mime not in ("audio/opus", "audio/red"):
             return None
         if self._writer_of is not sender:
             self._writer = DirectRtpWriter.create(sender, codec)
             self._writer_of = sender
+            self._red = None
+            if mime == "audio/red":
+                # RED negotiated (TrackPublishOptions.red): each packet carries the one before
+                inner = aiortc_compat.red_inner_payload_type(codec)
+                self._red = RedEncoder(inner if inner is not None
+                                       else aiortc_compat.OPUS_PAYLOAD_TYPE)
         if self._writer is None:
+            if mime == "audio/red":
+                logger.error("RED was negotiated but aiortc's sender hooks are missing: "
+                             "aiortc cannot encode RED, nothing is sent")
             return None
         parked = self._parked
         if parked is None or parked.done():
@@ -143,9 +160,27 @@ class LocalAudioRtcTrack(_LocalRtcTrack):
     def _sender_changed(self) -> None:
         self._unpark()
 
+    def _follow_loss(self, encoder: codecs.OpusPacketEncoder) -> None:
+        """In-band FEC follows the loss the receivers report (RTCP receiver reports; the
+        SFU's reports for its own uplink, livekit-server folds its subscribers' audio loss
+        into them): libopus adds FEC data only when told to expect loss. Up at once,
+        down slowly (a loss burst is often followed by another)."""
+        lost = aiortc_compat.sender_fraction_lost(self.sender)
+        if lost is None:
+            return
+        want = max(lost, self.expected_loss * 0.8)
+        if want < 0.005:
+            want = 0.0
+        if abs(want - self.expected_loss) >= 0.01 or (want == 0.0) != (self.expected_loss == 0.0):
+            if encoder.set_expected_loss(want):
+                self.expected_loss = want
+
     def _on_chunk(self, pcm: bytes, pts: int) -> None:
         if self.muted:
             return
+        self._chunks += 1
+        if self._chunks % _LOSS_POLL == 0 and self._encoder is not None:
+            self._follow_loss(self._encoder)
         if self._parked is not None:
             writer = self._writer
             encoder = self._encoder
@@ -153,9 +188,14 @@ class LocalAudioRtcTrack(_LocalRtcTrack):
                 encoder = self._encoder = codecs.OpusPacketEncoder(
                     self._source.sample_rate, self._source.num_channels, self.config
                 )
+                if self.expected_loss:
+                    encoder.set_expected_loss(self.expected_loss)
             level = codecs.audio_level_dbov(pcm)
             self.audio_level = level
+            red = self._red
             for payload, packet_pts in encoder.encode_payloads(pcm, pts):
+                if red is not None:
+                    payload = red.encode(payload, packet_pts)
                 writer.send(payload, packet_pts, level)  # type: ignore[union-attr]
             return
         if not self._consuming:

@@ -33,6 +33,7 @@ from aiortc.rtp import RtcpByePacket, RtcpSdesPacket, RtcpSenderInfo, RtcpSource
 from .._compat import aioice as ice_compat, aiortc as aiortc_compat
 from .._compat.asyncio_transport import direct_sendto
 from ..errors import AioLiveKitError
+from ..webrtc.red import parse_red
 from ..webrtc.rtp import RtpHeaderWriter, abs_send_time, ntp_time, rtx_wrap
 from ..webrtc.srtp import FastSrtp, fast_srtp_for, srtp_available
 from .config import ForwardingOptions
@@ -43,6 +44,19 @@ from .rtpmunger import RtpMunger, is_keyframe_start
 __all__ = ["DownTrack", "ForwardedTrack", "ForwardingSender", "PacketQueue"]
 
 logger = logging.getLogger(__name__)
+
+
+def _red_primary(packet: InPacket) -> InPacket | None:
+    """``packet`` (RED, RFC 2198) reduced to its primary block, or None if malformed."""
+    try:
+        red = parse_red(packet.payload)
+    except ValueError:
+        return None
+    if not red.primary:
+        return None
+    return InPacket(packet.marker, red.primary_payload_type, packet.sequence_number,
+                    packet.timestamp, packet.ssrc, red.primary, packet.audio_level,
+                    packet.csrc)
 
 
 class FanoutLink(Protocol):
@@ -344,12 +358,19 @@ class DownTrack:
             ok = self.pt_ok[pt] = in_mime is not None and in_mime == self.mime
             if ok:
                 self.pts = frozenset(p for p, good in self.pt_ok.items() if good)
+            elif in_mime == "audio/red" and self.mime == "audio/opus":
+                logger.debug("forwarding RED's primary blocks to a subscriber without RED")
             else:
                 logger.warning(
                     "cannot forward %s to a subscriber that negotiated %s", in_mime, self.mime
                 )
         if not ok:
-            return None
+            if self.mime != "audio/opus" or forwarder.receiver.mime_for_pt(pt) != "audio/red":
+                return None
+            primary = _red_primary(packet)  # a subscriber without RED: plain Opus
+            if primary is None:
+                return None
+            packet = primary
         mapped = map_packet(munger, self.mime, packet, now, forwarder)
         if mapped is None:
             return None

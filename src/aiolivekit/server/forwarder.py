@@ -171,6 +171,10 @@ class TrackForwarder:
             raise AioLiveKitError(f"subscribers cannot receive codec {codec.mimeType}")
         if mime == "video/h264":
             same.sort(key=lambda c: -h264_fmtp_score(dict(codec.parameters), dict(c.parameters)))
+        if mime == "audio/red":
+            # as livekit-server: RED with Opus next to it, so that a subscriber without
+            # RED can answer Opus (its down-track then gets the primary blocks)
+            same += [c for c in caps if c.mimeType.lower() == "audio/opus"]
         rtx = [c for c in caps if c.mimeType.lower().endswith("/rtx")]
         return same + rtx
 

@@ -44,7 +44,7 @@ PARTICIPANT_KINDS = {
     "sip": models_pb.ParticipantInfo.Kind.SIP,
     "agent": models_pb.ParticipantInfo.Kind.AGENT,
 }
-ENABLED_PUBLISH_CODECS = ("audio/opus", "video/VP8", "video/H264")
+ENABLED_PUBLISH_CODECS = ("audio/opus", "audio/red", "video/VP8", "video/H264")
 
 
 def new_guid(prefix: str) -> str:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, sdp as aiortc_sdp
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 
-from .._compat import aiortc as aiortc_compat
+from .._compat import aiortc as aiortc_compat, aiortc_sctp
 from . import limits
 from .config import ForwardingOptions
 from .hub import ForwarderLike
@@ -99,4 +99,4 @@ def new_pc() -> RTCPeerConnection:
 def limit_sctp(pc: RTCPeerConnection, on_oversized: Callable[[int], None]) -> None:
     """Refuse data-channel messages over :data:`.limits.MAX_SCTP_MESSAGE_SIZE` on ``pc``
     (once its SCTP transport exists; calling again is harmless)."""
-    aiortc_compat.limit_sctp_message_size(pc.sctp, limits.MAX_SCTP_MESSAGE_SIZE, on_oversized)
+    aiortc_sctp.limit_sctp_message_size(pc.sctp, limits.MAX_SCTP_MESSAGE_SIZE, on_oversized)

@@ -318,7 +318,7 @@ async def probe_twirp_auth_first(ctx: ProbeContext) -> ProbeResult:
 
 async def probe_sctp_oversize(ctx: ProbeContext) -> ProbeResult:
     from .. import Room
-    from .._compat.aiortc import sctp_send_unchecked
+    from .._compat.aiortc_sctp import sctp_send_unchecked
 
     room_name = ctx.room("sctp")
     a, b = Room(), Room()

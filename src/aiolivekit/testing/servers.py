@@ -64,8 +64,14 @@ class LiveKitServerProcess:
     """The official livekit-server, started with dev keys on loopback ports."""
 
     def __init__(self, binary: str, *, api_key: str = DEFAULT_KEY, api_secret: str = DEFAULT_SECRET,
-                 log_path: str | None = None) -> None:
+                 log_path: str | None = None, node_ip: str | None = None,
+                 ice_tcp: bool = True) -> None:
+        """``node_ip``: the address announced in every ICE candidate (a ``UdpRelay``'s
+        front, ``docs/faults.md``); ``ice_tcp=False`` turns ICE/TCP off (it would listen
+        on every address, bypassing such a relay)."""
         self.binary = binary
+        self.node_ip = node_ip
+        self.ice_tcp = ice_tcp
         self.api_key = api_key
         self.api_secret = api_secret
         self.port = free_port()
@@ -87,9 +93,10 @@ class LiveKitServerProcess:
             f"port: {self.port}",
             "bind_addresses: [127.0.0.1]",
             "rtc:",
-            f"  tcp_port: {self.tcp_port}",
+            f"  tcp_port: {self.tcp_port if self.ice_tcp else 0}",
             f"  udp_port: {self.udp_port}",
             "  use_external_ip: false",
+            *([f"  node_ip: {self.node_ip}"] if self.node_ip else []),
             "  enable_loopback_candidate: true",
             "keys:",
             f"  {self.api_key}: {self.api_secret}",
