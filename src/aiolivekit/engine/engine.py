@@ -43,6 +43,7 @@ NEGOTIATION_TIMEOUT = 10.0
 CHANNEL_OPEN_TIMEOUT = 10.0
 RELIABLE_HIGH_WATER = 1024 * 1024
 LOSSY_HIGH_WATER = 64 * 1024
+PC_FAULT_GRACE = 1.0
 
 
 EngineEvent = Any
@@ -254,8 +255,11 @@ class RtcEngine:
                 logger.info("publisher peer connection failed before connecting")
                 return
             logger.warning("peer connection %d %s", pt.target, state)
-            self._need_full_reconnect(models_pb.DisconnectReason.CONNECTION_TIMEOUT,
-                                      f"peer connection {state}")
+            # a server ending the session (duplicate identity, removal) closes the PCs just
+            # after its Leave: the signal gets PC_FAULT_GRACE to deliver it first
+            asyncio.get_running_loop().call_later(
+                PC_FAULT_GRACE, self._need_full_reconnect,
+                models_pb.DisconnectReason.CONNECTION_TIMEOUT, f"peer connection {state}")
         return watcher
 
     _connected_once = False
@@ -573,18 +577,14 @@ class RtcEngine:
         reliable = label == "_reliable"
 
         def on_message(message: Any) -> None:
-            if label not in ("_reliable", "_lossy"):
-                return
-            if isinstance(message, str):
-                message = message.encode()
-            self._emit(DataReceived(bytes(message), reliable))
+            if label in ("_reliable", "_lossy"):
+                data = message.encode() if isinstance(message, str) else bytes(message)
+                self._emit(DataReceived(data, reliable))
         return on_message
 
     def reliable_max_message_size(self) -> int:
         """What the server's SCTP accepts in one message (64 KiB if not advertised)."""
-        if self.publisher is None:
-            return 65536
-        return aiortc_sctp.sctp_max_message_size(self.publisher.pc.sctp)
+        return aiortc_sctp.sctp_max_message_size(self.publisher and self.publisher.pc.sctp)
 
     async def send_data(self, data: bytes | Callable[[int], bytes], *, reliable: bool) -> None:
         """Send one encoded DataPacket on the publisher's reliable or lossy channel.
