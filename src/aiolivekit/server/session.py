@@ -324,8 +324,8 @@ class ParticipantSession:
             return
         if send_leave:
             self._send_leave_on(link, reason, action)
-        link.close_soon()
-        # the read loop of ``link`` ends and finishes the session
+        # the read loop may sit in a receive until the ping timeout: finish once closed
+        link.close_soon().add_done_callback(lambda _: self._finish_soon())
 
     def _finish_soon(self) -> None:
         if not self._finish_started:
