@@ -78,3 +78,28 @@ def test_response_check_accepts_only_authentic_answers() -> None:
     assert not binding_response_ok(good[:-4], tid, KEY)  # truncated
     request = seal_message(0x0001, tid, b"", KEY)
     assert not binding_response_ok(request, tid, KEY)  # a request, not a response
+
+
+async def test_consent_keeper_does_not_keep_its_connection_alive() -> None:
+    """Keepers live in a WeakKeyDictionary keyed by the aioice connection: the keeper must
+    not hold it strongly, or no closed connection (sockets, PC) is ever freed."""
+    import asyncio
+    import gc
+    import weakref
+
+    from aiolivekit.webrtc import consent
+
+    class _Conn:
+        remote_password = "pw"
+
+    loop = asyncio.get_running_loop()
+    conn = _Conn()
+    keeper = consent.ConsentKeeper(conn, loop, b"", ConsentSchedule(loop.time()))
+    consent._keepers[conn] = keeper
+    ref = weakref.ref(conn)
+    del conn
+    gc.collect()
+    assert ref() is None
+    assert not keeper.rekey()
+    keeper._check()  # the connection is gone: the keeper stops
+    assert keeper.stopped

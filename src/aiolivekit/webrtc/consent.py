@@ -141,7 +141,9 @@ class ConsentKeeper:
 
     def __init__(self, conn: Any, loop: asyncio.AbstractEventLoop, attributes: bytes,
                  schedule: ConsentSchedule) -> None:
-        self._conn = conn
+        # weak: the keeper is the value of a WeakKeyDictionary keyed by ``conn``; a strong
+        # reference would keep every closed connection (sockets, PC) alive for ever
+        self._conn_ref = weakref.ref(conn)
         self._loop = loop
         self._attributes = attributes  # USERNAME, PRIORITY, ICE-CONTROLL(ED|ING)
         self._key = conn.remote_password.encode("utf8")
@@ -179,12 +181,15 @@ class ConsentKeeper:
     def rekey(self) -> bool:
         """The remote ICE credentials changed (an ICE restart by the peer): sign the
         next checks with the new ones. False if the connection has no nominated pair."""
-        pair = aioice_compat.nominated_pair(self._conn)
-        if pair is None or not getattr(self._conn, "remote_password", None):
+        conn = self._conn_ref()
+        if conn is None:
             return False
-        request = self._conn.build_request(pair, nominate=False)
+        pair = aioice_compat.nominated_pair(conn)
+        if pair is None or not getattr(conn, "remote_password", None):
+            return False
+        request = conn.build_request(pair, nominate=False)
         self._attributes = bytes(request)[20:]
-        self._key = self._conn.remote_password.encode("utf8")
+        self._key = conn.remote_password.encode("utf8")
         self.schedule.pending = None  # an answer to the old check cannot be verified now
         return True
 
@@ -203,10 +208,13 @@ class ConsentKeeper:
     def refresh_credentials(self) -> None:
         """The connection's ICE credentials changed (ICE restart): sign the next checks
         with the new ones, and count the restart as fresh consent."""
-        pair = aioice_compat.nominated_pair(self._conn)
+        conn = self._conn_ref()
+        if conn is None:
+            return
+        pair = aioice_compat.nominated_pair(conn)
         if pair is not None:
-            self._attributes = bytes(self._conn.build_request(pair, nominate=False))[20:]
-        self._key = self._conn.remote_password.encode("utf8")
+            self._attributes = bytes(conn.build_request(pair, nominate=False))[20:]
+        self._key = conn.remote_password.encode("utf8")
         self.schedule.pending = None
         self.schedule.last_ok = self._loop.time()
 
@@ -227,9 +235,9 @@ class ConsentKeeper:
             self._check()
 
     def _check(self) -> None:
-        conn = self._conn
+        conn = self._conn_ref()
         now = self._loop.time()
-        if aioice_compat.is_closing(conn):
+        if conn is None or aioice_compat.is_closing(conn):
             self.stop()
             return
         if self.schedule.expired(now):
