@@ -17,8 +17,9 @@ After each cycle the server must have no session left (bounded wait). Every
 ``--sample-every`` cycles the process's RSS, asyncio task count and open file descriptors
 (client and server share the process) are sampled. "Flat after warm-up": over the samples
 after ``--warmup`` cycles, tasks and fds end within ``--fd-tolerance`` / ``--task-tolerance``
-of where they started, and the RSS slope (least squares) stays under ``--rss-slope-kib``
-KiB per cycle. Bounded by count and by time: the run stops at ``--max-seconds`` and says so.
+of where they started, no peer connection of a finished cycle is still alive, and the
+median RSS of the last third of the samples exceeds that of the first third by at most
+``--rss-growth-mib``. Bounded by count and by time: the run stops at ``--max-seconds`` and says so.
 Prints one JSON object (also used by tests/integration/test_soak.py).
 """
 
@@ -48,6 +49,7 @@ class Sample:
     rss_kib: int
     tasks: int
     fds: int
+    pcs: int  # RTCPeerConnection objects still alive (client and server)
 
 
 @dataclass
@@ -78,6 +80,8 @@ class SoakResult:
                 "rss_mib_end": round(last.rss_kib / 1024, 1),
                 "rss_mib_max": round(max(s.rss_kib for s in post) / 1024, 1),
                 "rss_slope_kib_per_cycle": round(rss_slope(post), 2),
+                "rss_growth_mib": round(rss_growth_mib(post), 2),
+                "pcs_max": max(s.pcs for s in post),
                 "tasks_start": first.tasks, "tasks_end": last.tasks,
                 "tasks_max": max(s.tasks for s in post),
                 "fds_start": first.fds, "fds_end": last.fds, "fds_max": max(s.fds for s in post),
@@ -86,12 +90,28 @@ class SoakResult:
 
 
 def rss_slope(samples: list[Sample]) -> float:
-    """Least-squares RSS growth in KiB per cycle."""
+    """Least-squares RSS growth in KiB per cycle (reported)."""
     x = np.array([s.cycle for s in samples], dtype=np.float64)
     y = np.array([s.rss_kib for s in samples], dtype=np.float64)
     if len(x) < 2 or float(np.ptp(x)) == 0.0:
         return 0.0
     return float(np.polyfit(x, y, 1)[0])
+
+
+def rss_growth_mib(samples: list[Sample]) -> float:
+    """Median RSS of the last third of the samples minus that of the first third, MiB.
+    (The allocator's RSS rises slowly and drops back in steps: a short window's slope
+    says little, a leak shows as a growth between the thirds.)"""
+    third = max(1, len(samples) // 3)
+    first = float(np.median([s.rss_kib for s in samples[:third]]))
+    last = float(np.median([s.rss_kib for s in samples[-third:]]))
+    return (last - first) / 1024
+
+
+def live_peer_connections() -> int:
+    from aiortc import RTCPeerConnection
+
+    return sum(1 for o in gc.get_objects() if isinstance(o, RTCPeerConnection))
 
 
 def rss_kib() -> int:
@@ -117,7 +137,14 @@ async def _until(pred: Any, timeout: float, what: str) -> None:
 async def _one_cycle(server: Any, lkapi: Any, ending: str, n: int) -> None:
     from livekit import api
 
-    from aiolivekit import AudioFrame, AudioSource, LocalAudioTrack, Room, TrackPublishOptions
+    from aiolivekit import (
+        AudioFrame,
+        AudioSource,
+        DisconnectReason,
+        LocalAudioTrack,
+        Room,
+        TrackPublishOptions,
+    )
 
     room = Room()
     ended: list[Any] = []
@@ -143,6 +170,11 @@ async def _one_cycle(server: Any, lkapi: Any, ending: str, n: int) -> None:
                 api.RoomParticipantIdentity(room=ROOM, identity=f"p{n}")), CYCLE_TIMEOUT)
         if ending != "leave":
             await _until(lambda: bool(ended), CYCLE_TIMEOUT, f"cycle {n}: disconnected")
+            expected = (DisconnectReason.ROOM_DELETED if ending == "delete"
+                        else DisconnectReason.PARTICIPANT_REMOVED)
+            if ended != [expected]:
+                raise RuntimeError(f"cycle {n} ({ending}): disconnected {ended}, "
+                                   f"expected [{expected!r}]")
     finally:
         await asyncio.wait_for(room.disconnect(), CYCLE_TIMEOUT)
         await asyncio.wait_for(source.aclose(), CYCLE_TIMEOUT)
@@ -176,18 +208,20 @@ async def soak(cycles: int, max_seconds: float, *, warmup: int, sample_every: in
                     gc.collect()
                     await asyncio.sleep(0)
                     result.samples.append(Sample(n + 1, time.monotonic() - start, rss_kib(),
-                                                 len(asyncio.all_tasks()), open_fds()))
+                                                 len(asyncio.all_tasks()), open_fds(),
+                                                 live_peer_connections()))
                     if progress and (n + 1) % (sample_every * 10) == 0:
                         s = result.samples[-1]
                         print(f"cycle {s.cycle}: {s.seconds:.0f} s, rss {s.rss_kib / 1024:.1f} "
-                              f"MiB, tasks {s.tasks}, fds {s.fds}", file=sys.stderr, flush=True)
+                              f"MiB, tasks {s.tasks}, fds {s.fds}, PCs {s.pcs}", file=sys.stderr,
+                              flush=True)
         finally:
             await lkapi.aclose()
     result.seconds = time.monotonic() - start
     return result
 
 
-def flatness_errors(result: SoakResult, *, rss_slope_kib: float, task_tolerance: int,
+def flatness_errors(result: SoakResult, *, rss_growth: float, task_tolerance: int,
                     fd_tolerance: int) -> list[str]:
     """What is not flat after warm-up (empty: flat)."""
     post = result.after_warmup()
@@ -195,9 +229,12 @@ def flatness_errors(result: SoakResult, *, rss_slope_kib: float, task_tolerance:
         return [f"only {len(post)} samples after the warm-up of {result.warmup} cycles"]
     errors = []
     first, last = post[0], post[-1]
-    slope = rss_slope(post)
-    if slope > rss_slope_kib:
-        errors.append(f"RSS grows {slope:.1f} KiB/cycle (limit {rss_slope_kib:g})")
+    growth = rss_growth_mib(post)
+    if growth > rss_growth:
+        errors.append(f"RSS grew {growth:.2f} MiB after the warm-up (limit {rss_growth:g})")
+    if max(s.pcs for s in post) > 0:
+        errors.append(f"peer connections still alive after their cycle: "
+                      f"{[s.pcs for s in post]}")
     if last.tasks - first.tasks > task_tolerance:
         errors.append(f"tasks {first.tasks} -> {last.tasks} (tolerance {task_tolerance})")
     if last.fds - first.fds > fd_tolerance:
@@ -211,7 +248,7 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=900.0)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--sample-every", type=int, default=10)
-    parser.add_argument("--rss-slope-kib", type=float, default=4.0)
+    parser.add_argument("--rss-growth-mib", type=float, default=2.0)
     parser.add_argument("--task-tolerance", type=int, default=2)
     parser.add_argument("--fd-tolerance", type=int, default=2)
     parser.add_argument("--samples", action="store_true", help="print every sample too")
@@ -220,7 +257,7 @@ def main() -> int:
         parser.error("--cycles 1..100000 and --max-seconds 0..86400")
     result = asyncio.run(soak(args.cycles, args.max_seconds, warmup=args.warmup,
                               sample_every=args.sample_every, progress=True))
-    errors = flatness_errors(result, rss_slope_kib=args.rss_slope_kib,
+    errors = flatness_errors(result, rss_growth=args.rss_growth_mib,
                              task_tolerance=args.task_tolerance, fd_tolerance=args.fd_tolerance)
     out = result.summary()
     out["loadavg_1min"] = round(os.getloadavg()[0], 2)
