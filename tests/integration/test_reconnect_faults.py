@@ -39,7 +39,7 @@ from test_reconnect import (
 )
 
 from aiolivekit import Room, RpcError
-from aiolivekit.testing.faults import DirectPathBlock, ProcessControl, UdpRelay
+from aiolivekit.testing.faults import DirectPathBlock, ProcessControl, TcpProxy, UdpRelay
 from aiolivekit.testing.servers import (
     LiveKitServerProcess,
     ServerInfo,
@@ -56,6 +56,7 @@ OUTAGE_S = 3.0
 MAX_TONE_BACK_AFTER_HEAL_S = 3.0   # blackhole healed -> tone heard again
 MAX_RESTART_RECONNECT_S = 8.0      # server back up -> reconnected
 MAX_TONE_BACK_AFTER_RESTART_S = 6.0  # reconnected -> tone heard again at the subscriber
+MAX_RELAYED_RESUME_GAP_S = 1.0     # signal cut, relay-only media: longest tone gap
 RPC_TIMEOUT = 15.0  # the callee's own deadline is 15 - 7 = 8 s (data/rpc.py)
 EVENTS = ("reconnecting", "reconnected", "disconnected", "local_track_republished")
 
@@ -239,6 +240,54 @@ async def test_udp_blackhole_3s(kind: str, rooms: list[Room]) -> None:
             if monitor is not None:
                 await monitor.close()
             await tone.close()
+
+
+@pytest.mark.parametrize("kind", ["embedded", "livekit-server"])
+async def test_signal_cut_with_the_relay_as_the_only_media_path(kind: str,
+                                                                 rooms: list[Room]) -> None:
+    """A resume where the server cannot reach the clients' own candidates (as behind a
+    NAT): after the server's ICE restart of the subscriber PC it learns the client's
+    address only from the client's checks. They go out at once (consent
+    ``checks_after_restart``); waiting for the next scheduled check cut the tone for
+    3-5 s on livekit-server."""
+    async with relayed_server(kind) as srv:
+        host, port = srv.info.url.removeprefix("ws://").rsplit(":", 1)
+        async with TcpProxy((host, int(port))) as proxy:
+            info = ServerInfo(kind, proxy.url(), srv.info.api_key, srv.info.api_secret)
+            bob = await _join(info, rooms, "bob")
+            alice = await _join(info, rooms, "alice")
+            tone, pub = await _publish_tone(alice)
+            traffic = Traffic(alice, bob)
+            monitor = None
+            try:
+                monitor = ToneMonitor(await _remote_track(bob, "alice"))
+                await _wait_heard(monitor, 0.0, count=10)
+                rec_a, rec_b = Recorder(alice, *EVENTS), Recorder(bob, *EVENTS)
+                traffic.start_sending()
+                await _until(lambda: len(traffic.received) >= 200, step=0.005)
+                t_cut = time.monotonic()
+                assert await proxy.cut() == 2
+                await rec_a.wait_for(lambda: "reconnected" in rec_a.names())
+                await rec_b.wait_for(lambda: "reconnected" in rec_b.names())
+                assert traffic.sender is not None
+                await asyncio.wait_for(traffic.sender, TIMEOUT * 2)
+                await _until(lambda: len(traffic.received) >= N_MESSAGES, TIMEOUT)
+                t_back = await _wait_heard(monitor, t_cut + 0.05)
+                await asyncio.sleep(2.0)
+                gap = monitor.longest_gap(t_cut - 0.5, time.monotonic())
+                print(f"\n[{kind}] signal cut, relay-only media: reconnected "
+                      f"{rec_a.time_of('reconnected') - t_cut:.3f} s; tone gap {gap:.3f} s "
+                      f"(back {t_back - t_cut:.3f} s after the cut)")
+                assert rec_a.names() == ["reconnecting", "reconnected"]
+                assert rec_b.names() == ["reconnecting", "reconnected"]
+                assert traffic.received == list(range(N_MESSAGES))
+                assert gap < MAX_RELAYED_RESUME_GAP_S
+                assert pub.sid in alice.local_participant.track_publications
+            finally:
+                await traffic.close()
+                if monitor is not None:
+                    await monitor.close()
+                await tone.close()
 
 
 @pytest.mark.parametrize("kind", ["embedded", "livekit-server"])

@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 CONSENT_INTERVAL = 5.0  # RFC 7675: randomised 0.8-1.2 x 5 s
 CONSENT_EARLY = 2.0  # a check may go out this much early when the process is awake anyway
+#: seconds after an ICE restart at which a check goes out while none was answered
+RESTART_CHECKS = (0.0, 0.1, 0.3, 0.7, 1.5)
 CONSENT_EXPIRY = 30.0  # RFC 7675: consent expires 30 s after the last response
 _BINDING_REQUEST_TYPE = 0x0001
 MAX_TAKE_OVER_TRIES = 50
@@ -192,6 +194,19 @@ class ConsentKeeper:
         self._key = conn.remote_password.encode("utf8")
         self.schedule.pending = None  # an answer to the old check cannot be verified now
         return True
+
+    def checks_after_restart(self) -> None:
+        """After an ICE restart: checks at once and at RESTART_CHECKS (until one is
+        answered), not at the next scheduled one (up to 5 s). A peer that cannot reach our
+        candidates directly (NAT, relay) learns our address only from our checks, and it
+        may drop those that arrive before it has our answer."""
+        since = self._loop.time()
+        for delay in RESTART_CHECKS:
+            self._loop.call_later(delay, self._restart_check, since)
+
+    def _restart_check(self, since: float) -> None:
+        if not self.stopped and self.schedule.last_ok < since:
+            self._check()
 
     def awake(self) -> None:
         """The process is running anyway (a keepalive was just answered)."""
