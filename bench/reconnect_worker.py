@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+import os
+import sys
 import time
 from typing import Any
 
@@ -112,6 +115,9 @@ async def mode_reconnect(a: dict[str, Any]) -> dict[str, Any]:
 
 
 sdk_worker.MODES["reconnect"] = mode_reconnect
+
+if os.environ.get("BENCH_RECONNECT_DEBUG"):
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 
 if __name__ == "__main__":
     sdk_worker.main()
