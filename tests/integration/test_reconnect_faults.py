@@ -6,6 +6,8 @@
   :class:`~aiolivekit.testing.faults.DirectPathBlock` keeps the server off the clients'
   direct addresses, so all media and data cross the relay; the relay drops everything
   for 3 s, both directions, then heals. The signal (TCP) is untouched.
+* **signal cut with the relay as the only media path**: the resume's ICE restarts must
+  work when the server cannot reach the clients' own candidates (as behind a NAT).
 * **server restart**: the server process is killed (SIGKILL) and started again on the same
   ports (the embedded server as ``python -m aiolivekit serve --dev --port P``). The new
   process does not know the session: the resume is refused and a full reconnect is the
