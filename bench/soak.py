@@ -17,7 +17,8 @@ After each cycle the server must have no session left (bounded wait). Every
 ``--sample-every`` cycles the process's RSS, asyncio task count and open file descriptors
 (client and server share the process) are sampled. "Flat after warm-up": over the samples
 after ``--warmup`` cycles, tasks and fds end within ``--fd-tolerance`` / ``--task-tolerance``
-of where they started, no peer connection of a finished cycle is still alive, and the
+of where they started, no peer connection of a finished cycle is still alive (more than
+were alive before the first cycle), and the
 median RSS of the last third of the samples exceeds that of the first third by at most
 ``--rss-growth-mib``. Bounded by count and by time: the run stops at ``--max-seconds`` and says so.
 Prints one JSON object (also used by tests/integration/test_soak.py).
@@ -61,6 +62,7 @@ class SoakResult:
     endings: dict[str, int]
     samples: list[Sample] = field(default_factory=list)
     warmup: int = 0
+    pcs_before: int = 0  # peer connections alive before the first cycle (other code's)
 
     def after_warmup(self) -> list[Sample]:
         return [s for s in self.samples if s.cycle >= self.warmup]
@@ -191,6 +193,8 @@ async def soak(cycles: int, max_seconds: float, *, warmup: int, sample_every: in
 
     result = SoakResult(cycles=0, requested=cycles, seconds=0.0, stopped_by_time=False,
                         endings=dict.fromkeys(ENDINGS, 0), warmup=warmup)
+    gc.collect()
+    result.pcs_before = live_peer_connections()
     start = time.monotonic()
     async with DevServer(port=0) as server:
         lkapi = api.LiveKitAPI(server.url.replace("ws://", "http://"), server.api_key,
@@ -232,9 +236,9 @@ def flatness_errors(result: SoakResult, *, rss_growth: float, task_tolerance: in
     growth = rss_growth_mib(post)
     if growth > rss_growth:
         errors.append(f"RSS grew {growth:.2f} MiB after the warm-up (limit {rss_growth:g})")
-    if max(s.pcs for s in post) > 0:
+    if max(s.pcs for s in post) > result.pcs_before:
         errors.append(f"peer connections still alive after their cycle: "
-                      f"{[s.pcs for s in post]}")
+                      f"{[s.pcs for s in post]} (before the first cycle: {result.pcs_before})")
     if last.tasks - first.tasks > task_tolerance:
         errors.append(f"tasks {first.tasks} -> {last.tasks} (tolerance {task_tolerance})")
     if last.fds - first.fds > fd_tolerance:
