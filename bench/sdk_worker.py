@@ -744,8 +744,10 @@ async def run_worker(
     args: dict[str, Any],
     timeout: float,
     on_event: Any = None,
+    script: str = _SELF,
 ) -> dict[str, Any]:
-    """Run this file with ``python`` (ours or the official venv's) and return its result.
+    """Run this file (or ``script``, a file that adds modes to this one's ``MODES``) with
+    ``python`` (ours or the official venv's) and return its result.
 
     ``on_event(obj)`` (may be async) is called for every intermediate JSON line (e.g. the
     ``window``/``end`` marks of mode ``room``). Raises RuntimeError on error or timeout.
@@ -753,7 +755,7 @@ async def run_worker(
     args = dict(args, timeout=max(5.0, timeout - 5.0))
     env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONUNBUFFERED="1")
     proc = await asyncio.create_subprocess_exec(
-        python, _SELF, json.dumps(args),
+        python, script, json.dumps(args),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
         limit=16 * 1024 * 1024,
     )

@@ -54,16 +54,6 @@ MAX_RECONNECT_S = 5.0  # fault -> reconnected
 MAX_TONE_GAP_S = 3.0  # longest stretch without the tone at the subscriber
 N_MESSAGES = 1000
 
-EMBEDDED_XFAIL = "server resume: branch resume-server"
-
-
-def _xfail_embedded(server: Any, request: pytest.FixtureRequest) -> None:
-    """The embedded server's resume lives on another branch (resume-server): failing
-    for lack of server support there is expected; livekit-server cases are never xfail."""
-    if server.kind == "embedded":
-        request.node.add_marker(pytest.mark.xfail(reason=EMBEDDED_XFAIL, strict=False))
-
-
 class Recorder:
     def __init__(self, room: Room, *names: str) -> None:
         self.events: list[tuple[float, str, tuple[Any, ...]]] = []
@@ -210,9 +200,7 @@ CHURN = ("participant_disconnected", "track_unpublished", "track_unsubscribed",
 
 
 async def test_signal_cut_resumes_without_loss(any_server: Any, proxy: TcpProxy,
-                                               rooms: list[Room],
-                                               request: pytest.FixtureRequest) -> None:
-    _xfail_embedded(any_server, request)
+                                               rooms: list[Room]) -> None:
     bob = await _join(proxy.url(), any_server, rooms, "bob")
     alice = await _join(proxy.url(), any_server, rooms, "alice")
     tone, pub = await _publish_tone(alice)

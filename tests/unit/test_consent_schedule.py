@@ -78,3 +78,51 @@ def test_response_check_accepts_only_authentic_answers() -> None:
     assert not binding_response_ok(good[:-4], tid, KEY)  # truncated
     request = seal_message(0x0001, tid, b"", KEY)
     assert not binding_response_ok(request, tid, KEY)  # a request, not a response
+
+
+async def test_consent_keeper_does_not_keep_its_connection_alive() -> None:
+    """Keepers live in a WeakKeyDictionary keyed by the aioice connection: the keeper must
+    not hold it strongly, or no closed connection (sockets, PC) is ever freed."""
+    import asyncio
+    import gc
+    import weakref
+
+    from aiolivekit.webrtc import consent
+
+    class _Conn:
+        remote_password = "pw"
+
+    loop = asyncio.get_running_loop()
+    conn = _Conn()
+    keeper = consent.ConsentKeeper(conn, loop, b"", ConsentSchedule(loop.time()))
+    consent._keepers[conn] = keeper
+    ref = weakref.ref(conn)
+    del conn
+    gc.collect()
+    assert ref() is None
+    assert not keeper.rekey()
+    keeper._check()  # the connection is gone: the keeper stops
+    assert keeper.stopped
+
+
+async def test_checks_after_an_ice_restart_go_out_at_once_until_answered() -> None:
+    import asyncio
+
+    from aiolivekit.webrtc import consent
+
+    class _Conn:
+        remote_password = "pw"
+
+    loop = asyncio.get_running_loop()
+    conn = _Conn()
+    keeper = consent.ConsentKeeper(conn, loop, b"", ConsentSchedule(loop.time()))
+    sent: list[float] = []
+    keeper._check = lambda: sent.append(loop.time())  # type: ignore[method-assign]
+    start = loop.time()
+    keeper.checks_after_restart()
+    await asyncio.sleep(0.2)
+    assert len(sent) == 2 and sent[0] - start < 0.05  # at once, then 0.1 s later
+    keeper.schedule.last_ok = loop.time()  # answered: no more restart checks
+    await asyncio.sleep(max(consent.RESTART_CHECKS) + 0.1)
+    assert len(sent) == 2
+    keeper.stop()

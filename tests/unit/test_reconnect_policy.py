@@ -51,10 +51,12 @@ def test_a_refused_resume_turns_into_full_reconnects() -> None:
     assert first is not None and (first.kind, first.delay) == ("resume", 0.0)
     plan.failed("refused")
     second = plan.next()
-    assert second is not None and second.kind == "full" and second.delay == 0.3
+    # the server answered (it does not know the session): the full join goes out at once
+    assert second is not None and second.kind == "full" and second.delay == 0.0
     plan.failed("unreachable")
     third = plan.next()
     assert third is not None and third.kind == "full"  # never back to resume
+    assert third.delay == pytest.approx(0.6)  # then the schedule again
 
 
 def test_broken_peer_connection_and_escalation_mean_full() -> None:

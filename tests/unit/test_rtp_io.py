@@ -354,3 +354,19 @@ async def test_receive_tap_handles_rtcp_without_the_transport_task() -> None:
     finally:
         peer.close()
         transport.close()
+
+
+def test_receive_tap_does_not_keep_its_transport_alive() -> None:
+    """The tap is the value of a WeakKeyDictionary keyed by its transport: it must not
+    hold the transport strongly (every closed PC of a server stayed in memory)."""
+    import gc
+    import weakref
+
+    dtls = _Dtls()
+    tap = ReceiveTap.for_transport(dtls)
+    assert tap is not None
+    tap.add_route(0xAAAA, lambda buf, n: None)
+    ref = weakref.ref(dtls)
+    del dtls, tap
+    gc.collect()
+    assert ref() is None

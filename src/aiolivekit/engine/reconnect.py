@@ -4,7 +4,8 @@ Like the official Rust core: at most :data:`RECONNECT_ATTEMPTS` attempts; the fi
 runs at once, the next ones wait 300 ms, doubling up to a 7 s cap, each randomised
 (+-20 %). A *resume* keeps the peer connections and only replaces the signal connection;
 a *full* reconnect joins again. A resume the server refuses (a LeaveRequest, an unknown
-participant) or a broken peer connection turns the following attempts into full ones;
+participant) or a broken peer connection turns the following attempts into full ones (the
+first full one after a refusal runs at once: the server is up and answering);
 an authorisation failure (401/403) ends the reconnection at once.
 
 :class:`ReconnectPlan` holds the state of one reconnection; no clock and no I/O: the
@@ -86,6 +87,7 @@ class ReconnectPlan:
         self.attempts = 0
         self.gave_up = False
         self.last_outcome: Outcome | None = None
+        self._refusal_answered = True  # the full attempt after a refusal went out at once
         self._rand = rand
 
     def next(self) -> Attempt | None:
@@ -97,11 +99,19 @@ class ReconnectPlan:
         number = self.attempts
         self.attempts += 1
         kind: Kind = "full" if self.full else "resume"
-        return Attempt(number, kind, self.policy.delay(number, self._rand()))
+        delay = self.policy.delay(number, self._rand())
+        if self.last_outcome == "refused" and not self._refusal_answered:
+            # the server answered and does not know the session: join at once (waiting
+            # gains nothing; a restarted server is back, the official SDK rejoins as fast)
+            self._refusal_answered = True
+            delay = 0.0
+        return Attempt(number, kind, delay)
 
     def failed(self, outcome: Outcome) -> None:
         """The last attempt failed in the way ``outcome`` says."""
         self.last_outcome = outcome
+        if outcome == "refused":
+            self._refusal_answered = False
         if outcome in ("refused", "broken"):
             self.full = True
         elif outcome == "fatal":

@@ -80,7 +80,7 @@ class LiveKitServerApp:
         self.config = config
         self.rooms = RoomManager(departure_timeout=config.departure_timeout)
         self.hub = Hub(self.rooms, config.ice_addresses(), config.forwarding,
-                       ping_timeout=config.ping_timeout)
+                       ping_timeout=config.ping_timeout, announce=config.announce)
         self.room_service = RoomService(self.rooms, config.keys)
         self.app = web.Application(middlewares=[_cors_middleware],
                                    client_max_size=limits.MAX_TWIRP_BODY)

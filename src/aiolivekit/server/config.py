@@ -6,6 +6,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
+from .announce import Announce
 from .read_batching import MAX_WINDOW_MS, window_from_env
 
 __all__ = [
@@ -95,6 +96,9 @@ class ServerConfig:
     ping_timeout: float = 15.0
     """Seconds of silence on a signal connection after which it counts as lost (the
     ``ping_timeout`` announced in the JoinResponse; clients ping every 5 s)."""
+    announce: Announce | None = None
+    """Test hook: ``(host, port, label) -> (host, port)`` for every ICE candidate the
+    server signals (a fault relay's address; ``server/announce.py``)."""
 
     def __post_init__(self) -> None:
         for name in ("departure_timeout", "ping_timeout"):

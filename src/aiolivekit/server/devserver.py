@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from . import conn_guard
+from .announce import Announce
 from .app import LiveKitServerApp
 from .auth import make_token
 from .config import DEV_API_KEY, DEV_API_SECRET, ForwardingOptions, ServerConfig
@@ -33,7 +34,8 @@ class DevServer:
     ``max_connections`` (default: what the file descriptor limit allows, see
     :func:`.conn_guard.default_max_connections`) caps open connections (503 beyond);
     ``header_timeout`` closes a connection whose first request head is incomplete after
-    that many seconds; ``idle_timeout`` an idle keep-alive connection.
+    that many seconds; ``idle_timeout`` an idle keep-alive connection. ``announce``: test
+    hook rewriting the ICE candidates the server signals (``server/announce.py``).
 
     >>> async with DevServer() as server:          # doctest: +SKIP
     ...     token = server.token("alice")
@@ -46,7 +48,8 @@ class DevServer:
                  departure_timeout: float = 20.0, ping_timeout: float = 15.0, *,
                  max_connections: int | None = None,
                  header_timeout: float = conn_guard.HEADER_TIMEOUT,
-                 idle_timeout: float = conn_guard.IDLE_TIMEOUT) -> None:
+                 idle_timeout: float = conn_guard.IDLE_TIMEOUT,
+                 announce: Announce | None = None) -> None:
         if forwarding is not None and not isinstance(forwarding, ForwardingOptions):
             raise TypeError(f"forwarding must be ForwardingOptions, not {type(forwarding).__name__}")
         if keys:
@@ -58,7 +61,7 @@ class DevServer:
                                     keys=dict(keys) if keys else {api_key: api_secret},
                                     forwarding=forwarding or ForwardingOptions(),
                                     departure_timeout=departure_timeout,
-                                    ping_timeout=ping_timeout)
+                                    ping_timeout=ping_timeout, announce=announce)
         self._requested_port = port
         self._guard_options = {"max_connections": max_connections,
                                "header_timeout": header_timeout}

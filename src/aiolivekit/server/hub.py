@@ -14,6 +14,7 @@ from aiortc import RTCPeerConnection
 from livekit.protocol import models as models_pb, rtc as rtc_pb
 
 from . import http_guard, limits
+from .announce import Announce, announce_candidates
 from .config import ForwardingOptions
 from .observers import RoomObservers
 from .rooms import (
@@ -89,8 +90,9 @@ class Hub:
 
     def __init__(self, rooms: RoomManager, bind_addresses: list[str] | None,
                  forwarding: ForwardingOptions | None = None, *,
-                 ping_timeout: float = PING_TIMEOUT) -> None:
+                 ping_timeout: float = PING_TIMEOUT, announce: Announce | None = None) -> None:
         self.rooms = rooms
+        self.announce = announce
         self.bind_addresses = bind_addresses
         self.forwarding = forwarding if forwarding is not None else ForwardingOptions()
         self.ping_timeout = ping_timeout
@@ -100,6 +102,11 @@ class Hub:
         self._departures_changed = asyncio.Event()
         self.observers = RoomObservers(rooms, self.sessions, self.dispatch)
         self._observer_task: asyncio.Task[None] | None = None
+
+    def announce_candidates(self, response: rtc_pb.SignalResponse, identity: str) -> None:
+        """The test hook ``ServerConfig.announce`` applied to an outgoing signal message."""
+        if self.announce is not None:
+            announce_candidates(response, self.announce, identity)
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """A task owned by the hub (cancelled by :meth:`close_all`)."""

@@ -78,7 +78,9 @@ class ReceiveTap:
     """
 
     def __init__(self, dtls: Any, options: ForwardingOptions | None = None) -> None:
-        self._dtls = dtls
+        # weak: the tap is the value of a WeakKeyDictionary keyed by this transport, and a
+        # strong reference would keep the transport (and its whole PC) alive for ever
+        self._dtls_ref = weakref.ref(dtls)
         self.options = options if options is not None else ForwardingOptions()
         self._routes: dict[int, RawHandler] = {}
         self._hooked: list[Any] = []  # protocols whose datagram_received is wrapped
@@ -120,6 +122,10 @@ class ReceiveTap:
             return None
 
     @property
+    def _dtls(self) -> Any:
+        return self._dtls_ref()
+
+    @property
     def routes(self) -> dict[int, RawHandler]:
         return self._routes
 
@@ -156,7 +162,8 @@ class ReceiveTap:
         return bool(self._readers)
 
     def _hook(self) -> None:
-        protocols = ice_compat.dtls_stun_protocols(self._dtls) or []
+        dtls = self._dtls
+        protocols = (ice_compat.dtls_stun_protocols(dtls) if dtls is not None else None) or []
         for protocol in protocols:
             if any(p is protocol for p in self._hooked) or any(
                 p is protocol for p in self._readers
@@ -261,12 +268,15 @@ class ReceiveTap:
         """Run libsrtp's ``unprotect`` on the ``n`` bytes in the receive buffer: the
         plaintext length, -1 if libsrtp refused the packet (bad or replayed: dropped,
         as aiortc does), ``None`` if the DTLS transport is not ready."""
-        session = aiortc_compat.dtls_receive_session(self._dtls, n)  # counts the datagram
+        dtls = self._dtls
+        if dtls is None:
+            return None
+        session = aiortc_compat.dtls_receive_session(dtls, n)  # counts the datagram
         if session is None:
             return None
         fast = self._fast_rx
         if fast is None or fast.session is not session:
-            fast = self._fast_rx = fast_srtp_for(self._dtls, tx=False)
+            fast = self._fast_rx = fast_srtp_for(dtls, tx=False)
             if fast is None:
                 return None
         length = self._rx_len

@@ -381,10 +381,9 @@ class ParticipantSession:
     # ------------------------------------------------------------------ outgoing
 
     def _put(self, link: SignalLink, response: rtc_pb.SignalResponse) -> None:
-        if self._json:
-            link.out.put_nowait(json_format.MessageToJson(response, indent=None))
-        else:
-            link.out.put_nowait(response.SerializeToString())
+        self.hub.announce_candidates(response, self.identity)  # test hook (docs/faults.md)
+        link.out.put_nowait(json_format.MessageToJson(response, indent=None) if self._json
+                            else response.SerializeToString())
 
     def send_signal(self, response: rtc_pb.SignalResponse) -> None:
         """Queue ``response`` on the attached signal; dropped while the signal is lost

@@ -65,12 +65,16 @@ class LiveKitServerProcess:
 
     def __init__(self, binary: str, *, api_key: str = DEFAULT_KEY, api_secret: str = DEFAULT_SECRET,
                  log_path: str | None = None, node_ip: str | None = None,
-                 ice_tcp: bool = True) -> None:
+                 ice_tcp: bool = True, ice_ips: tuple[str, ...] = ()) -> None:
         """``node_ip``: the address announced in every ICE candidate (a ``UdpRelay``'s
         front, ``docs/faults.md``); ``ice_tcp=False`` turns ICE/TCP off (it would listen
-        on every address, bypassing such a relay)."""
+        on every address, bypassing such a relay); ``ice_ips``: the only networks ICE
+        gathers on (``rtc.ips.includes``, e.g. ``("127.0.0.1/32",)``: with ``node_ip``
+        and a second interface both host candidates become ``node_ip:port`` and the
+        server answered a relay's checks in only about four joins of five)."""
         self.binary = binary
         self.node_ip = node_ip
+        self.ice_ips = ice_ips
         self.ice_tcp = ice_tcp
         self.api_key = api_key
         self.api_secret = api_secret
@@ -97,6 +101,7 @@ class LiveKitServerProcess:
             f"  udp_port: {self.udp_port}",
             "  use_external_ip: false",
             *([f"  node_ip: {self.node_ip}"] if self.node_ip else []),
+            *(["  ips:", f"    includes: [{', '.join(self.ice_ips)}]"] if self.ice_ips else []),
             "  enable_loopback_candidate: true",
             "keys:",
             f"  {self.api_key}: {self.api_secret}",

@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 CONSENT_INTERVAL = 5.0  # RFC 7675: randomised 0.8-1.2 x 5 s
 CONSENT_EARLY = 2.0  # a check may go out this much early when the process is awake anyway
+#: seconds after an ICE restart at which a check goes out while none was answered
+RESTART_CHECKS = (0.0, 0.1, 0.3, 0.7, 1.5)
 CONSENT_EXPIRY = 30.0  # RFC 7675: consent expires 30 s after the last response
 _BINDING_REQUEST_TYPE = 0x0001
 MAX_TAKE_OVER_TRIES = 50
@@ -141,7 +143,9 @@ class ConsentKeeper:
 
     def __init__(self, conn: Any, loop: asyncio.AbstractEventLoop, attributes: bytes,
                  schedule: ConsentSchedule) -> None:
-        self._conn = conn
+        # weak: the keeper is the value of a WeakKeyDictionary keyed by ``conn``; a strong
+        # reference would keep every closed connection (sockets, PC) alive for ever
+        self._conn_ref = weakref.ref(conn)
         self._loop = loop
         self._attributes = attributes  # USERNAME, PRIORITY, ICE-CONTROLL(ED|ING)
         self._key = conn.remote_password.encode("utf8")
@@ -179,14 +183,30 @@ class ConsentKeeper:
     def rekey(self) -> bool:
         """The remote ICE credentials changed (an ICE restart by the peer): sign the
         next checks with the new ones. False if the connection has no nominated pair."""
-        pair = aioice_compat.nominated_pair(self._conn)
-        if pair is None or not getattr(self._conn, "remote_password", None):
+        conn = self._conn_ref()
+        if conn is None:
             return False
-        request = self._conn.build_request(pair, nominate=False)
+        pair = aioice_compat.nominated_pair(conn)
+        if pair is None or not getattr(conn, "remote_password", None):
+            return False
+        request = conn.build_request(pair, nominate=False)
         self._attributes = bytes(request)[20:]
-        self._key = self._conn.remote_password.encode("utf8")
+        self._key = conn.remote_password.encode("utf8")
         self.schedule.pending = None  # an answer to the old check cannot be verified now
         return True
+
+    def checks_after_restart(self) -> None:
+        """After an ICE restart: checks at once and at RESTART_CHECKS (until one is
+        answered), not at the next scheduled one (up to 5 s). A peer that cannot reach our
+        candidates directly (NAT, relay) learns our address only from our checks, and it
+        may drop those that arrive before it has our answer."""
+        since = self._loop.time()
+        for delay in RESTART_CHECKS:
+            self._loop.call_later(delay, self._restart_check, since)
+
+    def _restart_check(self, since: float) -> None:
+        if not self.stopped and self.schedule.last_ok < since:
+            self._check()
 
     def awake(self) -> None:
         """The process is running anyway (a keepalive was just answered)."""
@@ -203,10 +223,13 @@ class ConsentKeeper:
     def refresh_credentials(self) -> None:
         """The connection's ICE credentials changed (ICE restart): sign the next checks
         with the new ones, and count the restart as fresh consent."""
-        pair = aioice_compat.nominated_pair(self._conn)
+        conn = self._conn_ref()
+        if conn is None:
+            return
+        pair = aioice_compat.nominated_pair(conn)
         if pair is not None:
-            self._attributes = bytes(self._conn.build_request(pair, nominate=False))[20:]
-        self._key = self._conn.remote_password.encode("utf8")
+            self._attributes = bytes(conn.build_request(pair, nominate=False))[20:]
+        self._key = conn.remote_password.encode("utf8")
         self.schedule.pending = None
         self.schedule.last_ok = self._loop.time()
 
@@ -227,9 +250,9 @@ class ConsentKeeper:
             self._check()
 
     def _check(self) -> None:
-        conn = self._conn
+        conn = self._conn_ref()
         now = self._loop.time()
-        if aioice_compat.is_closing(conn):
+        if conn is None or aioice_compat.is_closing(conn):
             self.stop()
             return
         if self.schedule.expired(now):

@@ -191,6 +191,10 @@ def apply_remote_ice_restart(pc: RTCPeerConnection, sdp_text: str) -> bool:
         keeper = consent.keeper_of(conn)
         if keeper is not None and not keeper.rekey():
             logger.debug("consent checks not re-keyed after the ICE restart")
+        elif keeper is not None:
+            # at once, not at the next scheduled check (up to 5 s): a peer behind a NAT
+            # or relay, which cannot reach our host candidates, learns our address from it
+            keeper.checks_after_restart()
         logger.info("remote ICE restart followed (ufrag %s -> %s)", old, ufrag)
     return changed
 

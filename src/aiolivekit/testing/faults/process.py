@@ -123,13 +123,17 @@ class ProcessControl:
         raise RuntimeError(f"{self.argv[0]} did not listen on {self.ready} within "
                            f"{self.start_timeout} s")
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM (after a SIGCONT if paused), SIGKILL after ``timeout``."""
+    async def stop(self, timeout: float = 10.0, *, kill: bool = False) -> None:
+        """SIGTERM (after a SIGCONT if paused), SIGKILL after ``timeout``; ``kill=True``:
+        SIGKILL at once (a crash: the server says goodbye to nobody)."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGCONT)
-                proc.terminate()
+                if kill:
+                    proc.kill()
+                else:
+                    proc.terminate()
             try:
                 await asyncio.wait_for(asyncio.to_thread(proc.wait), timeout)
             except asyncio.TimeoutError:
@@ -137,11 +141,12 @@ class ProcessControl:
                 await asyncio.wait_for(asyncio.to_thread(proc.wait), 5.0)
         self.paused = False
 
-    async def restart(self, down_for: float = 0.0) -> None:
-        """Stop, stay down ``down_for`` seconds (at most 600), start the same command again."""
+    async def restart(self, down_for: float = 0.0, *, kill: bool = False) -> None:
+        """Stop (``kill=True``: SIGKILL), stay down ``down_for`` seconds (at most 600),
+        start the same command again."""
         if not 0 <= down_for <= MAX_PAUSE:
             raise ValueError("down_for must be within 0..600 s")
-        await self.stop()
+        await self.stop(kill=kill)
         await asyncio.sleep(down_for)
         await self.start()
 
