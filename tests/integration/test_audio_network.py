@@ -304,3 +304,123 @@ async def test_tone_survives_the_network_embedded_server(monkeypatch: pytest.Mon
         results = await _run_conditions(url, token, relay, impair, monkeypatch)
     print(json.dumps(results, indent=1, default=str))
     _check(results)
+
+
+# ---------------------------------------------------------------------------- audio NACK
+
+NACK_MEASURE = 8.0
+
+
+def _buffer(track: Any) -> Any:
+    from aiolivekit._compat import aiortc as aiortc_compat
+
+    return aiortc_compat.jitter_buffer(track._receiver)
+
+
+async def _run_nack(url: str, token: Any, relay: UdpRelay, impair: Any,
+                    monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """alice publishes Opus without RED (livekit-server then offers NACK for audio); bob
+    NACKs, carol (``AIOLIVEKIT_AUDIO_NACK=0``) does not; the same 5 % loss on both
+    downlinks (the relay's drops are counted)."""
+    from aiolivekit._compat.aiortc import receiver_codecs
+    from aiolivekit._compat.aiortc_nack import codec_has_nack
+
+    alice, bob, carol = Room(), Room(), Room()
+    pub = _Publisher()
+    recs: list[_Recorder] = []
+    out: dict[str, Any] = {}
+    try:
+        await asyncio.wait_for(alice.connect(url, token("alice")), TIMEOUT * 2)
+        mic = LocalAudioTrack.create_audio_track("mic", pub.source)
+        pub_info = await alice.local_participant.publish_track(
+            mic, TrackPublishOptions(source=TrackSource.SOURCE_MICROPHONE, red=False))
+        assert pub_info.mime_type == "audio/opus"
+        bob_track = await _subscribe(bob, url, token("bob"))
+        monkeypatch.setenv("AIOLIVEKIT_AUDIO_NACK", "0")
+        carol_track = await _subscribe(carol, url, token("carol"))
+        monkeypatch.delenv("AIOLIVEKIT_AUDIO_NACK")
+        out["negotiated_nack"] = [
+            any(codec_has_nack(c) for c in receiver_codecs(t._receiver).values())
+            for t in (bob_track, carol_track)]
+        bob_rec, carol_rec = _Recorder(bob_track), _Recorder(carol_track)
+        recs = [bob_rec, carol_rec]
+        await asyncio.sleep(2.5)
+        before = {n: _buffer(t).buffer.stats.packets_lost
+                  for n, t in (("bob", bob_track), ("carol", carol_track))}
+        dropped0 = impair(relay, ImpairmentConfig(loss=0.05))
+        t0 = time.monotonic()
+        await asyncio.sleep(NACK_MEASURE)
+        t1 = time.monotonic()
+        dropped1 = impair(relay, ImpairmentConfig())
+        await asyncio.sleep(0.5)  # retransmissions still on their way
+        out["relay_dropped"] = dropped1 - dropped0
+        for name, track, rec in (("bob", bob_track, bob_rec), ("carol", carol_track, carol_rec)):
+            jb = _buffer(track)
+            stats = {st.type: st for st in await track.get_stats()}["inbound-rtp"]
+            pcm, _ = rec.window(t0, t1)
+            out[name] = {
+                "declared_lost": jb.buffer.stats.packets_lost - before[name],
+                "nackCount": getattr(stats, "nackCount", None),
+                "nackPacketsRequested": getattr(stats, "nackPacketsRequested", None),
+                "nackPacketsRecovered": getattr(stats, "nackPacketsRecovered", None),
+                "nackPacketsLate": getattr(stats, "nackPacketsLate", None),
+                "rtt": jb.nack.rtt if jb.nack is not None else None,
+                "tone": analyse(pcm, t1 - t0, amplitude=AMP).as_dict(),
+            }
+    finally:
+        for rec in recs:
+            await rec.aclose()
+        await pub.aclose()
+        for room in (alice, bob, carol):
+            await room.disconnect()
+    return out
+
+
+def _check_nack(out: dict[str, Any]) -> None:
+    table = json.dumps(out, indent=1, default=str)
+    bob, carol = out["bob"], out["carol"]
+    assert out["negotiated_nack"] == [True, True], table  # carol only sends none
+    assert out["relay_dropped"] >= 10, table  # the relay really dropped packets
+    assert carol["nackCount"] == 0 and carol["declared_lost"] >= 5, table
+    assert bob["nackCount"] >= 1 and bob["nackPacketsRequested"] >= 1, table
+    # NACKed packets came back in time and were played, not concealed: bob declares
+    # fewer losses than carol, who lost as much at the relay
+    assert bob["nackPacketsRecovered"] >= 3, table
+    assert bob["declared_lost"] < carol["declared_lost"], table
+    assert bob["tone"]["tone_share"] >= carol["tone"]["tone_share"], table
+
+
+@pytest.mark.livekit_server
+async def test_audio_nack_recovers_lost_packets_livekit_server(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    if not IN_NETNS:
+        pytest.skip("needs the private namespace of scripts/netns-run")
+
+    def impair(relay: UdpRelay, cfg: ImpairmentConfig) -> int:
+        relay.configure(down=cfg)
+        return relay.impairment("down").stats.dropped_total
+
+    async with _livekit_server_via_relay() as (url, token, relay):
+        out = await _run_nack(url, token, relay, impair, monkeypatch)
+    print(json.dumps(out, indent=1, default=str))
+    _check_nack(out)
+
+
+async def test_audio_nack_recovers_lost_packets_embedded_server(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    if not IN_NETNS:
+        pytest.skip("needs the private namespace of scripts/netns-run")
+
+    def impair(relay: UdpRelay, cfg: ImpairmentConfig) -> int:
+        dropped = 0
+        for route in relay.routes:
+            if route.label in ("bob:subscriber", "carol:subscriber"):
+                if route.down is not None:  # the route's own impairment
+                    dropped += route.down.stats.dropped_total
+                route.configure(down=cfg, seed=21)
+        return dropped
+
+    async with _embedded_server_via_relay(monkeypatch) as (url, token, relay):
+        out = await _run_nack(url, token, relay, impair, monkeypatch)
+    print(json.dumps(out, indent=1, default=str))
+    _check_nack(out)

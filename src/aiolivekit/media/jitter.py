@@ -159,6 +159,9 @@ class PlayoutJitterBuffer:
         self._pts: dict[int, str] = {}  # payload type -> "opus" | "red" | "other"
         self._opus_pt: int | None = None
         self._nack_pts: set[int] = set()  # payload types negotiated with ``nack`` feedback
+        # AIOLIVEKIT_AUDIO_NACK=0: never request retransmissions (the SDP may still accept
+        # ``nack``: it allows NACKs, it does not oblige us to send any)
+        self._nack_enabled = os.environ.get("AIOLIVEKIT_AUDIO_NACK", "1") != "0"
         # audio NACK (RFC 4585) when negotiated: which missing packets to request
         self.nack: AudioNackScheduler | None = None
         self.nack_recovered = 0  # requested, arrived in time and taken by the buffer
@@ -225,7 +228,7 @@ class PlayoutJitterBuffer:
             logger.debug("malformed audio packet %d dropped", packet.sequence_number,
                          exc_info=True)
             self.dropped += 1
-        if kind != "other" and pt in self._nack_pts:
+        if self._nack_enabled and kind != "other" and pt in self._nack_pts:
             self._nack_received(packet, bool(taken), now)
         self._run(now)
         return False, None
