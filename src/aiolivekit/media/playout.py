@@ -194,6 +194,7 @@ class AudioPlayoutBuffer:
         # after a loss, the target is at least one packet plus this (s): the time a
         # NACKed packet takes to come back (set by the shell when NACK is negotiated)
         self.nack_wait = 0.0
+        self._fec_seen = False  # a loss was followed by a packet with FEC data
         self._reset_playout()
 
     # ------------------------------------------------------------------ state
@@ -237,7 +238,14 @@ class AudioPlayoutBuffer:
                 while self._loss_times and now - self._loss_times[0] > self._window:
                     self._loss_times.popleft()
             if self._loss_times:
-                target = max(target, self._last_ticks / self.clock + self.nack_wait)
+                packet = self._last_ticks / self.clock
+                if self.stats.red_blocks_received or self._fec_seen or self.nack_wait:
+                    # what repairs a loss (the next packet's RED copy or FEC, a
+                    # retransmission) comes a packet (and a round trip) later, as
+                    # jittered as any packet
+                    target += packet + self.nack_wait
+                else:
+                    target = max(target, packet)
         return min(self.max_delay, max(self.min_delay, target))
 
     def note_loss(self, now: float) -> None:
@@ -730,6 +738,7 @@ class AudioPlayoutBuffer:
             fec_ticks = self.decoder.packet_samples(later.payload) * self._tick if has_fec else 0
         except (ValueError, RuntimeError):  # a malformed packet: it fails to decode later
             fec_ticks = 0
+        self._fec_seen = self._fec_seen or fec_ticks > 0
         if not 0 < fec_ticks <= region:
             fec_ticks = 0
         # what was concealed while waiting stands for the lost audio (up to the FEC part),
