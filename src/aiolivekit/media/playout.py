@@ -330,6 +330,8 @@ class AudioPlayoutBuffer:
         if self._last_seq is not None and ext_seq <= self._last_seq:
             if not is_red_redundant:
                 self.stats.packets_discarded += 1
+                if self._loss_times:  # late, not lost: the delay estimate has its lateness
+                    self._loss_times.pop()
             return False
         if existing is not None and is_red_redundant:
             return False
