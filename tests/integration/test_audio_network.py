@@ -417,7 +417,10 @@ def _check_nack(out: dict[str, Any]) -> None:
     # fewer losses than carol, who lost as much at the relay
     assert bob["nackPacketsRecovered"] >= 3, table
     assert bob["declared_lost"] < carol["declared_lost"], table
-    assert bob["tone"]["tone_share"] >= carol["tone"]["tone_share"], table
+    # and what was played is the tone (the tone shares themselves differ by a window or
+    # two either way: waiting for a retransmission is concealed too, and the machine's
+    # own stalls are in the same range; test_tone_survives_* holds the >= 99 %)
+    assert bob["tone"]["tone_share"] >= 0.95 and bob["tone"]["snr_db"] >= 20, table
 
 
 @pytest.mark.livekit_server
