@@ -208,6 +208,8 @@ class PlayoutJitterBuffer:
         payload = aiortc_compat.depayloaded(packet)
         pt = int(packet.payload_type)
         kind = self._kind(pt)
+        nacking = self._nack_enabled and kind != "other" and pt in self._nack_pts
+        requested = nacking and self._nack_received(packet, now)
         taken = 0
         try:
             if not payload or kind == "other":
@@ -228,12 +230,17 @@ class PlayoutJitterBuffer:
             logger.debug("malformed audio packet %d dropped", packet.sequence_number,
                          exc_info=True)
             self.dropped += 1
-        if self._nack_enabled and kind != "other" and pt in self._nack_pts:
-            self._nack_received(packet, bool(taken), now)
+        if requested:
+            if taken:
+                self.nack_recovered += 1
+            else:
+                self.nack_late += 1
         self._run(now)
         return False, None
 
-    def _nack_received(self, packet: Any, taken: bool, now: float) -> None:
+    def _nack_received(self, packet: Any, now: float) -> bool:
+        """Tell the NACK scheduler; True when the packet was requested (a retransmission,
+        or an original that was only late)."""
         nack = self.nack
         if nack is None:
             nack = self.nack = AudioNackScheduler()
@@ -243,16 +250,13 @@ class PlayoutJitterBuffer:
                 nack.reset()
             self._ssrc = ssrc
         gaps = nack.stats.gaps
-        if nack.received(int(packet.sequence_number), now):
-            if taken:
-                self.nack_recovered += 1
-            else:
-                self.nack_late += 1
+        requested = nack.received(int(packet.sequence_number), now)
         # after a loss (or a gap, NACKed now) the buffer waits as long as a retransmission
         # takes to come back
         self.buffer.nack_wait = min(self.NACK_WAIT_MAX, nack.rtt * 1.25 + 0.005)
         if nack.stats.gaps != gaps:
             self.buffer.note_loss(now)
+        return requested
 
     def _send_nacks(self, now: float) -> None:
         nack, ssrc = self.nack, self._ssrc

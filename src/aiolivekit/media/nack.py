@@ -8,7 +8,7 @@ buffer's answer; None: the buffer has a copy), at most ``max_retries``
 times, ``retry_interval`` apart at least (and at least 1.5 round trips, so a second
 request is not sent before the first could be answered). A packet whose deadline is too
 close, or past, is given up. The round trip is estimated from requests to arrivals: the
-upper part of recent samples (an original that was only reordered arrives early and
+upper part (90th percentile) of recent samples (an original that was only reordered arrives early and
 gives a low sample; the retransmissions give the real round trip).
 
 Nothing here reads a clock or sends anything; the shell (``media.jitter``) sends the
@@ -75,12 +75,13 @@ class AudioNackScheduler:
 
     @property
     def rtt(self) -> float:
-        """The round trip a request takes to be answered (s): the 75th percentile of the
-        recent request-to-arrival samples, the initial guess before any."""
+        """The round trip a request takes to be answered (s): the 90th percentile of the
+        recent request-to-arrival samples (most samples may be reordered originals,
+        which arrive early), the initial guess before any."""
         if not self._samples:
             return self._initial_rtt
         ordered = sorted(self._samples)
-        value = ordered[min(len(ordered) - 1, (len(ordered) * 3) // 4)]
+        value = ordered[min(len(ordered) - 1, (len(ordered) * 9) // 10)]
         return min(self.max_rtt, max(self.min_rtt, value))
 
     @property
