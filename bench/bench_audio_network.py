@@ -105,6 +105,7 @@ async def _pass(ctx: BenchContext, info: Any, relay: UdpRelay, red: bool, measur
             if w["concealed_share"] is not None:
                 rows.append(row(bench, impl, "concealed_share", 100 * w["concealed_share"],
                                 "%", **extra))
+            rows.append(row(bench, impl, "nacks", w.get("nacks", 0.0), "NACKs", **extra))
             if lat:
                 rows.append(row(bench, impl, "latency_median", statistics.median(lat), "ms",
                                 **extra))

@@ -242,7 +242,7 @@ def _jitter_buffer(stats: Any) -> dict[str, float] | None:
     if SDK != "official":
         return None
     tot = {"delay": 0.0, "target": 0.0, "minimum": 0.0, "emitted": 0.0, "concealed": 0.0,
-           "received": 0.0}
+           "received": 0.0, "nacks": 0.0}
     for st in list(stats.publisher_stats) + list(stats.subscriber_stats):
         if st.WhichOneof("stats") != "inbound_rtp" or st.inbound_rtp.stream.kind != "audio":
             continue
@@ -253,6 +253,7 @@ def _jitter_buffer(stats: Any) -> dict[str, float] | None:
         tot["emitted"] += ib.jitter_buffer_emitted_count
         tot["concealed"] += ib.concealed_samples
         tot["received"] += ib.total_samples_received
+        tot["nacks"] += ib.nack_count
     return tot
 
 
@@ -659,16 +660,17 @@ async def mode_tone_pub(a: dict[str, Any]) -> dict[str, Any]:
     return {"marks": marks, "publish": publish_setup(), "codecs_sent": codecs_out}
 
 
-async def _concealment(room: Any, track: Any) -> tuple[float, float]:
-    """(concealed samples, samples received) of the received audio so far."""
+async def _concealment(room: Any, track: Any) -> tuple[float, float, float]:
+    """(concealed samples, samples received, NACKs sent) of the received audio so far."""
     if SDK == "official":
         jb = _jitter_buffer(await room.get_rtc_stats())
-        return (jb["concealed"], jb["received"]) if jb else (0.0, 0.0)
+        return (jb["concealed"], jb["received"], jb["nacks"]) if jb else (0.0, 0.0, 0.0)
     for st in await track.get_stats():
         if getattr(st, "type", "") == "inbound-rtp":
             return (float(getattr(st, "concealedSamples", 0)),
-                    float(getattr(st, "totalSamplesReceived", 0)))
-    return 0.0, 0.0
+                    float(getattr(st, "totalSamplesReceived", 0)),
+                    float(getattr(st, "nackCount", 0)))
+    return 0.0, 0.0, 0.0
 
 
 async def mode_tone_sub(a: dict[str, Any]) -> dict[str, Any]:
@@ -684,7 +686,7 @@ async def mode_tone_sub(a: dict[str, Any]) -> dict[str, Any]:
     emit({"event": "subscribed"})
     frames: list[tuple[float, bytes]] = []
     windows = [(str(n), float(t0), float(t1)) for n, t0, t1 in a["windows"]]
-    snaps: dict[str, list[tuple[float, float]]] = {}
+    snaps: dict[str, list[tuple[float, float, float]]] = {}
 
     async def collect() -> None:
         async for ev in stream:
@@ -706,9 +708,10 @@ async def mode_tone_sub(a: dict[str, Any]) -> dict[str, Any]:
         q = analyse(pcm, t1 - t0, amplitude=TONE_AMP, mark_freq=880.0)
         times = np.repeat([t for t, _ in sel], [len(d) // 2 for _, d in sel]) if sel else []
         onsets = [float(times[i]) for i in mark_onsets(pcm, freq=440.0, mark_freq=880.0)]
-        (c0, r0), (c1, r1) = snaps[name]
+        (c0, r0, n0), (c1, r1, n1) = snaps[name]
         out.append({"name": name, **q.as_dict(), "onsets": onsets,
-                    "concealed_share": (c1 - c0) / (r1 - r0) if r1 > r0 else None})
+                    "concealed_share": (c1 - c0) / (r1 - r0) if r1 > r0 else None,
+                    "nacks": n1 - n0})
     codecs_in = _codecs(await room.get_rtc_stats(), "in")
     await asyncio.wait_for(room.disconnect(), 10)
     return {"windows": out, "codecs_received": codecs_in}

@@ -6,7 +6,9 @@ bob, with RED as the official SDK publishes by default; the user-space ``UdpRela
 ``AudioStream`` output over a measured window must hold the tone in >= 99 % of its 10 ms
 windows, with no hole longer than one concealed 20 ms frame; on the clean network the
 playout buffer's latency stays within 5 ms of the pass-through path (carol, subscribed
-with ``AIOLIVEKIT_AUDIO_PLAYOUT=0``, in the same room at the same time).
+with ``AIOLIVEKIT_AUDIO_PLAYOUT=0``, in the same room at the same time). dave, subscribed
+through the same relay on a clean path, is the control for the machine's own share: the
+>= 99 % is of what the machine lets through (``_check``). Audio NACK: ``_run_nack``.
 """
 
 from __future__ import annotations
@@ -205,9 +207,23 @@ async def _subscribe(room: Room, url: str, token: str) -> Any:
     return await asyncio.wait_for(got, TIMEOUT * 2)
 
 
+def _local_addresses(room: Room) -> list[tuple[str, int]]:
+    """The addresses ``room``'s subscriber connection sends from (its ICE candidates)."""
+    from aiolivekit._compat.aiortc import ice_connections
+
+    engine = room._engine
+    assert engine is not None and engine.subscriber is not None
+    return [(c.host, c.port) for conn in ice_connections(engine.subscriber.pc)
+            for c in conn.local_candidates]
+
+
 async def _run_conditions(url: str, token: Any, relay: UdpRelay, impair: Any,
                           monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    alice, bob, carol = Room(), Room(), Room()
+    """bob (playout buffer) and carol (pass-through) through the impaired downlink; dave
+    (playout buffer) through the same relay on a clean path: the control that measures
+    what the machine itself costs (a loaded machine delays this process's event loop,
+    which holds the publisher, the relay and the subscribers alike)."""
+    alice, bob, carol, dave = Room(), Room(), Room(), Room()
     pub = _Publisher()
     recs: list[_Recorder] = []
     results: dict[str, Any] = {}
@@ -222,8 +238,11 @@ async def _run_conditions(url: str, token: Any, relay: UdpRelay, impair: Any,
         monkeypatch.setenv("AIOLIVEKIT_AUDIO_PLAYOUT", "0")  # carol: today's pass-through
         carol_track = await _subscribe(carol, url, token("carol"))
         monkeypatch.delenv("AIOLIVEKIT_AUDIO_PLAYOUT")
+        dave_track = await _subscribe(dave, url, token("dave"))
+        impair(relay, None, clean=_local_addresses(dave))
         bob_rec, carol_rec = _Recorder(bob_track), _Recorder(carol_track)
-        recs = [bob_rec, carol_rec]
+        dave_rec = _Recorder(dave_track)
+        recs = [bob_rec, carol_rec, dave_rec]
         # steady state: the subscriptions' start-up (a burst of queued packets) out of the
         # playout buffer's 2 s jitter window before the clean network is measured
         await asyncio.sleep(2.5)
@@ -234,11 +253,11 @@ async def _run_conditions(url: str, token: Any, relay: UdpRelay, impair: Any,
             t0 = time.monotonic()
             await asyncio.sleep(MEASURE)
             t1 = time.monotonic()
-            pcm, _ = bob_rec.window(t0, t1)
-            q = analyse(pcm, t1 - t0, amplitude=AMP,
-                        mark_freq=880.0 if name == "clean" else None)
-            res: dict[str, Any] = {"bob": q.as_dict(),
-                                   "publisher_fec_loss": mic._rtc_track.expected_loss}
+            res: dict[str, Any] = {"publisher_fec_loss": mic._rtc_track.expected_loss}
+            for who, rec in (("bob", bob_rec), ("dave", dave_rec)):
+                pcm, _ = rec.window(t0, t1)
+                res[who] = analyse(pcm, t1 - t0, amplitude=AMP,
+                                   mark_freq=880.0 if name == "clean" else None).as_dict()
             if name == "clean":
                 res["latency_bob"] = _latencies(bob_rec, pub.marks, t0, t1)
                 res["latency_carol"] = _latencies(carol_rec, pub.marks, t0, t1)
@@ -257,20 +276,25 @@ async def _run_conditions(url: str, token: Any, relay: UdpRelay, impair: Any,
         for rec in recs:
             await rec.aclose()
         await pub.aclose()
-        for room in (alice, bob, carol):
+        for room in (alice, bob, carol, dave):
             await room.disconnect()
     return results
 
 
 def _check(results: dict[str, Any]) -> None:
+    """>= 99 % of bob's windows hold the tone, no hole longer than 2 windows, beyond what
+    dave (same process, same publisher, same relay, clean path, in the same seconds) lost:
+    on an idle machine dave loses nothing and this is the absolute target; under load the
+    windows the machine costs everyone are not charged to the network."""
     table = json.dumps(results, indent=1, default=str)
     stats = results["stats"]
     assert stats["jitterBufferEmittedCount"] and stats["concealedSamples"] > 0, table
     assert stats["redPacketsRecovered"] > 10, table  # single losses came back from RED
     for name, _ in CONDITIONS:
-        q = results[name]["bob"]
-        assert q["tone_share"] >= 0.99, f"{name}: {table}"
-        assert q["longest_gap_windows"] <= 2, f"{name}: {table}"
+        q, ctl = results[name]["bob"], results[name]["dave"]
+        machine = 1.0 - ctl["tone_share"]
+        assert q["tone_share"] >= 0.99 - machine, f"{name}: {table}"
+        assert q["longest_gap_windows"] <= max(2, ctl["longest_gap_windows"]), f"{name}: {table}"
     clean = results["clean"]
     bob, carol = clean["latency_bob"], clean["latency_carol"]
     assert len(bob) >= 8 and len(carol) >= 8, table
@@ -282,8 +306,13 @@ async def test_tone_survives_the_network_livekit_server(monkeypatch: pytest.Monk
     if not IN_NETNS:
         pytest.skip("needs the private namespace of scripts/netns-run")
 
-    def impair(relay: UdpRelay, cfg: ImpairmentConfig) -> None:
-        relay.configure(down=cfg)  # one route: every client's downstream (publisher: RTCP)
+    def impair(relay: UdpRelay, cfg: ImpairmentConfig | None,
+               clean: list[tuple[str, int]] | None = None) -> None:
+        # one route: every client's downstream (publisher: RTCP), but dave's
+        for addr in clean or []:
+            relay.routes[0].configure_client(addr, down=ImpairmentConfig())
+        if cfg is not None:
+            relay.configure(down=cfg)
 
     async with _livekit_server_via_relay() as (url, token, relay):
         results = await _run_conditions(url, token, relay, impair, monkeypatch)
@@ -295,12 +324,136 @@ async def test_tone_survives_the_network_embedded_server(monkeypatch: pytest.Mon
     if not IN_NETNS:
         pytest.skip("needs the private namespace of scripts/netns-run")
 
-    def impair(relay: UdpRelay, cfg: ImpairmentConfig) -> None:
-        for route in relay.routes:  # the subscribers' downstream only
-            if route.label in ("bob:subscriber", "carol:subscriber"):
+    def impair(relay: UdpRelay, cfg: ImpairmentConfig | None,
+               clean: list[tuple[str, int]] | None = None) -> None:
+        for route in relay.routes:  # bob's and carol's downstream only (dave's route: clean)
+            if cfg is not None and route.label in ("bob:subscriber", "carol:subscriber"):
                 route.configure(down=cfg, seed=21)
 
     async with _embedded_server_via_relay(monkeypatch) as (url, token, relay):
         results = await _run_conditions(url, token, relay, impair, monkeypatch)
     print(json.dumps(results, indent=1, default=str))
     _check(results)
+
+
+# ---------------------------------------------------------------------------- audio NACK
+
+NACK_MEASURE = 8.0
+
+
+def _buffer(track: Any) -> Any:
+    from aiolivekit._compat import aiortc as aiortc_compat
+
+    return aiortc_compat.jitter_buffer(track._receiver)
+
+
+async def _run_nack(url: str, token: Any, relay: UdpRelay, impair: Any,
+                    monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """alice publishes Opus without RED (livekit-server then offers NACK for audio); bob
+    NACKs, carol (``AIOLIVEKIT_AUDIO_NACK=0``) does not; the same 5 % loss on both
+    downlinks (the relay's drops are counted)."""
+    from aiolivekit._compat.aiortc import receiver_codecs
+    from aiolivekit._compat.aiortc_nack import codec_has_nack
+
+    alice, bob, carol = Room(), Room(), Room()
+    pub = _Publisher()
+    recs: list[_Recorder] = []
+    out: dict[str, Any] = {}
+    try:
+        await asyncio.wait_for(alice.connect(url, token("alice")), TIMEOUT * 2)
+        mic = LocalAudioTrack.create_audio_track("mic", pub.source)
+        pub_info = await alice.local_participant.publish_track(
+            mic, TrackPublishOptions(source=TrackSource.SOURCE_MICROPHONE, red=False))
+        assert pub_info.mime_type == "audio/opus"
+        bob_track = await _subscribe(bob, url, token("bob"))
+        monkeypatch.setenv("AIOLIVEKIT_AUDIO_NACK", "0")
+        carol_track = await _subscribe(carol, url, token("carol"))
+        monkeypatch.delenv("AIOLIVEKIT_AUDIO_NACK")
+        out["negotiated_nack"] = [
+            any(codec_has_nack(c) for c in receiver_codecs(t._receiver).values())
+            for t in (bob_track, carol_track)]
+        bob_rec, carol_rec = _Recorder(bob_track), _Recorder(carol_track)
+        recs = [bob_rec, carol_rec]
+        await asyncio.sleep(2.5)
+        before = {n: _buffer(t).buffer.stats.packets_lost
+                  for n, t in (("bob", bob_track), ("carol", carol_track))}
+        dropped0 = impair(relay, ImpairmentConfig(loss=0.05))
+        t0 = time.monotonic()
+        await asyncio.sleep(NACK_MEASURE)
+        t1 = time.monotonic()
+        dropped1 = impair(relay, ImpairmentConfig())
+        await asyncio.sleep(0.5)  # retransmissions still on their way
+        out["relay_dropped"] = dropped1 - dropped0
+        for name, track, rec in (("bob", bob_track, bob_rec), ("carol", carol_track, carol_rec)):
+            jb = _buffer(track)
+            stats = {st.type: st for st in await track.get_stats()}["inbound-rtp"]
+            pcm, _ = rec.window(t0, t1)
+            out[name] = {
+                "declared_lost": jb.buffer.stats.packets_lost - before[name],
+                "nackCount": getattr(stats, "nackCount", None),
+                "nackPacketsRequested": getattr(stats, "nackPacketsRequested", None),
+                "nackPacketsRecovered": getattr(stats, "nackPacketsRecovered", None),
+                "nackPacketsLate": getattr(stats, "nackPacketsLate", None),
+                "rtt": jb.nack.rtt if jb.nack is not None else None,
+                "tone": analyse(pcm, t1 - t0, amplitude=AMP).as_dict(),
+            }
+    finally:
+        for rec in recs:
+            await rec.aclose()
+        await pub.aclose()
+        for room in (alice, bob, carol):
+            await room.disconnect()
+    return out
+
+
+def _check_nack(out: dict[str, Any]) -> None:
+    table = json.dumps(out, indent=1, default=str)
+    bob, carol = out["bob"], out["carol"]
+    assert out["negotiated_nack"] == [True, True], table  # carol only sends none
+    assert out["relay_dropped"] >= 10, table  # the relay really dropped packets
+    assert carol["nackCount"] == 0 and carol["declared_lost"] >= 5, table
+    assert bob["nackCount"] >= 1 and bob["nackPacketsRequested"] >= 1, table
+    # NACKed packets came back in time and were played, not concealed: bob declares
+    # fewer losses than carol, who lost as much at the relay
+    assert bob["nackPacketsRecovered"] >= 3, table
+    assert bob["declared_lost"] < carol["declared_lost"], table
+    # and what was played is the tone (the tone shares themselves differ by a window or
+    # two either way: waiting for a retransmission is concealed too, and the machine's
+    # own stalls are in the same range; test_tone_survives_* holds the >= 99 %)
+    assert bob["tone"]["tone_share"] >= 0.95 and bob["tone"]["snr_db"] >= 20, table
+
+
+@pytest.mark.livekit_server
+async def test_audio_nack_recovers_lost_packets_livekit_server(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    if not IN_NETNS:
+        pytest.skip("needs the private namespace of scripts/netns-run")
+
+    def impair(relay: UdpRelay, cfg: ImpairmentConfig) -> int:
+        relay.configure(down=cfg)
+        return relay.impairment("down").stats.dropped_total
+
+    async with _livekit_server_via_relay() as (url, token, relay):
+        out = await _run_nack(url, token, relay, impair, monkeypatch)
+    print(json.dumps(out, indent=1, default=str))
+    _check_nack(out)
+
+
+async def test_audio_nack_recovers_lost_packets_embedded_server(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    if not IN_NETNS:
+        pytest.skip("needs the private namespace of scripts/netns-run")
+
+    def impair(relay: UdpRelay, cfg: ImpairmentConfig) -> int:
+        dropped = 0
+        for route in relay.routes:
+            if route.label in ("bob:subscriber", "carol:subscriber"):
+                if route.down is not None:  # the route's own impairment
+                    dropped += route.down.stats.dropped_total
+                route.configure(down=cfg, seed=21)
+        return dropped
+
+    async with _embedded_server_via_relay(monkeypatch) as (url, token, relay):
+        out = await _run_nack(url, token, relay, impair, monkeypatch)
+    print(json.dumps(out, indent=1, default=str))
+    _check_nack(out)

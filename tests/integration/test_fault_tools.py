@@ -228,6 +228,27 @@ async def test_udp_relay_one_upstream_socket_per_client(echo: Any) -> None:
     assert {addr[0] for addr in echo_proto.sources} == {"127.0.0.3"}
 
 
+async def test_udp_relay_one_client_keeps_a_clean_path(echo: Any) -> None:
+    """``Route.configure_client``: one client's downlink clean while the route drops
+    everything toward the others (a control participant on the same relay)."""
+    _, echo_addr = echo
+    async with UdpRelay(down=ImpairmentConfig(loss=1.0)) as relay:
+        front = await relay.add_route(echo_addr)
+        (t_a, p_a), (t_b, p_b) = [await _client(front) for _ in range(2)]
+        try:
+            relay.routes[0].configure_client(t_b.get_extra_info("sockname")[:2],
+                                             down=ImpairmentConfig())
+            await _send_stream(t_a, 10, 0.001)
+            await _send_stream(t_b, 10, 0.001)
+            await _settle(p_b, 10, 1.0)
+        finally:
+            t_a.close()
+            t_b.close()
+    assert p_a.received == []
+    assert [seq for seq, _ in p_b.received] == list(range(10))
+    assert relay.down.stats.dropped == {"loss": 10}
+
+
 async def test_fault_tools_refuse_other_addresses() -> None:
     with pytest.raises(ForbiddenAddressError):
         UdpRelay(listen_host="0.0.0.0")

@@ -683,3 +683,34 @@ def test_attach_rejects_what_is_not_forwarding_options() -> None:
     with pytest.raises(TypeError, match="options must be ForwardingOptions"):
         TrackForwarder.attach(BareReceiver(), "audio",
                               options={"fanout": False})  # type: ignore[arg-type]
+
+
+async def test_fanout_members_that_negotiated_nack_keep_their_history() -> None:
+    """Opus offers ``nack`` (audio NACK): a subscriber that accepts it keeps a NACK history,
+    and the steady fan-out fills it too (it used to leave such subscribers out): each
+    member's history holds its own consecutive sequence numbers, and a retransmission
+    is the packet with that number."""
+    room = Room()
+
+    async def body() -> None:
+        fw = await room.publish(SineTrack())
+        subs = [await room.subscribe(i + 1) for i in range(2)]
+        sinks = [s[1] for s in subs]
+        await until(lambda: all(len(s.frames) >= 80 for s in sinks), what="two subscribers")
+        fan = fw.fanout.fan
+        assert fan is not None and len(fan.outs) == 2 and not fan.rest
+        assert "nack" in subs[0][3]  # the offer carries a=rtcp-fb:<opus> nack
+        for _pc, _sink, transceiver, _ in subs:
+            down = transceiver.sender._lk_down
+            assert down.history is not None
+            seqs = sorted(seq for seq, _, _ in down.history.values())
+            assert len(seqs) >= 60
+            tail = seqs[-40:]
+            assert all(b == a + 1 for a, b in itertools.pairwise(tail)), tail
+            data = down.retransmission(tail[-1], None)
+            assert data is not None and int.from_bytes(data[2:4], "big") == tail[-1]
+
+    try:
+        await run_bounded(body())
+    finally:
+        await room.close()

@@ -160,3 +160,83 @@ async def test_malformed_red_and_unknown_payload_types_are_dropped() -> None:
     assert jb.add(_rtp(2, 960, b"xyz", 99)) == (False, None)  # not a codec we receive
     assert jb.dropped == 2 and track.frames == []
     jb.close()
+
+
+class _NackReceiver(_Receiver):
+    """A receiver whose Opus codec negotiated ``nack``; records the NACKs it is asked to
+    send (aiortc's ``_send_rtcp_nack``)."""
+
+    def __init__(self, nack: bool = True) -> None:
+        from aiortc.rtcrtpparameters import RTCRtcpFeedback
+
+        super().__init__()
+        if nack:
+            self._RTCRtpReceiver__codecs[OPUS].rtcpFeedback = [RTCRtcpFeedback(type="nack")]
+        self.nacks: list[tuple[float, int, list[int]]] = []
+
+    async def _send_rtcp_nack(self, media_ssrc: int, lost: list[int]) -> None:
+        self.nacks.append((asyncio.get_running_loop().time(), media_ssrc, list(lost)))
+
+
+async def _lossy_run(receiver: _NackReceiver, *, resend_after: float | None
+                     ) -> PlayoutJitterBuffer:
+    """Packets 0..29 every 20 ms, 10 lost; when NACKed it comes back ``resend_after``
+    later (the SFU's answer). A 60 ms minimum delay: the event loop of a loaded machine
+    runs timers late by tens of ms, which is not what these tests are about."""
+    jb = PlayoutJitterBuffer(receiver, channels=2, min_delay=0.06)
+    receiver._RTCRtpReceiver__jitter_buffer = jb
+    track = _Track()
+    assert attach_listener(receiver, track)
+    payloads = _packets(30)
+    loop = asyncio.get_running_loop()
+    answered: set[int] = set()
+
+    def pkt(i: int) -> RtpPacket:
+        p = _rtp(1000 + i, 960 * i, payloads[i])
+        p.ssrc = 4242
+        return p
+
+    start = loop.time()
+    for i in range(30):
+        if i != 10:
+            jb.add(pkt(i))
+        for _, _, lost in receiver.nacks:
+            for seq in lost:
+                if resend_after is not None and seq not in answered:
+                    answered.add(seq)
+                    loop.call_later(resend_after, jb.add, pkt(seq - 1000))
+        # on a fixed 20 ms grid (relative sleeps drift late on a loaded machine)
+        await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - loop.time()))
+    await asyncio.sleep(0.1)
+    jb.close()
+    return jb
+
+
+async def test_a_missing_packet_is_nacked_and_the_retransmission_fills_it() -> None:
+    receiver = _NackReceiver()
+    jb = await _lossy_run(receiver, resend_after=0.005)
+    assert receiver.nacks and receiver.nacks[0][1:] == (4242, [1010])
+    stats = playout_stats(receiver)
+    assert stats is not None
+    assert stats["nackCount"] >= 1 and stats["nackPacketsRecovered"] == 1, stats
+    assert stats["nackPacketsLate"] == 0
+    s = jb.buffer.stats
+    # decoded from the retransmission, not concealed as lost (the only concealment: the
+    # end of input)
+    assert s.packets_lost == 0 and s.concealment_events <= 1, s
+
+
+async def test_an_unanswered_nack_is_retried_a_bounded_number_of_times() -> None:
+    receiver = _NackReceiver()
+    jb = await _lossy_run(receiver, resend_after=None)
+    assert [lost for _, _, lost in receiver.nacks] == [[1010]] * len(receiver.nacks)
+    assert 1 <= len(receiver.nacks) <= 3
+    assert jb.buffer.stats.packets_lost == 1  # concealed in the end
+
+
+async def test_no_nack_without_negotiated_feedback() -> None:
+    receiver = _NackReceiver(nack=False)
+    jb = await _lossy_run(receiver, resend_after=0.005)
+    assert receiver.nacks == [] and jb.nack is None
+    stats = playout_stats(receiver)
+    assert stats is not None and stats["nackCount"] == 0

@@ -143,6 +143,9 @@ def red_inner_payload_type(codec: Any) -> int | None:
 
 
 RED_INSTALLED = install_red_codec()
+# Opus offers/accepts ``nack`` (audio NACK, aiortc_nack.py)
+from .aiortc_nack import OPUS_NACK_INSTALLED  # noqa: E402,F401
+
 if CLIENT_MISSING:  # pragma: no cover - only with another aiortc
     logger.warning("aiortc %s is not the version aiolivekit was written for (%s): %s missing",
                  installed_version("aiortc"), PINNED["aiortc"], ", ".join(CLIENT_MISSING))
@@ -424,7 +427,7 @@ RECEIVER_ATTRS = (
     "_RTCRtpReceiver__started",
     "_RTCRtpReceiver__jitter_buffer",
 )
-RECEIVER_METHODS = ("_handle_rtp_packet", "_send_rtcp_pli", "receive")
+RECEIVER_METHODS = ("_handle_rtp_packet", "_send_rtcp_pli", "_send_rtcp_nack", "receive")
 # StreamStatistics fields that update_stream_statistics writes itself
 STATS_ATTRS = ("max_seq", "base_seq", "packets_received", "cycles", "_clockrate",
                "_last_timestamp", "_last_arrival", "_jitter_q4")

@@ -117,6 +117,8 @@ class PeerTransport:
     async def create_offer(self) -> str:
         """Create and apply a local offer; returns its SDP (with candidates)."""
         offer = await self.pc.createOffer()
+        # audio we send is not kept for retransmission: no NACK invited for it
+        offer = RTCSessionDescription(sdp=sdp.drop_send_audio_nack(offer.sdp), type="offer")
         return await self._set_local(offer)
 
     async def set_answer(self, answer_sdp: str) -> None:

@@ -29,7 +29,8 @@ from typing import Any
 
 from aiortc.jitterbuffer import JitterFrame
 
-from .._compat import aiortc as aiortc_compat
+from .._compat import aiortc as aiortc_compat, aiortc_nack
+from .nack import AudioNackScheduler
 from .playout import AudioPlayoutBuffer, PlayoutFrame
 
 __all__ = [
@@ -137,6 +138,8 @@ class PlayoutJitterBuffer:
     capacity = 16
     #: no packet for this long: stop pulling (the buffer has turned to silence by then)
     IDLE = 1.0
+    #: the most a loss makes the buffer wait for a NACKed packet (s)
+    NACK_WAIT_MAX = 0.1
 
     def __init__(self, receiver: Any = None, *, channels: int = 2, **options: Any) -> None:
         from .opus_decoder import OpusDecoder
@@ -155,6 +158,16 @@ class PlayoutJitterBuffer:
         self._last_insert = 0.0
         self._pts: dict[int, str] = {}  # payload type -> "opus" | "red" | "other"
         self._opus_pt: int | None = None
+        self._nack_pts: set[int] = set()  # payload types negotiated with ``nack`` feedback
+        # AIOLIVEKIT_AUDIO_NACK=0: never request retransmissions (the SDP may still accept
+        # ``nack``: it allows NACKs, it does not oblige us to send any)
+        self._nack_enabled = os.environ.get("AIOLIVEKIT_AUDIO_NACK", "1") != "0"
+        # audio NACK (RFC 4585) when negotiated: which missing packets to request
+        self.nack: AudioNackScheduler | None = None
+        self.nack_recovered = 0  # requested, arrived in time and taken by the buffer
+        self.nack_late = 0  # requested, arrived after its slot was played
+        self._nack_tasks: set[asyncio.Future[None]] = set()
+        self._ssrc: int | None = None
         self.frames = 0  # frames delivered
         self.unheard = 0  # packets not taken: nobody reads the track
         self.dropped = 0  # packets of another codec, empty or malformed
@@ -168,6 +181,8 @@ class PlayoutJitterBuffer:
             codecs = aiortc_compat.receiver_codecs(self._receiver)
             for cpt, codec in codecs.items():
                 name = str(getattr(codec, "mimeType", "")).lower()
+                if aiortc_nack.codec_has_nack(codec):
+                    self._nack_pts.add(cpt)
                 if name == "audio/opus":
                     self._opus_pt = cpt
                     self._pts[cpt] = "opus"
@@ -191,18 +206,23 @@ class PlayoutJitterBuffer:
             loop = self._loop = asyncio.get_running_loop()
         now = loop.time()
         payload = aiortc_compat.depayloaded(packet)
-        kind = self._kind(int(packet.payload_type))
+        pt = int(packet.payload_type)
+        kind = self._kind(pt)
+        nacking = self._nack_enabled and kind != "other" and pt in self._nack_pts
+        requested = nacking and self._nack_received(packet, now)
+        taken = 0
         try:
             if not payload or kind == "other":
                 self.dropped += 1
             elif kind == "red":
                 # every block is Opus (the only codec negotiated under RED); its payload
                 # type is the publisher's, which an SFU does not rewrite
-                self.buffer.insert_red(packet.sequence_number, packet.timestamp, payload, now,
-                                       payload_type=None)
+                taken = self.buffer.insert_red(packet.sequence_number, packet.timestamp,
+                                               payload, now, payload_type=None)
                 self._last_insert = now
             elif kind == "opus":
-                self.buffer.insert(packet.sequence_number, packet.timestamp, payload, now)
+                taken = self.buffer.insert(packet.sequence_number, packet.timestamp,
+                                           payload, now)
                 self._last_insert = now
             else:
                 self.dropped += 1
@@ -210,8 +230,54 @@ class PlayoutJitterBuffer:
             logger.debug("malformed audio packet %d dropped", packet.sequence_number,
                          exc_info=True)
             self.dropped += 1
+        if requested:
+            if taken:
+                self.nack_recovered += 1
+            else:
+                self.nack_late += 1
         self._run(now)
         return False, None
+
+    def _nack_received(self, packet: Any, now: float) -> bool:
+        """Tell the NACK scheduler; True when the packet was requested (a retransmission,
+        or an original that was only late)."""
+        nack = self.nack
+        if nack is None:
+            nack = self.nack = AudioNackScheduler()
+        ssrc = int(packet.ssrc)
+        if ssrc != self._ssrc:
+            if self._ssrc is not None:
+                nack.reset()
+            self._ssrc = ssrc
+        gaps = nack.stats.gaps
+        requested = nack.received(int(packet.sequence_number), now)
+        # after a loss (or a gap, NACKed now) the buffer waits as long as a retransmission
+        # takes to come back
+        self.buffer.nack_wait = min(self.NACK_WAIT_MAX, nack.rtt * 1.25 + 0.005)
+        if nack.stats.gaps != gaps:
+            self.buffer.note_loss(now)
+        return requested
+
+    def _send_nacks(self, now: float) -> None:
+        nack, ssrc = self.nack, self._ssrc
+        if nack is None or ssrc is None or self._receiver is None:
+            return
+        lost = nack.poll(now, self.buffer.deadline)
+        if not lost:
+            return
+        try:
+            task = asyncio.ensure_future(aiortc_nack.send_nack(self._receiver, ssrc, lost))
+        except AttributeError:  # aiortc moved: reported once by the compat checks
+            logger.debug("audio NACK could not be sent", exc_info=True)
+            self.nack = None
+            return
+        self._nack_tasks.add(task)
+        task.add_done_callback(self._nack_sent)
+
+    def _nack_sent(self, task: asyncio.Future[None]) -> None:
+        self._nack_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.debug("sending an audio NACK failed: %r", task.exception())
 
     def remove(self, count: int) -> None:  # aiortc API; nothing is held for aiortc
         pass
@@ -223,6 +289,8 @@ class PlayoutJitterBuffer:
 
     def _run(self, now: float) -> None:
         """Deliver every frame due at ``now``, then arm the timer for the next one."""
+        if self.nack is not None:
+            self._send_nacks(now)
         buffer = self.buffer
         listener = self.listener
         while True:
@@ -273,6 +341,8 @@ class PlayoutJitterBuffer:
         """Nobody listens: stop the timer and forget the stream (a listener that comes
         back starts from the next packet, not from audio queued meanwhile)."""
         self._cancel_timer()
+        if self.nack is not None:
+            self.nack.reset()
         if self.buffer.playing or self.buffer.next_due() is not None:
             old = self.buffer
             self.buffer = AudioPlayoutBuffer(old.decoder, **self._options)
@@ -300,6 +370,11 @@ def playout_stats(receiver: Any) -> dict[str, float | int] | None:
     out["silentSamples"] = stats.silent_samples
     out["currentDelay"] = stats.current_delay
     out["targetDelay"] = stats.target_delay
+    nack = buffer.nack
+    out["nackCount"] = nack.stats.nack_requests if nack is not None else 0
+    out["nackPacketsRequested"] = nack.stats.nacked_packets if nack is not None else 0
+    out["nackPacketsRecovered"] = buffer.nack_recovered
+    out["nackPacketsLate"] = buffer.nack_late
     return out
 
 

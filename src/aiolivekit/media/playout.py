@@ -41,6 +41,7 @@ import numpy as np
 
 from . import timescale
 from .playout_delay import DelayEstimator
+from .playout_stats import PlayoutStats
 from .red import parse_red
 
 __all__ = [
@@ -104,52 +105,6 @@ class PlayoutFrame:
     kind: PlayoutKind
     rtp_timestamp: int | None  # of the first sample, when it is from the stream's timeline
     due: float  # the slot time (caller's clock)
-
-
-@dataclass
-class PlayoutStats:
-    """Counters and current values; names follow WebRTC's inbound-rtp stats (seconds)."""
-
-    jitter: float = 0.0  # RFC 3550 interarrival jitter
-    target_delay: float = 0.0
-    current_delay: float = 0.0  # slot time minus the earliest expected arrival of its audio
-    jitter_buffer_delay: float = 0.0  # sum over emitted packet samples of their wait
-    jitter_buffer_target_delay: float = 0.0
-    jitter_buffer_emitted_count: int = 0
-    total_samples_received: int = 0  # every sample emitted, concealed or not
-    concealed_samples: int = 0  # PLC and EXPAND
-    silent_samples: int = 0  # DTX gaps and a stopped stream (not concealment)
-    concealment_events: int = 0
-    fec_samples: int = 0
-    red_samples: int = 0
-    inserted_samples_for_deceleration: int = 0
-    removed_samples_for_acceleration: int = 0
-    packets_received: int = 0
-    packets_discarded: int = 0  # arrived after their slot was played
-    packets_duplicated: int = 0
-    packets_lost: int = 0  # declared lost (recovered or concealed)
-    fec_packets_recovered: int = 0
-    red_packets_recovered: int = 0
-    red_blocks_received: int = 0
-    decode_errors: int = 0
-    buffer_flushes: int = 0
-    stream_restarts: int = 0
-    slot_resyncs: int = 0  # pull() called so late that the pace was restarted
-
-    def webrtc(self) -> dict[str, float | int]:
-        """The WebRTC ``inbound-rtp`` members these counters stand for (seconds, samples)."""
-        return {
-            "jitter": self.jitter,
-            "jitterBufferDelay": self.jitter_buffer_delay,
-            "jitterBufferTargetDelay": self.jitter_buffer_target_delay,
-            "jitterBufferEmittedCount": self.jitter_buffer_emitted_count,
-            "totalSamplesReceived": self.total_samples_received,
-            "concealedSamples": self.concealed_samples,
-            "concealmentEvents": self.concealment_events,
-            "insertedSamplesForDeceleration": self.inserted_samples_for_deceleration,
-            "removedSamplesForAcceleration": self.removed_samples_for_acceleration,
-            "packetsDiscarded": self.packets_discarded,
-        }
 
 
 @dataclass(slots=True)
@@ -236,6 +191,10 @@ class AudioPlayoutBuffer:
         self._max_seq: int | None = None
         self._max_ts: int | None = None
         self._loss_times: deque[float] = deque()
+        # after a loss, the target is at least one packet plus this (s): the time a
+        # NACKed packet takes to come back (set by the shell when NACK is negotiated)
+        self.nack_wait = 0.0
+        self._fec_seen = False  # a loss was followed by a packet with FEC data
         self._reset_playout()
 
     # ------------------------------------------------------------------ state
@@ -279,8 +238,38 @@ class AudioPlayoutBuffer:
                 while self._loss_times and now - self._loss_times[0] > self._window:
                     self._loss_times.popleft()
             if self._loss_times:
-                target = max(target, self._last_ticks / self.clock)
+                packet = self._last_ticks / self.clock
+                if self.stats.red_blocks_received or self._fec_seen or self.nack_wait:
+                    # what repairs a loss (the next packet's RED copy or FEC, a
+                    # retransmission) comes a packet (and a round trip) later, as
+                    # jittered as any packet
+                    target += packet + self.nack_wait
+                else:
+                    target = max(target, packet)
         return min(self.max_delay, max(self.min_delay, target))
+
+    def note_loss(self, now: float) -> None:
+        """A gap was seen (and NACKed): raise the target as a declared loss does, so the
+        retransmission is waited for."""
+        self._loss_times.append(now)
+
+    def deadline(self, seq: int) -> float | None:
+        """When the missing packet ``seq`` (16-bit) would be declared lost (caller's
+        clock; a past time once its slot is played), None when the buffer holds it (or a
+        RED copy of it) or knows no timing yet. What a NACK must arrive before."""
+        if self._max_seq is None or self._max_ts is None or self._est.empty:
+            return None
+        ext = _unwrap(seq, self._max_seq, 16)
+        if ext in self._pkts:
+            return None
+        if self._last_seq is not None and ext <= self._last_seq:
+            return float("-inf")
+        later = min((s for s in self._pkts if s > ext), default=None)
+        if later is not None:
+            ts = self._pkts[later].ts - (later - ext) * self._last_ticks
+        else:
+            ts = self._max_ts + (ext - self._max_seq) * self._last_ticks
+        return self._expected(ts) + self.target_delay() + self.max_hold
 
     def _expected(self, ts: int) -> float:
         return self._est.expected(ts)
@@ -341,6 +330,8 @@ class AudioPlayoutBuffer:
         if self._last_seq is not None and ext_seq <= self._last_seq:
             if not is_red_redundant:
                 self.stats.packets_discarded += 1
+                if self._loss_times:  # late, not lost: the delay estimate has its lateness
+                    self._loss_times.pop()
             return False
         if existing is not None and is_red_redundant:
             return False
@@ -749,6 +740,7 @@ class AudioPlayoutBuffer:
             fec_ticks = self.decoder.packet_samples(later.payload) * self._tick if has_fec else 0
         except (ValueError, RuntimeError):  # a malformed packet: it fails to decode later
             fec_ticks = 0
+        self._fec_seen = self._fec_seen or fec_ticks > 0
         if not 0 < fec_ticks <= region:
             fec_ticks = 0
         # what was concealed while waiting stands for the lost audio (up to the FEC part),

@@ -75,9 +75,10 @@ class SteadyGroup:
         self.checks = tuple((out.nominated, out.pair) for out in self.outs)
         self.protect = self.outs[0].protect  # libsrtp's srtp_protect, the same for all
         # the header write inlined (RtpHeaderWriter.fan_layout), then libsrtp and the socket
+        # a member that negotiated NACK keeps its NACK history here too (its history)
         self.entries = tuple(
             (*out.writer.fan_layout(level), out.buf, out.cdata, out.len_p, out.srtp,
-             out.sendto, out.addr, seq_off, ts_off, out)
+             out.sendto, out.addr, seq_off, ts_off, out, out.history, out.history_size)
             for out, seq_off, ts_off in members
         )
         self.rest = rest
@@ -122,7 +123,7 @@ class SteadyGroup:
         i = 0
         for (
             kind, pack, head, ast_word, al_word, size, pt, ssrc,
-            buf, cdata, len_p, srtp, sendto, addr, seq_off, ts_off, out,
+            buf, cdata, len_p, srtp, sendto, addr, seq_off, ts_off, out, history, hsize,
         ) in self.entries:
             if kind == 4:
                 pack(buf, 0, 0x90, mark | pt, (seq + seq_off) & 0xFFFF,
@@ -142,6 +143,9 @@ class SteadyGroup:
                      (ts + ts_off) & 0xFFFFFFFF, ssrc)
             end = size + n_payload
             buf[size:end] = payload
+            if history is not None:
+                out_seq = (seq + seq_off) & 0xFFFF
+                history[out_seq % hsize] = (out_seq, buf[0:end], size)
             len_p[0] = end
             if not protect(srtp, cdata, len_p):  # else libsrtp refused (key limit): drop
                 n = len_p[0]
@@ -240,7 +244,6 @@ class Fanout:
             if (
                 out._ready
                 and not out.items
-                and out.history is None
                 and pt in out.pts
                 and out.nominated.get(1) is out.pair
             ):

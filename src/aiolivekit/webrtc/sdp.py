@@ -98,3 +98,22 @@ def local_candidates(sdp: str) -> list[tuple[str, int, str]]:
         elif line.startswith("a=candidate:") and index >= 0:
             out.append((mid, index, line[2:]))
     return out
+
+
+def drop_send_audio_nack(sdp: str) -> str:
+    """``sdp`` without plain ``a=rtcp-fb:<pt> nack`` lines in its send-only audio m-lines
+    (a sender that keeps no packet history must not invite NACKs it cannot answer)."""
+    lines = sdp.split("\r\n") if "\r\n" in sdp else sdp.split("\n")
+    sep = "\r\n" if "\r\n" in sdp else "\n"
+    sections: list[list[str]] = [[]]
+    for line in lines:
+        if line.startswith("m="):
+            sections.append([])
+        sections[-1].append(line)
+    out: list[str] = list(sections[0])
+    for section in sections[1:]:
+        if section[0].startswith("m=audio") and "a=sendonly" in section:
+            section = [ln for ln in section if not (
+                ln.startswith("a=rtcp-fb:") and ln.split(" ", 1)[-1].strip() == "nack")]
+        out.extend(section)
+    return sep.join(out)

@@ -103,6 +103,8 @@ class Route:
         # per-route impairments; None: the relay's shared ones
         self.up: Impairment | None = None
         self.down: Impairment | None = None
+        # per-client impairments (by the client's address) over the route's own
+        self.client_impairments: dict[tuple[Addr, Direction], Impairment] = {}
 
     def configure(self, *, up: ImpairmentConfig | None = None,
                   down: ImpairmentConfig | None = None, seed: int = 0) -> None:
@@ -121,9 +123,28 @@ class Route:
             else:
                 self.down.configure(down)
 
-    def impairment(self, direction: Direction) -> Impairment:
+    def impairment(self, direction: Direction, client: Addr | None = None) -> Impairment:
+        if client is not None and self.client_impairments:
+            mine = self.client_impairments.get((client, direction))
+            if mine is not None:
+                return mine
         own = self.up if direction == "up" else self.down
         return own if own is not None else self.relay.impairment(direction)
+
+    def configure_client(self, client: Addr, *, up: ImpairmentConfig | None = None,
+                         down: ImpairmentConfig | None = None, seed: int = 0) -> None:
+        """Give one client of this route its own impairment for a direction (e.g. a
+        clean path for a control participant while the others' is impaired)."""
+        todo: list[tuple[Direction, ImpairmentConfig | None, int]] = [
+            ("up", up, seed), ("down", down, seed + 1)]
+        for direction, cfg, s in todo:
+            if cfg is None:
+                continue
+            key: tuple[Addr, Direction] = (client, direction)
+            if key in self.client_impairments:
+                self.client_impairments[key].configure(cfg)
+            else:
+                self.client_impairments[key] = Impairment(cfg, seed=s)
 
     def upstream_addresses(self) -> dict[Addr, Addr]:
         """Client address -> the relay's socket address that the target sees for it."""
@@ -332,7 +353,8 @@ class UdpRelay:
                 if upstream is None:
                     continue
             self._impair_and_send(route, route.toward_target, upstream.sock, data, None,
-                                  flow=(id(route), client, route.toward_target))
+                                  flow=(id(route), client, route.toward_target),
+                                  client=client)
 
     def _new_upstream(self, route: Route, client: Addr) -> _Upstream | None:
         if len(route.clients) >= self.max_clients:
@@ -365,13 +387,15 @@ class UdpRelay:
             self.stats.received[route.toward_client] += 1
             self._impair_and_send(route, route.toward_client, route.front, data,
                                   upstream.client,
-                                  flow=(id(route), upstream.client, route.toward_client))
+                                  flow=(id(route), upstream.client, route.toward_client),
+                                  client=upstream.client)
 
     def _impair_and_send(self, route: Route, direction: Direction, sock: socket.socket,
-                         data: bytes, dest: Addr | None, flow: object) -> None:
+                         data: bytes, dest: Addr | None, flow: object,
+                         client: Addr | None = None) -> None:
         loop = self._require_loop()
         now = loop.time()
-        verdict = route.impairment(direction).decide(now, len(data), flow)
+        verdict = route.impairment(direction, client).decide(now, len(data), flow)
         if verdict.deliver_at is None:
             return
         if verdict.deliver_at <= now and not self._heap:
