@@ -7,7 +7,9 @@ registers with the server, which dispatches the room to it (automatic dispatch);
 process starts an AgentSession on tone doubles (``agents/tone_doubles.py``: VAD, STT, LLM,
 TTS; no network, no model).
 
-The user (aiolivekit, this process) publishes a 440 Hz burst standing for speech. Asserted:
+The user (``agents/tone_user.py``, written against ``livekit.rtc``; run on aiolivekit
+through the switch, and on the official SDK in its venv) publishes a 440 Hz burst standing
+for speech. Asserted:
 the agent's ``lk.agent.state`` attribute goes listening -> thinking -> speaking -> listening;
 its ``lk.transcription`` text streams carry the user's transcript ("tone 440") and its answer
 ("answer 880"); the user hears the answer as an 880 Hz tone (FFT); an RPC to the agent works
@@ -25,30 +27,19 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from aiolivekit import (
-    AudioFrame,
-    AudioSource,
-    AudioStream,
-    LocalAudioTrack,
-    RemoteParticipant,
-    Room,
-    TrackKind,
-    TrackPublishOptions,
-    TrackSource,
-)
 from aiolivekit.testing.netns import in_private_netns
 from aiolivekit.testing.servers import LiveKitServerProcess, ServerInfo, find_livekit_server
+from tests.interop.official import OFFICIAL_PYTHON, official_py_available
 
 pytestmark = [pytest.mark.netns]
 
@@ -59,11 +50,9 @@ AGENTS_VENV = Path(os.environ.get("AIOLIVEKIT_AGENTS_VENV") or CACHE / "agents-v
 AGENTS_PYTHON = AGENTS_VENV / "bin" / "python"
 NATIVE = "liblivekit_ffi"
 RATE = 48000
-FRAME = 480  # 10 ms
 SPEAK_HZ = 440
 ANSWER_HZ = 880  # what the doubles make of it: STT "tone 440", LLM "answer 880", TTS 880 Hz
 ROOM = "tone-room"
-STATE = "lk.agent.state"
 
 
 def _agents_venv_reason() -> str | None:
@@ -221,154 +210,83 @@ def native_maps(pid: int) -> list[str]:
         return []
 
 
-def tone(hz: float, seconds: float) -> np.ndarray:
-    t = np.arange(int(seconds * RATE)) / RATE
-    return (9000 * np.sin(2 * np.pi * hz * t)).astype(np.int16)
+async def run_user(sdk: str, info: ServerInfo, agent: AgentProcess) -> dict[str, Any]:
+    """``agents/tone_user.py`` on the given SDK; its JSON result."""
+    if sdk == "official":
+        python, env = str(OFFICIAL_PYTHON), {}
+    else:
+        python, env = sys.executable, {"TONE_USER_SDK": "aiolivekit",
+                                       "PYTHONPATH": str(ROOT / "src")}
+    env = {**{k: v for k, v in os.environ.items()
+              if not k.startswith(("PYTHON", "AIOLIVEKIT_AS_", "TONE_"))}, **env}
+    proc = await asyncio.create_subprocess_exec(
+        python, str(AGENT_DIR / "tone_user.py"), info.url, info.token("user", ROOM),
+        env=env, cwd=str(AGENT_DIR), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 240)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"the {sdk} user did not finish in 240 s; agent log:\n"
+                             f"{agent.report()}") from None
+    lines = out.decode(errors="replace").strip().splitlines()
+    result = json.loads(lines[-1]) if lines else {"error": "no output"}
+    if proc.returncode != 0 or "error" in result:
+        raise AssertionError(f"the {sdk} user failed: {result.get('error')}\n"
+                             f"stderr: {err.decode(errors='replace')[-3000:]}\n"
+                             f"agent log:\n{agent.report()}")
+    return result
 
 
-def dominant_hz(samples: np.ndarray) -> float:
-    x = samples.astype(np.float64)
-    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
-    spectrum[0] = 0.0
-    return float(np.argmax(spectrum) * RATE / len(x))
-
-
-async def wait_until(cond: Any, timeout: float, what: str, log: AgentProcess) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if '"reason": "job crashed"' in log.log():
-            raise AssertionError(f"the agent's job crashed while waiting for {what}:\n"
-                                 f"{log.report()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out ({timeout} s) waiting for {what}; agent log:\n"
-                                 f"{log.report()}")
-        await asyncio.sleep(0.05)
-
-
-async def test_livekit_agents_voice_session_on_aiolivekit(agent_host: ServerInfo) -> None:
+@pytest.mark.parametrize("user", ["aiolivekit", "official"])
+async def test_livekit_agents_voice_session_on_aiolivekit(agent_host: ServerInfo,
+                                                          user: str) -> None:
+    if user == "official" and (reason := official_py_available()):
+        pytest.skip(reason)
     agent = AgentProcess(agent_host)
-    room = Room()
-    tasks: list[asyncio.Task[Any]] = []
     try:
         await agent.start()
         await agent.wait_registered(timeout=120)
+        r = await run_user(user, agent_host, agent)
+        assert r["sdk"] == ("livekit.rtc" if user == "official" else "aiolivekit.rtc")
 
-        states: list[str] = []
-        transcripts: list[tuple[str, str, dict[str, str]]] = []
-        heard: list[np.ndarray] = []
-
-        def note_state(participant: Any) -> None:
-            state = participant.attributes.get(STATE)
-            if state and (not states or states[-1] != state):
-                states.append(state)
-
-        @room.on("participant_attributes_changed")
-        def _attrs(changed: dict[str, str], participant: Any) -> None:
-            note_state(participant)
-
-        @room.on("participant_connected")
-        def _joined(participant: RemoteParticipant) -> None:
-            note_state(participant)
-
-        async def read_transcript(reader: Any, identity: str) -> None:
-            text = await reader.read_all()
-            transcripts.append((identity, text, dict(reader.info.attributes or {})))
-
-        def on_transcript(reader: Any, identity: str) -> None:
-            tasks.append(asyncio.ensure_future(read_transcript(reader, identity)))
-
-        room.register_text_stream_handler("lk.transcription", on_transcript)
-
-        async def listen(track: Any) -> None:
-            async for event in AudioStream(track, sample_rate=RATE, num_channels=1):
-                heard.append(np.frombuffer(bytes(event.frame.data), np.int16).copy())
-
-        @room.on("track_subscribed")
-        def _sub(track: Any, publication: Any, participant: Any) -> None:
-            if track.kind == TrackKind.KIND_AUDIO:
-                tasks.append(asyncio.ensure_future(listen(track)))
-
-        await asyncio.wait_for(room.connect(agent_host.url, agent_host.token("user", ROOM)), 30)
-        source = AudioSource(RATE, 1)
-        track = LocalAudioTrack.create_audio_track("mic", source)
-        publication = await asyncio.wait_for(room.local_participant.publish_track(
-            track, TrackPublishOptions(source=TrackSource.SOURCE_MICROPHONE)), 30)
-
-        speech = {"samples": np.zeros(0, np.int16)}
-
-        async def microphone() -> None:  # 10 ms frames, silence unless a burst is queued
-            while True:
-                chunk, speech["samples"] = speech["samples"][:FRAME], speech["samples"][FRAME:]
-                data = np.zeros(FRAME, np.int16)
-                data[:len(chunk)] = chunk
-                await source.capture_frame(AudioFrame(data.tobytes(), RATE, 1, FRAME))
-
-        tasks.append(asyncio.ensure_future(microphone()))
-
-        def agent_participant() -> RemoteParticipant | None:
-            for p in room.remote_participants.values():
-                if STATE in p.attributes or p.identity.startswith("agent-"):
-                    return p
-            return None
-
-        await wait_until(lambda: states and states[-1] == "listening", 120,
-                         "the agent to join and listen", agent)
-        peer = agent_participant()
-        assert peer is not None
+        # the agent's state attribute: listening -> thinking -> speaking -> listening
+        states = r["states"]
+        seq = states[states.index("listening"):]
+        assert "thinking" in seq and "speaking" in seq and seq[-1] == "listening", states
+        assert seq.index("thinking") < seq.index("speaking"), states
 
         # RPC into the job process: what it runs on
-        reply = json.loads(await asyncio.wait_for(room.local_participant.perform_rpc(
-            destination_identity=peer.identity, method="probe", payload="hello",
-            response_timeout=15), 20))
+        reply = r["rpc"]
         assert reply["caller"] == "user" and reply["payload"] == "hello"
         assert reply["rtc"] == "aiolivekit.rtc"
         assert reply["rtc_file"].startswith(str(ROOT / "src" / "aiolivekit")), reply["rtc_file"]
         assert reply["official"] == []
         assert reply["native"] == []
 
-        # the user speaks: a 1 s burst at 440 Hz
-        heard.clear()
-        speech["samples"] = tone(SPEAK_HZ, 1.0)
-        await wait_until(lambda: "speaking" in states and states[-1] == "listening", 60,
-                         "the agent to answer and listen again", agent)
-
-        seq = states[states.index("listening"):]
-        assert seq[:1] == ["listening"] and "thinking" in seq and "speaking" in seq, states
-        assert seq.index("thinking") < seq.index("speaking"), states
-
-        # what the user heard: the answer tone
-        await wait_until(lambda: sum(len(h) for h in heard) > RATE, 10, "agent audio", agent)
-        audio = np.concatenate(heard)
-        idx = np.flatnonzero(np.abs(audio) > 1500)
-        assert len(idx), "no answer audio heard"
-        loud = audio[idx[0]:idx[-1] + 1]  # the answer, start to end
-        assert len(loud) > 0.5 * RATE, f"only {len(loud)} samples of answer heard"
-        assert abs(dominant_hz(loud) - ANSWER_HZ) < 10, dominant_hz(loud)
+        # what the user heard: the answer tone (the doubles turn 440 Hz into 880 Hz)
+        assert r["heard_samples"] > 0.5 * RATE, r["heard_samples"]
+        assert abs(r["heard_hz"] - ANSWER_HZ) < 10, r["heard_hz"]
 
         # the transcription streams, both written by the agent: the user's words on the
         # user's behalf (sender_identity) about the user's track, and the agent's answer
-        await wait_until(lambda: any("answer 880" in t for _, t, _ in transcripts), 10,
-                         "the agent's transcription", agent)
+        # about the agent's track
+        transcripts = r["transcripts"]
         final = {(who, text.strip(), attrs.get("lk.transcribed_track_id"))
                  for who, text, attrs in transcripts
                  if attrs.get("lk.transcription_final") == "true"}
-        assert ("user", "tone 440", publication.sid) in final, transcripts
-        answer = [t for t in final if t[0] == peer.identity]
-        assert [t[1] for t in answer] == ["answer 880"], transcripts
-        agent_tracks = {pub.sid for pub in peer.track_publications.values()}
-        assert answer[0][2] in agent_tracks, (answer, agent_tracks)
-        assert {who for who, _, _ in transcripts} == {"user", peer.identity}, transcripts
+        assert ("user", f"tone {SPEAK_HZ}", r["mic_sid"]) in final, transcripts
+        answer = [t for t in final if t[0] == r["agent"]]
+        assert [t[1] for t in answer] == [f"answer {ANSWER_HZ}"], transcripts
+        assert answer[0][2] in r["agent_tracks"], (answer, r["agent_tracks"])
+        assert {who for who, _, _ in transcripts} == {"user", r["agent"]}, transcripts
 
         # no process of the agent maps the official native library
         pids = agent.pids()
         assert reply["pid"] in pids, (reply["pid"], pids)
         assert len(pids) >= 3, pids  # worker, forkserver, job process
         assert {pid: native_maps(pid) for pid in pids if native_maps(pid)} == {}
-        assert not re.search(r"liblivekit_ffi", agent.log()), "the agent log names the FFI"
+        assert NATIVE not in agent.log(), "the agent log names the native library"
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(room.disconnect(), 10)
         await agent.stop()
