@@ -115,8 +115,9 @@ async def agent_host(request: pytest.FixtureRequest) -> AsyncIterator[ServerInfo
 class AgentProcess:
     """``python tone_agent.py start`` in the agents venv, in its own process group."""
 
-    def __init__(self, info: ServerInfo) -> None:
+    def __init__(self, info: ServerInfo, mode: str = "start") -> None:
         self.info = info
+        self.mode = mode  # livekit-agents' CLI command: start, or dev (reload on change)
         self.log_path = Path(tempfile.mkstemp(prefix="tone-agent-", suffix=".log")[1])
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -135,7 +136,7 @@ class AgentProcess:
         log = self.log_path.open("wb")
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                str(AGENTS_PYTHON), str(AGENT_DIR / "tone_agent.py"), "start",
+                str(AGENTS_PYTHON), str(AGENT_DIR / "tone_agent.py"), self.mode,
                 "--log-level", "debug", env=env, cwd=str(AGENT_DIR),
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True)
@@ -239,12 +240,13 @@ async def run_user(sdk: str, info: ServerInfo, agent: AgentProcess) -> dict[str,
     return result
 
 
-@pytest.mark.parametrize("user", ["aiolivekit", "official"])
+@pytest.mark.parametrize(("user", "mode"), [
+    ("aiolivekit", "start"), ("official", "start"), ("aiolivekit", "dev")])
 async def test_livekit_agents_voice_session_on_aiolivekit(agent_host: ServerInfo,
-                                                          user: str) -> None:
+                                                          user: str, mode: str) -> None:
     if user == "official" and (reason := official_py_available()):
         pytest.skip(reason)
-    agent = AgentProcess(agent_host)
+    agent = AgentProcess(agent_host, mode)
     try:
         await agent.start()
         await agent.wait_registered(timeout=120)
