@@ -37,7 +37,6 @@ __all__ = [
     "check_loop",
     "check_publish_options",
     "check_room_options",
-    "check_sender_identity",
     "check_stream_kwargs",
     "check_video_rotation",
     "relay_only",
@@ -268,14 +267,3 @@ def check_frame_metadata(metadata: Any) -> None:
         raise UnsupportedOptionError(
             "VideoSource.capture_frame(metadata)", metadata, issue=ISSUE_VIDEO,
             detail="frame metadata (user timestamp, frame id, user data) is not sent yet")
-
-
-def check_sender_identity(sender_identity: str | None, local_identity: str) -> None:
-    """``stream_text(sender_identity=...)`` naming another participant (an agent
-    publishing on someone's behalf) raises :class:`UnsupportedOptionError` (not checked
-    while not connected: the send reports that)."""
-    if sender_identity and local_identity and sender_identity != local_identity:
-        raise UnsupportedOptionError(
-            "stream_text(sender_identity)", sender_identity,
-            detail="streams are always sent as the local participant "
-                   f"({local_identity!r}); publishing on behalf of another is not implemented")

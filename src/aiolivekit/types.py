@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, fields
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 __all__ = [
     "AudioEncoding",
@@ -49,7 +49,13 @@ E = TypeVar("E", bound="ProtoEnum")
 
 
 class ProtoEnum(enum.IntEnum):
-    """IntEnum with the class-level helpers of protobuf ``EnumTypeWrapper``."""
+    """IntEnum with the class-level helpers of protobuf ``EnumTypeWrapper``.
+
+    ``ValueType`` is ``int``, as on a protobuf enum wrapper, where code uses it at run time
+    too (livekit-agents: ``isinstance(source, rtc.TrackSource.ValueType)``).
+    """
+
+    ValueType: ClassVar[type[int]]  # set below the class: an assignment here makes a member
 
     @classmethod
     def Name(cls, value: int) -> str:
@@ -82,6 +88,9 @@ class ProtoEnum(enum.IntEnum):
     @classmethod
     def items(cls) -> list[tuple[str, int]]:
         return [(m.name, int(m)) for m in cls]
+
+
+ProtoEnum.ValueType = int
 
 
 class ConnectionState(ProtoEnum):

@@ -30,7 +30,7 @@ CLIENT = ("aiolivekit.room", "aiolivekit.room_events", "aiolivekit.participant",
           "aiolivekit.rtc",
           # the rest of livekit.rtc 1.2.1's surface (issue 15)
           "aiolivekit.types_ext", "aiolivekit.e2ee", "aiolivekit.data_track",
-          "aiolivekit.rpc_interceptor")
+          "aiolivekit.rpc_interceptor", "aiolivekit.compat")
 # what the server wing must not import (the issue's list of the client wing)
 CLIENT_FOR_SERVER = ("aiolivekit.room", "aiolivekit.room_events", "aiolivekit.participant",
                      "aiolivekit.track", "aiolivekit.track_publication", "aiolivekit.media",

@@ -49,7 +49,9 @@ class Hub:
 
     def deliver(self, sender: str, raw: bytes) -> None:
         packet = models_pb.DataPacket.FromString(raw)
-        packet.participant_identity = sender
+        # a sender-set identity (a stream written on another's behalf) is kept, as
+        # livekit-server keeps it; otherwise the hub stamps the sender, as a server does
+        packet.participant_identity = packet.participant_identity or sender
         self.wire.append((sender, packet))
         if sender in self.drop_from:
             return

@@ -329,10 +329,35 @@ def test_apm_echo_cancellation_uses_the_stream_delay() -> None:
     assert erle_db(near[2 * sr:], with_delay[2 * sr:]) > 20
 
 
+def test_apm_long_frames_are_processed_as_10ms_blocks() -> None:
+    # livekit-agents' RoomIO gives the APM (auto_gain_control=True) 50 ms frames
+    sr = 24000
+    rng = np.random.default_rng(7)
+    signal = (0.02 * rng.standard_normal(sr) * 32767).astype(np.int16)  # 1 s, quiet noise
+    opts = {"noise_suppression": True, "high_pass_filter": True, "auto_gain_control": True}
+    by10, by50 = AudioProcessingModule(**opts), AudioProcessingModule(**opts)
+    out10, out50 = [], []
+    for i in range(0, sr, sr // 100):
+        f = AudioFrame(bytearray(signal[i:i + sr // 100].tobytes()), sr, 1, sr // 100)
+        by10.process_stream(f)
+        out10.append(np.frombuffer(f.data, np.int16).copy())
+    for i in range(0, sr, sr // 20):
+        f = AudioFrame(bytearray(signal[i:i + sr // 20].tobytes()), sr, 1, sr // 20)
+        by50.process_stream(f)
+        out50.append(np.frombuffer(f.data, np.int16).copy())
+    a, b = np.concatenate(out10), np.concatenate(out50)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, signal)  # it did process
+
+
 def test_apm_refuses_bad_frames() -> None:
     apm = AudioProcessingModule(noise_suppression=True, echo_cancellation=True)
     with pytest.raises(ValueError, match="10 ms"):
-        apm.process_stream(AudioFrame.create(SR, 1, 960))
+        apm.process_stream(AudioFrame.create(SR, 1, 720))  # 15 ms: not whole 10 ms blocks
+    with pytest.raises(ValueError, match="10 ms"):
+        apm.process_stream(AudioFrame.create(SR, 1, 0))
+    with pytest.raises(ValueError, match="10 ms"):
+        apm.process_reverse_stream(AudioFrame.create(SR, 1, 481))
     with pytest.raises(ValueError, match="writable"):
         apm.process_stream(AudioFrame(bytes(960), SR, 1, 480))
     with pytest.raises(ValueError, match=">= 0"):

@@ -260,7 +260,7 @@ POLICY: dict[str, Honoured | Raises | Hint] = {
        ) for p in params},
     "LocalParticipant.stream_text.sender_identity": H(
         f"{THIS}::test_data_sender_options_reach_the_receiver",
-        refused=lambda: options_check.check_sender_identity("bob", "alice")),
+        "tests/integration/test_agent_real.py::test_livekit_agents_voice_session_on_aiolivekit"),
     **{f"LocalParticipant.perform_rpc.{p}": H(
         "tests/unit/test_data_rpc.py::test_rpc_success_and_wire_format")
        for p in ("destination_identity", "method", "payload", "response_timeout")},
@@ -753,10 +753,26 @@ async def test_data_sender_options_reach_the_receiver(tmp_path: Path) -> None:
     _, data, info = got["F1"]
     assert (data, info.name, info.attributes) == (big.encode(), "f.txt", {"k": "5"})
     assert header("F1").compression == models_pb.DataStream.NONE
-    # sender_identity naming someone else is refused (not silently replaced)
-    with pytest.raises(UnsupportedOptionError) as exc:
-        await alice.manager.stream_text(topic="t", sender_identity="bob")
-    assert exc.value.option == "stream_text(sender_identity)"
+    # sender_identity naming someone else (an agent writing a user's transcript): every
+    # packet of the stream carries that identity, and the receiver sees it as the sender
+    w = await alice.manager.stream_text(topic="t", stream_id="S2", sender_identity="carol",
+                                        **to_bob)
+    await w.write("on behalf")
+    await w.aclose()
+    for _ in range(500):
+        if "S2" in got:
+            break
+        await asyncio.sleep(0.01)
+    assert got["S2"][:2] == ("carol", "on behalf")
+    s2 = [p for p in hub.sent_by("alice")
+          if (p.HasField("stream_header") and p.stream_header.stream_id == "S2")
+          or (p.HasField("stream_chunk") and p.stream_chunk.stream_id == "S2")
+          or (p.HasField("stream_trailer") and p.stream_trailer.stream_id == "S2")]
+    assert len(s2) == 3 and {p.participant_identity for p in s2} == {"carol"}
+    # the packets alice sends next are hers again
+    await alice.manager.send_text("mine", topic="t", stream_id="S3", **to_bob)
+    assert {p.participant_identity for p in hub.sent_by("alice")
+            if p.HasField("stream_header") and p.stream_header.stream_id == "S3"} == {"alice"}
 
 
 def test_capture_frame_rotation_is_refused() -> None:

@@ -309,6 +309,32 @@ def test_data_relay() -> None:
     assert room.receive_data(d.sid, _packet(b"no", seq=1), reliable=True) == []
 
 
+def test_agent_streams_on_behalf_of_a_participant() -> None:
+    room = RoomState("r", NOW)
+    a, _, _ = join(room, "alice")
+    g, _, _ = join(room, "agent-1", kind="agent")
+    m, _, _ = join(room, "mallory")
+
+    def stream(sender_sid: str, claimed: str, seq: int, field: str = "stream_header") -> str:
+        packet = models_pb.DataPacket(participant_identity=claimed, sequence=seq)
+        getattr(packet, field).stream_id = "S"
+        effects = room.receive_data(sender_sid, packet.SerializeToString(), reliable=True)
+        return models_pb.DataPacket.FromString(effects[0].payload).participant_identity
+
+    # an agent may name a participant of the room as the sender of a data stream
+    assert stream(g.sid, "alice", 1) == "alice"
+    assert stream(g.sid, "alice", 2, "stream_chunk") == "alice"
+    assert stream(g.sid, "alice", 3, "stream_trailer") == "alice"
+    # not someone absent, not on other packets, and not a standard participant
+    assert stream(g.sid, "nobody", 4) == "agent-1"
+    user = models_pb.DataPacket(participant_identity="alice", sequence=5)
+    user.user.payload = b"x"
+    effects = room.receive_data(g.sid, user.SerializeToString(), reliable=True)
+    assert models_pb.DataPacket.FromString(effects[0].payload).participant_identity == "agent-1"
+    assert stream(m.sid, "alice", 1) == "mallory"
+    assert stream(a.sid, "", 1) == "alice"
+
+
 def test_manager_delete_room() -> None:
     mgr = RoomManager()
     room = mgr.get_or_create("r", NOW)

@@ -51,3 +51,15 @@ def test_publish_options_like_the_seed() -> None:
 def test_rtc_namespace_and_top_level_are_the_same_objects() -> None:
     assert rtc.TrackPublishOptions is aiolivekit.TrackPublishOptions
     assert "Room" in rtc.__all__ and "TrackPublishOptions" in dir(rtc)
+
+
+def test_enum_value_type_is_int_as_on_protobuf_wrappers() -> None:
+    # livekit-agents checks ``isinstance(source, rtc.TrackSource.ValueType)`` at run time
+    from aiolivekit import TrackSource
+    from aiolivekit.types_ext import DegradationPreference
+
+    assert TrackSource.ValueType is int and DegradationPreference.ValueType is int
+    assert isinstance(TrackSource.SOURCE_MICROPHONE, TrackSource.ValueType)
+    assert isinstance(2, TrackSource.ValueType) and not isinstance("2", TrackSource.ValueType)
+    assert "ValueType" not in TrackSource.__members__
+    assert [m.name for m in TrackSource][:2] == ["SOURCE_UNKNOWN", "SOURCE_CAMERA"]

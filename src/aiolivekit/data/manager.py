@@ -41,7 +41,6 @@ from typing import Any, Protocol
 from livekit.protocol import models as models_pb
 
 from ..errors import PublishDataError, PublishDTMFError, PublishTranscriptionError, StreamError
-from ..options_check import check_sender_identity
 from ..types import SipDTMF, Transcription, TranscriptionSegment
 from . import rpc as rpc_mod
 from .rpc import RpcClient, RpcError, RpcHandler, RpcServer, RpcTransport
@@ -423,7 +422,16 @@ class DataManager(RpcTransport):
         total_size: int | None = None,
         sender_identity: str | None = None,
     ) -> TextStreamWriter:
-        check_sender_identity(sender_identity, self.local_identity)
+        send = self._send_stream_packet
+        if sender_identity and sender_identity != self.local_identity:
+            # written on behalf of another participant (an agent's user transcript): its
+            # packets carry that identity (livekit-server lets an agent do this)
+            on_behalf = sender_identity
+
+            async def send(packet: models_pb.DataPacket) -> None:
+                packet.participant_identity = on_behalf
+                await self._send_stream_packet(packet)
+
         header = build_header(
             stream_id=stream_id or new_stream_id(),
             topic=topic,
@@ -432,9 +440,7 @@ class DataManager(RpcTransport):
             attributes=attributes,
             reply_to_id=reply_to_id,
         )
-        writer = TextStreamWriter(
-            self._send_stream_packet, header, destination_identities, total_size=total_size
-        )
+        writer = TextStreamWriter(send, header, destination_identities, total_size=total_size)
         await writer._open()
         return writer
 

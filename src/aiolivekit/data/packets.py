@@ -65,8 +65,10 @@ class PacketEncoder:
     next_sequence: int = 1
 
     def stamp(self, packet: models_pb.DataPacket, *, reliable: bool) -> models_pb.DataPacket:
-        """Fill sender fields, ``kind`` and (reliable only) the next ``sequence`` in place."""
-        packet.participant_identity = self.identity
+        """Fill sender fields, ``kind`` and (reliable only) the next ``sequence`` in place.
+        A ``participant_identity`` already set (a stream written on another participant's
+        behalf: ``stream_text(sender_identity=...)``) is kept."""
+        packet.participant_identity = packet.participant_identity or self.identity
         packet.participant_sid = self.sid
         packet.kind = models_pb.DataPacket.RELIABLE if reliable else models_pb.DataPacket.LOSSY
         if reliable:
@@ -82,7 +84,7 @@ class PacketEncoder:
         reliable_max: int = DEFAULT_RELIABLE_MAX_BYTES,
     ) -> bytes:
         """Stamp and serialize ``packet``; size-check before consuming a sequence number."""
-        packet.participant_identity = self.identity
+        packet.participant_identity = packet.participant_identity or self.identity
         packet.participant_sid = self.sid
         if reliable:
             packet.sequence = self.next_sequence

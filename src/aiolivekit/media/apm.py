@@ -145,7 +145,8 @@ class _Channel:
 
 
 class AudioProcessingModule:
-    """Process 10 ms ``AudioFrame`` s in place (see the module docstring)."""
+    """Process ``AudioFrame`` s of 10 ms (or whole multiples) in place (see the module
+    docstring)."""
 
     def __init__(
         self,
@@ -166,11 +167,12 @@ class AudioProcessingModule:
         self._far: list[tuple[int, np.ndarray]] = []  # (rate, mono block) not yet used
 
     def process_stream(self, data: AudioFrame) -> None:
-        """Process a 10 ms capture frame in place."""
-        self._check(data)
+        """Process a capture frame in place: 10 ms, or a whole number of 10 ms blocks (as
+        livekit-agents gives it: 50 ms), processed block after block."""
+        blocks = self._check(data)
         if not (self._aec or self._ns or self._hpf or self._agc):
             return
-        n, ch = data.samples_per_channel, data.num_channels
+        n, ch = data.sample_rate // 100, data.num_channels
         key = (data.sample_rate, ch, n)
         if self._format != key:
             self._format = key
@@ -187,33 +189,39 @@ class AudioProcessingModule:
             for state in self._channels:
                 if state.aec is not None:
                     state.aec.push_far(block)
-        view = np.frombuffer(data.data, dtype=np.int16)[: n * ch]
-        x = view.reshape(n, ch).astype(np.float64) / 32768.0
-        for c, state in enumerate(self._channels):
-            y = x[:, c]
-            if self._hpf:
-                y = state.high_pass(y)
-            if state.aec is not None:
-                y = state.aec.process(y)
-            if self._ns:
-                y = state.suppress_noise(y)
-            x[:, c] = y
-        if self._agc:
-            x = self._gain(x)
+        total = n * blocks
+        view = np.frombuffer(data.data, dtype=np.int16)[: total * ch]
+        x = view.reshape(total, ch).astype(np.float64) / 32768.0
+        for b in range(blocks):
+            block = x[b * n:(b + 1) * n]
+            for c, state in enumerate(self._channels):
+                y = block[:, c]
+                if self._hpf:
+                    y = state.high_pass(y)
+                if state.aec is not None:
+                    y = state.aec.process(y)
+                if self._ns:
+                    y = state.suppress_noise(y)
+                block[:, c] = y
+            if self._agc:
+                x[b * n:(b + 1) * n] = self._gain(block)
         out = np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
-        memoryview(data.data).cast("B")[: n * ch * 2] = out.tobytes()
+        memoryview(data.data).cast("B")[: total * ch * 2] = out.tobytes()
 
     def process_reverse_stream(self, data: AudioFrame) -> None:
-        """Give a 10 ms render frame (what the speaker plays) to echo cancellation; the
-        frame is not changed. Without echo cancellation it is only checked."""
-        self._check(data)
+        """Give a render frame (what the speaker plays; 10 ms or a whole number of 10 ms
+        blocks) to echo cancellation; the frame is not changed. Without echo cancellation
+        it is only checked."""
+        blocks = self._check(data)
         if not self._aec:
             return
-        n, ch = data.samples_per_channel, data.num_channels
-        pcm = np.frombuffer(data.data, dtype=np.int16)[: n * ch].reshape(n, ch)
-        self._far.append((data.sample_rate, pcm.mean(axis=1) / 32768.0))
+        n, ch = data.sample_rate // 100, data.num_channels
+        pcm = np.frombuffer(data.data, dtype=np.int16)[: n * blocks * ch].reshape(-1, ch)
+        mono = pcm.mean(axis=1) / 32768.0
+        for b in range(blocks):
+            self._far.append((data.sample_rate, mono[b * n:(b + 1) * n]))
         if len(self._far) > 100:  # a second of render frames nobody captured against
-            del self._far[0]
+            del self._far[:-100]
 
     def set_stream_delay_ms(self, delay_ms: int) -> None:
         """Delay between a frame's render and its echo's capture: echo cancellation looks
@@ -228,16 +236,20 @@ class AudioProcessingModule:
     # ------------------------------------------------------------------ internals
 
     @staticmethod
-    def _check(data: AudioFrame) -> None:
+    def _check(data: AudioFrame) -> int:
+        """The number of 10 ms blocks in ``data``; ``ValueError`` if not a whole number."""
         if not isinstance(data, AudioFrame):
             raise TypeError(f"expected an AudioFrame, got {type(data).__name__}")
-        if data.samples_per_channel * 100 != data.sample_rate:
+        n = data.sample_rate // 100
+        if (data.sample_rate % 100 or data.samples_per_channel == 0
+                or data.samples_per_channel % n):
             raise ValueError(
-                f"AudioProcessingModule takes 10 ms frames: {data.sample_rate} Hz needs "
-                f"{data.sample_rate // 100} samples per channel, got "
+                f"AudioProcessingModule takes 10 ms frames (or whole multiples of 10 ms): "
+                f"{data.sample_rate} Hz needs {n} samples per channel (or a multiple), got "
                 f"{data.samples_per_channel}")
         if memoryview(data.data).readonly:
             raise ValueError("the frame is processed in place: its buffer must be writable")
+        return data.samples_per_channel // n
 
     def _gain(self, x: np.ndarray) -> np.ndarray:
         rms = float(np.sqrt(np.mean(x * x))) if x.size else 0.0

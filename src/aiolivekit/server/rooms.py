@@ -671,7 +671,14 @@ class RoomState(SignalLossMixin):
         packet.kind = (models_pb.DataPacket.Kind.RELIABLE if reliable
                        else models_pb.DataPacket.Kind.LOSSY)
         packet.participant_sid = p.sid
+        claimed = packet.participant_identity
         packet.participant_identity = "" if p.hidden else p.identity
+        if (claimed != p.identity and p.kind == models_pb.ParticipantInfo.Kind.AGENT
+                and which in ("stream_header", "stream_chunk", "stream_trailer")
+                and any(o.identity == claimed for o in self.participants.values())):
+            # an agent writes a participant's transcript on its behalf (livekit-agents:
+            # stream_text(sender_identity=...)); livekit-server forwards that identity too
+            packet.participant_identity = claimed
         destinations = list(packet.destination_identities)
         destination_sids: list[str] = []
         if which == "user":
