@@ -17,6 +17,7 @@ from livekit.protocol import agent as agent_pb, agent_dispatch as dispatch_pb, r
 
 from aiolivekit import Room
 from aiolivekit.server import DevServer
+from aiolivekit.server.agent_service import TICK_INTERVAL
 
 pytestmark = [pytest.mark.asyncio,
               pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")]
@@ -276,6 +277,29 @@ async def test_agents_in_token_room_configuration(
                                  headers={"Authorization": f"Bearer {token}"}) as resp:
                 assert resp.status == 401
                 assert (await resp.json())["code"] == "unauthenticated"
+    finally:
+        await user.disconnect()
+        await worker.close()
+
+
+async def test_agent_leaving_the_room_terminates_its_job(
+        server: DevServer, http: aiohttp.ClientSession, lkapi: api.LiveKitAPI) -> None:
+    worker = MiniWorker(http, server)
+    await worker.start()
+    user = Room()
+    try:
+        await asyncio.wait_for(user.connect(server.url, server.token("user", "leaving")), 30)
+        assignment = await asyncio.wait_for(worker.assignments.get(), 10)
+        agent_room = await worker.run_job(assignment)
+        identity = f"agent-{assignment.job.id}"
+        await _until(lambda: identity in user.remote_participants)
+        await asyncio.sleep(TICK_INTERVAL * 2)  # the server saw it in the room
+        await agent_room.disconnect()
+        assert await asyncio.wait_for(worker.terminations.get(), 10) == assignment.job.id
+        [d] = await lkapi.agent_dispatch.list_dispatch("leaving")
+        state = d.state.jobs[0].state
+        assert state.status == agent_pb.JS_FAILED
+        assert state.error == "agent worker left the room" and state.ended_at > 0
     finally:
         await user.disconnect()
         await worker.close()

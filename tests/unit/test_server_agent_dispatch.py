@@ -203,7 +203,7 @@ def test_job_ends_by_worker_and_room_close_terminates_running_only() -> None:
     assert d.state.jobs[0].state.status == agent_pb.JS_FAILED
     assert d.state.jobs[0].state.error == "boom" and d.state.jobs[0].state.ended_at
     assert core.room_closed("a", T0 + 3) == []  # the job already ended
-    out = core.rooms_present(["a-never-known"], T0 + 3)
+    out = core.observe_rooms({"a-never-known": set()}, T0 + 3)
     assert _only(out, "termination").termination.job_id == j2.id
     assert core.dispatches == {}
 
@@ -229,3 +229,25 @@ def test_terminate_answer_ends_job_and_simulate_offers_to_same_worker() -> None:
         type=agent_pb.JT_ROOM, room=_room("sim"))), T0)
     sim = _only(out, "availability").availability.job
     assert sim.room.name == "sim" and out[0].worker_id == wid
+
+
+def test_job_participant_leaving_the_room_fails_the_job() -> None:
+    core = AgentDispatcher()
+    wid = _register(core)
+    job = _only(core.room_created(_room(), [], T0), "availability").availability.job
+    _answer(core, wid, job.id, participant_identity="agent-x")
+    # not joined yet: its absence is not a departure
+    assert core.observe_rooms({"r1": {"user"}}, T0 + 2) == []
+    assert core.observe_rooms({"r1": {"user", "agent-x"}}, T0 + 3) == []
+    out = core.observe_rooms({"r1": {"user"}}, T0 + 4)
+    assert _only(out, "termination").termination.job_id == job.id
+    state = core.list_dispatch("r1")[0].state.jobs[0].state
+    assert state.status == agent_pb.JS_FAILED and state.error == "agent worker left the room"
+    assert core.observe_rooms({"r1": {"user"}}, T0 + 5) == []
+    # a job the worker ended itself is not terminated when its participant leaves
+    job2 = _only(core.create_dispatch(_room(), "", "", T0)[1], "availability").availability.job
+    _answer(core, wid, job2.id, participant_identity="agent-y")
+    core.observe_rooms({"r1": {"agent-y"}}, T0 + 6)
+    core.handle(wid, agent_pb.WorkerMessage(update_job=agent_pb.UpdateJobStatus(
+        job_id=job2.id, status=agent_pb.JS_SUCCESS)), T0 + 7)
+    assert core.observe_rooms({"r1": set()}, T0 + 8) == []

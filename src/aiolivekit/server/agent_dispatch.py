@@ -12,7 +12,8 @@ joins the room as a participant of kind AGENT (identity, name, metadata and attr
 the answer, ``lk.agent_name`` added, grants from the worker's allowed permissions, 1 h).
 A worker that declines or does not answer within ``ASSIGN_TIMEOUT`` is skipped for the
 next available one. ``UpdateJobStatus`` moves the job's state; deleting a dispatch or
-closing the room sends ``JobTermination``. ``MigrateJobRequest`` is ignored, as in the
+closing the room sends ``JobTermination``, and so does the job participant leaving the
+room (the job then FAILED). ``MigrateJobRequest`` is ignored, as in the
 open-source server.
 
 Every method takes the time (Unix seconds) and returns :class:`WorkerSend` /
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import jwt
@@ -158,7 +159,7 @@ class AgentDispatcher:
         self.room_info: dict[str, models_pb.Room] = {}
         self._offers: dict[str, _Offer] = {}
         self._job_dispatch: dict[str, tuple[str, str]] = {}  # job id -> (room, dispatch id)
-        self._rr = 0
+        self._joined: set[str] = set()  # running jobs whose participant was seen
 
     # ------------------------------------------------------------------ workers
 
@@ -182,6 +183,7 @@ class AgentDispatcher:
                 del self._offers[job_id]
                 effects += self._offer(offer.job, now, offer.tried)
         for job in worker.running.values():
+            self._joined.discard(job.id)
             self._set_state(job, agent_pb.JS_FAILED, "agent worker disconnected", now)
         return effects
 
@@ -275,12 +277,28 @@ class AgentDispatcher:
             effects += self._terminate(d, now)
         return effects
 
-    def rooms_present(self, names: Iterable[str], now: float) -> list[Effect]:
-        """Close the rooms we know that are not in ``names`` any more."""
-        present = set(names)
+    def observe_rooms(self, rooms: Mapping[str, Iterable[str]], now: float) -> list[Effect]:
+        """The rooms that exist and the identities in each: the rooms we know that are
+        gone are closed; a job whose participant was seen in its room and has left it is
+        terminated and FAILED ("agent worker left the room"), as livekit-server does."""
         effects: list[Effect] = []
-        for name in [n for n in self.room_info if n not in present]:
+        for name in [n for n in self.room_info if n not in rooms]:
             effects += self.room_closed(name, now)
+        for worker in self.workers.values():
+            for job_id, job in list(worker.running.items()):
+                present = rooms.get(job.room.name)
+                if present is None:
+                    continue
+                if job.state.participant_identity in present:
+                    self._joined.add(job_id)
+                elif job_id in self._joined:
+                    self._joined.discard(job_id)
+                    del worker.running[job_id]
+                    logger.info("job %s: agent %r left room %s", job_id,
+                                job.state.participant_identity, job.room.name)
+                    self._set_state(job, agent_pb.JS_FAILED, "agent worker left the room", now)
+                    effects.append(WorkerSend(worker.id, agent_pb.ServerMessage(
+                        termination=agent_pb.JobTermination(job_id=job_id))))
         return effects
 
     # ------------------------------------------------------------------ dispatches
@@ -390,6 +408,7 @@ class AgentDispatcher:
         self._set_state(job, upd.status, upd.error, now)
         if upd.status in (agent_pb.JS_SUCCESS, agent_pb.JS_FAILED):
             del worker.running[upd.job_id]
+            self._joined.discard(upd.job_id)
             logger.info("job %s ended: %s %s", upd.job_id, agent_pb.JobStatus.Name(upd.status),
                         upd.error)
 
@@ -410,6 +429,7 @@ class AgentDispatcher:
         for job in d.state.jobs:
             self._job_dispatch.pop(job.id, None)
             self._offers.pop(job.id, None)
+            self._joined.discard(job.id)
             for worker in self.workers.values():
                 if worker.running.pop(job.id, None) is not None:
                     effects.append(WorkerSend(worker.id, agent_pb.ServerMessage(

@@ -104,7 +104,9 @@ class AgentService:
         while True:
             await asyncio.sleep(TICK_INTERVAL)
             now = time.time()
-            self.apply(self.core.rooms_present(self.rooms.rooms, now))
+            present = {name: {p.identity for p in room.participants.values()}
+                       for name, room in self.rooms.rooms.items()}
+            self.apply(self.core.observe_rooms(present, now))
             self.apply(self.core.tick(now))
 
     def apply(self, effects: Iterable[Effect]) -> None:
