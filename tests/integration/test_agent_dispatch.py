@@ -15,7 +15,7 @@ import pytest
 from livekit import api
 from livekit.protocol import agent as agent_pb, agent_dispatch as dispatch_pb, room as room_pb
 
-from aiolivekit import Room
+from aiolivekit import AudioFrame, AudioSource, LocalAudioTrack, Room
 from aiolivekit.server import DevServer
 from aiolivekit.server.agent_service import TICK_INTERVAL
 
@@ -35,8 +35,9 @@ class MiniWorker:
     """Registers, accepts every job as ``agent-<job id>`` and joins it with aiolivekit."""
 
     def __init__(self, http: aiohttp.ClientSession, server: DevServer,
-                 agent_name: str = "") -> None:
+                 agent_name: str = "", job_type: int = agent_pb.JT_ROOM) -> None:
         self.http = http
+        self.job_type = job_type
         self.server = server
         self.agent_name = agent_name
         self.worker_id = ""
@@ -53,7 +54,8 @@ class MiniWorker:
             f"{self.server.url}/agent?protocol=1",
             headers={"Authorization": f"Bearer {_agent_token(self.server)}"})
         await self.send(agent_pb.WorkerMessage(register=agent_pb.RegisterWorkerRequest(
-            type=agent_pb.JT_ROOM, agent_name=self.agent_name, version="test")))
+            type=self.job_type, agent_name=self.agent_name,  # type: ignore[arg-type]
+            version="test")))
         msg = await self._ws.receive(timeout=5)
         reg = agent_pb.ServerMessage.FromString(msg.data)
         assert reg.WhichOneof("message") == "register"
@@ -303,3 +305,44 @@ async def test_agent_leaving_the_room_terminates_its_job(
     finally:
         await user.disconnect()
         await worker.close()
+
+
+async def test_participant_and_publisher_jobs(server: DevServer,
+                                              http: aiohttp.ClientSession) -> None:
+    per_participant = MiniWorker(http, server, job_type=agent_pb.JT_PARTICIPANT)
+    per_publisher = MiniWorker(http, server, job_type=agent_pb.JT_PUBLISHER)
+    await per_participant.start()
+    await per_publisher.start()
+    user = Room()
+    source = AudioSource(48000, 1)
+    try:
+        await asyncio.wait_for(user.connect(server.url, server.token("user", "targets")), 30)
+        first = await asyncio.wait_for(per_participant.assignments.get(), 10)
+        assert first.job.type == agent_pb.JT_PARTICIPANT
+        assert first.job.participant.identity == "user" and first.job.room.name == "targets"
+        await asyncio.sleep(0.5)
+        assert per_publisher.offers == []  # nothing published yet
+        track = LocalAudioTrack.create_audio_track("mic", source)
+        pub = await user.local_participant.publish_track(track)
+
+        async def feed() -> None:
+            while True:
+                await source.capture_frame(AudioFrame(b"\x10\x00" * 480, 48000, 1, 480))
+
+        feeder = asyncio.ensure_future(feed())
+        try:
+            second = await asyncio.wait_for(per_publisher.assignments.get(), 10)
+        finally:
+            feeder.cancel()
+        assert second.job.type == agent_pb.JT_PUBLISHER
+        assert second.job.participant.identity == "user"
+        assert [t.sid for t in second.job.participant.tracks] == [pub.sid]
+        # the agent of the participant job is an agent: it gets no job of its own
+        await per_participant.run_job(first)
+        await asyncio.sleep(1.0)
+        assert [o.id for o in per_participant.offers] == [first.job.id]
+    finally:
+        await user.disconnect()
+        await source.aclose()
+        await per_participant.close()
+        await per_publisher.close()

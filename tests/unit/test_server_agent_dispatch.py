@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import jwt
 import pytest
 from livekit.protocol import agent as agent_pb, agent_dispatch as dispatch_pb, models as models_pb
@@ -15,6 +17,35 @@ from aiolivekit.server.agent_dispatch import (
     WorkerSend,
 )
 from aiolivekit.server.auth import join_grant, verify_token
+
+
+@dataclass
+class FakeTrack:
+    published: bool = True
+
+
+@dataclass
+class FakeParticipant:
+    identity: str
+    kind: int = models_pb.ParticipantInfo.Kind.STANDARD
+    tracks: dict[str, FakeTrack] = field(default_factory=dict)
+
+    def info(self) -> models_pb.ParticipantInfo:
+        return models_pb.ParticipantInfo(identity=self.identity, kind=self.kind)  # type: ignore[arg-type]
+
+
+@dataclass
+class FakeRoom:
+    participants: dict[str, FakeParticipant]
+
+
+def _rooms(**rooms: list[str | FakeParticipant]) -> dict[str, FakeRoom]:
+    out = {}
+    for name, people in rooms.items():
+        ps = [p if isinstance(p, FakeParticipant) else FakeParticipant(p) for p in people]
+        out[name] = FakeRoom({f"PA_{p.identity}": p for p in ps})
+    return out
+
 
 KEY, SECRET = "devkey", "secret-secret-secret-secret-secret"
 T0 = 1_800_000_000.0
@@ -203,7 +234,7 @@ def test_job_ends_by_worker_and_room_close_terminates_running_only() -> None:
     assert d.state.jobs[0].state.status == agent_pb.JS_FAILED
     assert d.state.jobs[0].state.error == "boom" and d.state.jobs[0].state.ended_at
     assert core.room_closed("a", T0 + 3) == []  # the job already ended
-    out = core.observe_rooms({"a-never-known": set()}, T0 + 3)
+    out = core.observe_rooms(_rooms(**{"a-never-known": []}), T0 + 3)
     assert _only(out, "termination").termination.job_id == j2.id
     assert core.dispatches == {}
 
@@ -237,17 +268,61 @@ def test_job_participant_leaving_the_room_fails_the_job() -> None:
     job = _only(core.room_created(_room(), [], T0), "availability").availability.job
     _answer(core, wid, job.id, participant_identity="agent-x")
     # not joined yet: its absence is not a departure
-    assert core.observe_rooms({"r1": {"user"}}, T0 + 2) == []
-    assert core.observe_rooms({"r1": {"user", "agent-x"}}, T0 + 3) == []
-    out = core.observe_rooms({"r1": {"user"}}, T0 + 4)
+    assert core.observe_rooms(_rooms(r1=["user"]), T0 + 2) == []
+    assert core.observe_rooms(_rooms(r1=["user", "agent-x"]), T0 + 3) == []
+    out = core.observe_rooms(_rooms(r1=["user"]), T0 + 4)
     assert _only(out, "termination").termination.job_id == job.id
     state = core.list_dispatch("r1")[0].state.jobs[0].state
     assert state.status == agent_pb.JS_FAILED and state.error == "agent worker left the room"
-    assert core.observe_rooms({"r1": {"user"}}, T0 + 5) == []
+    assert core.observe_rooms(_rooms(r1=["user"]), T0 + 5) == []
     # a job the worker ended itself is not terminated when its participant leaves
     job2 = _only(core.create_dispatch(_room(), "", "", T0)[1], "availability").availability.job
     _answer(core, wid, job2.id, participant_identity="agent-y")
-    core.observe_rooms({"r1": {"agent-y"}}, T0 + 6)
+    core.observe_rooms(_rooms(r1=["agent-y"]), T0 + 6)
     core.handle(wid, agent_pb.WorkerMessage(update_job=agent_pb.UpdateJobStatus(
         job_id=job2.id, status=agent_pb.JS_SUCCESS)), T0 + 7)
-    assert core.observe_rooms({"r1": set()}, T0 + 8) == []
+    assert core.observe_rooms(_rooms(r1=[]), T0 + 8) == []
+
+
+def _register_type(core: AgentDispatcher, job_type: int, agent_name: str = "") -> str:
+    w = core.connect(KEY, SECRET, T0)
+    core.handle(w.id, agent_pb.WorkerMessage(register=agent_pb.RegisterWorkerRequest(
+        type=job_type, agent_name=agent_name)), T0)  # type: ignore[arg-type]
+    return w.id
+
+
+def test_participant_and_publisher_jobs() -> None:
+    core = AgentDispatcher()
+    room_w = _register(core)
+    part_w = _register_type(core, agent_pb.JT_PARTICIPANT)
+    pub_w = _register_type(core, agent_pb.JT_PUBLISHER)
+    out = core.room_created(_room(), [], T0)
+    assert [e.worker_id for e in out] == [room_w]
+    alice = FakeParticipant("alice")
+    bot = FakeParticipant("bot", kind=models_pb.ParticipantInfo.Kind.AGENT)
+    out = core.observe_rooms(_rooms(r1=[alice, bot]), T0 + 1)
+    job = _only(out, "availability").availability.job
+    assert out[0].worker_id == part_w and job.type == agent_pb.JT_PARTICIPANT
+    assert job.participant.identity == "alice"
+    assert core.observe_rooms(_rooms(r1=[alice, bot]), T0 + 2) == []  # once per participant
+    alice.tracks["TR_a"] = FakeTrack(published=False)
+    assert core.observe_rooms(_rooms(r1=[alice]), T0 + 3) == []  # not published yet
+    alice.tracks["TR_a"].published = True
+    out = core.observe_rooms(_rooms(r1=[alice]), T0 + 4)
+    job = _only(out, "availability").availability.job
+    assert out[0].worker_id == pub_w and job.type == agent_pb.JT_PUBLISHER
+    assert job.participant.identity == "alice"
+    [d] = core.list_dispatch("r1")
+    assert [j.type for j in d.state.jobs] == [agent_pb.JT_ROOM, agent_pb.JT_PARTICIPANT,
+                                              agent_pb.JT_PUBLISHER]
+    # an explicit dispatch launches for the participants already there
+    _register_type(core, agent_pb.JT_PUBLISHER, "named")
+    named_part = _register_type(core, agent_pb.JT_PARTICIPANT, "named")
+    _, out = core.create_dispatch(_room(), "named", "", T0 + 5, [alice, bot])
+    types = sorted(e.message.availability.job.type for e in out)
+    assert types == [agent_pb.JT_PUBLISHER, agent_pb.JT_PARTICIPANT]
+    assert named_part in [e.worker_id for e in out]
+    # a participant leaving and coming back is a new participant
+    assert core.observe_rooms(_rooms(r1=[]), T0 + 6) == []
+    out = core.observe_rooms(_rooms(r1=[FakeParticipant("alice")]), T0 + 7)
+    assert sorted(e.message.availability.job.agent_name for e in out) == ["", "named"]

@@ -26,6 +26,7 @@ import logging
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import jwt
 from livekit.protocol import agent as agent_pb, agent_dispatch as dispatch_pb, models as models_pb
@@ -54,8 +55,33 @@ JOB_TOKEN_TTL = 3600
 AGENT_PROTOCOL = 1
 MAX_DISPATCHES_PER_ROOM = 64
 
-_JOB_TYPES = (agent_pb.JT_ROOM, agent_pb.JT_PUBLISHER, agent_pb.JT_PARTICIPANT) \
-    if hasattr(agent_pb, "JT_PARTICIPANT") else (agent_pb.JT_ROOM, agent_pb.JT_PUBLISHER)
+_JOB_TYPES = (agent_pb.JT_ROOM, agent_pb.JT_PUBLISHER, agent_pb.JT_PARTICIPANT)
+
+
+_DEPENDENT_KINDS = (models_pb.ParticipantInfo.Kind.AGENT, models_pb.ParticipantInfo.Kind.EGRESS)
+
+
+class ParticipantView(Protocol):
+    """What dispatch reads of a participant (a :class:`~.rooms.ParticipantState`)."""
+
+    @property
+    def identity(self) -> str: ...
+    @property
+    def kind(self) -> int: ...
+    @property
+    def tracks(self) -> Mapping[str, Any]: ...
+    def info(self) -> models_pb.ParticipantInfo: ...
+
+
+class RoomView(Protocol):
+    """What dispatch reads of a room (a :class:`~.rooms.RoomState`)."""
+
+    @property
+    def participants(self) -> Mapping[str, ParticipantView]: ...
+
+
+def _is_publisher(p: ParticipantView) -> bool:
+    return any(getattr(t, "published", False) for t in p.tracks.values())
 
 
 class DispatchError(Exception):
@@ -160,6 +186,8 @@ class AgentDispatcher:
         self._offers: dict[str, _Offer] = {}
         self._job_dispatch: dict[str, tuple[str, str]] = {}  # job id -> (room, dispatch id)
         self._joined: set[str] = set()  # running jobs whose participant was seen
+        self._participants_seen: dict[str, set[str]] = {}  # room -> identities
+        self._publishers_seen: dict[str, set[str]] = {}
 
     # ------------------------------------------------------------------ workers
 
@@ -272,43 +300,81 @@ class AgentDispatcher:
     def room_closed(self, name: str, now: float) -> list[Effect]:
         """The room is gone: its running jobs are terminated, its dispatches dropped."""
         self.room_info.pop(name, None)
+        self._participants_seen.pop(name, None)
+        self._publishers_seen.pop(name, None)
         effects: list[Effect] = []
         for d in self.dispatches.pop(name, {}).values():
             effects += self._terminate(d, now)
         return effects
 
-    def observe_rooms(self, rooms: Mapping[str, Iterable[str]], now: float) -> list[Effect]:
-        """The rooms that exist and the identities in each: the rooms we know that are
-        gone are closed; a job whose participant was seen in its room and has left it is
+    def observe_rooms(self, rooms: Mapping[str, RoomView], now: float) -> list[Effect]:
+        """The rooms that exist now. The rooms we know that are gone are closed; a
+        participant (not an agent or egress) seen for the first time gets the
+        ``JT_PARTICIPANT`` jobs of its room's dispatches, and ``JT_PUBLISHER`` ones once it
+        publishes; a job whose participant was seen in its room and has left it is
         terminated and FAILED ("agent worker left the room"), as livekit-server does."""
         effects: list[Effect] = []
         for name in [n for n in self.room_info if n not in rooms]:
             effects += self.room_closed(name, now)
+        for name, room in rooms.items():
+            if name in self.room_info:
+                effects += self._observe_participants(name, room, now)
         for worker in self.workers.values():
             for job_id, job in list(worker.running.items()):
-                present = rooms.get(job.room.name)
-                if present is None:
+                view = rooms.get(job.room.name)
+                if view is None:
                     continue
-                if job.state.participant_identity in present:
+                identity = job.state.participant_identity
+                if any(p.identity == identity for p in view.participants.values()):
                     self._joined.add(job_id)
                 elif job_id in self._joined:
                     self._joined.discard(job_id)
                     del worker.running[job_id]
-                    logger.info("job %s: agent %r left room %s", job_id,
-                                job.state.participant_identity, job.room.name)
+                    logger.info("job %s: agent %r left room %s", job_id, identity,
+                                job.room.name)
                     self._set_state(job, agent_pb.JS_FAILED, "agent worker left the room", now)
                     effects.append(WorkerSend(worker.id, agent_pb.ServerMessage(
                         termination=agent_pb.JobTermination(job_id=job_id))))
         return effects
 
+    def _observe_participants(self, name: str, room: RoomView, now: float) -> list[Effect]:
+        seen = self._participants_seen.setdefault(name, set())
+        publishers = self._publishers_seen.setdefault(name, set())
+        present = set()
+        effects: list[Effect] = []
+        for p in room.participants.values():
+            present.add(p.identity)
+            if p.kind in _DEPENDENT_KINDS:
+                continue
+            if p.identity not in seen:
+                seen.add(p.identity)
+                for d in list(self.dispatches.get(name, {}).values()):
+                    effects += self._launch(name, d, agent_pb.JT_PARTICIPANT, now, p)
+            if p.identity not in publishers and _is_publisher(p):
+                publishers.add(p.identity)
+                for d in list(self.dispatches.get(name, {}).values()):
+                    effects += self._launch(name, d, agent_pb.JT_PUBLISHER, now, p)
+        seen &= present
+        publishers &= present
+        return effects
+
     # ------------------------------------------------------------------ dispatches
 
     def create_dispatch(self, room: models_pb.Room, agent_name: str, metadata: str,
-                        now: float) -> tuple[dispatch_pb.AgentDispatch, list[Effect]]:
-        """AgentDispatchService.CreateDispatch (the room exists: the caller made it)."""
+                        now: float, participants: Iterable[ParticipantView] = (),
+                        ) -> tuple[dispatch_pb.AgentDispatch, list[Effect]]:
+        """AgentDispatchService.CreateDispatch (the room exists: the caller made it): its
+        room job, and participant / publisher jobs for the ``participants`` there."""
         self.room_info.setdefault(room.name, room)
         self.dispatches.setdefault(room.name, {})
-        return self._new_dispatch(room.name, agent_name, metadata, now)
+        d, effects = self._new_dispatch(room.name, agent_name, metadata, now)
+        for p in participants:
+            if p.kind in _DEPENDENT_KINDS:
+                continue
+            if _is_publisher(p):
+                effects += self._launch(room.name, d, agent_pb.JT_PUBLISHER, now, p)
+            effects += self._launch(room.name, d, agent_pb.JT_PARTICIPANT, now, p)
+        return d, effects
 
     def delete_dispatch(self, room: str, dispatch_id: str,
                         now: float) -> tuple[dispatch_pb.AgentDispatch, list[Effect]]:
@@ -336,16 +402,24 @@ class AgentDispatcher:
             id=new_guid("AD_"), agent_name=agent_name, room=room, metadata=metadata,
             state=dispatch_pb.AgentDispatchState(created_at=_ns(now)))
         self.dispatches[room][d.id] = d
+        return d, self._launch(room, d, agent_pb.JT_ROOM, now)
+
+    def _launch(self, room: str, d: dispatch_pb.AgentDispatch, job_type: int, now: float,
+                participant: ParticipantView | None = None) -> list[Effect]:
+        """A job of ``job_type`` for dispatch ``d``, offered to a worker; none when no
+        worker of that agent name and job type is registered (as livekit-server)."""
         job = agent_pb.Job(
-            id=new_guid("AJ_"), dispatch_id=d.id, type=agent_pb.JT_ROOM,
-            room=self.room_info[room], agent_name=agent_name, metadata=metadata,
+            id=new_guid("AJ_"), dispatch_id=d.id, type=job_type,  # type: ignore[arg-type]
+            room=self.room_info[room], agent_name=d.agent_name, metadata=d.metadata,
+            participant=participant.info() if participant is not None else None,
             state=agent_pb.JobState(status=agent_pb.JS_PENDING, updated_at=_ns(now)))
         if not self._candidates(job, set()):
-            logger.info("room %s: no agent worker registered for agent %r", room, agent_name)
-            return d, []
+            logger.debug("room %s: no %s worker registered for agent %r", room,
+                         agent_pb.JobType.Name(job_type), d.agent_name)
+            return []
         d.state.jobs.append(job)
         self._job_dispatch[job.id] = (room, d.id)
-        return d, self._offer(job, now, set())
+        return self._offer(job, now, set())
 
     # ------------------------------------------------------------------ jobs
 

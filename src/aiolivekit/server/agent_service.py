@@ -104,9 +104,7 @@ class AgentService:
         while True:
             await asyncio.sleep(TICK_INTERVAL)
             now = time.time()
-            present = {name: {p.identity for p in room.participants.values()}
-                       for name, room in self.rooms.rooms.items()}
-            self.apply(self.core.observe_rooms(present, now))
+            self.apply(self.core.observe_rooms(self.rooms.rooms, now))
             self.apply(self.core.tick(now))
 
     def apply(self, effects: Iterable[Effect]) -> None:
@@ -234,8 +232,9 @@ class AgentService:
             if req.room not in self.rooms.rooms:  # auto-created, like livekit-server
                 self.rooms.get_or_create(req.room, now)
                 self.room_created(req.room, [])
-            room = self.rooms.rooms[req.room].info()
-            dispatch, effects = self.core.create_dispatch(room, req.agent_name, req.metadata, now)
+            room = self.rooms.rooms[req.room]
+            dispatch, effects = self.core.create_dispatch(
+                room.info(), req.agent_name, req.metadata, now, room.participants.values())
             self.apply(effects)
             return dispatch
         if method == "DeleteDispatch":
