@@ -271,6 +271,11 @@ async def test_agents_in_token_room_configuration(
         assert assignment.job.room.name == "configured"
         [d] = await lkapi.agent_dispatch.list_dispatch("configured")
         assert d.agent_name == "concierge" and d.metadata == "vip"
+        # CreateRoom's agents are the new room's dispatches
+        await lkapi.room.create_room(room_pb.CreateRoomRequest(name="created", agents=[
+            dispatch_pb.RoomAgentDispatch(agent_name="concierge", metadata="via api")]))
+        second = await asyncio.wait_for(worker.assignments.get(), 10)
+        assert (second.job.room.name, second.job.metadata) == ("created", "via api")
         # a token without roomAdmin on that room is refused
         url = f"{server.http_url}/twirp/livekit.AgentDispatchService/ListDispatch"
         for token in (server.token("x", "configured"),
