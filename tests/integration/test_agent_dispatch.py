@@ -151,6 +151,16 @@ async def test_worker_refused_without_agent_grant(server: DevServer,
     assert exc.value.status == 401
     async with http.get(f"{server.http_url}/agent") as resp:  # not a WebSocket
         assert resp.status == 404
+    # bad input from a worker: undecodable bytes, or a message before registering
+    for payload in (b"\xff\xff\xff", agent_pb.WorkerMessage(
+            update_worker=agent_pb.UpdateWorkerStatus(load=0.5)).SerializeToString()):
+        ws = await http.ws_connect(f"{server.url}/agent",
+                                   headers={"Authorization": f"Bearer {_agent_token(server)}"})
+        await ws.send_bytes(payload)
+        msg = await ws.receive(timeout=5)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        await ws.close()
+    await _until(lambda: not server.app.agents.core.workers)
 
 
 async def test_room_creation_dispatches_job_that_joins_as_agent(
@@ -239,6 +249,13 @@ async def test_explicit_dispatch_via_agent_dispatch_service(
         assert await asyncio.wait_for(worker.terminations.get(), 10) == assignment.job.id
         assert await lkapi.agent_dispatch.get_dispatch(dispatch.id, "explicit") is None
 
+        with pytest.raises(api.TwirpError) as bad:
+            await lkapi.agent_dispatch.create_dispatch(dispatch_pb.CreateAgentDispatchRequest(
+                agent_name="helper", room="explicit", metadata="x" * (512 * 1024 + 1)))
+        assert bad.value.code == "invalid_argument"
+        with pytest.raises(api.TwirpError) as bad:
+            await lkapi.agent_dispatch.delete_dispatch("AD_nope", "explicit")
+        assert bad.value.code == "not_found"
         # a dispatch for a room that does not exist yet creates it
         other = await lkapi.agent_dispatch.create_dispatch(
             dispatch_pb.CreateAgentDispatchRequest(agent_name="helper", room="fresh"))

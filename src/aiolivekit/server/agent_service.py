@@ -21,6 +21,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from livekit.protocol import agent as agent_pb, agent_dispatch as dispatch_pb, room as room_pb
 
+from . import limits
 from .agent_dispatch import AgentDispatcher, DispatchError, Effect, WorkerClose, WorkerSend
 from .auth import AuthError, TokenClaims, token_from_request, verify_token
 from .rooms import RoomManager
@@ -104,8 +105,11 @@ class AgentService:
         while True:
             await asyncio.sleep(TICK_INTERVAL)
             now = time.time()
-            self.apply(self.core.observe_rooms(self.rooms.rooms, now))
-            self.apply(self.core.tick(now))
+            try:
+                self.apply(self.core.observe_rooms(self.rooms.rooms, now))
+                self.apply(self.core.tick(now))
+            except Exception:  # one bad state must not stop dispatch for the others
+                logger.exception("agent dispatch tick failed")
 
     def apply(self, effects: Iterable[Effect]) -> None:
         """Queue the core's messages on the workers' WebSockets."""
@@ -229,6 +233,15 @@ class AgentService:
 
     def _call(self, method: str, req: Any, now: float) -> Any:
         if method == "CreateDispatch":
+            if len(req.room.encode()) > limits.MAX_ROOM_NAME_LENGTH:
+                raise TwirpError("invalid_argument", "room name exceeds limits: max length "
+                                 f"{limits.MAX_ROOM_NAME_LENGTH}")
+            if len(req.agent_name.encode()) > limits.MAX_NAME_LENGTH:
+                raise TwirpError("invalid_argument", "agent name exceeds limits: max length "
+                                 f"{limits.MAX_NAME_LENGTH}")
+            if len(req.metadata.encode()) > limits.MAX_METADATA_SIZE:
+                raise TwirpError("invalid_argument", "metadata exceeds limits: max size "
+                                 f"{limits.MAX_METADATA_SIZE}")
             if req.room not in self.rooms.rooms:  # auto-created, like livekit-server
                 self.rooms.get_or_create(req.room, now)
                 self.room_created(req.room, [])
