@@ -259,7 +259,11 @@ def test_terminate_answer_ends_job_and_simulate_offers_to_same_worker() -> None:
     out = core.handle(wid, agent_pb.WorkerMessage(simulate_job=agent_pb.SimulateJobRequest(
         type=agent_pb.JT_ROOM, room=_room("sim"))), T0)
     sim = _only(out, "availability").availability.job
-    assert sim.room.name == "sim" and out[0].worker_id == wid
+    assert sim.room.name == "sim" and out[0].worker_id == wid and not sim.dispatch_id
+    # a simulated job is assigned even though no such room exists yet
+    token = _only(_answer(core, wid, sim.id, participant_identity="sim-agent"),
+                  "assignment").assignment.token
+    assert join_grant(verify_token(token, {KEY: SECRET}, T0 + 2)).room == "sim"
 
 
 def test_job_participant_leaving_the_room_fails_the_job() -> None:

@@ -458,7 +458,7 @@ class AgentDispatcher:
             return []
         if not res.available:
             return self._offer(job, now, offer.tried)
-        if job.room.name not in self.room_info:
+        if job.dispatch_id and job.room.name not in self.room_info:
             return []  # the room closed while the worker thought about it
         job.state.worker_id = worker.id
         job.state.participant_identity = res.participant_identity
