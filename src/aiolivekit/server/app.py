@@ -6,11 +6,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from aiohttp import web
-from livekit.protocol import models as models_pb, rtc as rtc_pb
+from livekit.protocol import models as models_pb, room as room_pb, rtc as rtc_pb
 
 from . import http_guard, limits
+from .agent_service import AGENT_TWIRP_PREFIX, AgentService, room_config_agents
 from .auth import (
     AuthError,
     TokenClaims,
@@ -23,7 +25,7 @@ from .auth import (
 from .config import ServerConfig
 from .rooms import RoomManager
 from .session import MAX_SIGNAL_MESSAGE, Hub, ParticipantSession
-from .twirp import TWIRP_PREFIX, RoomService
+from .twirp import TWIRP_PREFIX, RoomService, decode_message
 
 __all__ = ["LiveKitServerApp", "create_app"]
 
@@ -82,6 +84,7 @@ class LiveKitServerApp:
         self.hub = Hub(self.rooms, config.ice_addresses(), config.forwarding,
                        ping_timeout=config.ping_timeout, announce=config.announce)
         self.room_service = RoomService(self.rooms, config.keys)
+        self.agents = AgentService(self.rooms, config.keys)
         self.app = web.Application(middlewares=[_cors_middleware],
                                    client_max_size=limits.MAX_TWIRP_BODY)
         self.app.router.add_get("/", self._health)
@@ -90,6 +93,8 @@ class LiveKitServerApp:
         self.app.router.add_get("/rtc/v1", self._not_found)
         self.app.router.add_get("/rtc/v1/validate", self._not_found)
         self.app.router.add_post(TWIRP_PREFIX + "{method}", self._twirp)
+        self.app.router.add_post(AGENT_TWIRP_PREFIX + "{method}", self._agent_twirp)
+        self.app.router.add_get("/agent", self.agents.handle_ws)
         self.app.router.add_route("OPTIONS", "/{tail:.*}", self._not_found)
         self.app.on_startup.append(self._on_startup)
         self.app.on_shutdown.append(self._on_shutdown)
@@ -98,10 +103,12 @@ class LiveKitServerApp:
     async def _on_startup(self, app: web.Application) -> None:
         self._pruner = asyncio.ensure_future(self._prune_loop())
         self.hub.start()
+        self.agents.start()
 
     async def _on_shutdown(self, app: web.Application) -> None:
         if self._pruner is not None:
             self._pruner.cancel()
+        await self.agents.close()
         await self.hub.close_all()
 
     async def _prune_loop(self) -> None:
@@ -109,6 +116,7 @@ class LiveKitServerApp:
             await asyncio.sleep(PRUNE_INTERVAL)
             for name in self.rooms.prune(time.time()):
                 logger.info("closed empty room %s", name)
+                self.agents.room_closed(name)
 
     # ------------------------------------------------------------------ helpers
 
@@ -143,10 +151,41 @@ class LiveKitServerApp:
         body = await http_guard.read_twirp_body(request) if refused is None else b""
         if isinstance(body, web.Response):
             return body
+        before = set(self.rooms.rooms)
         result = refused or self.room_service.handle(
             request.match_info["method"], body, request.headers.get("Content-Type", ""),
             request.headers.get("Authorization"), time.time())
         self.hub.dispatch(result.effects)
+        self._rooms_changed(before, request.match_info["method"], body,
+                            request.headers.get("Content-Type", ""))
+        return web.Response(status=result.status, body=result.body,
+                            content_type=result.content_type, headers=_CORS)
+
+    def _rooms_changed(self, before: set[str], method: str, body: bytes,
+                       content_type: str) -> None:
+        """Tell agent dispatch about the rooms a RoomService call created or deleted
+        (CreateRoom's ``agents`` are the new room's dispatches)."""
+        after = set(self.rooms.rooms)
+        for name in before - after:
+            self.agents.room_closed(name)
+        for name in after - before:
+            agents: list[Any] = []
+            if method == "CreateRoom":
+                req: Any = decode_message(body, content_type, room_pb.CreateRoomRequest())
+                agents = list(req.agents)
+            self.agents.room_created(name, agents)
+
+    async def _agent_twirp(self, request: web.Request) -> web.Response:
+        refused = self.agents.preauthorize(request.headers.get("Authorization"))
+        if refused is not None:  # before a byte of the body is read
+            return web.Response(status=refused.status, body=refused.body,
+                                content_type=refused.content_type, headers=_CORS)
+        body = await http_guard.read_twirp_body(request)
+        if isinstance(body, web.Response):
+            return body
+        result = self.agents.twirp(request.match_info["method"], body,
+                                   request.headers.get("Content-Type", ""),
+                                   request.headers.get("Authorization"))
         return web.Response(status=result.status, body=result.body,
                             content_type=result.content_type, headers=_CORS)
 
@@ -176,7 +215,10 @@ class LiveKitServerApp:
         except ValueError:
             client_protocol = 0
         now = time.time()
+        created = grant.room not in self.rooms.rooms
         room = self.rooms.get_or_create(grant.room, now)
+        if created:
+            self.agents.room_created(room.name, room_config_agents(claims))
         participant, join, effects = room.join(
             claims.identity, grant, now,
             name=claims.name, metadata=claims.metadata, attributes=claims.attributes,
