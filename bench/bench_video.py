@@ -81,6 +81,23 @@ async def bytes_sent(room: Any) -> int:
     return total
 
 
+async def available_outgoing(room: Any) -> list[Any]:
+    """The publisher PC's ``availableOutgoingBitrate`` in kbit/s (0 if none reported)."""
+    stats = await asyncio.wait_for(room.get_rtc_stats(), 10)
+    best = 0.0
+    extra: list[Any] = []
+    for st in stats.publisher_stats:
+        if hasattr(st, "WhichOneof") and st.WhichOneof("stats") == "candidate_pair":
+            best = max(best, st.candidate_pair.candidate_pair.available_outgoing_bitrate / 1000)
+        if hasattr(st, "WhichOneof") and st.WhichOneof("stats") == "outbound_rtp":
+            o = st.outbound_rtp.outbound
+            if o.frame_width:
+                extra += [o.frame_width, round(o.target_bitrate / 1000), o.quality_limitation_reason,
+                          st.outbound_rtp.outbound.nack_count, o.pli_count,
+                          round(o.qp_sum / max(1, o.frames_encoded), 1)]
+    return [round(best), *extra]
+
+
 async def mode_pub(a: dict[str, Any]) -> dict[str, Any]:
     w, h, fps = int(a["width"]), int(a["height"]), float(a["fps"])
     frames = make_frames(w, h, 60)
@@ -93,11 +110,16 @@ async def mode_pub(a: dict[str, Any]) -> dict[str, Any]:
         simulcast=bool(a.get("simulcast", False)),
         video_encoding=rtc.VideoEncoding(max_bitrate=int(a["bitrate"]), max_framerate=fps),
     )
+    if os.environ.get("BENCH_WARM"):
+        await room.local_participant.publish_data(b"warm")
+        await asyncio.sleep(float(os.environ["BENCH_WARM"]))
     await asyncio.wait_for(room.local_participant.publish_track(track, opts), 20)
     emit({"event": "published"})
     total = float(a["warmup"]) + float(a["seconds"])
     t0 = time.monotonic()
     n = 0
+    bwe: list[tuple[float, list[Any]]] = []
+    next_bwe = t0
     marks: dict[str, tuple[float, float]] = {}
     profiler = None
     if os.environ.get("BENCH_VIDEO_PROFILE") and a["sdk"] == "aiolivekit":
@@ -113,6 +135,9 @@ async def mode_pub(a: dict[str, Any]) -> dict[str, Any]:
             sent0 = await bytes_sent(room)
             if profiler is not None:
                 profiler.enable()
+        if a.get("bwe_trace") and now >= next_bwe:  # the publisher's bandwidth estimate
+            next_bwe += 1.0
+            bwe.append((round(now - t0, 1), await available_outgoing(room)))
         vf = rtc.VideoFrame(w, h, rtc.VideoBufferType.RGBA, frames[n % len(frames)])
         source.capture_frame(vf)
         n += 1
@@ -125,7 +150,7 @@ async def mode_pub(a: dict[str, Any]) -> dict[str, Any]:
     sent1 = await bytes_sent(room)
     await asyncio.wait_for(room.disconnect(), 10)
     return {"cpu_pct": 100 * (c1 - c0) / (w1 - w0), "frames_captured": n,
-            "sent_kbps": round((sent1 - sent0) * 8 / (w1 - w0) / 1000),
+            "sent_kbps": round((sent1 - sent0) * 8 / (w1 - w0) / 1000), "bwe_kbps": bwe,
             "load_avg": os.getloadavg()[0]}
 
 
@@ -237,7 +262,7 @@ async def one(server: Any, sdk: str, w: int, h: int, fps: float, bitrate: int,
     total = warmup + seconds
     pub_args = {"sdk": sdk, "mode": "pub", "url": server.url, "token": server.token("pub", room),
                 "width": w, "height": h, "fps": fps, "bitrate": bitrate,
-                "seconds": seconds, "warmup": warmup}
+                "seconds": seconds, "warmup": warmup, "bwe_trace": bool(os.environ.get("BENCH_BWE"))}
     published = asyncio.Event()
     pub_task = asyncio.ensure_future(run_worker(python[sdk], pub_args, total + 60, published))
     await asyncio.wait_for(published.wait(), 40)
@@ -254,6 +279,7 @@ async def one(server: Any, sdk: str, w: int, h: int, fps: float, bitrate: int,
         "sdk": sdk, "size": full, "fps_target": fps, "bitrate": bitrate,
         "publisher_cpu_pct": round(pub["cpu_pct"], 1),
         "sent_kbps": pub["sent_kbps"],
+        **({"bwe_kbps": pub["bwe_kbps"]} if pub["bwe_kbps"] else {}),
         "delivered_size": sizes.most_common(1)[0][0] if sizes else None,
         "delivered_fps": round(sum(s["fps"] for s in window) / max(1, len(window)), 1),
         "first_full_size_25fps_s": t_full,
