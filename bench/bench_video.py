@@ -323,6 +323,45 @@ async def main_async(ns: argparse.Namespace) -> None:
         await (srv.aclose() if ns.server == "embedded" else srv.stop())
 
 
+async def run(ctx: Any) -> list[dict[str, Any]]:
+    """bench/run.py entry point: publisher CPU at 720p/1080p through livekit-server (both
+    SDKs, the official subscriber), and an official publisher's time to full size on
+    each server."""
+    from common import row
+
+    out: list[dict[str, Any]] = []
+    seconds = max(5.0, ctx.seconds)
+    setup = ("one VP8 camera track, RGBA frames at 30 fps (moving content), one layer, "
+             "{bitrate} kbit/s cap, each SDK in its own process, the official SDK "
+             "subscribing; publisher CPU = getrusage (all threads) over {seconds:g} s "
+             "after a 5 s warm-up; delivered size/fps as decoded by the subscriber")
+    if ctx.livekit is not None and OFFICIAL_PY.is_file():
+        for (w, h), bitrate in (((1280, 720), 1_500_000), ((1920, 1080), 3_000_000)):
+            for sdk in ("official", "aiolivekit"):
+                r = await one(ctx.livekit, sdk, w, h, 30.0, bitrate, seconds, 5.0,
+                              ctx.room("video"))
+                name = f"video_publish [{w}x{h}, livekit-server]"
+                extra = {"setup": setup.format(bitrate=bitrate // 1000, seconds=seconds)}
+                out += [
+                    row(name, sdk, "publisher_cpu", r["publisher_cpu_pct"], "% of a core",
+                        **extra),
+                    row(name, sdk, "delivered_fps", r["delivered_fps"], "fps", **extra),
+                    row(name, sdk, "delivered_full_size", float(r["delivered_size"] == f"{w}x{h}"),
+                        "1 = yes", **extra),
+                    row(name, sdk, "sent", r["sent_kbps"], "kbit/s", **extra),
+                ]
+        for kind, server in (("embedded", ctx.embedded), ("livekit-server", ctx.livekit)):
+            r = await one(server, "official", 1280, 720, 30.0, 1_500_000, 10.0, 0.0,
+                          ctx.room("ramp"))
+            t = r["first_full_size_25fps_s"]
+            out.append(row(f"video_full_quality [official publisher, {kind}]", "official",
+                           "seconds_to_1280x720_25fps", t if t is not None else float("nan"), "s",
+                           setup="official publisher 1280x720 VP8 1.5 Mbit/s -> server -> "
+                                 "official subscriber; first whole second at full size and "
+                                 ">= 25 fps, counted from the subscriber's first frame"))
+    return out
+
+
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--worker":
         worker_main(sys.argv[2])
