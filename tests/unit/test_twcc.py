@@ -78,3 +78,17 @@ def test_negative_delta_is_a_large_symbol() -> None:
     base, _, times = parse_feedback(rec.build()[0])
     assert base == 1 and times[1] is not None and times[0] is not None
     assert abs((times[1] - times[0]) + 10_000) < 500
+
+
+def test_jumping_sequence_numbers_keep_the_work_bounded() -> None:
+    """A sender whose numbers jump by ~half the space every packet (each unwraps forward)
+    must not make one feedback round walk millions of numbers."""
+    rec = TwccRecorder(sender_ssrc=1)
+    seq = 0
+    for i in range(200):
+        seq = (seq + 30000) & 0xFFFF
+        rec.record(seq, 1.0 + i * 0.001)
+    packets = rec.build()
+    covered = sum(len(parse_feedback(p)[2]) for p in packets)
+    assert 1 <= covered <= (1 << 14) + 1
+    assert len(packets) <= 10

@@ -127,6 +127,9 @@ class TwccRecorder:
             return []
         start = min(self._arrivals) if self._next is None else self._next
         end = self._highest
+        # a sender whose numbers jump (or a long outage) is reported over the last
+        # _KEEP_SPAN numbers only: the work per round stays bounded
+        start = max(start, end - _KEEP_SPAN)
         out = []
         while start <= end:
             packet, start = self._one(start, end)
