@@ -284,6 +284,7 @@ class Room(RoomReconnect, RoomEventHandlers, RoomDataMixin, EventEmitter[EventTy
         self._pending_tracks.clear()
         self._active_speakers = []
         self._subscription_prefs.clear()
+        self._quality_prefs.clear()
         self._resend.clear()
 
     def _set_state(self, state: ConnectionState) -> None:

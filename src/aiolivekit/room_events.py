@@ -22,7 +22,7 @@ from .engine import engine as eng, signal as sig
 from .participant import LocalParticipant, Participant, RemoteParticipant
 from .track import RemoteAudioTrack, RemoteVideoTrack, Track
 from .track_publication import RemoteTrackPublication
-from .types import ConnectionQuality, DisconnectReason, StreamState
+from .types import ConnectionQuality, DisconnectReason, StreamState, VideoQuality
 
 __all__ = ["PENDING_TRACK_TTL", "RoomEventHandlers"]
 
@@ -46,6 +46,7 @@ class RoomEventHandlers:
     _token: str
     _tasks: set[asyncio.Task[Any]]
     _subscription_prefs: dict[str, bool]
+    _quality_prefs: dict[str, VideoQuality]
 
     if TYPE_CHECKING:  # provided by the Room
         def emit(self, event: Any, *args: Any) -> None: ...
@@ -65,7 +66,7 @@ class RoomEventHandlers:
 
     def _add_publication(self, p: RemoteParticipant, info: models_pb.TrackInfo
                          ) -> RemoteTrackPublication:
-        pub = RemoteTrackPublication(info, p.sid, self._set_subscribed)
+        pub = RemoteTrackPublication(info, p.sid, self._set_subscribed, self._set_video_quality)
         p._track_publications[info.sid] = pub
         return pub
 
@@ -295,6 +296,14 @@ class RoomEventHandlers:
             if p is not None and pub._track is not None:
                 self._unsubscribe_publication(p, pub)
             pub._desired = False
+
+    def _set_video_quality(self, pub: RemoteTrackPublication, quality: VideoQuality) -> None:
+        engine = self._engine
+        if engine is None or engine.closed:
+            raise RuntimeError("the room is not connected")
+        engine.session.update_track_settings([pub.sid], disabled=False, quality=int(quality))
+        engine.send_signal()
+        self._quality_prefs[pub.sid] = quality  # sent again after a full reconnect
 
     def _ev_TrackReceived(self, ev: eng.TrackReceived) -> None:
         self._expire_pending()

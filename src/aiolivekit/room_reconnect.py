@@ -37,7 +37,7 @@ from .engine.resume import ResumeRefused, SyncParts, resume_session
 from .errors import ConnectError
 from .participant import LocalParticipant, RemoteParticipant
 from .track_publication import RemoteTrackPublication
-from .types import ConnectionState, RoomOptions
+from .types import ConnectionState, RoomOptions, VideoQuality
 
 if TYPE_CHECKING:
     from .data.manager import DataManager
@@ -89,6 +89,7 @@ class RoomReconnect:
         self._gone = asyncio.Event()  # set when the session ended (waiters give up)
         self._resend = packets.ResendBuffer()
         self._subscription_prefs: dict[str, bool] = {}
+        self._quality_prefs: dict[str, VideoQuality] = {}  # set_video_quality choices
         self._pending_trigger: tuple[bool, int, str] | None = None
         self._retry_policy = RetryPolicy()
         self._lost_reason: int = models_pb.DisconnectReason.UNKNOWN_REASON
@@ -263,6 +264,9 @@ class RoomReconnect:
                     continue
                 engine.session.update_subscription([sid], want, p.sid)
                 pub._desired = want
+        for sid, quality in self._quality_prefs.items():
+            if any(sid in p._track_publications for p in self._remote.values()):
+                engine.session.update_track_settings([sid], disabled=False, quality=int(quality))
         engine.send_signal()
 
     # ------------------------------------------------------------------ data and tasks

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from livekit.protocol import models as models_pb
 
-from .types import EncryptionType, TrackKind, TrackSource
+from .types import EncryptionType, TrackKind, TrackSource, VideoQuality
 from .types_ext import FrameMetadataFeature
 
 if TYPE_CHECKING:
@@ -163,13 +163,15 @@ class RemoteTrackPublication(TrackPublication):
     """A track published by a remote participant."""
 
     def __init__(self, info: models_pb.TrackInfo, participant_sid: str = "",
-                 set_subscribed: Callable[[RemoteTrackPublication, bool], None] | None = None
+                 set_subscribed: Callable[[RemoteTrackPublication, bool], None] | None = None,
+                 set_quality: Callable[[RemoteTrackPublication, VideoQuality], None] | None = None
                  ) -> None:
         super().__init__(info)
         self._participant_sid = participant_sid
         self._subscribed = False
         self._desired: bool | None = None
         self._set_subscribed_cb = set_subscribed
+        self._set_quality_cb = set_quality
 
     @property
     def track(self) -> RemoteAudioTrack | RemoteVideoTrack | None:
@@ -189,3 +191,27 @@ class RemoteTrackPublication(TrackPublication):
             return
         self._set_subscribed_cb(self, subscribed)  # raises RuntimeError when disconnected
         self._desired = subscribed
+
+    def set_video_quality(self, quality: VideoQuality | int) -> None:
+        """Ask the server for one simulcast layer of this track: ``VIDEO_QUALITY_LOW``
+        (q), ``MEDIUM`` (h) or ``HIGH`` (f); sent as ``UpdateTrackSettings.quality``.
+
+        Raises ``ValueError`` for an audio or a single-layer publication (as
+        ``livekit.rtc``) or an unknown quality, ``RuntimeError`` when not connected.
+        """
+        if self.kind != TrackKind.KIND_VIDEO:
+            raise ValueError(
+                f"set_video_quality is only supported on video publications (sid={self.sid})")
+        if not self.simulcasted:
+            raise ValueError(
+                f"set_video_quality requires a simulcasted publication (sid={self.sid})")
+        try:
+            q = VideoQuality(int(quality))
+        except ValueError:
+            raise ValueError(f"unknown video quality {quality!r}") from None
+        if q not in (VideoQuality.VIDEO_QUALITY_LOW, VideoQuality.VIDEO_QUALITY_MEDIUM,
+                     VideoQuality.VIDEO_QUALITY_HIGH):
+            raise ValueError(f"unknown video quality {quality!r}")
+        if self._set_quality_cb is None:
+            raise RuntimeError("the room is not connected")
+        self._set_quality_cb(self, q)

@@ -102,6 +102,45 @@ def test_to_av_frame_i420_odd_size() -> None:
     assert u.reshape(-1).tolist() == [100 + i for i in range(6)]
 
 
+def test_converter_i420_even_size_plane_content() -> None:
+    w, h = 8, 4
+    y, u, v = bytes(range(32)), bytes(range(100, 108)), bytes(range(200, 208))
+    f = codecs.VideoConverter().convert(VideoFrame(w, h, VideoBufferType.I420, y + u + v))
+    assert (f.width, f.height, f.format.name) == (8, 4, "yuv420p")
+    planes = [np.frombuffer(p, dtype=np.uint8).reshape(-1, p.line_size) for p in f.planes]
+    assert planes[0][:4, :8].tobytes() == y
+    assert planes[1][:2, :4].tobytes() == u and planes[2][:2, :4].tobytes() == v
+
+
+@pytest.mark.parametrize("fmt", ["RGBA", "BGRA", "RGB24"])
+def test_converter_packed_colours_and_reuse_across_sizes(fmt: str) -> None:
+    """One converter (one swscale context) across frame sizes: limited-range BT.601 luma
+    of pure red / white halves, and chroma of the red half well above 128 in V."""
+    conv = codecs.VideoConverter()
+    for w, h in ((64, 32), (32, 16), (64, 32)):
+        n = 3 if fmt == "RGB24" else 4
+        px = np.zeros((h, w, n), dtype=np.uint8)
+        red = (0, 0, 255, 255) if fmt == "BGRA" else (255, 0, 0, 255)
+        px[:, : w // 2] = red[:n]
+        px[:, w // 2 :] = 255
+        f = conv.convert(VideoFrame(w, h, VideoBufferType.Value(fmt), px.tobytes()))
+        assert (f.width, f.height, f.format.name) == (w, h, "yuv420p")
+        luma = np.frombuffer(f.planes[0], dtype=np.uint8).reshape(-1, f.planes[0].line_size)
+        assert abs(int(luma[h // 2, w // 8]) - 82) <= 2  # red: 16 + 0.257 * 255
+        assert abs(int(luma[h // 2, w - 2]) - 235) <= 2  # white
+        vpl = np.frombuffer(f.planes[2], dtype=np.uint8).reshape(-1, f.planes[2].line_size)
+        assert vpl[h // 4, w // 16] > 220 and abs(int(vpl[h // 4, w // 2 - 2]) - 128) <= 2
+
+
+def test_vp8_threads_follow_libwebrtc() -> None:
+    assert codecs.vp8_threads(1280, 720, 2) == 1  # this machine size: one thread
+    assert codecs.vp8_threads(1920, 1080, 2) == 1
+    assert codecs.vp8_threads(1280, 720, 4) == 2
+    assert codecs.vp8_threads(640, 480, 16) == 1
+    assert codecs.vp8_threads(1920, 1080, 6) == 3
+    assert codecs.vp8_threads(1920, 1080, 16) == 8
+
+
 @pytest.mark.parametrize("rate", [48000, 44100])
 def test_opus_pts_continuous_and_gap(rate: int) -> None:
     enc = codecs.OpusPacketEncoder(rate, 1, codecs.AudioEncoderConfig())

@@ -88,8 +88,6 @@ ALLOWED: dict[str, str] = {
         "reconnect work; later session",
     "LocalParticipant.publish_data_track: missing":
         "data tracks are not carried yet (LocalDataTrack raises); later session",
-    "RemoteTrackPublication.set_video_quality: missing":
-        "needs UpdateTrackSettings in the engine (being changed); simulcast is issue 16",
     # --- FFI-internal protobuf enums with no meaning outside the native layer
     "_proto.audio_frame_pb2.*": "SoX resampler / FFI stream types of the native layer",
     "_proto.capture_pb2.*": "native capture (GStreamer) of the FFI",

@@ -764,3 +764,19 @@ def transceiver_header_extensions(transceiver: Any) -> list[Any]:
     list itself, to extend)."""
     extensions: list[Any] = transceiver._headerExtensions
     return extensions
+
+
+def tap_rtp_arrivals(dtls: Any, on_rtp: Callable[[bytes], None]) -> bool:
+    """Call ``on_rtp(plaintext)`` for every RTP packet ``dtls`` decrypts on aiortc's
+    path, before it is routed (wraps this instance's ``_handle_rtp_data``); False when
+    the method moved. A second call replaces the callback."""
+    original = getattr(type(dtls), "_handle_rtp_data", None)
+    if not callable(original):
+        return False
+
+    async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+        on_rtp(data)
+        await original(dtls, data, arrival_time_ms)
+
+    dtls._handle_rtp_data = handle_rtp_data
+    return True

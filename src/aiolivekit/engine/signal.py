@@ -413,9 +413,13 @@ class SignalSession:
         self._send(update_metadata=req)
         return request_id
 
-    def update_track_settings(self, track_sids: list[str], *, disabled: bool) -> None:
-        self._send(track_setting=rtc_pb.UpdateTrackSettings(track_sids=track_sids,
-                                                            disabled=disabled))
+    def update_track_settings(self, track_sids: list[str], *, disabled: bool,
+                              quality: int | None = None) -> None:
+        """UpdateTrackSettings; ``quality`` (a ``VideoQuality``) asks for a simulcast layer."""
+        req = rtc_pb.UpdateTrackSettings(track_sids=track_sids, disabled=disabled)
+        if quality is not None:
+            req.quality = quality  # type: ignore[assignment]  # an int is a protobuf enum value
+        self._send(track_setting=req)
 
     def subscription_permission(self, permission: rtc_pb.SubscriptionPermission) -> None:
         self._send(subscription_permission=permission)

@@ -38,6 +38,7 @@ __all__ = [
     "AV_PACKED_FORMATS",
     "AudioEncoderConfig",
     "OpusPacketEncoder",
+    "VideoConverter",
     "VideoEncoderConfig",
     "VideoPacketEncoder",
     "audio_config",
@@ -45,6 +46,7 @@ __all__ = [
     "default_video_bitrate",
     "to_av_video_frame",
     "video_config",
+    "vp8_threads",
 ]
 
 logger = logging.getLogger(__name__)
@@ -296,15 +298,40 @@ class OpusPacketEncoder:
         return out
 
 
-def to_av_video_frame(frame: VideoFrame) -> Any:
-    """An ``av.VideoFrame`` in yuv420p (what both encoders take) from a ``VideoFrame``."""
-    w, h, t = frame.width, frame.height, frame.type
-    if t in AV_PACKED_FORMATS:
-        fmt, n = AV_PACKED_FORMATS[t]
-        arr = np.frombuffer(frame.data, dtype=np.uint8)[: w * h * n].reshape(h, w, n)
-        return av.VideoFrame.from_ndarray(arr, format=fmt).reformat(format="yuv420p")
-    if t != VideoBufferType.I420:
-        frame = frame.convert(VideoBufferType.I420)
+class VideoConverter:
+    """``VideoFrame`` -> yuv420p ``av.VideoFrame`` with one reused libswscale context.
+
+    Packed RGB input is wrapped without a copy (``from_numpy_buffer``) and converted by
+    libswscale's SIMD code on one thread (PyAV's default, 0, lets swscale start threads
+    that cost more CPU than they save at camera sizes); I420 input with even dimensions is
+    wrapped as it is. The result is only valid while the source frame's buffer is not
+    changed (the encoder reads it at once).
+    """
+
+    def __init__(self) -> None:
+        from av.video.reformatter import VideoReformatter
+
+        self._reformatter = VideoReformatter()
+
+    def convert(self, frame: VideoFrame) -> Any:
+        w, h, t = frame.width, frame.height, frame.type
+        if t in AV_PACKED_FORMATS:
+            fmt, n = AV_PACKED_FORMATS[t]
+            arr = np.frombuffer(frame.data, dtype=np.uint8, count=w * h * n).reshape(h, w, n)
+            src = av.VideoFrame.from_numpy_buffer(arr, format=fmt)
+            return self._reformatter.reformat(src, format="yuv420p", threads=1)
+        if t != VideoBufferType.I420:
+            frame = frame.convert(VideoBufferType.I420)
+        if w % 2 == 0 and h % 2 == 0:
+            size = w * h * 3 // 2
+            planes = np.frombuffer(frame.data, dtype=np.uint8, count=size).reshape(h * 3 // 2, w)
+            return av.VideoFrame.from_numpy_buffer(planes, format="yuv420p")
+        return _i420_copy(frame)
+
+
+def _i420_copy(frame: VideoFrame) -> Any:
+    """Odd-sized I420 copied plane by plane into a new ``av.VideoFrame``."""
+    w, h = frame.width, frame.height
     out = av.VideoFrame(w, h, "yuv420p")
     src = np.frombuffer(frame.data, dtype=np.uint8)
     cw, ch = (w + 1) // 2, (h + 1) // 2
@@ -315,6 +342,24 @@ def to_av_video_frame(frame: VideoFrame) -> Any:
         dst[:ph, :pw] = src[off : off + pw * ph].reshape(ph, pw)
         off += pw * ph
     return out
+
+
+def to_av_video_frame(frame: VideoFrame, converter: VideoConverter | None = None) -> Any:
+    """An ``av.VideoFrame`` in yuv420p (what both encoders take) from a ``VideoFrame``."""
+    return (converter or VideoConverter()).convert(frame)
+
+
+def vp8_threads(width: int, height: int, cpus: int) -> int:
+    """Encoder threads for a frame size, libwebrtc's rule for libvpx VP8: extra threads
+    only on machines with cores to spare (they add CPU time, they do not save it)."""
+    pixels = width * height
+    if pixels >= 1920 * 1080 and cpus > 8:
+        return 8
+    if pixels > 1280 * 960 and cpus >= 6:
+        return 3
+    if pixels > 640 * 480 and cpus >= 3:
+        return 2
+    return 1
 
 
 class VideoPacketEncoder:
@@ -337,7 +382,10 @@ class VideoPacketEncoder:
             codec: Any = av.CodecContext.create("libvpx", "w")
             codec.options = {
                 "deadline": "realtime",
-                "cpu-used": "6",
+                # negative: a fixed speed 6, as libwebrtc sets it; a positive value makes
+                # libvpx pick its speed from the time left in the frame interval, using
+                # up to (16 - n) / 16 of it
+                "cpu-used": "-6",
                 "lag-in-frames": "0",
                 "minrate": str(self.bitrate),
                 "maxrate": str(self.bitrate),
@@ -345,13 +393,13 @@ class VideoPacketEncoder:
                 "undershoot-pct": "95",
                 "overshoot-pct": "15",
                 "static-thresh": "1",
-                "error-resilient": "1",
+                "error-resilient": "0",  # as libwebrtc without temporal layers
                 "partitions": "0",
                 "drop-threshold": "30",  # drop frames rather than overshoot (as WebRTC)
             }
             codec.qmin = 2
             codec.qmax = 56
-            codec.thread_count = 1 if width * height <= 640 * 480 else min(4, os.cpu_count() or 1)
+            codec.thread_count = vp8_threads(width, height, os.cpu_count() or 1)
         else:
             codec = av.CodecContext.create("libx264", "w")
             codec.profile = "Baseline"

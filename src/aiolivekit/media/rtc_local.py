@@ -257,6 +257,7 @@ class LocalVideoRtcTrack(_LocalRtcTrack):
         self._source = source
         self.config = codecs.VideoEncoderConfig()
         self._encoder: codecs.VideoPacketEncoder | None = None
+        self._converter = codecs.VideoConverter()
         self._event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_seq = 0
@@ -315,7 +316,7 @@ class LocalVideoRtcTrack(_LocalRtcTrack):
                     logger.warning("codec %s is encoded by aiortc", self.codec_mime)
                 try:
                     frame = await loop.run_in_executor(
-                        None, codecs.to_av_video_frame, captured.frame
+                        None, self._converter.convert, captured.frame
                     )
                 except Exception:
                     logger.exception("video frame conversion failed; frame dropped")
@@ -333,7 +334,7 @@ class LocalVideoRtcTrack(_LocalRtcTrack):
             self.force_keyframe = False
             try:
                 packets = await loop.run_in_executor(
-                    None, _encode_video, encoder, captured.frame, pts, force
+                    None, _encode_video, encoder, self._converter, captured.frame, pts, force
                 )
             except Exception:
                 logger.exception("video encode failed; frame dropped")
@@ -358,8 +359,12 @@ class LocalVideoRtcTrack(_LocalRtcTrack):
 
 
 def _encode_video(
-    encoder: codecs.VideoPacketEncoder, frame: Any, pts: int, force: bool
+    encoder: codecs.VideoPacketEncoder,
+    converter: codecs.VideoConverter,
+    frame: Any,
+    pts: int,
+    force: bool,
 ) -> list[Any]:
-    return encoder.encode(codecs.to_av_video_frame(frame), pts, force)
+    return encoder.encode(converter.convert(frame), pts, force)
 
 

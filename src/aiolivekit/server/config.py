@@ -68,12 +68,21 @@ class ForwardingOptions:
     """The tap reads the UDP sockets itself where it can (else it wraps the protocol)."""
     read_batch_window: float = field(default_factory=window_from_env)
     """Seconds between batched socket reads while traffic is dense (0: no batching)."""
+    transport_cc: bool = True
+    """Answer a publisher's transport-cc offer and send it the feedback (``twcc_feedback``)."""
+    publisher_start_bitrate: int = 800_000
+    """bit/s given to libwebrtc publishers as ``x-google-start-bitrate`` in the answer
+    (0: none, libwebrtc starts at 300 kbit/s and, for its first frames, scales 720p
+    down to 320x180, then climbs back in 2 to 4 s steps)."""
 
     def __post_init__(self) -> None:
         for name in ("fast_path", "fast_out", "fanout", "raw_receive", "sync_rtcp",
-                     "socket_reader"):
+                     "socket_reader", "transport_cc"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"ForwardingOptions.{name} must be a bool")
+        start = self.publisher_start_bitrate
+        if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= 100_000_000:
+            raise ValueError("ForwardingOptions.publisher_start_bitrate must be 0..100000000 bit/s")
         window = self.read_batch_window
         if isinstance(window, bool) or not isinstance(window, (int, float)):
             raise TypeError("ForwardingOptions.read_batch_window must be a number of seconds")

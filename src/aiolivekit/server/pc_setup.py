@@ -1,25 +1,28 @@
-"""Peer-connection setup of the server's sessions: the publisher answer's RID extensions
-and DTLS role, the forwarder attached to incoming media, a new server PC."""
+"""Peer-connection setup of the server's sessions: the publisher answer's RID and transport-cc
+extensions and DTLS role, the forwarder attached to incoming media, a new server PC."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, sdp as aiortc_sdp
-from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
+from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpHeaderExtensionParameters
 
 from .._compat import aiortc as aiortc_compat, aiortc_sctp
+from ..webrtc.twcc import TWCC_URI
 from . import limits
 from .config import ForwardingOptions
 from .hub import ForwarderLike
+from .twcc_feedback import TwccFeedback
 
 if TYPE_CHECKING:  # pragma: no cover
     from aiortc import RTCRtpReceiver
 
 __all__ = [
-    "accept_rid_extensions", "answer_as_dtls_server", "attach_forwarder", "limit_sctp", "new_pc",
+    "accept_video_extensions", "answer_as_dtls_server", "attach_forwarder", "limit_sctp", "new_pc",
 ]
 
 logger = logging.getLogger(__name__)
@@ -39,19 +42,32 @@ def attach_forwarder(receiver: RTCRtpReceiver, kind: str, codecs: list[Any],
         return None
 
 
+_TWCC_FB = RTCRtcpFeedback(type="transport-cc")
+_NOT_MEDIA = ("rtx", "red", "ulpfec", "flexfec-03")
+_ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 _RID_URIS = (
     "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
     "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
 )
 
 
-def accept_rid_extensions(pc: RTCPeerConnection, offer_sdp: str) -> None:
-    """Answer the RID header extensions of video m-lines (aiortc drops them).
+def accept_video_extensions(pc: RTCPeerConnection, offer_sdp: str,
+                            tasks: set[asyncio.Task[Any]], options: ForwardingOptions) -> None:
+    """Answer the RID and transport-cc header extensions of video m-lines (aiortc drops
+    them) and start the transport-cc feedback (owned by ``tasks``).
 
     libwebrtc keeps offering only the extensions that earlier answers accepted, and refuses
     to create a simulcast offer without the RID extension ("negotiates simulcast but does
     not negotiate the RID RTP header extension"); aiortc parses RIDs, so accepting them is
     safe. The answer still has no ``a=simulcast``, so the client sends one layer.
+
+    transport-cc (extension and ``a=rtcp-fb:<pt> transport-cc``) is what livekit-server
+    answers and what libwebrtc's send-side bandwidth estimation needs to ramp up; the
+    feedback is :class:`~.twcc_feedback.TwccFeedback` (``options.transport_cc``). With it
+    the video codecs get ``x-google-start-bitrate`` (``options.publisher_start_bitrate``):
+    libwebrtc encodes its first frames at its start bitrate, and below 500 kbit/s it
+    scales anything above 640x480 down and only climbs back on low quantizers, a step
+    every few seconds.
     """
     try:
         description = aiortc_sdp.SessionDescription.parse(offer_sdp)
@@ -69,6 +85,22 @@ def accept_rid_extensions(pc: RTCPeerConnection, offer_sdp: str) -> None:
             if ext.uri in _RID_URIS and ext.uri not in have:
                 extensions.append(
                     RTCRtpHeaderExtensionParameters(id=ext.id, uri=ext.uri))
+        twcc = next((e for e in media.rtp.headerExtensions if e.uri == TWCC_URI), None)
+        if twcc is None or not options.transport_cc:
+            continue
+        if TWCC_URI not in have:
+            extensions.append(RTCRtpHeaderExtensionParameters(id=twcc.id, uri=TWCC_URI))
+        # no abs-send-time beside it: aiortc's receiver would answer that with its own
+        # REMB estimate, which ramps far slower and caps libwebrtc's send rate
+        extensions[:] = [e for e in extensions if e.uri != _ABS_SEND_TIME_URI]
+        offered = {c.payloadType for c in media.rtp.codecs
+                   if any(fb.type == "transport-cc" for fb in c.rtcpFeedback)}
+        for codec in aiortc_compat.transceiver_codecs(transceiver):
+            if codec.payloadType in offered and _TWCC_FB not in codec.rtcpFeedback:
+                codec.rtcpFeedback.append(_TWCC_FB)
+            if options.publisher_start_bitrate and codec.name.lower() not in _NOT_MEDIA:
+                codec.parameters["x-google-start-bitrate"] = options.publisher_start_bitrate // 1000
+        TwccFeedback.start(transceiver.receiver.transport, twcc.id, tasks)
 
 
 def answer_as_dtls_server(pc: RTCPeerConnection, offer_sdp: str) -> None:

@@ -32,7 +32,7 @@ from . import limits
 from .data_out import DownstreamData
 from .hub import ForwarderLike, Hub, SignalLink
 from .pc_setup import (
-    accept_rid_extensions,
+    accept_video_extensions,
     answer_as_dtls_server,
     attach_forwarder,
     limit_sctp,
@@ -537,7 +537,7 @@ class ParticipantSession:
                 ice_restart.new_local_credentials(self._pub)
             limit_sctp(self._pub, self._oversized_data)
             await self._apply_pending_candidates(0)
-            accept_rid_extensions(self._pub, offer.sdp)
+            accept_video_extensions(self._pub, offer.sdp, self._tasks, self.hub.forwarding)
             answer_as_dtls_server(self._pub, offer.sdp)
             answer = await asyncio.wait_for(self._pub.createAnswer(), PC_OP_TIMEOUT)
             with ice.host_addresses(self.hub.bind_addresses):

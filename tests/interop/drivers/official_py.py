@@ -350,17 +350,31 @@ class Driver:
         opts = rtc.TrackPublishOptions(
             source=rtc.TrackSource.SOURCE_CAMERA, simulcast=bool(s.get("simulcast", False))
         )
+        if s.get("max_bitrate"):
+            opts.video_encoding.max_bitrate = int(s["max_bitrate"])
+            opts.video_encoding.max_framerate = fps
         pub = await asyncio.wait_for(
             self.room.local_participant.publish_track(track, opts), s.get("timeout", 15)
         )
         rgba = np.empty((h, w, 4), dtype=np.uint8)
         rgba[:] = (r, g, b, 255)
-        data = rgba.tobytes()
+        if s.get("pattern") == "moving":  # camera-like: texture, a moving block (30 frames)
+            y, x = np.mgrid[0:h, 0:w]
+            rgba[..., 0] = (128 + 100 * np.sin(x / 37.0)).astype(np.uint8)
+            rgba[..., 1] = (128 + 100 * np.cos(y / 23.0)).astype(np.uint8)
+            datas = []
+            for i in range(30):
+                img = rgba.copy()
+                bx = (i * 12) % max(1, w - w // 5)
+                img[h // 3 : h // 3 + h // 5, bx : bx + w // 5, :3] = (r, g, b)
+                datas.append(img.tobytes())
+        else:
+            datas = [rgba.tobytes()]
 
         async def pump() -> None:
             start = time.monotonic()
             for i in range(int(seconds * fps)):
-                frame = rtc.VideoFrame(w, h, rtc.VideoBufferType.RGBA, data)
+                frame = rtc.VideoFrame(w, h, rtc.VideoBufferType.RGBA, datas[i % len(datas)])
                 source.capture_frame(frame)
                 ahead = start + (i + 1) / fps - time.monotonic()
                 if ahead > 0:
@@ -385,12 +399,20 @@ class Driver:
         want = int(s.get("frames", 10))
         frames = 0
         last: Any = None
+        # per_second: (frames, the most common size) per second after the first frame
+        per_second: dict[int, dict[str, int]] = {}
+        first: float | None = None
 
         async def read() -> None:
-            nonlocal frames, last
+            nonlocal frames, last, first
             async for ev in stream:
                 frames += 1
                 last = ev.frame
+                now = time.monotonic()
+                first = now if first is None else first
+                sizes = per_second.setdefault(int(now - first), {})
+                key = f"{ev.frame.width}x{ev.frame.height}"
+                sizes[key] = sizes.get(key, 0) + 1
                 if frames >= want:
                     return
 
@@ -412,6 +434,10 @@ class Driver:
             "width": rgba.width,
             "height": rgba.height,
             "mean_rgb": [round(float(v), 1) for v in center.mean(axis=0)],
+            "per_second": [
+                [t, sum(c.values()), max(c, key=lambda k: c[k])]
+                for t, c in sorted(per_second.items())
+            ],
         }
 
     async def op_register_rpc(self, s: dict[str, Any]) -> dict[str, Any]:
