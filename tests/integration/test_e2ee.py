@@ -10,6 +10,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_room_media import (
+    RATE,
+    Recorder,
+    Tone,
+    _join,
+    counter_frame,
+    peak_frequency,
+    read_counter,
+    remote_pub,
+    wait_track,
+)
 
 from aiolivekit import (
     AudioStream,
@@ -26,18 +37,6 @@ from aiolivekit import (
     VideoStream,
 )
 from aiolivekit.types import EncryptionState, EncryptionType, RoomOptions
-
-from test_room_media import (
-    RATE,
-    Recorder,
-    Tone,
-    _join,
-    counter_frame,
-    peak_frequency,
-    read_counter,
-    remote_pub,
-    wait_track,
-)
 
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 

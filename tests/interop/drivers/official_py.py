@@ -196,6 +196,11 @@ class Driver:
             emit({"event": "transcription", **item})
             self._spawn(self.inbox.put("transcription", item))
 
+        @room.on("e2ee_state_changed")
+        def _e2ee(participant: Any, state: Any) -> None:
+            emit({"event": "e2ee_state", "identity": getattr(participant, "identity", None),
+                  "state": int(state)})
+
         @room.on("disconnected")
         def _d(reason: Any) -> None:
             emit({"event": "disconnected", "reason": str(reason)})
@@ -203,6 +208,13 @@ class Driver:
     # ---- steps --------------------------------------------------------------------------
     async def op_connect(self, s: dict[str, Any]) -> dict[str, Any]:
         opts = rtc.RoomOptions(auto_subscribe=s.get("auto_subscribe", True))
+        if "e2ee_key" in s:  # end-to-end encryption with a shared key (issue 17)
+            kpo = rtc.KeyProviderOptions(shared_key=str(s["e2ee_key"]).encode())
+            if s.get("e2ee_kdf") == "hkdf":
+                kpo.key_derivation_function = rtc.KeyDerivationFunction.HKDF
+            if "e2ee_failure_tolerance" in s:
+                kpo.failure_tolerance = int(s["e2ee_failure_tolerance"])
+            opts.encryption = rtc.E2EEOptions(key_provider_options=kpo)
         if "single_peer_connection" in s:
             opts.single_peer_connection = bool(s["single_peer_connection"])
         t = time.monotonic()
