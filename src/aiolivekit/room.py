@@ -467,6 +467,8 @@ class Room(RoomReconnect, RoomEventHandlers, RoomE2EE, RoomDataMixin, EventEmitt
             return
         if not self._dup.accept(packet, reliable=ev.reliable):
             return
+        if packet.HasField("encrypted_packet") and not self._e2ee_open(packet):
+            return
         which = packet.WhichOneof("value")
         if which == "user":
             user = packet.user
@@ -490,6 +492,7 @@ class Room(RoomReconnect, RoomEventHandlers, RoomE2EE, RoomDataMixin, EventEmitt
         engine = self._engine
         if engine is None or engine.closed or self._local is None:
             raise PublishDataError("cannot send data: not connected")
+        self._e2ee_seal(packet)
         room = self
 
         def encode(reliable_max: int) -> bytes:

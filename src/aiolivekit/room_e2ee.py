@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import warnings
 from typing import TYPE_CHECKING, Any
+
+from google.protobuf.message import DecodeError
+from livekit.protocol import models as models_pb
 
 from .e2ee import E2EEManager, E2EEOptions
 from .media import frame_crypto as fc, frame_crypto_shell as crypto_shell
@@ -24,9 +28,13 @@ if TYPE_CHECKING:
     from .participant import LocalParticipant, Participant, RemoteParticipant
     from .track_publication import RemoteTrackPublication
 
-__all__ = ["RoomE2EE"]
+__all__ = ["ENCRYPTABLE", "RoomE2EE"]
 
 logger = logging.getLogger(__name__)
+
+# the DataPacket values the official SDKs send as an EncryptedPacketPayload
+ENCRYPTABLE = ("user", "chat_message", "rpc_request", "rpc_ack", "rpc_response",
+               "stream_header", "stream_chunk", "stream_trailer")
 
 
 class RoomE2EE:
@@ -42,6 +50,7 @@ class RoomE2EE:
         self._e2ee = E2EEManager(None, None)
         self._encryption_status: dict[str, bool] = {}
         self._no_key_store: fc.KeyStore | None = None
+        self._data_cryptor: fc.DataCryptorCore | None = None
 
     @property
     def e2ee_manager(self) -> E2EEManager:
@@ -66,8 +75,10 @@ class RoomE2EE:
         self._e2ee._on_state = self._e2ee_state_changed
         self._encryption_status = {}
         store = self._e2ee._store
+        self._data_cryptor = None
         if store is not None:
             crypto_shell.derive_in_background(store, asyncio.get_running_loop())
+            self._data_cryptor = fc.DataCryptorCore(store)
 
     @property
     def _e2ee_configured(self) -> bool:
@@ -144,3 +155,59 @@ class RoomE2EE:
 
     def _e2ee_forget(self, identity: str) -> None:
         self._encryption_status.pop(identity, None)
+
+    # -- data packets
+
+    def _e2ee_seal(self, packet: models_pb.DataPacket) -> None:
+        """Encrypt ``packet``'s value in place (``encrypted_packet``) when this room
+        encrypts; raises ``PublishDataError`` when it should but has no key."""
+        cryptor = self._data_cryptor
+        if cryptor is None or not self._e2ee.enabled:
+            return
+        which = packet.WhichOneof("value")
+        if which not in ENCRYPTABLE:
+            return
+        local = self._local
+        provider = self._e2ee.key_provider
+        assert provider is not None
+        payload = models_pb.EncryptedPacketPayload()
+        getattr(payload, which).CopyFrom(getattr(packet, which))
+        key_index = provider._latest_index
+        sealed = cryptor.encrypt(local.identity if local is not None else "", key_index,
+                                 payload.SerializeToString(), time.monotonic_ns() // 1_000_000)
+        if sealed is None:
+            from .errors import PublishDataError
+
+            raise PublishDataError(f"cannot encrypt data: no key at index {key_index} for "
+                                   "the local participant (end-to-end encryption is on)")
+        data, iv = sealed
+        packet.encrypted_packet.CopyFrom(models_pb.EncryptedPacket(
+            encryption_type=models_pb.Encryption.GCM, iv=iv, key_index=key_index,
+            encrypted_value=data))
+
+    def _e2ee_open(self, packet: models_pb.DataPacket) -> bool:
+        """Decrypt an ``encrypted_packet`` in place; False (drop it) when it cannot be."""
+        enc = packet.encrypted_packet
+        cryptor = self._data_cryptor
+        sender = packet.participant_identity
+        if cryptor is None:
+            logger.warning("dropping an end-to-end encrypted data packet from %s: this room "
+                           "has no RoomOptions.encryption", sender)
+            return False
+        plain = cryptor.decrypt(sender, int(enc.key_index), bytes(enc.iv),
+                                bytes(enc.encrypted_value))
+        if plain is None:
+            logger.warning("dropping a data packet from %s that does not decrypt "
+                           "(key index %d)", sender, enc.key_index)
+            return False
+        payload = models_pb.EncryptedPacketPayload()
+        try:
+            payload.ParseFromString(plain)
+        except DecodeError:
+            logger.warning("dropping a decrypted data packet from %s: not a payload", sender)
+            return False
+        which = payload.WhichOneof("value")
+        if which is None:
+            return False
+        getattr(packet, which).CopyFrom(getattr(payload, which))  # clears encrypted_packet
+        return True

@@ -285,3 +285,58 @@ async def test_deprecated_e2ee_option(any_server: Any, rooms: list[Room]) -> Non
         assert abs(await peak_frequency(track) - 440) < 15
     finally:
         await tone.close()
+
+
+async def test_encrypted_data_stream_and_rpc(any_server: Any, rooms: list[Room]) -> None:
+    """With a shared key, user packets, text streams and RPC travel as
+    ``DataPacket.encrypted_packet`` and arrive intact; a room without the key gets none
+    of the user packets (dropped, reported in the log)."""
+    from aiolivekit.data import packets as packets_mod
+
+    bob = await _join(any_server, rooms, "bob", _enc())
+    eve = await _join(any_server, rooms, "eve")  # no key
+    alice = await _join(any_server, rooms, "alice", _enc())
+    for room in (bob, eve):
+        for _ in range(200):
+            if "alice" in room.remote_participants:
+                break
+            await asyncio.sleep(0.02)
+    got: list[tuple[bytes, str | None]] = []
+    eve_got: list[bytes] = []
+    bob.on("data_received", lambda pkt: got.append((pkt.data, pkt.topic)))
+    eve.on("data_received", lambda pkt: eve_got.append(pkt.data))
+    wire: list[str | None] = []
+    original = packets_mod.decode_packet
+
+    def spy(data: bytes) -> Any:  # what bob's data channel really carried
+        packet = original(data)
+        wire.append(packet.WhichOneof("value"))
+        return packet
+    texts: list[str] = []
+
+    async def on_text(reader: Any, identity: str) -> None:
+        texts.append(await reader.read_all())
+    bob.register_text_stream_handler("chat", lambda r, i: asyncio.ensure_future(on_text(r, i)))
+
+    async def echo(data: Any) -> str:
+        return "echo:" + data.payload
+    bob.local_participant.register_rpc_method("echo", echo)
+    import aiolivekit.room as room_mod
+    room_mod.packets.decode_packet = spy  # type: ignore[attr-defined]
+    try:
+        await alice.local_participant.publish_data(b"secret-bytes", topic="t1")
+        await alice.local_participant.send_text("hello encrypted world", topic="chat")
+        reply = await alice.local_participant.perform_rpc(
+            destination_identity="bob", method="echo", payload="ping")
+        for _ in range(250):
+            if got and texts:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        room_mod.packets.decode_packet = original  # type: ignore[attr-defined]
+    assert got == [(b"secret-bytes", "t1")]
+    assert texts == ["hello encrypted world"]
+    assert reply == "echo:ping"
+    assert "encrypted_packet" in wire and "user" not in wire and "rpc_request" not in wire
+    await asyncio.sleep(0.3)
+    assert eve_got == []

@@ -315,3 +315,62 @@ async def test_wrong_key_aiolivekit_to_official(any_server: ServerInfo,
     states = [e["state"] for e in events_of(events, "e2ee_state") if e["identity"] == OURS]
     assert int(EncryptionState.DECRYPTION_FAILED) in states, events_of(events, "e2ee_state")
     assert int(EncryptionState.OK) not in states
+
+
+async def test_encrypted_data_and_rpc_both_ways(any_server: ServerInfo,
+                                                rooms: list[Room]) -> None:
+    """User packets, text streams and RPC between aiolivekit and the official SDK, both
+    with the shared key: whatever the official SDK sends encrypted (``encrypted_packet``)
+    we decrypt, and it decrypts ours."""
+    from aiolivekit.data import packets as packets_mod
+
+    ours = await _room(any_server, _options(KEY))
+    rooms.append(ours)
+    got: list[Any] = []
+    ours.on("data_received", lambda pkt: got.append(pkt))
+    wire: list[str | None] = []
+    original = packets_mod.decode_packet
+
+    def spy(data: bytes) -> Any:
+        packet = original(data)
+        wire.append(packet.WhichOneof("value"))
+        return packet
+    calls: list[str] = []
+
+    async def echo(data: Any) -> str:
+        calls.append(data.payload)
+        return "echo:" + data.payload
+    ours.local_participant.register_rpc_method("echo", echo)
+    proc = _theirs(any_server, [
+        {"op": "register_rpc", "method": "upper", "behaviour": {"type": "echo"}},
+        {"op": "send_data", "payload": "from-official", "topic": "o2a", "count": 2},
+        {"op": "perform_rpc", "dest": OURS, "method": "echo", "payload": "hello",
+         "label": "calls-done"},
+        {"op": "expect_data", "topic": "a2o", "count": 2, "timeout": TIMEOUT},
+        {"op": "expect_text", "topic": "chat", "count": 1, "timeout": TIMEOUT},
+        {"op": "wait_signal", "name": "done", "timeout": 40},
+    ], stream_topics=["chat"])
+    import aiolivekit.room as room_mod
+    room_mod.packets.decode_packet = spy  # type: ignore[attr-defined]
+    try:
+        async with proc:
+            await _start_synced(ours, proc)
+            await proc.wait_for(lambda e: e.get("label") == "calls-done", timeout=40)
+            await _wait(lambda: len(got) >= 2, what="2 packets from the official SDK", proc=proc)
+            await ours.local_participant.publish_data(b"from-aiolivekit-1", topic="a2o")
+            await ours.local_participant.publish_data(b"from-aiolivekit-2", topic="a2o")
+            await ours.local_participant.send_text("encrypted text", topic="chat")
+            result = await ours.local_participant.perform_rpc(
+                destination_identity="theirs", method="upper", payload="ping")
+            proc.signal("done")
+            events = await proc.finish()
+    finally:
+        room_mod.packets.decode_packet = original  # type: ignore[attr-defined]
+    assert [(p.data, p.topic) for p in got] == [(b"from-official", "o2a")] * 2
+    assert calls == ["hello"] and result == "ping"
+    assert step(events, "perform_rpc")["result"] == "echo:hello"
+    items = step(events, "expect_data")["items"]
+    assert [(i["payload"], i["sender"]) for i in items] == [
+        ("from-aiolivekit-1", OURS), ("from-aiolivekit-2", OURS)]
+    assert [i["text"] for i in step(events, "expect_text")["items"]] == ["encrypted text"]
+    assert "user" not in wire and "encrypted_packet" in wire, wire

@@ -228,3 +228,28 @@ def test_background_ratchet_window() -> None:
     assert asked == [(SECRET, 16)]
     store.deriver.compute_chain(*asked[0])
     assert dec.decrypt(wire, "vp8") == bytes.fromhex(v["frame"])
+
+
+def test_data_packet_crypto_round_trip_ratchet_and_wrong_key() -> None:
+    store = _store()
+    store.set_shared_key(SECRET, 2)
+    sender = fc.DataCryptorCore(store, rng=random.Random(1))
+    sealed = sender.encrypt("alice", 2, b"payload bytes", 123456)
+    assert sealed is not None
+    data, iv = sealed
+    assert len(iv) == 12 and iv[4:8] == (123456).to_bytes(4, "big")
+    assert len(data) == len(b"payload bytes") + 16
+    other = _store()
+    other.set_shared_key(SECRET, 2)
+    receiver = fc.DataCryptorCore(other)
+    assert receiver.decrypt("alice", 2, iv, data) == b"payload bytes"
+    assert receiver.decrypt("alice", 1, iv, data) is None  # no key at that index
+    assert receiver.decrypt("alice", 2, iv[:8], data) is None
+    # the sender ratcheted: the receiver follows within the window
+    store.ratchet_shared_key(2)
+    sealed2 = sender.encrypt("alice", 2, b"after ratchet", 2)
+    assert sealed2 is not None and receiver.decrypt("alice", 2, sealed2[1], sealed2[0]) == b"after ratchet"
+    wrong = _store(ratchet_window_size=2)
+    wrong.set_shared_key(b"nope", 2)
+    assert fc.DataCryptorCore(wrong).decrypt("alice", 2, iv, data) is None
+    assert fc.DataCryptorCore(_store()).encrypt("alice", 0, b"x", 1) is None  # no key

@@ -53,6 +53,7 @@ __all__ = [
     "STATE_MISSING_KEY",
     "STATE_NEW",
     "STATE_OK",
+    "DataCryptorCore",
     "FrameCryptorCore",
     "KeyDeriver",
     "KeyRing",
@@ -564,22 +565,77 @@ class FrameCryptorCore:
 
     def _ratchet_and_decrypt(self, ring: KeyRing, keyset: KeySet, key_index: int, iv: bytes,
                              sealed: bytes, header: bytes) -> bytes | _Pending | None:
-        window = self.store.options.ratchet_window_size
-        if window <= 0:
-            return None
-        deriver = self.store.deriver
-        if deriver.background is not None and not deriver.chain_ready(keyset.material, window):
-            deriver.background(keyset.material, window)
-            return _PENDING
-        material = keyset.material
-        for _ in range(window):
-            material = deriver.ratchet(material)
-            candidate = KeySet.from_material(material, deriver)
-            try:
-                plain = candidate.aead.decrypt(iv, sealed, header)
-            except InvalidTag:
-                continue
-            ring.set_from_material(material, key_index)
-            ring.set_valid()
-            return plain
+        return open_with_ratchet(self.store, ring, keyset, key_index, iv, sealed, header)
+
+
+def open_with_ratchet(store: KeyStore, ring: KeyRing, keyset: KeySet, key_index: int,
+                      iv: bytes, sealed: bytes, aad: bytes) -> bytes | _Pending | None:
+    """Try the ``ratchet_window_size`` keys after ``keyset``; on success the ring keeps
+    the ratcheted key. ``_PENDING`` when the window is being derived in the background."""
+    window = store.options.ratchet_window_size
+    if window <= 0:
         return None
+    deriver = store.deriver
+    if deriver.background is not None and not deriver.chain_ready(keyset.material, window):
+        deriver.background(keyset.material, window)
+        return _PENDING
+    material = keyset.material
+    for _ in range(window):
+        material = deriver.ratchet(material)
+        candidate = KeySet.from_material(material, deriver)
+        try:
+            plain = candidate.aead.decrypt(iv, sealed, aad)
+        except InvalidTag:
+            continue
+        ring.set_from_material(material, key_index)
+        ring.set_valid()
+        return plain
+    return None
+
+
+# ------------------------------------------------------------------ data packets
+
+
+class DataCryptorCore:
+    """Encrypts / decrypts data packets' payloads (``DataPacket.encrypted_packet``): AES-GCM
+    without additional data, the IV ``random u32 | time ms u32 | time - count % 0xFFFF``,
+    the sender's key ring (its identity), the ratchet window on failure."""
+
+    def __init__(self, store: KeyStore, rng: random.Random | None = None) -> None:
+        self.store = store
+        self._rng = rng or random.SystemRandom()
+        self._count = 0
+
+    def make_iv(self, now_ms: int) -> bytes:
+        if self._count == 0:
+            self._count = self._rng.randrange(1, 0xFFFF)
+        now_ms &= 0xFFFFFFFF
+        iv = (self._rng.getrandbits(32).to_bytes(4, "big") + now_ms.to_bytes(4, "big")
+              + ((now_ms - self._count % 0xFFFF) & 0xFFFFFFFF).to_bytes(4, "big"))
+        self._count += 1
+        return iv
+
+    def encrypt(self, identity: str, key_index: int, data: bytes, now_ms: int
+                ) -> tuple[bytes, bytes] | None:
+        """``(sealed, iv)`` for ``data`` with ``identity``'s key; None without a key."""
+        ring = self.store.ring_for(identity)
+        keyset = ring.get(key_index) if ring is not None else None
+        if keyset is None:
+            return None
+        iv = self.make_iv(now_ms)
+        return keyset.aead.encrypt(iv, bytes(data), None), iv
+
+    def decrypt(self, identity: str, key_index: int, iv: bytes, sealed: bytes) -> bytes | None:
+        """The payload ``identity`` sealed, or None (no key, wrong key, malformed)."""
+        if len(iv) != IV_LENGTH or len(sealed) < TAG_LENGTH:
+            return None
+        ring = self.store.ring_for(identity)
+        keyset = ring.get(key_index) if ring is not None else None
+        if ring is None or keyset is None:
+            return None
+        try:
+            return keyset.aead.decrypt(bytes(iv), bytes(sealed), None)
+        except InvalidTag:
+            out = open_with_ratchet(self.store, ring, keyset, key_index, bytes(iv),
+                                    bytes(sealed), b"")
+            return out if isinstance(out, bytes) else None
