@@ -55,7 +55,7 @@ pytestmark = [
 KEY = "interop-e2ee-shared-key-0123456789"
 
 
-@pytest.fixture(params=["official_py", "node"])
+@pytest.fixture(params=["official_py", "node", "browser"])
 def client(request: pytest.FixtureRequest) -> str:
     reason = official_available(request.param)
     if reason:
