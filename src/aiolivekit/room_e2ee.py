@@ -137,11 +137,22 @@ class RoomE2EE:
                 logger.warning("track %s of %s is end-to-end encrypted but this room has no "
                                "RoomOptions.encryption: nothing of it can be decoded",
                                pub.sid, p.identity)
-                if self._no_key_store is None:
-                    self._no_key_store = fc.KeyStore(fc.KeyStoreOptions())
-                core = fc.FrameCryptorCore(self._no_key_store, p.identity)
+                core = fc.FrameCryptorCore(self._no_keys(), p.identity)
         if not crypto_shell.install_decryptor(receiver, kind, core) and core is not None:
             logger.error("cannot decrypt track %s: no jitter buffer to hook", pub.sid)
+
+    def _e2ee_hold(self, receiver: Any, kind: str) -> None:
+        """A track arrived before its publication: with encryption on, drop its frames
+        until the publication says how to decrypt them (ciphertext must not reach the
+        decoder)."""
+        if receiver is None or not self._e2ee_configured:
+            return
+        crypto_shell.install_decryptor(receiver, kind, fc.FrameCryptorCore(self._no_keys(), ""))
+
+    def _no_keys(self) -> fc.KeyStore:
+        if self._no_key_store is None:
+            self._no_key_store = fc.KeyStore(fc.KeyStoreOptions())
+        return self._no_key_store
 
     # -- participants' encryption status
 

@@ -56,6 +56,8 @@ class RoomEventHandlers:
 
         def _e2ee_detach(self, track_sid: str) -> None: ...
 
+        def _e2ee_hold(self, receiver: Any, kind: str) -> None: ...
+
         def _e2ee_attach_remote(self, p: RemoteParticipant, pub: RemoteTrackPublication,
                                 receiver: Any, kind: str) -> None: ...
 
@@ -314,6 +316,7 @@ class RoomEventHandlers:
                      None)
         if p is None or ev.track_sid not in p._track_publications:
             self._pending_tracks[ev.track_sid] = (time.monotonic(), ev)
+            self._e2ee_hold(ev.receiver, ev.track.kind)
             return
         self._attach_remote_track(ev)
 

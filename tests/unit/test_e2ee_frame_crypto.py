@@ -118,11 +118,25 @@ def test_h264_header_and_emulation_prevention() -> None:
     assert found
 
 
+def _write_rbsp_reference(data: bytes) -> bytes:
+    """H.264's emulation prevention written as the standard states it (byte by byte)."""
+    out = bytearray()
+    zeros = 0
+    for byte in data:
+        if byte <= 3 and zeros >= 2:
+            out.append(3)
+            zeros = 0
+        out.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    return bytes(out)
+
+
 def test_rbsp_round_trip() -> None:
     rng = random.Random(3)
-    for _ in range(300):
+    for _ in range(3000):
         data = bytes(rng.choice((0, 0, 0, 1, 2, 3, 4, 255)) for _ in range(rng.randrange(40)))
         escaped = fc.write_rbsp(data)
+        assert escaped == _write_rbsp_reference(data), data.hex()
         assert b"\x00\x00\x00" not in escaped and b"\x00\x00\x01" not in escaped
         assert b"\x00\x00\x02" not in escaped
         assert fc.parse_rbsp(escaped) == data

@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import logging
 import random
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -356,19 +357,15 @@ class KeyStore:
 # ------------------------------------------------------------------ frame helpers
 
 
+_NEEDS_ESCAPE = re.compile(b"\x00\x00(?=[\x00-\x03])")
+
+
 def write_rbsp(data: bytes) -> bytes:
-    """H.264 emulation prevention: a 0x03 after two zeros when 0..3 follows."""
+    """H.264 emulation prevention: a 0x03 after two zeros when 0..3 follows (the zero
+    count starts again after each inserted byte: the matches do not overlap)."""
     if b"\x00\x00" not in data:
         return data
-    out = bytearray()
-    zeros = 0
-    for byte in data:
-        if byte <= 3 and zeros >= 2:
-            out.append(3)
-            zeros = 0
-        out.append(byte)
-        zeros = zeros + 1 if byte == 0 else 0
-    return bytes(out)
+    return _NEEDS_ESCAPE.sub(b"\x00\x00\x03", data)
 
 
 def parse_rbsp(data: bytes) -> bytes:
