@@ -189,10 +189,13 @@ async def test_per_participant_keys(any_server: Any, rooms: list[Room]) -> None:
 W, H = 320, 240
 
 
+@pytest.mark.parametrize("late", [False, True], ids=["early", "late-subscriber"])
 @pytest.mark.parametrize("codec", [VideoCodec.VP8, VideoCodec.H264])
 async def test_video_shared_key_counters(any_server: Any, rooms: list[Room],
-                                         codec: VideoCodec) -> None:
-    bob = await _join(any_server, rooms, "bob", _enc())
+                                         codec: VideoCodec, late: bool) -> None:
+    """Counters decode through the server; a subscriber joining 2 s into the stream gets
+    a key frame (the server finds it, and answers PLI, on the clear header bytes)."""
+    bob = None if late else await _join(any_server, rooms, "bob", _enc())
     alice = await _join(any_server, rooms, "alice", _enc())
     source = VideoSource(W, H)
     count = 0
@@ -209,6 +212,9 @@ async def test_video_shared_key_counters(any_server: Any, rooms: list[Room],
             LocalVideoTrack.create_video_track("cam", source),
             TrackPublishOptions(source=TrackSource.SOURCE_CAMERA, video_codec=codec))
         assert pub.encryption_type == EncryptionType.GCM
+        if bob is None:
+            await asyncio.sleep(2.0)
+            bob = await _join(any_server, rooms, "bob", _enc())
         rtrack = await wait_track(await remote_pub(bob, "alice"))
         stream = VideoStream(rtrack, format=VideoBufferType.I420)
         seen: list[int] = []
