@@ -90,8 +90,9 @@ class KeyProvider:
         self._options = options
         self._room_handle = room_handle
         self._store = fc.KeyStore(_store_options(options))
-        self._latest_index = 0
-        self._index_listeners: list[Callable[[int], None]] = []
+        # the index of the key set last: the shared key's (""), or each identity's
+        self._latest: dict[str, int] = {}
+        self._index_listeners: list[Callable[[str | None, int], None]] = []
         if options.shared_key is not None:
             self._store.set_shared_key(_key_bytes(options.shared_key), 0)
 
@@ -99,10 +100,15 @@ class KeyProvider:
     def options(self) -> KeyProviderOptions:
         return self._options
 
-    def _key_index_changed(self, key_index: int) -> None:
-        self._latest_index = key_index
+    def _key_index_changed(self, identity: str | None, key_index: int) -> None:
+        self._latest[identity or ""] = key_index
         for listener in list(self._index_listeners):
-            listener(key_index)
+            listener(identity, key_index)
+
+    def _latest_index(self, identity: str) -> int:
+        """The index ``identity``'s tracks and data are encrypted with: its own key set
+        last (per-participant keys), else the shared key set last."""
+        return self._latest.get(identity, self._latest.get("", 0))
 
     def _check_index(self, key_index: int) -> int:
         if not isinstance(key_index, int) or not 0 <= key_index < self._store.options.key_ring_size:
@@ -113,7 +119,7 @@ class KeyProvider:
         """Set the shared key at ``key_index`` (every participant's copy too); the tracks
         published from now on are encrypted with it. No-op without a shared key."""
         if self._store.set_shared_key(_key_bytes(key), self._check_index(key_index)):
-            self._key_index_changed(key_index)
+            self._key_index_changed(None, key_index)
         else:
             logger.warning("set_shared_key ignored: the key provider has no shared key "
                            "(KeyProviderOptions.shared_key was None)")
@@ -129,7 +135,7 @@ class KeyProvider:
         """Set ``participant_identity``'s key at ``key_index`` (per-participant keys)."""
         self._store.set_key(str(participant_identity), _key_bytes(key),
                             self._check_index(key_index))
-        self._key_index_changed(key_index)
+        self._key_index_changed(str(participant_identity), key_index)
 
     def export_key(self, participant_identity: str, key_index: int) -> bytes:
         return self._store.export_key(str(participant_identity), self._check_index(key_index))
@@ -240,10 +246,12 @@ class E2EEManager:
         entry = self._cryptors.get((identity, track_sid))
         return entry[0] if entry is not None else None
 
-    def _follow_key_index(self, key_index: int) -> None:
-        """A key set at a new index: local tracks encrypt with it from now on."""
+    def _follow_key_index(self, identity: str | None, key_index: int) -> None:
+        """A key set (the shared one, or our own identity's): our tracks encrypt with its
+        index from now on (as livekit-client); a remote participant's key changes nothing
+        here."""
         for core, local in self._cryptors.values():
-            if local:
+            if local and (identity is None or identity == core.participant):
                 core.key_index = key_index
 
     def _new_cryptor(self, identity: str, track_sid: str, local: bool
@@ -262,7 +270,8 @@ class E2EEManager:
 
         assert self._key_provider is not None
         core = fc.FrameCryptorCore(store, identity, enabled=self._enabled, on_state=on_state,
-                                   key_index=self._key_provider._latest_index if local else 0)
+                                   key_index=self._key_provider._latest_index(identity)
+                                   if local else 0)
         self._cryptors[(identity, track_sid)] = (core, local)
         return core
 

@@ -183,9 +183,10 @@ class RoomE2EE:
         assert provider is not None
         payload = models_pb.EncryptedPacketPayload()
         getattr(payload, which).CopyFrom(getattr(packet, which))
-        key_index = provider._latest_index
-        sealed = cryptor.encrypt(local.identity if local is not None else "", key_index,
-                                 payload.SerializeToString(), time.monotonic_ns() // 1_000_000)
+        identity = local.identity if local is not None else ""
+        key_index = provider._latest_index(identity)
+        sealed = cryptor.encrypt(identity, key_index, payload.SerializeToString(),
+                                 time.monotonic_ns() // 1_000_000)
         if sealed is None:
             from .errors import PublishDataError
 
