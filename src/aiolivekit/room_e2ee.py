@@ -164,9 +164,6 @@ class RoomE2EE:
             self._encryption_status[p.identity] = encrypted
             self.emit("participant_encryption_status_changed", p, encrypted)
 
-    def _e2ee_forget(self, identity: str) -> None:
-        self._encryption_status.pop(identity, None)
-
     # -- data packets
 
     def _e2ee_seal(self, packet: models_pb.DataPacket) -> None:

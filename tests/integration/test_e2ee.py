@@ -67,6 +67,7 @@ async def _max_amplitude(track: Any, seconds: float) -> tuple[int, int]:
     return frames, peak
 
 
+@pytest.mark.compat("e2ee", client="aiolivekit")
 async def test_audio_shared_key_tone_and_events(any_server: Any, rooms: list[Room]) -> None:
     bob = await _join(any_server, rooms, "bob", _enc())
     rec = Recorder(bob, "e2ee_state_changed", "participant_encryption_status_changed")
@@ -97,6 +98,7 @@ async def test_audio_shared_key_tone_and_events(any_server: Any, rooms: list[Roo
         await tone.close()
 
 
+@pytest.mark.compat("e2ee", client="aiolivekit")
 async def test_audio_wrong_key_reports_failure_and_decodes_nothing(
         any_server: Any, rooms: list[Room]) -> None:
     bob = await _join(any_server, rooms, "bob", _enc(b"not-the-right-key"))
@@ -119,6 +121,7 @@ async def test_audio_wrong_key_reports_failure_and_decodes_nothing(
         await tone.close()
 
 
+@pytest.mark.compat("e2ee", client="aiolivekit")
 async def test_unencrypted_receiver_drops_encrypted_track(any_server: Any,
                                                           rooms: list[Room]) -> None:
     bob = await _join(any_server, rooms, "bob")
@@ -136,6 +139,7 @@ async def test_unencrypted_receiver_drops_encrypted_track(any_server: Any,
         await tone.close()
 
 
+@pytest.mark.compat("e2ee", client="aiolivekit")
 async def test_key_rotation_mid_call(any_server: Any, rooms: list[Room]) -> None:
     """Both sides set a new shared key at index 1 (receiver first): the sender moves to
     it and the tone goes on; a receiver that only has the old key loses it."""
@@ -166,6 +170,7 @@ async def test_key_rotation_mid_call(any_server: Any, rooms: list[Room]) -> None
         await tone.close()
 
 
+@pytest.mark.compat("e2ee", client="aiolivekit")
 async def test_per_participant_keys(any_server: Any, rooms: list[Room]) -> None:
     no_shared = RoomOptions(encryption=E2EEOptions(KeyProviderOptions(shared_key=None)))
     bob = await _join(any_server, rooms, "bob", no_shared)
@@ -189,6 +194,7 @@ async def test_per_participant_keys(any_server: Any, rooms: list[Room]) -> None:
 W, H = 320, 240
 
 
+@pytest.mark.compat("e2ee", client="aiolivekit")
 @pytest.mark.parametrize("late", [False, True], ids=["early", "late-subscriber"])
 @pytest.mark.parametrize("codec", [VideoCodec.VP8, VideoCodec.H264])
 async def test_video_shared_key_counters(any_server: Any, rooms: list[Room],
@@ -236,6 +242,7 @@ async def test_video_shared_key_counters(any_server: Any, rooms: list[Room],
         await source.aclose()
 
 
+@pytest.mark.compat("e2ee", client="aiolivekit")
 async def test_video_wrong_key_decodes_nothing(any_server: Any, rooms: list[Room]) -> None:
     bob = await _join(any_server, rooms, "bob", _enc(b"wrong-wrong-wrong"))
     rec = Recorder(bob, "e2ee_state_changed")
@@ -275,6 +282,7 @@ async def test_video_wrong_key_decodes_nothing(any_server: Any, rooms: list[Room
         await source.aclose()
 
 
+@pytest.mark.compat("e2ee", client="aiolivekit")
 async def test_deprecated_e2ee_option(any_server: Any, rooms: list[Room]) -> None:
     """``RoomOptions(e2ee=...)`` still works (with a DeprecationWarning)."""
     bob = await _join(any_server, rooms, "bob", _enc())
@@ -293,6 +301,7 @@ async def test_deprecated_e2ee_option(any_server: Any, rooms: list[Room]) -> Non
         await tone.close()
 
 
+@pytest.mark.compat("e2ee_data", client="aiolivekit")
 async def test_encrypted_data_stream_and_rpc(any_server: Any, rooms: list[Room]) -> None:
     """With a shared key, user packets, text streams and RPC travel as
     ``DataPacket.encrypted_packet`` and arrive intact; a room without the key gets none

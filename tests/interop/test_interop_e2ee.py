@@ -120,6 +120,7 @@ async def _collect_audio(track: Any, seconds: float, skip: float = 0.5,
     return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
 
 
+@pytest.mark.compat("e2ee")
 async def test_audio_official_to_aiolivekit(any_server: ServerInfo, client: str, rooms: list[Room],
                                             kdf: str) -> None:
     ours = await _room(any_server, _options(KEY, kdf))
@@ -183,6 +184,7 @@ async def _publish_tone_to_official(server: ServerInfo, ours: Room, proc: Driver
         await source.aclose()
 
 
+@pytest.mark.compat("e2ee")
 async def test_audio_aiolivekit_to_official(any_server: ServerInfo, client: str, rooms: list[Room],
                                             kdf: str) -> None:
     ours = await _room(any_server, _options(KEY, kdf))
@@ -199,6 +201,7 @@ async def test_audio_aiolivekit_to_official(any_server: ServerInfo, client: str,
         assert states and states[0] == int(EncryptionState.OK), events_of(events, "e2ee_state")
 
 
+@pytest.mark.compat("e2ee")
 async def test_video_official_to_aiolivekit(any_server: ServerInfo, client: str, rooms: list[Room]) -> None:
     ours = await _room(any_server, _options(KEY))
     rooms.append(ours)
@@ -233,6 +236,7 @@ async def test_video_official_to_aiolivekit(any_server: ServerInfo, client: str,
     assert _close_to(mean, COLOR), mean
 
 
+@pytest.mark.compat("e2ee")
 @pytest.mark.parametrize("codec", [VideoCodec.VP8, VideoCodec.H264])
 async def test_video_aiolivekit_to_official(any_server: ServerInfo, client: str, rooms: list[Room],
                                             codec: VideoCodec) -> None:
@@ -274,6 +278,7 @@ async def test_video_aiolivekit_to_official(any_server: ServerInfo, client: str,
     assert _close_to(res["mean_rgb"], COLOR), res
 
 
+@pytest.mark.compat("e2ee")
 async def test_wrong_key_official_to_aiolivekit(any_server: ServerInfo, client: str,
                                                 rooms: list[Room]) -> None:
     ours = await _room(any_server, _options("a-different-key"))
@@ -299,6 +304,7 @@ async def test_wrong_key_official_to_aiolivekit(any_server: ServerInfo, client: 
     assert ours.isconnected()
 
 
+@pytest.mark.compat("e2ee")
 async def test_wrong_key_aiolivekit_to_official(any_server: ServerInfo, client: str,
                                                 rooms: list[Room]) -> None:
     """The official SDK (failure_tolerance 0 so that it reports) decodes nothing and
@@ -319,6 +325,7 @@ async def test_wrong_key_aiolivekit_to_official(any_server: ServerInfo, client: 
     assert int(EncryptionState.OK) not in states
 
 
+@pytest.mark.compat("e2ee_data")
 async def test_encrypted_data_and_rpc_both_ways(any_server: ServerInfo, client: str,
                                                 rooms: list[Room]) -> None:
     """User packets, text streams and RPC between aiolivekit and the official SDK, both
@@ -378,6 +385,7 @@ async def test_encrypted_data_and_rpc_both_ways(any_server: ServerInfo, client: 
     assert "user" not in wire and "encrypted_packet" in wire, wire
 
 
+@pytest.mark.compat("e2ee", client="official_py")
 async def test_key_rotation_mid_call_official(any_server: ServerInfo, rooms: list[Room]) -> None:
     """Both sides move to a new shared key at index 1 mid-call (each side's tracks switch
     to it): the tones go on both ways, back within 3 s of the rotation."""
@@ -435,6 +443,7 @@ async def test_key_rotation_mid_call_official(any_server: ServerInfo, rooms: lis
     assert after["rms"] > 500, after
 
 
+@pytest.mark.compat("e2ee", client="official_py")
 async def test_per_participant_keys_official(any_server: ServerInfo, rooms: list[Room]) -> None:
     """No shared key: each participant's tracks are encrypted with its own key, which the
     other side sets for that identity."""
