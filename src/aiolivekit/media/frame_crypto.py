@@ -34,6 +34,7 @@ import hmac
 import logging
 import random
 import re
+import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -91,6 +92,9 @@ STATE_DECRYPTION_FAILED = 3
 STATE_MISSING_KEY = 4
 STATE_KEY_RATCHETED = 5
 STATE_INTERNAL_ERROR = 6
+
+_IV = struct.Struct(">III")
+_TRAILERS = [bytes((IV_LENGTH, index)) for index in range(256)]
 
 # unencrypted header lengths (RFC 6386 9.1 for VP8, the TOC byte of RFC 6716 for Opus)
 VP8_KEY_HEADER = 10
@@ -466,8 +470,7 @@ class FrameCryptorCore:
         else:
             self._send_counts[ssrc] = count + 1
         timestamp &= 0xFFFFFFFF
-        return ((ssrc & 0xFFFFFFFF).to_bytes(4, "big") + timestamp.to_bytes(4, "big")
-                + ((timestamp - count % 0xFFFF) & 0xFFFFFFFF).to_bytes(4, "big"))
+        return _IV.pack(ssrc & 0xFFFFFFFF, timestamp, (timestamp - count % 0xFFFF) & 0xFFFFFFFF)
 
     # -- sending
 
@@ -481,20 +484,22 @@ class FrameCryptorCore:
             self._set_state(STATE_MISSING_KEY)
             self.frames_dropped += 1
             return None
-        clear = unencrypted_bytes(data, codec)
+        clear = AUDIO_HEADER if codec == "opus" else unencrypted_bytes(data, codec)
         if clear > len(data):
             self._set_state(STATE_ENCRYPTION_FAILED)
             self.frames_dropped += 1
             return None
-        header = bytes(data[:clear])
+        view = memoryview(data)
+        header = bytes(view[:clear])
         if codec == "h264":
             header = normalize_start_codes(header)
         iv = self.make_iv(ssrc, timestamp)
-        body = (keyset.aead.encrypt(iv, bytes(data[clear:]), header) + iv
-                + bytes((IV_LENGTH, self.key_index & 0xFF)))
+        body = b"".join((keyset.aead.encrypt(iv, view[clear:], header), iv,
+                         _TRAILERS[self.key_index & 0xFF]))
         if codec == "h264":
             body = write_rbsp(body)
-        self._set_state(STATE_OK)
+        if self.state != STATE_OK:
+            self._set_state(STATE_OK)
         self.frames_encrypted += 1
         return header + body
 
