@@ -125,8 +125,13 @@ async def feed(sources: list[Any], frames: list[list[bytes]], stop_at: float) ->
 
 
 async def connect(url: str, token: str, auto_subscribe: bool = True) -> Any:
+    """``ARGS["e2ee"]`` (a shared key string): end-to-end encryption on, the same on both."""
     room = rtc.Room()
-    await asyncio.wait_for(room.connect(url, token, rtc.RoomOptions(auto_subscribe=auto_subscribe)), 30)
+    options = rtc.RoomOptions(auto_subscribe=auto_subscribe)
+    if ARGS.get("e2ee"):
+        options.encryption = rtc.E2EEOptions(key_provider_options=rtc.KeyProviderOptions(
+            shared_key=str(ARGS["e2ee"]).encode()))
+    await asyncio.wait_for(room.connect(url, token, options), 30)
     return room
 
 

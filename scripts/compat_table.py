@@ -46,6 +46,8 @@ CAP_ORDER = [
     "transcription",
     "audio",
     "video",
+    "e2ee",
+    "e2ee_data",
 ]
 PHASES = ("setup", "call", "teardown")
 OUTCOMES = ("passed", "failed", "error", "skipped", "incomplete", "notrun")

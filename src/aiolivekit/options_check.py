@@ -63,19 +63,27 @@ STREAM_KWARGS = frozenset({"participant", "track_source"})
 def check_room_options(options: RoomOptions) -> None:
     """Refuse, before any network I/O, the ``RoomOptions`` aiolivekit cannot honour.
 
-    Raises :class:`UnsupportedOptionError` for end-to-end encryption (``e2ee`` /
-    ``encryption`` not ``None``), ``single_peer_connection=True`` and
+    Raises :class:`UnsupportedOptionError` for an end-to-end encryption type other than
+    GCM (LiveKit's frame format; ``CUSTOM`` has no implementation), ``single_peer_connection=True`` and
     ``ice_transport_type=TRANSPORT_NOHOST``; :class:`ConnectError` (reason
     ``"no_relay"``) for relay-only ICE with an explicit ``ice_servers`` list that has
     no TURN server; ``ValueError`` for values outside an option's range.
     """
     for name in ("e2ee", "encryption"):
         value = getattr(options, name)
-        if value is not None:
+        if value is None:
+            continue
+        kind = getattr(value, "encryption_type", None)
+        if not hasattr(value, "key_provider_options") or kind is None:
             raise UnsupportedOptionError(
                 f"RoomOptions.{name}", value, issue=ISSUE_E2EE,
-                detail="end-to-end encryption is not implemented; refusing to connect "
-                       "rather than send media and data in clear")
+                detail="expected an E2EEOptions; refusing to connect rather than send "
+                       "media in clear")
+        if int(kind) != 1:  # EncryptionType.GCM
+            raise UnsupportedOptionError(
+                f"RoomOptions.{name}.encryption_type", kind, issue=ISSUE_E2EE,
+                detail="only EncryptionType.GCM (LiveKit's frame format) is implemented; "
+                       "refusing to connect rather than send media in clear")
     if options.single_peer_connection:
         raise UnsupportedOptionError(
             "RoomOptions.single_peer_connection", options.single_peer_connection,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Coroutine, Mapping, Sequence
 from datetime import datetime, timezone
@@ -167,6 +168,15 @@ class RoomLink(Protocol):
 
     def _close_track(self, track: Track) -> None: ...
 
+    def _e2ee_encryption(self) -> int: ...
+
+    def _e2ee_attach_local(self, track: Any, track_sid: str,
+                           old_sid: str | None = None) -> None: ...
+
+    def _e2ee_detach(self, track_sid: str) -> None: ...
+
+    def _e2ee_status(self, p: Participant) -> None: ...
+
     async def _publish_user_data(self, payload: bytes, *, reliable: bool,
                                  destination_identities: list[str], topic: str) -> None: ...
 
@@ -307,9 +317,12 @@ class LocalParticipant(RpcInterceptorMixin, Participant):
                 raise PublishTrackError("this track is already published")
         options_check.check_publish_options(options,
                                             is_video=track.kind == TrackKind.KIND_VIDEO)
-        req = add_track_request(track, options)
+        encryption = self._room._e2ee_encryption()
+        options = _without_red_when_encrypted(options, encryption)
+        req = add_track_request(track, options, encryption=encryption)
         info = await engine.publishing.request(req)
         track._configure(options)
+        self._room._e2ee_attach_local(track, info.sid)
         is_audio = track.kind == TrackKind.KIND_AUDIO
         negotiated = await engine.publishing.start_sending(
             track, info.sid, options.video_codec, red=bool(options.red) and is_audio)
@@ -326,6 +339,7 @@ class LocalParticipant(RpcInterceptorMixin, Participant):
         track._set_sid(info.sid)
         track._on_mute_changed = lambda muted, sid=info.sid: self._mute_changed(sid, muted)
         self._room.emit("local_track_published", pub, track)
+        self._room._e2ee_status(self)
         if info.sid in self._early_subscribed:
             self._early_subscribed.discard(info.sid)
             self._track_subscribed(info.sid)
@@ -344,8 +358,12 @@ class LocalParticipant(RpcInterceptorMixin, Participant):
                 continue
             track._close()  # a fresh aiortc track: the old one ended with its PC
             try:
-                info = await engine.publishing.request(add_track_request(track, options))
+                encryption = self._room._e2ee_encryption()
+                options = _without_red_when_encrypted(options, encryption)
+                info = await engine.publishing.request(
+                    add_track_request(track, options, encryption=encryption))
                 track._configure(options)
+                self._room._e2ee_attach_local(track, info.sid, old_sid)
                 negotiated = await engine.publishing.start_sending(track, info.sid,
                                                                    options.video_codec)
             except PublishTrackError as exc:
@@ -379,6 +397,7 @@ class LocalParticipant(RpcInterceptorMixin, Participant):
         if not isinstance(pub, LocalTrackPublication):
             raise UnpublishTrackError(f"no published track with sid {track_sid}")
         engine.publishing.stop_sending(track_sid)
+        self._room._e2ee_detach(track_sid)
         track = pub.track
         if track is not None:
             track._on_mute_changed = None
@@ -387,6 +406,7 @@ class LocalParticipant(RpcInterceptorMixin, Participant):
             except Exception:
                 logger.debug("detaching the track from its sender failed", exc_info=True)
         self._room.emit("local_track_unpublished", pub)
+        self._room._e2ee_status(self)
         pub._track = None
         pub._unpublished()
         if track is not None:
@@ -443,9 +463,20 @@ class LocalParticipant(RpcInterceptorMixin, Participant):
                     self._room._close_track(track)
 
 
-def add_track_request(track: PublishableTrack, options: TrackPublishOptions
-                      ) -> rtc_pb.AddTrackRequest:
-    """The AddTrackRequest announcing ``track`` with ``options``."""
+def _without_red_when_encrypted(options: TrackPublishOptions, encryption: int
+                                ) -> TrackPublishOptions:
+    """With end-to-end encryption RED is not used (as livekit-client): reported."""
+    if encryption and options.red:
+        logger.warning("TrackPublishOptions.red is not used with end-to-end encryption; "
+                       "the track is published without RED")
+        return dataclasses.replace(options, red=False)
+    return options
+
+
+def add_track_request(track: PublishableTrack, options: TrackPublishOptions, *,
+                      encryption: int = 0) -> rtc_pb.AddTrackRequest:
+    """The AddTrackRequest announcing ``track`` with ``options`` (``encryption``: an
+    ``Encryption.Type``, GCM when the room encrypts end to end)."""
     is_video = track.kind == TrackKind.KIND_VIDEO
     cid = track._rtc_track.id
     req = rtc_pb.AddTrackRequest(
@@ -455,7 +486,7 @@ def add_track_request(track: PublishableTrack, options: TrackPublishOptions
         muted=bool(track.muted),
         disable_red=is_video or not options.red,
         stream=options.stream or "",
-        encryption=models_pb.Encryption.NONE,
+        encryption=encryption,  # type: ignore[arg-type]
     )
     if is_video:
         w, h = track._dimensions()

@@ -25,6 +25,7 @@ from .engine import engine as eng, signal as sig
 from .errors import ConnectError, PublishDataError
 from .events import EventEmitter
 from .participant import LocalParticipant, Participant, RemoteParticipant
+from .room_e2ee import RoomE2EE
 from .room_events import RoomEventHandlers
 from .room_reconnect import RoomReconnect
 from .track_publication import RemoteTrackPublication
@@ -51,7 +52,7 @@ EventTypes = Literal[
     "participant_permissions_changed", "data_received", "sip_dtmf_received",
     "transcription_received", "e2ee_state_changed", "connection_state_changed", "connected",
     "disconnected", "reconnecting", "reconnected", "room_updated", "token_refreshed",
-    "local_track_republished", "moved",
+    "local_track_republished", "moved", "participant_encryption_status_changed",
 ]
 
 
@@ -81,7 +82,7 @@ class _DataSender:
         return None if p is None else [int(c) for c in p._info.capabilities]
 
 
-class Room(RoomReconnect, RoomEventHandlers, RoomDataMixin, EventEmitter[EventTypes]):
+class Room(RoomReconnect, RoomEventHandlers, RoomE2EE, RoomDataMixin, EventEmitter[EventTypes]):
     """A LiveKit room: ``await room.connect(url, token)``, then events and participants."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -108,6 +109,7 @@ class Room(RoomReconnect, RoomEventHandlers, RoomDataMixin, EventEmitter[EventTy
         self._data = DataManager(emit=self.emit, lookup_participant=self._participant_by_identity)
         self._rejoining = False
         self._init_reconnect()
+        self._init_e2ee()
 
     # ------------------------------------------------------------------ properties
 
@@ -223,6 +225,7 @@ class Room(RoomReconnect, RoomEventHandlers, RoomDataMixin, EventEmitter[EventTy
             raise ConnectError("already connecting", reason="bad_request")
         options_check.check_loop(self._loop, "Room")
         options_check.check_room_options(options)
+        self._setup_e2ee(options)
         self._reset_state()
         self._data.set_stream_payload_limit(options_check.stream_payload_limit(options))
         self._connecting = True
@@ -363,6 +366,7 @@ class Room(RoomReconnect, RoomEventHandlers, RoomDataMixin, EventEmitter[EventTy
         self._data.close()
         self._fail_sid_waiters()
         self._close_remote_tracks()
+        self._e2ee._clear()
         if self._local is not None:
             self._local._session_ended(reason)
         was_connected = self._state != ConnectionState.CONN_DISCONNECTED
@@ -384,6 +388,7 @@ class Room(RoomReconnect, RoomEventHandlers, RoomDataMixin, EventEmitter[EventTy
     def _ev_Joined(self, ev: sig.Joined) -> None:
         join = ev.join
         self._info.CopyFrom(join.room)
+        self._e2ee_joined(join)
         rejoin = self._local is not None and self._state == ConnectionState.CONN_RECONNECTING
         if rejoin:
             # a full reconnect: same LocalParticipant (its publications are republished),
@@ -405,6 +410,7 @@ class Room(RoomReconnect, RoomEventHandlers, RoomDataMixin, EventEmitter[EventTy
                 pub = self._add_publication(p, t)
                 if rejoin:
                     self.emit("track_published", pub, p)
+            self._e2ee_status(p)
         self._resolve_sid()
 
     def _drop_remote_participants(self) -> None:
@@ -435,6 +441,7 @@ class Room(RoomReconnect, RoomEventHandlers, RoomDataMixin, EventEmitter[EventTy
             self.emit("participant_connected", p)
             for t in info.tracks:
                 self.emit("track_published", self._add_publication(p, t), p)
+            self._e2ee_status(p)
         self.emit("moved")
 
 
@@ -461,6 +468,8 @@ class Room(RoomReconnect, RoomEventHandlers, RoomDataMixin, EventEmitter[EventTy
             return
         if not self._dup.accept(packet, reliable=ev.reliable):
             return
+        if packet.HasField("encrypted_packet") and not self._e2ee_open(packet):
+            return
         which = packet.WhichOneof("value")
         if which == "user":
             user = packet.user
@@ -484,6 +493,7 @@ class Room(RoomReconnect, RoomEventHandlers, RoomDataMixin, EventEmitter[EventTy
         engine = self._engine
         if engine is None or engine.closed or self._local is None:
             raise PublishDataError("cannot send data: not connected")
+        self._e2ee_seal(packet)
         room = self
 
         def encode(reliable_max: int) -> bytes:

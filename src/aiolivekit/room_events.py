@@ -53,6 +53,15 @@ class RoomEventHandlers:
 
         def _resolve_sid(self) -> None: ...
 
+        def _e2ee_status(self, p: Participant) -> None: ...
+
+        def _e2ee_detach(self, track_sid: str) -> None: ...
+
+        def _e2ee_hold(self, receiver: Any, kind: str) -> None: ...
+
+        def _e2ee_attach_remote(self, p: RemoteParticipant, pub: RemoteTrackPublication,
+                                receiver: Any, kind: str) -> None: ...
+
     def _metadata_changed(self, p: Participant) -> None:
         """A participant's info changed: our own pending updates may now be answered."""
         if self._local is not None:
@@ -144,6 +153,7 @@ class RoomEventHandlers:
         self._refresh_info(ev.participant_sid, False)
         pub = self._add_publication(p, ev.track)
         self.emit("track_published", pub, p)
+        self._e2ee_status(p)
         pending = self._pending_tracks.pop(ev.track.sid, None)
         if pending is not None:
             self._attach_remote_track(pending[1])
@@ -159,6 +169,7 @@ class RoomEventHandlers:
         del p._track_publications[ev.track.sid]
         self._refresh_info(ev.participant_sid, False)
         self.emit("track_unpublished", pub, p)
+        self._e2ee_status(p)
         p._publications_changed()
 
     def _unsubscribe_publication(self, p: RemoteParticipant, pub: RemoteTrackPublication) -> None:
@@ -169,6 +180,7 @@ class RoomEventHandlers:
             return
         pub._track = None
         pub._subscribed = False
+        self._e2ee_detach(pub.sid)
         self.emit("track_unsubscribed", track, pub, p)
         p._publications_changed()
         self._close_track(track)
@@ -313,6 +325,7 @@ class RoomEventHandlers:
                      None)
         if p is None or ev.track_sid not in p._track_publications:
             self._pending_tracks[ev.track_sid] = (time.monotonic(), ev)
+            self._e2ee_hold(ev.receiver, ev.track.kind)
             return
         self._attach_remote_track(ev)
 
@@ -351,6 +364,7 @@ class RoomEventHandlers:
             logger.exception("wrapping a remote track failed")
             self.emit("track_subscription_failed", p, pub.sid, "could not wrap the track")
             return
+        self._e2ee_attach_remote(p, pub, ev.receiver, ev.track.kind)
         if pub.muted:
             track._set_muted(True)
         pub._track = track

@@ -320,9 +320,10 @@ class RoomOptions:
     ``connect_timeout`` bounds each signalling step (WebSocket upgrade, JoinResponse);
     ``ice_timeout`` bounds the wait for the peer connections to connect.
 
-    ``e2ee`` / ``encryption`` other than ``None`` raise ``UnsupportedOptionError``
-    (end-to-end encryption is aiolivekit issue 17): aiolivekit never connects in clear
-    when encryption was asked for. ``single_peer_connection=True`` raises too (aiolivekit
+    ``encryption`` (an ``E2EEOptions``; ``e2ee`` is its deprecated alias) encrypts media
+    end to end in LiveKit's frame format (docs/e2ee.md); any other value, or an
+    ``encryption_type`` other than GCM, raises ``UnsupportedOptionError``: aiolivekit never
+    connects in clear when encryption was asked for. ``single_peer_connection=True`` raises (aiolivekit
     always uses a publisher and a subscriber peer connection; ``None`` and ``False``
     are fine). ``dynacast`` is a hint: aiolivekit publishes one layer per track and
     keeps encoding it while nobody subscribes, whatever its value.

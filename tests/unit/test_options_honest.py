@@ -130,8 +130,12 @@ POLICY: dict[str, Honoured | Raises | Hint] = {
     "RoomOptions.auto_subscribe": H(
         f"{MEDIA}::test_set_subscribed_and_manual_subscription"),
     "RoomOptions.dynacast": Hint(RoomOptions),
-    "RoomOptions.e2ee": Raises(lambda: _room(e2ee=object())),
-    "RoomOptions.encryption": Raises(lambda: _room(encryption=object())),
+    "RoomOptions.e2ee": H("tests/integration/test_e2ee.py::test_deprecated_e2ee_option",
+                          refused=lambda: _room(e2ee=object())),
+    "RoomOptions.encryption": H(
+        "tests/integration/test_e2ee.py::test_audio_shared_key_tone_and_events",
+        "tests/integration/test_e2ee.py::test_video_shared_key_counters",
+        refused=lambda: _room(encryption=object())),
     "RoomOptions.rtc_config": H(
         "tests/integration/test_room_basic.py::test_ice_failure_gives_ice_error",
         f"{OPTIONS_IT}::test_relay_only_gathers_relay_candidates_only"),

@@ -91,6 +91,10 @@ class EncodedVideoRtcTrack(_LocalRtcTrack):
             packet = av.Packet(bytes(frame.data))
             packet.pts = self._pts(int(frame.timestamp_us))
             packet.time_base = codecs.VIDEO_TIME_BASE
+            if self.frame_cryptor is not None:
+                packet = self._encrypt_packet(packet, "h264" if mime == "video/h264" else "vp8")
+                if packet is None:
+                    continue
             self.frames_encoded += 1
             return packet
 

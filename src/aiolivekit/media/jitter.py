@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from aiortc.jitterbuffer import JitterFrame
@@ -60,6 +61,8 @@ class AudioJitterBuffer:
         self.dropped = 0
         self.unheard = 0  # packets not decoded: nobody reads the track
         self.listener: Any = None  # the RemoteAudioTrack (its ``_streams``), once known
+        # end-to-end encryption: payload -> decrypted payload, or None to drop it
+        self.decryptor: Callable[[bytes], bytes | None] | None = None
 
     def _is_red(self, pt: int) -> bool:
         codec = aiortc_compat.receiver_codecs(self._receiver).get(pt)
@@ -72,8 +75,14 @@ class AudioJitterBuffer:
 
         from .red import parse_red
 
+        payload: bytes | None = aiortc_compat.depayloaded(packet)
+        if self.decryptor is not None and payload:
+            payload = self.decryptor(payload)
+        if payload is None:
+            self.dropped += 1
+            return
         try:
-            primary = parse_red(aiortc_compat.depayloaded(packet)).primary
+            primary = parse_red(payload).primary
         except ValueError:
             self.dropped += 1
             return
@@ -108,7 +117,13 @@ class AudioJitterBuffer:
         if self._receiver is not None and self._is_red(int(packet.payload_type)):
             self._decode_red(packet, listener)
             return False, None
-        return False, JitterFrame(data=aiortc_compat.depayloaded(packet), timestamp=packet.timestamp)
+        data: bytes | None = aiortc_compat.depayloaded(packet)
+        if self.decryptor is not None and data:
+            data = self.decryptor(data)
+        if data is None:
+            self.dropped += 1
+            return False, None
+        return False, JitterFrame(data=data, timestamp=packet.timestamp)
 
     def remove(self, count: int) -> None:  # aiortc API; nothing is held
         pass
@@ -170,8 +185,10 @@ class PlayoutJitterBuffer:
         self._ssrc: int | None = None
         self.frames = 0  # frames delivered
         self.unheard = 0  # packets not taken: nobody reads the track
-        self.dropped = 0  # packets of another codec, empty or malformed
+        self.dropped = 0  # packets of another codec, empty or malformed (or undecryptable)
         self.closed = False
+        # end-to-end encryption: payload -> decrypted payload, or None to drop it
+        self.decryptor: Callable[[bytes], bytes | None] | None = None
 
     # ------------------------------------------------------------ packet side
 
@@ -211,6 +228,13 @@ class PlayoutJitterBuffer:
         nacking = self._nack_enabled and kind != "other" and pt in self._nack_pts
         requested = nacking and self._nack_received(packet, now)
         taken = 0
+        if self.decryptor is not None and payload and kind != "other":
+            decrypted = self.decryptor(payload)
+            if decrypted is None:
+                self.dropped += 1
+                self._run(now)
+                return False, None
+            payload = decrypted
         try:
             if not payload or kind == "other":
                 self.dropped += 1

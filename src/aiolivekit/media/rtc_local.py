@@ -37,7 +37,7 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .._compat import aiortc as aiortc_compat
-from . import codecs
+from . import codecs, frame_crypto_shell as crypto_shell
 from .audio_source import AudioSource
 from .red import RedEncoder
 from .rtp_direct import DirectRtpWriter
@@ -59,6 +59,39 @@ class _LocalRtcTrack(MediaStreamTrack):
         self.codec_mime: str | None = None
         self.force_keyframe = False
         self.audio_level: int | None = None
+        # end-to-end encryption (issue 17): every encoded frame goes through it
+        self.frame_cryptor: Any = None
+        self._unencryptable_reported = False
+
+    def _ssrc(self) -> int:
+        sender = self.sender
+        if sender is None:
+            return 0
+        try:
+            return int(aiortc_compat.sender_ssrcs(sender)[0])
+        except (AttributeError, TypeError, ValueError):
+            return 0
+
+    def _encrypt_packet(self, packet: Any, codec: str) -> Any:
+        """``packet`` (an ``av.Packet``) encrypted by ``frame_cryptor``; None: drop it."""
+        cryptor = self.frame_cryptor
+        if cryptor is None:
+            return packet
+        data = crypto_shell.encrypt_frame(cryptor, bytes(packet), codec, self._ssrc(),
+                                          int(packet.pts or 0))
+        if data is None:
+            return None
+        out = av.Packet(data)
+        out.pts = packet.pts
+        out.time_base = packet.time_base
+        return out
+
+    def _report_unencryptable(self) -> None:
+        if not self._unencryptable_reported:
+            self._unencryptable_reported = True
+            logger.error("end-to-end encryption is on but this track's frames are encoded "
+                         "by aiortc (codec %s, or no sender hooks): they are dropped, "
+                         "not sent in clear", self.codec_mime)
 
     def _park(self, sender: Any, codec: Any) -> asyncio.Future[None] | None:
         """Take over the sending of ``sender`` (fast path): a future to park its loop on."""
@@ -193,9 +226,17 @@ class LocalAudioRtcTrack(_LocalRtcTrack):
             level = codecs.audio_level_dbov(pcm)
             self.audio_level = level
             red = self._red
+            cryptor = self.frame_cryptor
             for payload, packet_pts in encoder.encode_payloads(pcm, pts):
                 if red is not None:
                     payload = red.encode(payload, packet_pts)
+                if cryptor is not None:
+                    sealed = crypto_shell.encrypt_frame(
+                        cryptor, payload, "opus", writer.ssrc,  # type: ignore[union-attr]
+                        packet_pts)
+                    if sealed is None:
+                        continue
+                    payload = sealed
                 writer.send(payload, packet_pts, level)  # type: ignore[union-attr]
             return
         if not self._consuming:
@@ -203,6 +244,9 @@ class LocalAudioRtcTrack(_LocalRtcTrack):
         level = codecs.audio_level_dbov(pcm)
         if self.sender is None or self.codec_mime not in (None, "audio/opus"):
             # aiortc encodes (no sender hooks, or a non-Opus codec was negotiated)
+            if self.frame_cryptor is not None:
+                self._report_unencryptable()
+                return
             import numpy as np
 
             frame = av.AudioFrame.from_ndarray(
@@ -218,7 +262,9 @@ class LocalAudioRtcTrack(_LocalRtcTrack):
                     self._source.sample_rate, self._source.num_channels, self.config
                 )
             for packet in self._encoder.encode(pcm, pts):
-                self._queue.append((packet, level))
+                packet = self._encrypt_packet(packet, "opus")
+                if packet is not None:
+                    self._queue.append((packet, level))
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -314,6 +360,9 @@ class LocalVideoRtcTrack(_LocalRtcTrack):
             if self.sender is None or self.codec_mime not in ("video/vp8", "video/h264"):
                 if self.sender is not None and self.codec_mime is not None:
                     logger.warning("codec %s is encoded by aiortc", self.codec_mime)
+                if self.frame_cryptor is not None:
+                    self._report_unencryptable()
+                    continue
                 try:
                     frame = await loop.run_in_executor(
                         None, self._converter.convert, captured.frame
@@ -343,14 +392,19 @@ class LocalVideoRtcTrack(_LocalRtcTrack):
             if not packets:
                 self.force_keyframe |= force  # rate control dropped it: retry the keyframe
                 continue
-            if packets:
-                self.frames_encoded += 1
-                if len(packets) == 1:
-                    return packets[0]
+            self.frames_encoded += 1
+            if len(packets) == 1:
+                merged = packets[0]
+            else:
                 merged = av.Packet(b"".join(bytes(p) for p in packets))
                 merged.pts = pts
                 merged.time_base = codecs.VIDEO_TIME_BASE
-                return merged
+            if self.frame_cryptor is not None:
+                merged = self._encrypt_packet(
+                    merged, crypto_shell.codec_of_mime(self.codec_mime))
+                if merged is None:
+                    continue
+            return merged
 
     def stop(self) -> None:
         self._source._remove_sink(self._wake)

@@ -40,6 +40,12 @@ try {
   page = context.pages()[0] ?? (await context.newPage());
   await page.exposeFunction('lkEmit', (obj) => emit(obj));
   await page.addInitScript(`window.lkDominantFrequency = ${dominantFrequency.toString()};`);
+  // livekit-client's E2EE worker, loaded from a blob URL (a file:// page cannot start a
+  // worker from a file URL)
+  const workerSource = fs.readFileSync(
+    path.join(HERE, '..', 'js', 'node_modules', 'livekit-client', 'dist', 'livekit-client.e2ee.worker.js'),
+    'utf8');
+  await page.addInitScript(`window.lkE2eeWorkerSource = ${JSON.stringify(workerSource)};`);
   if (script.console) page.on('console', (m) => emit({ event: 'console', text: m.text() }));
   page.on('pageerror', (e) => emit({ event: 'pageerror', error: String(e) }));
   await page.goto('file://' + path.join(HERE, 'page.html'));

@@ -89,8 +89,16 @@ const ops = {
   async connect(s) {
     listenStreams(s.stream_topics);
     const t = performance.now();
-    await withTimeout(room.connect(s.url, s.token, { autoSubscribe: s.auto_subscribe ?? true, dynacast: false }),
-      s.timeout ?? 20, 'connect');
+    const opts = { autoSubscribe: s.auto_subscribe ?? true, dynacast: false };
+    if (s.e2ee_key !== undefined) {  // end-to-end encryption with a shared key (issue 17)
+      opts.encryption = { keyProviderOptions: {
+        sharedKey: new TextEncoder().encode(String(s.e2ee_key)),
+        ratchetSalt: new TextEncoder().encode('LKFrameEncryptionKey'),
+        ratchetWindowSize: 16, failureTolerance: s.e2ee_failure_tolerance ?? -1, keyRingSize: 16,
+        keyDerivationFunction: s.e2ee_kdf === 'hkdf' ? 1 : 0,
+      } };
+    }
+    await withTimeout(room.connect(s.url, s.token, opts), s.timeout ?? 20, 'connect');
     const lp = room.localParticipant;
     return {
       identity: lp.identity, sid: lp.sid, room: room.name,

@@ -196,6 +196,11 @@ class Driver:
             emit({"event": "transcription", **item})
             self._spawn(self.inbox.put("transcription", item))
 
+        @room.on("e2ee_state_changed")
+        def _e2ee(participant: Any, state: Any) -> None:
+            emit({"event": "e2ee_state", "identity": getattr(participant, "identity", None),
+                  "state": int(state)})
+
         @room.on("disconnected")
         def _d(reason: Any) -> None:
             emit({"event": "disconnected", "reason": str(reason)})
@@ -203,6 +208,14 @@ class Driver:
     # ---- steps --------------------------------------------------------------------------
     async def op_connect(self, s: dict[str, Any]) -> dict[str, Any]:
         opts = rtc.RoomOptions(auto_subscribe=s.get("auto_subscribe", True))
+        if "e2ee_key" in s:  # end-to-end encryption (issue 17); "" = per-participant keys
+            key = str(s["e2ee_key"]).encode()
+            kpo = rtc.KeyProviderOptions(shared_key=key or None)
+            if s.get("e2ee_kdf") == "hkdf":
+                kpo.key_derivation_function = rtc.KeyDerivationFunction.HKDF
+            if "e2ee_failure_tolerance" in s:
+                kpo.failure_tolerance = int(s["e2ee_failure_tolerance"])
+            opts.encryption = rtc.E2EEOptions(key_provider_options=kpo)
         if "single_peer_connection" in s:
             opts.single_peer_connection = bool(s["single_peer_connection"])
         t = time.monotonic()
@@ -594,6 +607,21 @@ class Driver:
 
     async def op_expect_dtmf(self, s: dict[str, Any]) -> dict[str, Any]:
         return await self._expect("dtmf", s, ("sender",))
+
+    async def op_e2ee_set_key(self, s: dict[str, Any]) -> dict[str, Any]:
+        """Set a key (the shared one, or ``identity``'s); ``use``: our tracks encrypt
+        with its index from now on."""
+        provider = self.room.e2ee_manager.key_provider
+        key, index = str(s["key"]).encode(), int(s.get("index", 0))
+        if s.get("identity"):
+            provider.set_key(str(s["identity"]), key, index)
+        else:
+            provider.set_shared_key(key, index)
+        if s.get("use"):
+            for cryptor in self.room.e2ee_manager.frame_cryptors():
+                if cryptor.participant_identity == self.room.local_participant.identity:
+                    cryptor.set_key_index(index)
+        return {"index": index}
 
     async def op_sleep(self, s: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(float(s.get("seconds", 1)))
