@@ -55,6 +55,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = _strict_message(_skip_reason(report.longrepr))
 
 
+#: Every phase over 1 s and every failure, appended as it happens (a run killed by its time
+#: budget still says where the time went and what failed): ``build/test-times.log``.
+TIMES_LOG = os.environ.get("AIOLIVEKIT_TEST_TIMES", "build/test-times.log")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.duration < 1.0 and not report.failed:
+        return
+    line = f"{report.duration:7.2f}s {report.when:8} {report.outcome:7} {report.nodeid}\n"
+    try:
+        with open(TIMES_LOG, "a", encoding="utf-8") as f:
+            f.write(line)
+    except OSError:
+        return
+    if report.failed:
+        print(f"\nFAILED ({report.when}, {report.duration:.1f} s): {report.nodeid}", flush=True)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_make_collect_report(collector: pytest.Collector) -> Any:
     """The same for a whole module skipped at collection (``allow_module_level``)."""

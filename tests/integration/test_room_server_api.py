@@ -207,16 +207,12 @@ async def test_official_server_shutdown_disconnects() -> None:
         await room.connect(proc.url, make_token(proc.api_key, proc.api_secret, "x"))
         rec = Recorder(room, "connection_state_changed", "disconnected", "reconnecting",
                        "reconnected")
-        await proc.stop()
+        await proc.stop()  # SIGTERM, then a second one: the server closes its rooms
         await rec.wait_for(lambda: "disconnected" in [n for n, _ in rec.events], timeout=20)
+        # the server says why (LeaveRequest, action DISCONNECT): no reconnection attempt
         assert rec.events == [
-            ("connection_state_changed", (ConnectionState.CONN_RECONNECTING,)),
-            ("reconnecting", ()),
             ("connection_state_changed", (ConnectionState.CONN_DISCONNECTED,)),
-            rec.events[3]]
-        assert rec.events[3][0] == "disconnected"
-        (reason,) = rec.events[3][1]
-        assert reason in (DisconnectReason.SERVER_SHUTDOWN, DisconnectReason.SIGNAL_CLOSE)
+            ("disconnected", (DisconnectReason.SERVER_SHUTDOWN,))]
         assert not room.isconnected()
     finally:
         await room.disconnect()

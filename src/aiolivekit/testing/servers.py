@@ -140,13 +140,20 @@ class LiveKitServerProcess:
         """The server's process id while it runs."""
         return self._proc.pid if self._proc is not None else None
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 2.0) -> None:
+        """SIGTERM (livekit-server drains: it waits for its rooms to empty); after
+        ``grace`` s a second SIGTERM (it closes the rooms at once); SIGKILL 8 s later."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.terminate()
-            try:
-                await asyncio.wait_for(asyncio.to_thread(proc.wait), timeout=10)
-            except asyncio.TimeoutError:
+            for signal_again, timeout in ((True, grace), (False, 8.0)):
+                try:
+                    await asyncio.wait_for(asyncio.to_thread(proc.wait), timeout=timeout)
+                    break
+                except asyncio.TimeoutError:
+                    if signal_again:
+                        proc.terminate()
+            else:
                 proc.kill()
                 await asyncio.to_thread(proc.wait)
         if self._log not in (None, subprocess.DEVNULL):
