@@ -12,7 +12,9 @@
   ports (the embedded server as ``python -m aiolivekit serve --dev --port P``). The new
   process does not know the session: the resume is refused and a full reconnect is the
   expected path (``local_track_republished``, new participant sid); the reliable messages
-  the killed server had not acknowledged are sent again on the new session.
+  the killed server had not acknowledged are sent again on the new session. The sender
+  rejoins after the receiver (a server forwards data only to the participants in its room:
+  what is sent while the receiver is not back is not for it, on either server).
 
 For each: the events, a 440 Hz tone published across the fault heard again (FFT) within a
 stated time, 1 000 numbered reliable messages sent across it, an RPC in flight answered or
@@ -309,6 +311,14 @@ async def test_server_restart_full_reconnect(kind: str, rooms: list[Room]) -> No
             rec_a = Recorder(alice, *EVENTS)
             rec_b = Recorder(bob, *EVENTS)
             sid_before, psid_before = pub.sid, alice.local_participant.sid
+            # alice rejoins once bob is back: the new server forwards data only to those in
+            # its room (as livekit-server does), so what alice sends again must find bob there
+            full_attempt = alice._attempt_full
+
+            async def full_after_bob() -> None:
+                await rec_b.wait_for(lambda: "reconnected" in rec_b.names(), 30)
+                await full_attempt()
+            alice._attempt_full = full_after_bob  # type: ignore[method-assign]
             traffic.start_sending()
             await _until(lambda: len(traffic.received) >= 200, step=0.005)
             traffic.start_rpc()
