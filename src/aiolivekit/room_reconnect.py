@@ -232,6 +232,9 @@ class RoomReconnect:
         if local is not None:
             await local._republish(engine)
         self._restore_subscriptions(engine)
+        if pending:
+            logger.info("sending again %d reliable packets (from #%d) the old server had not "
+                        "acknowledged", len(pending), pending[0][0])
         for seq, data in pending:
             self._resend.add(seq, data)
             await engine.send_data(data, reliable=True)
