@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -466,7 +467,7 @@ class Room(RoomReconnect, RoomEventHandlers, RoomE2EE, RoomDataMixin, EventEmitt
         except ValueError as exc:
             logger.warning("%s", exc)
             return
-        if not self._dup.accept(packet, reliable=ev.reliable):
+        if not self._dup.accept(packet, reliable=ev.reliable, now=time.monotonic()):
             return
         if packet.HasField("encrypted_packet") and not self._e2ee_open(packet):
             return

@@ -14,7 +14,8 @@ runs one retry loop, whose decisions are the sans-I/O
   their original sequence numbers;
 * **full**: the remote participants are dropped (their events emitted), a new engine
   joins, every local track is published again (``local_track_republished(publication,
-  previous_sid)``) and explicit subscription choices are applied again.
+  previous_sid)``), explicit subscription choices are applied again and the reliable
+  packets the old server had not acknowledged (SCTP) are sent again, numbering unchanged.
 
 Success emits ``reconnected`` once and ``CONN_CONNECTED``; when the attempts are used up
 (or the token is refused) the room disconnects with a DisconnectReason. Data sent
@@ -211,6 +212,16 @@ class RoomReconnect:
         old = self._engine
         if old is not None and not old.closed:
             await old.abandon()
+        # the reliable packets the old server had not acknowledged (an ordered channel: the
+        # last ones sent) go out again on the new session, with their sequence numbers
+        unacked = old.unacked_reliable if old is not None else 0
+        if unacked is None:
+            logger.warning("unknown which reliable packets the old session's server received: "
+                           "none are sent again")
+        pending = self._resend.last(unacked or 0)
+        if unacked and len(pending) < unacked:
+            logger.warning("%d unacknowledged reliable packets were evicted from the resend "
+                           "buffer: lost", unacked - len(pending))
         engine = self._new_engine()
         self._engine = engine
         await self._connect_engine(engine)
@@ -221,6 +232,12 @@ class RoomReconnect:
         if local is not None:
             await local._republish(engine)
         self._restore_subscriptions(engine)
+        if pending:
+            logger.info("sending again %d reliable packets (from #%d) the old server had not "
+                        "acknowledged", len(pending), pending[0][0])
+        for seq, data in pending:
+            self._resend.add(seq, data)
+            await engine.send_data(data, reliable=True)
 
     # ------------------------------------------------------------------ state for the server
 

@@ -96,3 +96,51 @@ async def test_peer_connection_hooks() -> None:
 def test_hook_sender_raises_when_aiortc_moved() -> None:
     with pytest.raises(AiortcCompatibilityError, match="_next_encoded_frame"):
         aiortc_compat.hook_sender(SimpleNamespace(), lambda o, c: o(c), lambda o: o())
+
+
+async def test_sctp_unacked_messages_counts_from_the_first_gap() -> None:
+    """On aiortc's real SCTP transport: queued messages, chunks not yet sent and chunks in
+    flight from the first unacknowledged one (fragments: a message counts once, at its
+    last fragment); other streams and the channel-open handshake do not count."""
+    from aiortc.rtcsctptransport import (
+        SCTP_DATA_FIRST_FRAG,
+        SCTP_DATA_LAST_FRAG,
+        WEBRTC_DCEP,
+        WEBRTC_STRING,
+        DataChunk,
+    )
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        channel = pc.createDataChannel("_reliable")
+        await pc.setLocalDescription(await pc.createOffer())
+        sctp = pc.sctp
+        assert sctp is not None
+        assert aiortc_sctp.sctp_unacked_messages(channel) == 0
+        channel._setId(1)
+
+        def chunk(stream: int, flags: int, acked: bool = False,
+                  protocol: int = WEBRTC_STRING) -> DataChunk:
+            c = DataChunk(flags=flags)
+            c.stream_id, c.protocol, c._acked = stream, protocol, acked
+            return c
+
+        whole = SCTP_DATA_FIRST_FRAG | SCTP_DATA_LAST_FRAG
+        sctp._sent_queue.extend([
+            chunk(1, whole, acked=True, protocol=WEBRTC_DCEP),
+            chunk(1, whole, acked=True),              # delivered before the gap
+            chunk(3, whole),                          # another stream (lossy)
+            chunk(1, whole),                          # the gap: not delivered
+            chunk(1, whole, acked=True),              # gap-acked, held behind the gap
+            chunk(1, SCTP_DATA_FIRST_FRAG),           # a fragmented message ...
+        ])
+        sctp._outbound_queue.append(chunk(1, SCTP_DATA_LAST_FRAG))  # ... ends unsent
+        sctp._data_channel_queue.append((channel, WEBRTC_STRING, b"queued"))
+        sctp._data_channel_queue.append((channel, WEBRTC_DCEP, b"\x03"))
+        assert aiortc_sctp.sctp_unacked_messages(channel) == 4
+        assert aiortc_sctp.sctp_unacked_messages(None) is None
+        sctp._sent_queue.clear()
+        sctp._outbound_queue.clear()
+        sctp._data_channel_queue.clear()
+    finally:
+        await pc.close()

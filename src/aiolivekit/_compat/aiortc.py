@@ -39,7 +39,8 @@ def dtls_srtp_session(dtls: Any, tx: bool) -> Any | None:
 # ``__tx_packets``), RTP sender (``__mid``, ``__rtp_header_extensions_map``, ``_ssrc``,
 # the RTCP counters, ``_next_encoded_frame``, ``_send_keyframe``), RTP receiver
 # (``__jitter_buffer``, ``_track``, its decoder thread, queue and error event), received
-# ``RtpPacket._data`` and ``RTCSctpTransport._remote_max_message_size``.
+# ``RtpPacket._data``, ``RTCSctpTransport._remote_max_message_size`` and its send queues
+# (``_data_channel_queue``, ``_outbound_queue``, ``_sent_queue``: aiortc_sctp.py).
 #
 # CLIENT_MISSING is the import-time check of the class-level hooks; the instance-level
 # ones are checked where they are first used (each function says what it does then).

@@ -1,5 +1,6 @@
 """aiortc's SCTP transport internals (aiortc 1.16.0, pinned in pyproject.toml): the
-remote ``a=max-message-size`` and the reassembly of incoming data-channel messages."""
+remote ``a=max-message-size``, the reassembly of incoming data-channel messages and the
+messages of a channel not yet acknowledged by the remote end."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["limit_sctp_message_size", "sctp_max_message_size", "sctp_send_unchecked"]
+__all__ = ["limit_sctp_message_size", "sctp_max_message_size", "sctp_send_unchecked",
+           "sctp_unacked_messages"]
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +20,39 @@ def sctp_max_message_size(sctp: Any, default: int = 65536) -> int:
     """The largest message the remote SCTP end accepts (``_remote_max_message_size``)."""
     size = getattr(sctp, "_remote_max_message_size", default) if sctp is not None else default
     return int(size or default)
+
+
+_QUEUES = ("_data_channel_queue", "_outbound_queue", "_sent_queue")
+_LAST_FRAG = 0x01  # SCTP_DATA_LAST_FRAG
+_DCEP = 50  # WEBRTC_DCEP: the channel's open handshake, not a message of the application
+
+
+def sctp_unacked_messages(channel: Any) -> int | None:
+    """How many messages sent on the ordered ``channel`` the remote SCTP end has not
+    acknowledged (so, on an ordered stream, not delivered): the last ones sent.
+
+    Counted over aiortc's ``_data_channel_queue`` (messages not yet cut into chunks),
+    ``_outbound_queue`` (chunks not yet sent) and ``_sent_queue`` (chunks in flight: from
+    the first one not acknowledged, every message that ends after it, since an ordered
+    stream delivers nothing past a gap). ``None`` when the internals are not there.
+    """
+    transport = getattr(channel, "transport", None) if channel is not None else None
+    if transport is None or any(not hasattr(transport, q) for q in _QUEUES):
+        logger.debug("aiortc SCTP queues not found: unacknowledged messages unknown")
+        return None
+    count = sum(1 for item in transport._data_channel_queue
+                if item[0] is channel and item[1] != _DCEP)
+    stream_id = channel.id
+    if stream_id is None:
+        return count
+    gap = False
+    for chunk in list(transport._sent_queue) + list(transport._outbound_queue):
+        if chunk.stream_id != stream_id or chunk.protocol == _DCEP:
+            continue
+        gap = gap or not getattr(chunk, "_acked", False)
+        if gap and chunk.flags & _LAST_FRAG:
+            count += 1
+    return count
 
 
 _SCTP_GUARDED: weakref.WeakSet[Any] = weakref.WeakSet()

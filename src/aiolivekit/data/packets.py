@@ -7,7 +7,11 @@ last one seen from the same sender sid.
 
 :class:`ResendBuffer` keeps the last reliable packets sent (bounded), so that after a
 resume the ones the server did not receive (``ReconnectResponse.last_message_seq``) are
-sent again with their original sequence numbers.
+sent again with their original sequence numbers. After a full reconnect (new sender sid)
+aiolivekit goes on with the same sequence and sends again the packets the old session's
+server had not acknowledged; a receiver therefore carries the last sequence of an identity
+over to its new sid when that sid's first packet continues the numbering (see
+:class:`DuplicateFilter`).
 """
 
 from __future__ import annotations
@@ -118,23 +122,62 @@ def decode_packet(data: bytes) -> models_pb.DataPacket:
     return packet
 
 
+#: A sender's new sid continues its previous sid's numbering only within this time (s)
+#: of the previous sid's last packet (a full reconnect takes seconds).
+CONTINUATION_WINDOW = 60.0
+#: Identities remembered for that carry-over.
+MAX_IDENTITIES = 1024
+
+
 @dataclass
 class DuplicateFilter:
-    """Drops reliable packets already seen, by ``(participant_sid, sequence)``."""
+    """Drops reliable packets already seen, by ``(participant_sid, sequence)``.
+
+    A sender that reconnected in full has a new sid. When the first reliable packet from a
+    new sid of an identity arrives within :data:`CONTINUATION_WINDOW` of that identity's
+    last packet under its previous sid and its sequence is above 1 (the numbering goes
+    on: a new session of the official SDKs starts again at 1), the previous sid's last
+    sequence applies to the new sid: packets sent again after the reconnect are dropped
+    if they had arrived before. ``now`` is any monotonic clock (seconds).
+    """
 
     last: dict[str, int] = field(default_factory=dict)
+    #: identity -> (sid, last sequence, time of that packet)
+    identities: dict[str, tuple[str, int, float]] = field(default_factory=dict)
 
-    def accept(self, packet: models_pb.DataPacket, *, reliable: bool = True) -> bool:
+    def accept(self, packet: models_pb.DataPacket, *, reliable: bool = True,
+               now: float = 0.0) -> bool:
         """True if ``packet`` is new (and records it); lossy or unsequenced packets always pass."""
         if not reliable or packet.sequence <= 0 or not packet.participant_sid:
             return True
         sid = packet.participant_sid
-        seen = self.last.get(sid, 0)
+        seen = self.last.get(sid)
+        if seen is None:
+            seen = self._carried_over(packet, now)
         if packet.sequence <= seen:
             logger.debug("dropping duplicate packet %s#%d", sid, packet.sequence)
+            if seen > self.last.get(sid, 0):
+                self.last[sid] = seen
             return False
         self.last[sid] = packet.sequence
+        identity = packet.participant_identity
+        if identity:
+            self.identities.pop(identity, None)  # most recent last (bounded, oldest first out)
+            self.identities[identity] = (sid, packet.sequence, now)
+            if len(self.identities) > MAX_IDENTITIES:
+                del self.identities[next(iter(self.identities))]
         return True
+
+    def _carried_over(self, packet: models_pb.DataPacket, now: float) -> int:
+        previous = self.identities.get(packet.participant_identity)
+        if previous is None or previous[0] == packet.participant_sid:
+            return 0
+        _, seq, when = previous
+        if packet.sequence > 1 and now - when <= CONTINUATION_WINDOW:
+            logger.debug("%s: new sid %s goes on from sequence %d", packet.participant_identity,
+                         packet.participant_sid, seq)
+            return seq
+        return 0
 
     def forget(self, participant_sid: str) -> None:
         """Drop the state of a participant that left."""
@@ -205,6 +248,12 @@ class ResendBuffer:
                            self.evicted_up_to)
         self.acknowledge(last_seq)
         return list(self._items)
+
+    def last(self, count: int) -> list[tuple[int, bytes]]:
+        """The last ``count`` packets recorded, in order (fewer if fewer are held)."""
+        if count <= 0:
+            return []
+        return list(self._items)[-count:]
 
     def clear(self) -> None:
         self._items.clear()

@@ -731,6 +731,7 @@ class RtcEngine:
     # ------------------------------------------------------------------ close
 
     _close_error = ""
+    unacked_reliable: int | None = 0  # reliable messages not acked by the server at close
 
     async def _fail(self, reason: int, error: str, *, send_leave: bool = True) -> None:
         if self.closed:
@@ -776,6 +777,7 @@ class RtcEngine:
                     pass  # the task was cancelled above: expected
                 except BaseException:  # closing goes on whatever a task did
                     logger.debug("engine task %r ended with an error", task, exc_info=True)
+        self.unacked_reliable = aiortc_sctp.sctp_unacked_messages(self.pub_channels.get("_reliable"))
         for pt in (self.publisher, self.subscriber):
             if pt is not None:
                 await pt.close()
