@@ -10,6 +10,7 @@ positive control loads it without the switch, so the check can fail.
 from __future__ import annotations
 
 import os
+import site
 import subprocess
 import sys
 import textwrap
@@ -31,10 +32,16 @@ def run(code: str, *, python: str | Path = sys.executable, switch: str | None = 
         timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "AIOLIVEKIT_AS_LIVEKIT_RTC"}
     env["PYTHONPATH"] = str(SRC)
+    args = [str(python), "-c", textwrap.dedent(code)]
+    if str(python) == sys.executable:
+        # this interpreter's site directories on the path without their .pth files: an
+        # installed aiolivekit has put the same hook there, which would run at startup
+        env["PYTHONPATH"] = os.pathsep.join([str(SRC), *site.getsitepackages()])
+        args.insert(1, "-S")
     if switch is not None:
         env["AIOLIVEKIT_AS_LIVEKIT_RTC"] = switch
-    return subprocess.run([str(python), "-c", textwrap.dedent(code)], env=env, cwd="/",
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(args, env=env, cwd="/", capture_output=True, text=True,
+                          timeout=timeout, check=False)
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> str:
