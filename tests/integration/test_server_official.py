@@ -293,7 +293,6 @@ async def test_track_settings_disabled_pauses_forwarding(livekit_dev_server: Dev
 
     server = livekit_dev_server
     hub = server.app.hub
-    room_state = server.app.rooms.get_or_create("test-room", 0.0)
     original = hub.dispatch
 
     def dispatch(effects: list[Any]) -> None:
@@ -305,6 +304,9 @@ async def test_track_settings_disabled_pauses_forwarding(livekit_dev_server: Dev
             packet = models_pb.DataPacket.FromString(payload)
             text = packet.user.payload.decode(errors="replace")
             if text in ("pause-me", "resume-me") and packet.participant_identity == "bob":
+                # the room as it is now (one made before the joins would have been closed
+                # by its empty timeout and replaced)
+                room_state = server.app.rooms.rooms["test-room"]
                 tracks = [t for p in room_state.participants.values()
                           if p.identity == "alice" for t in p.tracks]
                 original(room_state.update_track_settings(packet.participant_sid, tracks,
