@@ -4,8 +4,9 @@
 publishes and decrypt every encrypted track it subscribes to, in LiveKit's frame format
 (interoperable with livekit-client and the official SDKs). ``Room.e2ee_manager`` holds the
 :class:`KeyProvider` (shared key or per-participant keys, rotation, ratchets) and one
-:class:`FrameCryptor` per encrypted track. Encrypted data packets are not implemented:
-with encryption on, ``publish_data`` / streams / RPC are sent in clear (see docs/e2ee.md).
+:class:`FrameCryptor` per encrypted track. With encryption on, data packets (user
+packets, streams, RPC) are sealed as ``EncryptedPacket`` with the same keys, as the
+official SDKs do (:mod:`.room_e2ee`; docs/e2ee.md).
 """
 from __future__ import annotations
 

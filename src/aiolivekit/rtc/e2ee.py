@@ -1,4 +1,4 @@
-"""``livekit.rtc.e2ee`` names: end-to-end encryption (the runtime objects raise), from aiolivekit's implementation."""
+"""``livekit.rtc.e2ee`` names: end-to-end encryption, from aiolivekit's implementation."""
 
 from __future__ import annotations
 
