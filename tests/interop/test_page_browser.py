@@ -5,7 +5,9 @@ page and livekit-client from the embedded server itself, joins with a token the 
 mints, and meets an aiolivekit participant: the participant's 440 Hz tone reaches the page
 (WebAudio analyser level and peak frequency) and its video pattern is drawn (canvas pixels);
 the Python side receives the browser's microphone and camera and a chat message typed in
-the page; the inspector tab lists both participants with live bit rates and mutes a track.
+the page, and sees the page's camera button stop the camera and its screen-share button
+share Chromium's fake screen; the inspector tab lists both participants with live bit rates
+and mutes a track.
 """
 
 from __future__ import annotations
@@ -93,8 +95,14 @@ async def test_room_page_in_chromium_with_an_aiolivekit_participant() -> None:
 
         bot.register_text_stream_handler("lk.chat", on_chat)
         tracks: dict[int, Any] = {}
-        bot.on("track_subscribed", lambda track, pub, p: p.identity == "browser"
-               and tracks.setdefault(int(track.kind), track))
+        sources: list[int] = []  # every subscription's source, in order
+
+        def on_track(track: Any, pub: Any, p: Any) -> None:
+            if p.identity == "browser":
+                sources.append(int(pub.source))
+                tracks.setdefault(int(track.kind), track)
+
+        bot.on("track_subscribed", on_track)
         muted: list[tuple[str, int]] = []
         bot.on("track_muted", lambda p, pub: muted.append((p.identity, int(pub.kind))))
         await asyncio.wait_for(bot.connect(server.url, server.token(
@@ -123,6 +131,7 @@ async def test_room_page_in_chromium_with_an_aiolivekit_participant() -> None:
              "identities": ["bot", "browser"], "min_bps": 1000, "timeout": 20},
             {"op": "inspect_action", "action": "mute", "identity": "browser", "kind": "audio"},
             {"op": "toggle", "button": "camera", "expect": "off"},
+            {"op": "toggle", "button": "screen", "expect": "on"},
             {"op": "wait_signal", "name": "leave", "timeout": 60},
             {"op": "leave"},
         ]
@@ -172,6 +181,8 @@ async def test_room_page_in_chromium_with_an_aiolivekit_participant() -> None:
                     received["snapshot"] = await r.json()
                 await _wait(lambda: muted, "the inspector's mute", proc)
                 await _wait(lambda: len(muted) >= 2, "the camera stopped in the page", proc)
+                await _wait(lambda: int(TrackSource.SOURCE_SCREENSHARE) in sources,
+                            "the page's screen share", proc)
                 proc.signal("leave")
                 events = await proc.finish()
         finally:
@@ -196,6 +207,10 @@ async def test_room_page_in_chromium_with_an_aiolivekit_participant() -> None:
     assert len(frames) >= 10 and frames[-1].width > 0 and frames[-1].height > 0
     argb = np.frombuffer(bytes(frames[-1].convert(VideoBufferType.RGBA).data), np.uint8)
     assert argb.reshape(-1, 4)[:, :3].std() > 10  # a picture, not a flat colour
+    # microphone and camera at join, the screen share from its button (Chromium's fake screen)
+    assert sorted(sources[:2]) == sorted([int(TrackSource.SOURCE_MICROPHONE),
+                                          int(TrackSource.SOURCE_CAMERA)])
+    assert sources[2:] == [int(TrackSource.SOURCE_SCREENSHARE)]
     # the chat typed in the page, as a text stream on lk.chat
     assert chats == [("browser", "hello from the page")]
     # the inspector: both participants with bit rates, in the page and in the JSON
