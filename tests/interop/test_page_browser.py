@@ -6,8 +6,8 @@ mints, and meets an aiolivekit participant: the participant's 440 Hz tone reache
 (WebAudio analyser level and peak frequency) and its video pattern is drawn (canvas pixels);
 the Python side receives the browser's microphone and camera and a chat message typed in
 the page, and sees the page's camera button stop the camera and its screen-share button
-share Chromium's fake screen; the inspector tab lists both participants with live bit rates
-and mutes a track.
+share Chromium's fake screen; the inspector tab lists both participants with live bit
+rates, mutes a track, sends data to the room and removes the bot.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from aiolivekit import (
     AudioFrame,
     AudioSource,
     AudioStream,
+    DisconnectReason,
     LocalAudioTrack,
     LocalVideoTrack,
     Room,
@@ -103,6 +104,10 @@ async def test_room_page_in_chromium_with_an_aiolivekit_participant() -> None:
                 tracks.setdefault(int(track.kind), track)
 
         bot.on("track_subscribed", on_track)
+        data: list[tuple[str, bytes]] = []
+        bot.on("data_received", lambda packet: data.append((packet.topic, packet.data)))
+        left: list[Any] = []
+        bot.on("disconnected", left.append)
         muted: list[tuple[str, int]] = []
         bot.on("track_muted", lambda p, pub: muted.append((p.identity, int(pub.kind))))
         await asyncio.wait_for(bot.connect(server.url, server.token(
@@ -130,9 +135,13 @@ async def test_room_page_in_chromium_with_an_aiolivekit_participant() -> None:
             {"op": "inspect", "url": server.http_url + "/inspect",
              "identities": ["bot", "browser"], "min_bps": 1000, "timeout": 20},
             {"op": "inspect_action", "action": "mute", "identity": "browser", "kind": "audio"},
+            {"op": "inspect_send_data", "room": ROOM, "topic": "ops", "text": "from the inspector"},
+            {"op": "expect_log", "text": "from the inspector", "from": "(server)", "kind": "data"},
             {"op": "toggle", "button": "camera", "expect": "off"},
             {"op": "toggle", "button": "screen", "expect": "on"},
             {"op": "wait_signal", "name": "leave", "timeout": 60},
+            {"op": "inspect_action", "action": "remove", "identity": "bot"},
+            {"op": "expect_log", "text": "left", "from": "bot", "kind": "event"},
             {"op": "leave"},
         ]
         proc = start_driver("page", steps, timeout=150, origin=server.http_url)
@@ -211,6 +220,9 @@ async def test_room_page_in_chromium_with_an_aiolivekit_participant() -> None:
     assert sorted(sources[:2]) == sorted([int(TrackSource.SOURCE_MICROPHONE),
                                           int(TrackSource.SOURCE_CAMERA)])
     assert sources[2:] == [int(TrackSource.SOURCE_SCREENSHARE)]
+    # the inspector's send-data form reached both; its remove button removed the bot
+    assert ("ops", b"from the inspector") in data
+    assert left == [DisconnectReason.PARTICIPANT_REMOVED]
     # the chat typed in the page, as a text stream on lk.chat
     assert chats == [("browser", "hello from the page")]
     # the inspector: both participants with bit rates, in the page and in the JSON

@@ -188,6 +188,23 @@ const OPS = {
     return out;
   },
 
+  // the inspector's "send data to everyone" form of a room: {room, topic?, text}
+  async inspect_send_data(s) {
+    const form = `section.room[data-room="${s.room}"] form.send-data`;
+    await inspector.evaluate(() => { delete document.getElementById('action-result').dataset.result; });
+    await inspector.fill(`${form} .data-topic`, s.topic ?? '');
+    await inspector.fill(`${form} .data-text`, s.text);
+    await inspector.click(`${form} button[type="submit"]`);
+    await inspector.waitForFunction(() => document.getElementById('action-result').dataset.result,
+      null, { timeout: 10000 });
+    const out = await inspector.evaluate(() => ({
+      result: document.getElementById('action-result').dataset.result,
+      text: document.getElementById('action-result').textContent,
+    }));
+    if (out.result !== 'ok') throw new Error(out.text);
+    return out;
+  },
+
   async leave() {
     await page.click('#leave');
     await page.waitForFunction(() => document.body.dataset.state === 'disconnected', null, { timeout: 10000 });
