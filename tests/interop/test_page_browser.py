@@ -36,6 +36,7 @@ from aiolivekit import (
     VideoSource,
     VideoStream,
 )
+from aiolivekit.demo import run_browser_demo
 from aiolivekit.server import DevServer
 
 from .official import events_of, official_available, start_driver, step
@@ -241,3 +242,47 @@ async def test_room_page_in_chromium_with_an_aiolivekit_participant() -> None:
     # the inspector's mute of the browser's microphone, then the page's camera button
     assert muted[:2] == [("browser", int(TrackKind.KIND_AUDIO)),
                          ("browser", int(TrackKind.KIND_VIDEO))], muted
+
+
+async def test_demo_browser_page_joins_the_bots() -> None:
+    """``aiolivekit demo --browser``: the URL it opens joins by itself; Alice's tone and
+    pattern play in the page and Bob answers the chat."""
+    reason = official_available("browser")
+    if reason:
+        pytest.skip(reason)
+    opened: list[str] = []
+    demo = asyncio.ensure_future(run_browser_demo(port=0, seconds=120, opener=opened.append))
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not opened:
+            if demo.done():
+                demo.result()
+            assert time.monotonic() < deadline, "the demo opened no page"
+            await asyncio.sleep(0.1)
+        url = opened[0]
+        origin = url.split("/?", 1)[0]
+        steps = [
+            {"op": "open", "url": url},
+            {"op": "wait_connected"},
+            {"op": "expect_attributes", "identity": "alice", "attributes": {"role": "tone bot"}},
+            {"op": "audio_level", "identity": "alice", "min": 0.02, "timeout": 20},
+            {"op": "video_pixels", "identity": "alice", "timeout": 20},
+            {"op": "expect_log", "contains": "type in the chat", "from": "bob", "kind": "data"},
+            {"op": "send_chat", "text": "hi bob"},
+            {"op": "expect_log", "text": "Bob heard you: hi bob", "from": "bob", "kind": "chat",
+             "timeout": 15},
+            {"op": "leave"},
+        ]
+        proc = start_driver("page", steps, timeout=90, origin=origin)
+        await proc.start()
+        events = await proc.finish()
+    finally:
+        demo.cancel()
+        await asyncio.gather(demo, return_exceptions=True)
+    assert "identity=you" in url and "autojoin=1" in url
+    assert step(events, "wait_connected")["status"] == "in room demo as you"
+    level = step(events, "audio_level")
+    assert abs(level["peak_hz"] - TONE_HZ) < 30, level
+    # the demo's bar is 32 of 320 columns, cut at the right edge: 8 to 32 columns bright
+    assert 0.015 < step(events, "video_pixels")["bright_fraction"] < 0.3
+    assert events_of(events, "foreign_request") == []

@@ -76,6 +76,13 @@ const OPS = {
     return state;
   },
 
+  // the page joined by itself (?autojoin=1): {timeout?}
+  async wait_connected(s) {
+    await page.waitForFunction(() => document.body.dataset.state === 'connected', null,
+      { timeout: (s.timeout ?? 20) * 1000 });
+    return { status: await page.evaluate(() => document.getElementById('status').textContent) };
+  },
+
   // a participant's tile has audio: the WebAudio analyser level and its peak frequency
   // {identity, min?, timeout?}
   async audio_level(s) {

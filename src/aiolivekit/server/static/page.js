@@ -74,7 +74,12 @@
     if ($('with-mic').checked) await room.localParticipant.setMicrophoneEnabled(true);
     if ($('with-camera').checked) await room.localParticipant.setCameraEnabled(true);
     updateControls();
-    $('start-audio').hidden = room.canPlaybackAudio;
+    showStartAudio();
+  }
+
+  // autoplay rules: audio elements or the analysers may wait for a click on the page
+  function showStartAudio() {
+    $('start-audio').hidden = !room || (room.canPlaybackAudio && audioContext?.state === 'running');
   }
 
   // ---- room events ---------------------------------------------------------------------
@@ -97,7 +102,7 @@
         for (const t of document.querySelectorAll('.tile')) t.classList.toggle('speaking', ids.has(t.dataset.identity));
       })
       .on(E.DataReceived, (payload, p, kind, topic) => onData(payload, p, topic))
-      .on(E.AudioPlaybackStatusChanged, () => { $('start-audio').hidden = r.canPlaybackAudio; })
+      .on(E.AudioPlaybackStatusChanged, () => showStartAudio())
       .on(E.Reconnecting, () => setStatus('reconnecting...', 'reconnecting'))
       .on(E.Reconnected, () => setStatus(`in room ${r.name} as ${r.localParticipant.identity}`, 'connected'))
       .on(E.Disconnected, (reason) => onDisconnected(reason));
@@ -265,7 +270,11 @@
   $('mic').addEventListener('click', () => toggle('mic'));
   $('camera').addEventListener('click', () => toggle('camera'));
   $('screen').addEventListener('click', () => toggle('screen'));
-  $('start-audio').addEventListener('click', async () => { await room?.startAudio(); await audioContext?.resume(); });
+  $('start-audio').addEventListener('click', async () => {
+    await room?.startAudio();
+    await audioContext?.resume();
+    showStartAudio();
+  });
   $('leave').addEventListener('click', async () => { await room?.disconnect(); });
 
   // ---- chat / data ---------------------------------------------------------------------
