@@ -1,4 +1,5 @@
-"""aiohttp routes of the dev server: ``/rtc`` signalling, validation, Twirp, health, CORS."""
+"""aiohttp routes of the dev server: ``/rtc`` signalling, validation, Twirp, health (and the
+room page, ``server/page.py``), CORS."""
 
 from __future__ import annotations
 
