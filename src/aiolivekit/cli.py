@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default 20, as livekit-server)")
     serve.add_argument("--ping-timeout", type=float, default=15.0, metavar="S",
                        help="seconds of signal silence that count as a lost signal (default 15)")
+    serve.add_argument("--page", action=argparse.BooleanOptionalAction, default=None,
+                       help="serve the room page at / and the inspector at /inspect (default: "
+                            "with --dev's public key only; elsewhere users paste tokens, "
+                            "docs/page.md)")
     serve.add_argument("--read-batch-ms", type=float, default=None, metavar="MS",
                        help="under dense traffic, read the media sockets every MS ms "
                             "(default 5, env AIOLIVEKIT_READ_BATCH_MS; 0: per packet)")
@@ -73,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the two-participant demo on loopback")
     demo.add_argument("--seconds", type=float, default=4.0, help="how long the tone is analysed")
     demo.add_argument("--port", type=int, default=0, help="port of the embedded server (0: any free)")
+    demo.add_argument("--browser", action="store_true",
+                      help="open the room page with the demo bots in the room (until Ctrl-C)")
     return parser
 
 
@@ -86,15 +92,22 @@ def _configure_logging(verbosity: int) -> None:
 
 async def _serve(host: str, port: int, keys: dict[str, str],
                  forwarding: ForwardingOptions | None = None, *,
-                 departure_timeout: float = 20.0, ping_timeout: float = 15.0) -> None:
+                 departure_timeout: float = 20.0, ping_timeout: float = 15.0,
+                 page: bool | None = None) -> None:
     from .server.devserver import DevServer
 
     server = DevServer(host=host, port=port, keys=keys, forwarding=forwarding,
-                       departure_timeout=departure_timeout, ping_timeout=ping_timeout)
+                       departure_timeout=departure_timeout, ping_timeout=ping_timeout,
+                       page=page)
     await server.start()
     key = next(iter(keys))
     bound = ", ".join(server.bound_urls)
     print(f"aiolivekit server listening on {bound} (API key {key})", flush=True)
+    if server.app.config.page_enabled:
+        how = ("tokens minted by the server" if server.app.config.dev_mode
+               else "paste a token; the inspector needs roomList")
+        print(f"room page: {server.page_url} (inspector: {server.http_url}/inspect; {how})",
+              flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -186,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             asyncio.run(_serve(args.bind, args.port, keys, forwarding,
                                departure_timeout=args.departure_timeout,
-                               ping_timeout=args.ping_timeout))
+                               ping_timeout=args.ping_timeout, page=args.page))
         except KeyboardInterrupt:
             pass
         except OSError as exc:
@@ -202,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import main as demo_main
 
-        return int(demo_main(["--seconds", str(args.seconds), "--port", str(args.port)]) or 0)
+        argv_demo = ["--seconds", str(args.seconds), "--port", str(args.port)]
+        return int(demo_main(argv_demo + (["--browser"] if args.browser else [])) or 0)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

@@ -4,15 +4,24 @@ Run with ``aiolivekit demo`` (or ``python -m aiolivekit.demo``). Alice and Bob j
 on an in-process dev server, see each other, exchange data packets, a text stream and an
 RPC, Alice publishes a 440 Hz tone and a moving video pattern, and Bob reports the tone's
 frequency and the video size he receives. Everything stays on 127.0.0.1.
+
+``aiolivekit demo --browser`` keeps them in the room and opens the server's room page
+(docs/page.md): Alice plays the tone and the pattern, Bob answers chat messages.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 import sys
 import time
+import webbrowser
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -169,13 +178,116 @@ async def run_demo(seconds: float = 4.0, port: int = 0) -> int:
         return 0 if abs(freq - TONE_HZ) < 20 else 1
 
 
+PAGE_ROOM = "demo"
+DAY = 24 * 3600.0
+
+
+def page_link(server: DevServer, identity: str = "you") -> str:
+    """The room page URL that joins ``identity`` to the demo room at once."""
+    return f"{server.page_url}?room={PAGE_ROOM}&identity={identity}&autojoin=1"
+
+
+def open_browser(url: str) -> bool:
+    """Open ``url`` in a graphical browser; ``False`` when there is none (a Linux machine
+    without a display: console browsers would take the terminal and run no JavaScript)."""
+    if sys.platform.startswith("linux") and not (
+            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    try:
+        return bool(webbrowser.open(url, new=2))
+    except webbrowser.Error:
+        return False
+
+
+async def run_browser_demo(port: int = 0, seconds: float | None = None,
+                           opener: Callable[[str], bool] = open_browser) -> int:
+    """The demo bots in room ``demo`` and the room page opened for the user, until
+    Ctrl-C (or ``seconds``). Alice publishes the tone and the video pattern, Bob greets
+    newcomers with a data packet and answers each chat message (``lk.chat``)."""
+    async with DevServer(host="127.0.0.1", port=port) as server:
+        alice, bob = Room(), Room()
+        tasks: set[asyncio.Future[Any]] = set()
+
+        def _on_chat(reader: object, identity: str) -> None:
+            async def answer() -> None:
+                text = await reader.read_all()  # type: ignore[attr-defined]
+                _say("bob", f"chat from {identity}: {text!r}")
+                await bob.local_participant.send_text(f"Bob heard {identity}: {text}",
+                                                      topic="lk.chat")
+
+            task = asyncio.ensure_future(answer())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        bob.register_text_stream_handler("lk.chat", _on_chat)
+
+        @bob.on("participant_connected")
+        def _greet(p: RemoteParticipant) -> None:
+            _say("bob", f"{p.identity} joined")
+            task = asyncio.ensure_future(bob.local_participant.publish_data(
+                f"hello {p.identity}, type in the chat".encode(), topic="greeting",
+                destination_identities=[p.identity]))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        await alice.connect(server.url, server.token(
+            "alice", PAGE_ROOM, name="Alice",
+            attributes={"role": "tone bot", "tone": f"{TONE_HZ:.0f} Hz"}))
+        await bob.connect(server.url, server.token("bob", PAGE_ROOM, name="Bob",
+                                                   attributes={"role": "chat bot"}))
+        audio = AudioSource(SAMPLE_RATE, 1)
+        video = VideoSource(320, 240)
+        await alice.local_participant.publish_track(
+            LocalAudioTrack.create_audio_track("tone", audio),
+            TrackPublishOptions(source=TrackSource.SOURCE_MICROPHONE))
+        await alice.local_participant.publish_track(
+            LocalVideoTrack.create_video_track("pattern", video),
+            TrackPublishOptions(source=TrackSource.SOURCE_CAMERA))
+        media = [asyncio.ensure_future(_tone(audio, DAY)),
+                 asyncio.ensure_future(_video(video, DAY, 320, 240))]
+        url = page_link(server)
+        _say("demo", f"room page: {url}")
+        _say("demo", f"inspector: {server.http_url}/inspect (Ctrl-C stops)")
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(None, opener, url):
+            _say("demo", "no browser could be opened here: open the URL above in a browser "
+                 "on this machine")
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop.set)
+        try:
+            await asyncio.wait_for(stop.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.remove_signal_handler(sig)
+            for task in [*media, *tasks]:
+                task.cancel()
+            await asyncio.gather(*media, *tasks, return_exceptions=True)
+            await alice.disconnect()
+            await bob.disconnect()
+            await audio.aclose()
+            await video.aclose()
+        _say("demo", "done")
+        return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aiolivekit demo", description=__doc__)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--browser", action="store_true",
+                        help="open the room page with the bots in the room (until Ctrl-C)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    if args.browser:
+        with contextlib.suppress(KeyboardInterrupt):
+            return asyncio.run(run_browser_demo(args.port))
+        return 0
     return asyncio.run(run_demo(args.seconds, args.port))
 
 

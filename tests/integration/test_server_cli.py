@@ -123,16 +123,18 @@ def test_serve_departure_and_ping_timeouts(monkeypatch: pytest.MonkeyPatch) -> N
     out = subprocess.run([sys.executable, "-m", "aiolivekit", "serve", "--dev", "--ping-timeout", "0"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "--ping-timeout must be > 0" in out.stderr
-    seen: list[tuple[float, float]] = []
+    seen: list[tuple[float, float, bool | None]] = []
 
     async def fake_serve(host: str, port: int, keys: dict[str, str], forwarding: object = None,
-                         *, departure_timeout: float, ping_timeout: float) -> None:
-        seen.append((departure_timeout, ping_timeout))
+                         *, departure_timeout: float, ping_timeout: float,
+                         page: bool | None = None) -> None:
+        seen.append((departure_timeout, ping_timeout, page))
 
     monkeypatch.setattr(cli, "_serve", fake_serve)
     assert cli.main(["serve", "--dev"]) == 0
     assert cli.main(["serve", "--dev", "--departure-timeout", "2.5", "--ping-timeout", "6"]) == 0
-    assert seen == [(20.0, 15.0), (2.5, 6.0)]
+    assert cli.main(["serve", "--dev", "--no-page"]) == 0  # the room page (docs/page.md)
+    assert seen == [(20.0, 15.0, None), (2.5, 6.0, None), (20.0, 15.0, False)]
 
 
 # ---------------------------------------------------------------- safe defaults (issue 14)

@@ -350,6 +350,9 @@ def start_driver(
     if kind == "browser":
         argv = ["node", str(DRIVERS / "browser_driver.mjs"), "-"]
         return DriverProcess(kind, argv, script, timeout, {"AIOLIVEKIT_CHROMIUM": CHROMIUM}, JS_DIR)
+    if kind == "page":  # the room page of `aiolivekit serve` (extra: origin=<http URL>)
+        argv = ["node", str(DRIVERS / "page_driver.mjs"), "-"]
+        return DriverProcess(kind, argv, script, timeout, {"AIOLIVEKIT_CHROMIUM": CHROMIUM}, JS_DIR)
     raise ValueError(f"unknown driver kind {kind!r}")
 
 

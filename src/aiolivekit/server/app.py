@@ -1,4 +1,5 @@
-"""aiohttp routes of the dev server: ``/rtc`` signalling, validation, Twirp, health, CORS."""
+"""aiohttp routes of the dev server: ``/rtc`` signalling, validation, Twirp, health (and the
+room page, ``server/page.py``), CORS."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .auth import (
     verify_token,
 )
 from .config import ServerConfig
+from .page import PageRoutes
 from .rooms import RoomManager
 from .session import MAX_SIGNAL_MESSAGE, Hub, ParticipantSession
 from .twirp import TWIRP_PREFIX, RoomService, decode_message
@@ -87,7 +89,9 @@ class LiveKitServerApp:
         self.agents = AgentService(self.rooms, config.keys)
         self.app = web.Application(middlewares=[_cors_middleware],
                                    client_max_size=limits.MAX_TWIRP_BODY)
-        self.app.router.add_get("/", self._health)
+        self.page = PageRoutes(config, self.rooms, self.hub.sessions)
+        self.app.router.add_get("/", self.page.root)  # the page for browsers, else OK
+        self.page.install(self.app.router)
         self.app.router.add_get("/rtc", self._rtc)
         self.app.router.add_get("/rtc/validate", self._validate)
         self.app.router.add_get("/rtc/v1", self._not_found)
@@ -108,6 +112,7 @@ class LiveKitServerApp:
     async def _on_shutdown(self, app: web.Application) -> None:
         if self._pruner is not None:
             self._pruner.cancel()
+        self.page.close()
         await self.agents.close()
         await self.hub.close_all()
 
@@ -131,9 +136,6 @@ class LiveKitServerApp:
         return web.Response(status=exc.status, text=exc.message, headers=_CORS)
 
     # ------------------------------------------------------------------ routes
-
-    async def _health(self, request: web.Request) -> web.Response:
-        return web.Response(text="OK")
 
     async def _not_found(self, request: web.Request) -> web.Response:
         return web.Response(status=404, headers=_CORS)

@@ -108,8 +108,24 @@ class ServerConfig:
     announce: Announce | None = None
     """Test hook: ``(host, port, label) -> (host, port)`` for every ICE candidate the
     server signals (a fault relay's address; ``server/announce.py``)."""
+    page: bool | None = None
+    """The room page (``/``), the inspector (``/inspect``) and their static files:
+    ``None`` serves them in dev mode only (:attr:`dev_mode`). The token endpoint
+    ``/dev/token`` answers in dev mode only, whatever this says (docs/page.md)."""
+
+    @property
+    def dev_mode(self) -> bool:
+        """The public development key pair (``devkey`` / ``secret``) is accepted: anyone
+        can mint tokens for this server anyway, so the page may mint them too."""
+        return self.keys.get(DEV_API_KEY) == DEV_API_SECRET
+
+    @property
+    def page_enabled(self) -> bool:
+        return self.dev_mode if self.page is None else bool(self.page)
 
     def __post_init__(self) -> None:
+        if self.page is not None and not isinstance(self.page, bool):
+            raise TypeError("ServerConfig.page must be True, False or None")
         for name in ("departure_timeout", "ping_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):

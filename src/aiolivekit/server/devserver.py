@@ -36,6 +36,8 @@ class DevServer:
     ``header_timeout`` closes a connection whose first request head is incomplete after
     that many seconds; ``idle_timeout`` an idle keep-alive connection. ``announce``: test
     hook rewriting the ICE candidates the server signals (``server/announce.py``).
+    ``page``: serve the room page and the inspector (``None``: only with the public dev
+    key, docs/page.md).
 
     >>> async with DevServer() as server:          # doctest: +SKIP
     ...     token = server.token("alice")
@@ -49,7 +51,7 @@ class DevServer:
                  max_connections: int | None = None,
                  header_timeout: float = conn_guard.HEADER_TIMEOUT,
                  idle_timeout: float = conn_guard.IDLE_TIMEOUT,
-                 announce: Announce | None = None) -> None:
+                 announce: Announce | None = None, page: bool | None = None) -> None:
         if forwarding is not None and not isinstance(forwarding, ForwardingOptions):
             raise TypeError(f"forwarding must be ForwardingOptions, not {type(forwarding).__name__}")
         if keys:
@@ -61,7 +63,8 @@ class DevServer:
                                     keys=dict(keys) if keys else {api_key: api_secret},
                                     forwarding=forwarding or ForwardingOptions(),
                                     departure_timeout=departure_timeout,
-                                    ping_timeout=ping_timeout, announce=announce)
+                                    ping_timeout=ping_timeout, announce=announce,
+                                    page=page)
         self._requested_port = port
         self._guard_options = {"max_connections": max_connections,
                                "header_timeout": header_timeout}
@@ -167,6 +170,11 @@ class DevServer:
     def http_url(self) -> str:
         """``http://host:port`` for the server API."""
         return f"http://{self._host_for_url}:{self.port}"
+
+    @property
+    def page_url(self) -> str:
+        """``http://host:port/``: the room page (served when ``page`` is on)."""
+        return self.http_url + "/"
 
     @property
     def app(self) -> LiveKitServerApp:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
@@ -44,12 +45,25 @@ __all__ = [
     "ForwardingOptions",
     "ForwardingReceiver",
     "ForwardingSender",
+    "SubscriberStats",
     "TrackForwarder",
 ]
 
 logger = logging.getLogger(__name__)
 
 KEYFRAME_MIN_INTERVAL = 0.5  # seconds between PLIs sent upstream
+
+
+@dataclass
+class SubscriberStats:
+    """One subscriber's down-track counters (the room inspector's view)."""
+
+    pc: RTCPeerConnection
+    packets: int
+    octets: int
+    dropped_queue: int
+    dropped_socket: int
+    paused: bool
 
 
 class _Subscription:
@@ -125,6 +139,11 @@ class TrackForwarder:
     @property
     def packets_received(self) -> int:
         return self.receiver.packets_received
+
+    @property
+    def bytes_received(self) -> int:
+        """RTP payload bytes received from the publisher."""
+        return self.receiver.bytes_received
 
     @property
     def packets_forwarded(self) -> int:
@@ -233,6 +252,17 @@ class TrackForwarder:
         """The subscribers' down-tracks (their counters: ``queue.dropped``,
         ``dropped_socket``, ``count``...)."""
         return [sub.sender._lk_down for sub in self._subscriptions.values()]
+
+    def subscriber_stats(self) -> list[SubscriberStats]:
+        """Each subscriber's counters (the fan-out's bulk counters brought up to date)."""
+        if self.fanout.fan is not None:
+            self.fanout.flush()
+        out = []
+        for pc, sub in self._subscriptions.items():
+            down = sub.sender._lk_down
+            out.append(SubscriberStats(pc, down.count, down.octets, down.queue.dropped,
+                                       down.dropped_socket, down.paused))
+        return out
 
     # -- keyframes ----------------------------------------------------------------
 

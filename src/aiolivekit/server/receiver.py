@@ -176,6 +176,7 @@ class TrackReceiver:
         self.inline_stats = False
         self.enabled = True  # the transceiver's direction lets the publisher's media in
         self.packets_received = 0
+        self.bytes_received = 0  # RTP payload bytes (the inspector's bit rate)
         self.errors = 0
         self.levels = AudioLevelMeter()  # RFC 6464 levels for the speaker observer
 
@@ -268,6 +269,7 @@ class TrackReceiver:
                 stats.add(packet)
         # what dispatch() does, inline (the hot path)
         self.packets_received += 1
+        self.bytes_received += end - start
         if pt != self._last_pt:
             self._set_payload_type(pt)
         if ssrc != self.publisher_ssrc:
@@ -279,6 +281,7 @@ class TrackReceiver:
         """Count ``packet``, follow payload type and source changes, and hand it to the
         fan-out."""
         self.packets_received += 1
+        self.bytes_received += len(packet.payload)
         if packet.audio_level is not None:
             self.levels.add(packet.audio_level[1])
         pt = packet.payload_type

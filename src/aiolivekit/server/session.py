@@ -89,7 +89,7 @@ class ParticipantSession:
         self._json = False  # answer in JSON text frames after a JSON request (like Go)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pub = new_pc()
-        self._sub = new_pc()
+        self._sub = self.subscriber_pc = new_pc()  # subscriber_pc: the inspector's view
         self._pub_lock = asyncio.Lock()
         self._sub_lock = asyncio.Lock()
         self._pending_remote: dict[int, list[str]] = {0: [], 1: []}

@@ -5,7 +5,9 @@ import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { emit, sleep, dominantFrequency, loadScript, armDeadline, runSteps } from './common.mjs';
+import {
+  emit, sleep, dominantFrequency, loadScript, armDeadline, runSteps, CHROMIUM_ARGS,
+} from './common.mjs';
 
 const HERE = path.dirname(new URL(import.meta.url).pathname);
 const require = createRequire(path.join(HERE, '..', 'js', 'package.json'));
@@ -24,12 +26,7 @@ async function shutdown() {
 }
 armDeadline(script.deadline ?? 90, shutdown);
 
-const ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--use-fake-ui-for-media-stream',
-  '--use-fake-device-for-media-stream', '--autoplay-policy=no-user-gesture-required',
-  '--disable-features=WebRtcHideLocalIpsWithMdns',
-];
+const ARGS = CHROMIUM_ARGS;
 
 let failures = 0;
 try {

@@ -4,6 +4,16 @@ import readline from 'node:readline';
 
 const T0 = performance.now();
 
+// Chromium's flags for every browser driver: headless, fake camera and microphone, no
+// network of its own (no background requests, sync or component updates), real host
+// candidates (no mDNS names) so ICE stays on loopback / the test namespace.
+export const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--use-fake-ui-for-media-stream',
+  '--use-fake-device-for-media-stream', '--autoplay-policy=no-user-gesture-required',
+  '--disable-features=WebRtcHideLocalIpsWithMdns',
+];
+
 export function emit(obj) {
   if (obj.t === undefined) obj.t = Math.round(performance.now() - T0) / 1000;
   process.stdout.write(JSON.stringify(obj, (k, v) => (typeof v === 'bigint' ? Number(v) : v)) + '\n');
