@@ -5,9 +5,10 @@ servers.
 * rotation: both sides start with the shared key K1 (index 0), the tones decode both ways;
   then we switch to K2 at index 1 and tell the official client, which does the same; later
   both ratchet the key at index 1. Each side records the other's tone across each change
-  (10 ms blocks), and the test measures how much audio went missing: it must be back within
-  ``RECOVERY_BOUND`` and lose no more than the frames sent while only one side had the new
-  key (the "in flight" window between our change and the peer's report of its own);
+  (10 ms blocks) and the test measures the longest run of missing audio: the tone must be
+  back within ``RECOVERY_BOUND`` and the run no longer than the "in flight" window (from
+  our change to the peer's report of its own, while only one side has the new key) plus a
+  margin; on our side the frames our cryptor could not open are also counted exactly;
 * per-participant keys (no shared key): each side sets its own key and the other's
   with ``set_key(identity, key, index)``; the tones decode both ways; with a wrong key for
   the other's identity, nothing decodes and the receiving side reports the failure.
@@ -124,7 +125,9 @@ class _Monitor:
 
 def _lost(report: dict[str, Any]) -> tuple[float, float]:
     """(longest run, total) in seconds of missing audio after the tone first arrived: 10 ms
-    blocks below 30 % of the tone's level, or the longest wait between delivered frames."""
+    blocks below 30 % of the tone's level, or the longest wait between delivered frames
+    (our stream delivers nothing while no frame decrypts). A decoder's concealment can
+    hide a few lost frames, so this is what a listener misses, not a frame count."""
     rms = np.asarray(report["block_rms"], dtype=np.float64)
     if not len(rms):
         return float("inf"), float("inf")
@@ -249,11 +252,15 @@ async def test_key_rotation_and_ratchet_mid_call(any_server: ServerInfo, client:
                      f"longest {there[0]:.2f} s (total {there[1]:.2f})")
     print("\n".join(lines))
     for change in ("rotation", "ratchet"):
+        allowed = windows[change] + IN_FLIGHT_MARGIN[client]
         for lost in (_lost(mine[change]), _lost(theirs[change])):
             assert lost[0] < RECOVERY_BOUND, lines
-            assert lost[1] <= windows[change] + IN_FLIGHT_MARGIN[client], lines
-        # Opus frames of 20 ms: no more than were sent while only one side had the key
-        assert dropped[change] * 0.02 <= windows[change] + IN_FLIGHT_MARGIN[client], lines
+            # what a change of key loses is one run of frames; the total also counts the
+            # playout's own stalls on a loaded machine (printed, not asserted)
+            assert lost[0] <= allowed, lines
+        # here we count exactly: 20 ms Opus frames that our cryptor could not open, no more
+        # than were sent while only one side had the key
+        assert dropped[change] * 0.02 <= allowed, lines
     assert EncryptionState.OK in states, states
 
 
