@@ -121,7 +121,7 @@ const ops = {
       opts.encryption = { keyProviderOptions: {
         sharedKey: s.e2ee_key === '' ? undefined : new TextEncoder().encode(String(s.e2ee_key)),
         ratchetSalt: new TextEncoder().encode('LKFrameEncryptionKey'),
-        ratchetWindowSize: 16, failureTolerance: s.e2ee_failure_tolerance ?? -1, keyRingSize: 16,
+        ratchetWindowSize: s.e2ee_ratchet_window ?? 16, failureTolerance: s.e2ee_failure_tolerance ?? -1, keyRingSize: 16,
         keyDerivationFunction: s.e2ee_kdf === 'hkdf' ? 1 : 0,
       } };
     }

@@ -233,6 +233,8 @@ class Driver:
                 kpo.key_derivation_function = rtc.KeyDerivationFunction.HKDF
             if "e2ee_failure_tolerance" in s:
                 kpo.failure_tolerance = int(s["e2ee_failure_tolerance"])
+            if "e2ee_ratchet_window" in s:
+                kpo.ratchet_window_size = int(s["e2ee_ratchet_window"])
             opts.encryption = rtc.E2EEOptions(key_provider_options=kpo)
         if "single_peer_connection" in s:
             opts.single_peer_connection = bool(s["single_peer_connection"])
