@@ -7,6 +7,7 @@ per-participant keys mid-call: test_interop_e2ee_keys.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import AsyncIterator
@@ -118,6 +119,35 @@ async def _collect_audio(track: Any, seconds: float, skip: float = 0.5,
         pass
     finally:
         await stream.aclose()
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+
+
+async def _listen_until(track: Any, pred: Any, *, at_least: float, timeout: float, what: str,
+                        proc: DriverProcess, skip: float = 0.5) -> np.ndarray:
+    """Read ``track`` for ``at_least`` seconds and then until ``pred()`` (up to ``timeout``
+    more); its PCM after the first ``skip`` seconds. A track nobody reads is neither
+    decoded nor decrypted, so a state is only reported while this reads."""
+    stream = AudioStream(track, sample_rate=48000, num_channels=1)
+    chunks: list[np.ndarray] = []
+    skipped = 0
+
+    async def read() -> None:
+        nonlocal skipped
+        async for ev in stream:
+            pcm = np.frombuffer(bytes(ev.frame.data), dtype=np.int16)
+            if skipped < skip * 48000:
+                skipped += len(pcm)
+            else:
+                chunks.append(pcm)
+    task = asyncio.ensure_future(read())
+    try:
+        await asyncio.sleep(at_least)
+        await _wait(pred, timeout=timeout, what=what, proc=proc)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(stream.aclose(), 5)
     return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
 
 
@@ -295,9 +325,9 @@ async def test_wrong_key_official_to_aiolivekit(any_server: ServerInfo, client: 
     async with proc:
         await _start_synced(ours, proc)
         await _wait(lambda: bool(tracks), what="official audio track", proc=proc)
-        pcm = await _collect_audio(tracks[0], 1.5, timeout=4.0)
-        await _wait(lambda: EncryptionState.DECRYPTION_FAILED in states, timeout=10,
-                    what="DECRYPTION_FAILED reported", proc=proc)
+        pcm = await _listen_until(tracks[0], lambda: EncryptionState.DECRYPTION_FAILED in states,
+                                  at_least=4.0, timeout=10, what="DECRYPTION_FAILED reported",
+                                  proc=proc)
         proc.signal("done")
         await proc.finish()
     assert len(pcm) == 0 or int(np.abs(pcm).max()) < 500

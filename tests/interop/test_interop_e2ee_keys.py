@@ -43,7 +43,7 @@ from aiolivekit.types import EncryptionState, RoomOptions
 
 from .official import DriverProcess, events_of, official_available, step
 from .test_interop_aiolivekit import OURS, THEIRS, TIMEOUT, _dominant, _start_synced, _wait
-from .test_interop_e2ee import KEY, _collect_audio, _room, _theirs, _tone_pump
+from .test_interop_e2ee import KEY, _collect_audio, _listen_until, _room, _theirs, _tone_pump
 
 pytestmark = [
     pytest.mark.netns,
@@ -311,11 +311,11 @@ async def _per_participant_call(server: ServerInfo, client: str, rooms: list[Roo
             if their_key_here == THEIR_KEY:
                 pcm = await _collect_audio(tracks[0], 1.0)
             else:
-                pcm = await _collect_audio(tracks[0], 1.5, timeout=4.0)
                 # reported once our ratchet window (32 PBKDF2 runs, off the loop) is derived:
                 # about 1 s, several on a loaded machine
-                await _wait(lambda: EncryptionState.DECRYPTION_FAILED in states, timeout=20,
-                            what="DECRYPTION_FAILED reported", proc=proc)
+                pcm = await _listen_until(
+                    tracks[0], lambda: EncryptionState.DECRYPTION_FAILED in states,
+                    at_least=4.0, timeout=20, what="DECRYPTION_FAILED reported", proc=proc)
             await proc.wait_for(lambda e: e.get("op") == "subscribe_detect_tone", timeout=TIMEOUT)
             proc.signal("done")
             events = await proc.finish(check=not optional)
