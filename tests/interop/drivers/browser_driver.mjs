@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { emit, sleep, dominantFrequency, loadScript, armDeadline, runSteps, toneReport } from './common.mjs';
+import { emit, sleep, dominantFrequency, loadScript, armDeadline, runSteps } from './common.mjs';
 
 const HERE = path.dirname(new URL(import.meta.url).pathname);
 const require = createRequire(path.join(HERE, '..', 'js', 'package.json'));
@@ -40,6 +40,7 @@ try {
   page = context.pages()[0] ?? (await context.newPage());
   await page.exposeFunction('lkEmit', (obj) => emit(obj));
   await page.addInitScript(`window.lkDominantFrequency = ${dominantFrequency.toString()};`);
+  const { toneReport } = await import('./common.mjs');  // for monitor_tone_stop in the page
   await page.addInitScript(`window.lkToneReport = ${toneReport.toString()};`);
   // livekit-client's E2EE worker, loaded from a blob URL (a file:// page cannot start a
   // worker from a file URL)
