@@ -37,6 +37,8 @@ try {
   page = context.pages()[0] ?? (await context.newPage());
   await page.exposeFunction('lkEmit', (obj) => emit(obj));
   await page.addInitScript(`window.lkDominantFrequency = ${dominantFrequency.toString()};`);
+  const { toneReport } = await import('./common.mjs');  // for monitor_tone_stop in the page
+  await page.addInitScript(`window.lkToneReport = ${toneReport.toString()};`);
   // livekit-client's E2EE worker, loaded from a blob URL (a file:// page cannot start a
   // worker from a file URL)
   const workerSource = fs.readFileSync(

@@ -186,3 +186,24 @@ export async function runSteps(script, ops) {
   }
   return failures;
 }
+
+// What a monitor_tone_stop step returns (the same fields in official_py.py): the RMS of each
+// 10 ms block (samples scaled to int16), the dominant frequency of the first and the last
+// second, the longest wait between two delivered chunks. `freq` is dominantFrequency
+// (passed in so that the page can use this function too).
+export function toneReport(samples, rate, elapsed, maxGap, freq) {
+  const block = Math.round(rate / 100), n = Math.floor(samples.length / block);
+  const blockRms = [];
+  for (let b = 0; b < n; b++) {
+    let sq = 0;
+    for (let i = b * block; i < (b + 1) * block; i++) sq += samples[i] * samples[i];
+    blockRms.push(Math.round(Math.sqrt(sq / block) * 10) / 10);
+  }
+  const first = samples.subarray(0, Math.min(samples.length, rate));
+  const last = samples.subarray(Math.max(0, samples.length - rate));
+  return {
+    rate, samples: samples.length, elapsed: Math.round(elapsed * 1000) / 1000,
+    max_gap: Math.round(maxGap * 1000) / 1000, block_rms: blockRms,
+    freq_first: Math.round(freq(first, rate) * 10) / 10, freq_last: Math.round(freq(last, rate) * 10) / 10,
+  };
+}

@@ -4,12 +4,14 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import {
   emit, describeBytes, payloadBytes, repeatText, sleep, Inbox, dominantFrequency,
-  loadScript, armDeadline, runSteps,
+  loadScript, armDeadline, runSteps, toneReport,
 } from './common.mjs';
 
 // resolve packages from tests/interop/js/node_modules whatever the cwd is
 const require = createRequire(path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'js', 'package.json'));
 const lk = await import(require.resolve('@livekit/rtc-node'));
+// the FFI protobufs, for the E2EE requests rtc-node 1.1.0 builds incompletely (setKey)
+const ffi = require('@livekit/rtc-ffi-bindings');
 const {
   Room, RoomEvent, AudioSource, AudioStream, AudioFrame, LocalAudioTrack, TrackPublishOptions,
   TrackSource, TrackKind, RpcError, dispose, VideoSource, VideoFrame, VideoStream, LocalVideoTrack,
@@ -82,6 +84,31 @@ function listenStreams(topics) {
 }
 listenStreams(script.stream_topics);
 
+// rtc-node 1.1.0 turns the FFI's e2ee_state_changed into an event only for INTERNAL_ERROR:
+// read the states from the FFI event stream (the same as the Python SDK's e2ee_state_changed)
+let watchingE2ee = false;
+function watchE2eeStates() {
+  const client = globalThis._ffiClientInstance;
+  if (watchingE2ee || !client) return;
+  watchingE2ee = true;
+  client.on('ffi_event', (ev) => {
+    if (ev.message?.case !== 'roomEvent') return;
+    const re = ev.message.value;
+    if (re.message?.case !== 'e2eeStateChanged') return;
+    emit({ event: 'e2ee_state', identity: re.message.value.participantIdentity ?? null,
+      state: Number(re.message.value.state) });
+  });
+}
+
+function e2eeRequest(message) {
+  const kp = room.e2eeManager?.keyProvider;
+  if (!kp) throw new Error('the room has no end-to-end encryption');
+  return globalThis._ffiClientInstance.request({
+    message: { case: 'e2ee', value: new ffi.E2eeRequest({ roomHandle: kp.roomHandle, message }) } });
+}
+
+let monitor = null;
+
 const withTimeout = (p, s, what) => Promise.race([
   p, sleep(s * 1000).then(() => { throw new Error(`${what} timed out after ${s}s`); })]);
 
@@ -90,15 +117,16 @@ const ops = {
     listenStreams(s.stream_topics);
     const t = performance.now();
     const opts = { autoSubscribe: s.auto_subscribe ?? true, dynacast: false };
-    if (s.e2ee_key !== undefined) {  // end-to-end encryption with a shared key (issue 17)
+    if (s.e2ee_key !== undefined) {  // end-to-end encryption (issue 17); "" = per-participant keys
       opts.encryption = { keyProviderOptions: {
-        sharedKey: new TextEncoder().encode(String(s.e2ee_key)),
+        sharedKey: s.e2ee_key === '' ? undefined : new TextEncoder().encode(String(s.e2ee_key)),
         ratchetSalt: new TextEncoder().encode('LKFrameEncryptionKey'),
-        ratchetWindowSize: 16, failureTolerance: s.e2ee_failure_tolerance ?? -1, keyRingSize: 16,
+        ratchetWindowSize: s.e2ee_ratchet_window ?? 16, failureTolerance: s.e2ee_failure_tolerance ?? -1, keyRingSize: 16,
         keyDerivationFunction: s.e2ee_kdf === 'hkdf' ? 1 : 0,
       } };
     }
     await withTimeout(room.connect(s.url, s.token, opts), s.timeout ?? 20, 'connect');
+    if (s.e2ee_key !== undefined) watchE2eeStates();
     const lp = room.localParticipant;
     return {
       identity: lp.identity, sid: lp.sid, room: room.name,
@@ -291,6 +319,72 @@ const ops = {
   },
   async publish_dtmf(s) { await room.localParticipant.publishDtmf(s.code, s.digit); return {}; },
   expect_dtmf: (s) => inbox.expect('dtmf', s, ['sender']),
+  async e2ee_set_key(s) {
+    // the shared key, or `identity`'s; `use`: our tracks encrypt with `index` from now on
+    const kp = room.e2eeManager?.keyProvider;
+    if (!kp) throw new Error('the room has no end-to-end encryption');
+    const key = new TextEncoder().encode(String(s.key)), index = s.index ?? 0;
+    if (s.identity) {
+      // KeyProvider.setKey(identity, index) of rtc-node 1.1.0 has no key argument and sends
+      // none: the same FFI request, with the key
+      e2eeRequest({ case: 'setKey', value: new ffi.SetKeyRequest({
+        participantIdentity: s.identity, key, keyIndex: index }) });
+    } else {
+      kp.setSharedKey(key, index);
+    }
+    if (s.use) {
+      // FrameCryptor.setKeyIndex of rtc-node 1.1.0 sends no track sid (a required field:
+      // "cannot encode field ...track_sid"), and frameCryptors() drops it: the FFI requests
+      const res = e2eeRequest({ case: 'managerGetFrameCryptors', value: {} });
+      for (const c of res.message.value.frameCryptors) {
+        if (c.participantIdentity !== room.localParticipant.identity) continue;
+        e2eeRequest({ case: 'cryptorSetKeyIndex', value: new ffi.FrameCryptorSetKeyIndexRequest({
+          participantIdentity: c.participantIdentity, trackSid: c.trackSid, keyIndex: index }) });
+      }
+    }
+    return { index };
+  },
+  async e2ee_ratchet(s) {
+    const kp = room.e2eeManager?.keyProvider;
+    if (!kp) throw new Error('the room has no end-to-end encryption');
+    const index = s.index ?? 0;
+    const key = s.identity ? kp.ratchetKey(s.identity, index) : kp.ratchetSharedKey(index);
+    return { index, new_key_len: key?.length ?? 0 };
+  },
+  async monitor_tone(s) {
+    const got = await inbox.take('track', 1, s.timeout ?? 15, { identity: s.identity, kind: 'audio' });
+    if (!got.length) throw new Error(`no audio track from ${s.identity}`);
+    inbox.put('track', got[0]);  // a later step may use the track again
+    const stream = new AudioStream(got[0].track, 48000, 1);
+    const reader = stream.getReader();
+    const m = { chunks: [], start: performance.now(), maxGap: 0, stop: false, reader };
+    m.loop = (async () => {
+      let last = null;
+      while (!m.stop) {
+        const r = await reader.read();
+        if (r.done) break;
+        const now = performance.now();
+        if (last !== null) m.maxGap = Math.max(m.maxGap, (now - last) / 1000);
+        last = now;
+        m.chunks.push(Int16Array.from(r.value.data));
+      }
+    })().catch((e) => emit({ event: 'error', where: 'monitor_tone', error: String(e) }));
+    monitor = m;
+    return { identity: s.identity };
+  },
+  async monitor_tone_stop() {
+    const m = monitor;
+    monitor = null;
+    if (!m) throw new Error('monitor_tone_stop without monitor_tone');
+    m.stop = true;
+    try { await Promise.race([m.reader.cancel(), sleep(2000)]); } catch { /* ignore */ }
+    await Promise.race([m.loop, sleep(2000)]);
+    const total = m.chunks.reduce((n, c) => n + c.length, 0);
+    const samples = new Float64Array(total);
+    let off = 0;
+    for (const c of m.chunks) { samples.set(c, off); off += c.length; }
+    return toneReport(samples, 48000, (performance.now() - m.start) / 1000, m.maxGap, dominantFrequency);
+  },
   async sleep(s) { await sleep((s.seconds ?? 1) * 1000); return {}; },
   async wait_signal(s) { await waitSignal(s.name ?? 'go', s.timeout ?? 30); return { name: s.name ?? 'go' }; },
   async disconnect(s) { await withTimeout(room.disconnect(), s.timeout ?? 10, 'disconnect'); return {}; },

@@ -82,6 +82,23 @@ def dominant_frequency(samples: np.ndarray, sample_rate: int) -> float:
     return float(k * sample_rate / len(x))
 
 
+def _tone_report(pcm: np.ndarray, rate: int, elapsed: float, max_gap: float) -> dict[str, Any]:
+    """What ``monitor_tone_stop`` returns (the same fields in the JS drivers)."""
+    block = rate // 100
+    n = len(pcm) // block
+    x = pcm[: n * block].astype(np.float64).reshape(n, block) if n else np.zeros((0, block))
+    rms = np.sqrt(np.mean(x**2, axis=1)) if n else np.zeros(0)
+    return {
+        "rate": rate,
+        "samples": len(pcm),
+        "elapsed": round(elapsed, 3),
+        "max_gap": round(max_gap, 3),
+        "block_rms": [round(float(v), 1) for v in rms],
+        "freq_first": round(dominant_frequency(pcm[:rate], rate), 1),
+        "freq_last": round(dominant_frequency(pcm[-rate:], rate), 1),
+    }
+
+
 class Inbox:
     """Received events, consumed by expect_* steps."""
 
@@ -123,6 +140,7 @@ class Driver:
         self.tasks: list[asyncio.Task[Any]] = []
         self.sources: list[rtc.AudioSource] = []
         self.signals: asyncio.Queue[str] = asyncio.Queue()
+        self.monitor: dict[str, Any] | None = None
         self._wire()
 
     # ---- events -------------------------------------------------------------------------
@@ -215,6 +233,8 @@ class Driver:
                 kpo.key_derivation_function = rtc.KeyDerivationFunction.HKDF
             if "e2ee_failure_tolerance" in s:
                 kpo.failure_tolerance = int(s["e2ee_failure_tolerance"])
+            if "e2ee_ratchet_window" in s:
+                kpo.ratchet_window_size = int(s["e2ee_ratchet_window"])
             opts.encryption = rtc.E2EEOptions(key_provider_options=kpo)
         if "single_peer_connection" in s:
             opts.single_peer_connection = bool(s["single_peer_connection"])
@@ -622,6 +642,58 @@ class Driver:
                 if cryptor.participant_identity == self.room.local_participant.identity:
                     cryptor.set_key_index(index)
         return {"index": index}
+
+    async def op_e2ee_ratchet(self, s: dict[str, Any]) -> dict[str, Any]:
+        """Ratchet the shared key (or ``identity``'s) at ``index``."""
+        provider = self.room.e2ee_manager.key_provider
+        index = int(s.get("index", 0))
+        if s.get("identity"):
+            new = provider.ratchet_key(str(s["identity"]), index)
+        else:
+            new = provider.ratchet_shared_key(index)
+        return {"index": index, "new_key_len": len(new)}
+
+    async def op_monitor_tone(self, s: dict[str, Any]) -> dict[str, Any]:
+        """Record ``identity``'s audio in the background until ``monitor_tone_stop``."""
+        ident = s["identity"]
+        got = await self.inbox.take(
+            "track", 1, s.get("timeout", 15),
+            {"identity": ident, "kind": int(rtc.TrackKind.KIND_AUDIO)},
+        )
+        if not got:
+            raise TimeoutError(f"no audio track from {ident}")
+        await self.inbox.put("track", got[0])  # a later step may use the track again
+        stream = rtc.AudioStream(got[0]["track"], sample_rate=48000, num_channels=1)
+        chunks: list[np.ndarray] = []
+        self.monitor = {"chunks": chunks, "stream": stream, "start": time.monotonic(),
+                        "max_gap": 0.0}
+        monitor = self.monitor
+
+        async def read() -> None:
+            last: float | None = None  # the longest wait counts from the first frame on
+            async for ev in stream:
+                now = time.monotonic()
+                if last is not None:
+                    monitor["max_gap"] = max(monitor["max_gap"], now - last)
+                last = now
+                chunks.append(np.frombuffer(bytes(ev.frame.data), dtype=np.int16))
+
+        monitor["task"] = asyncio.ensure_future(read())
+        return {"identity": ident}
+
+    async def op_monitor_tone_stop(self, s: dict[str, Any]) -> dict[str, Any]:
+        """Stop the recording: the RMS of each 10 ms block, the dominant frequency of the
+        first and the last second, the longest wait between two delivered frames."""
+        monitor, self.monitor = self.monitor, None
+        if monitor is None:
+            raise RuntimeError("monitor_tone_stop without monitor_tone")
+        monitor["task"].cancel()
+        try:
+            await asyncio.wait_for(monitor["stream"].aclose(), 5)
+        except Exception as exc:  # noqa: BLE001 - closing a stream that already ended
+            emit({"event": "monitor_close_error", "error": repr(exc)})
+        pcm = np.concatenate(monitor["chunks"]) if monitor["chunks"] else np.zeros(0, np.int16)
+        return _tone_report(pcm, 48000, time.monotonic() - monitor["start"], monitor["max_gap"])
 
     async def op_sleep(self, s: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(float(s.get("seconds", 1)))
