@@ -48,7 +48,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -127,16 +126,18 @@ def describe(root: int, pid: int, cpu_s: float, window: float) -> str:
     return f"{kind} {pid}: CPU {100 * cpu_s / window:.1f}%, RSS {rss:.0f} PSS {pss:.0f} MiB"
 
 
-@dataclass
 class TreeSampler:
-    """Samples the worker's process tree every ``interval`` s (bounded by the caller)."""
+    """Samples the worker's process tree every ``interval`` s (bounded by the caller).
 
-    root: int
-    interval: float = 0.5
-    cpu: dict[int, float] = field(default_factory=dict)   # last CPU seconds per pid
-    samples: list[tuple[float, int, int, int]] = field(default_factory=list)  # t, rss, pss, n
-    pids: list[int] = field(default_factory=list)
-    pids_changed: float = 0.0
+    A plain class: bench/run.py loads this file without registering it in sys.modules,
+    which ``dataclasses`` needs."""
+
+    def __init__(self, root: int, interval: float = 0.5) -> None:
+        self.root, self.interval = root, interval
+        self.cpu: dict[int, float] = {}  # last CPU seconds per pid
+        self.samples: list[tuple[float, int, int, int]] = []  # t, rss kB, pss kB, processes
+        self.pids: list[int] = []
+        self.pids_changed = 0.0
 
     def sample(self) -> None:
         pids = tree_pids(self.root)
