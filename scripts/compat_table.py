@@ -46,6 +46,7 @@ CAP_ORDER = [
     "transcription",
     "audio",
     "video",
+    "resume",
     "e2ee",
     "e2ee_data",
 ]
@@ -167,7 +168,10 @@ def render(data: dict[str, Any]) -> str:
         "supports it (tests/interop/test_interop_aiolivekit.py,",
         "tests/integration/test_data_streams_rpc.py); `aiolivekit ↔ aiolivekit`: the",
         "integration tests. Rows marked *harness check* pair two official clients",
-        "(tests/interop/test_interop_official_peers.py).",
+        "(tests/interop/test_interop_official_peers.py). `resume`: a cut signal resumed",
+        "without loss and a full reconnect that republishes once (tests/integration/",
+        "test_reconnect.py); the official clients resuming against both servers and the",
+        "injected faults are in docs/reconnect.md.",
         "",
     ]
     for server in servers:

@@ -199,6 +199,7 @@ CHURN = ("participant_disconnected", "track_unpublished", "track_unsubscribed",
          "participant_connected", "track_published", "track_subscribed")
 
 
+@pytest.mark.compat("resume", client="aiolivekit")
 async def test_signal_cut_resumes_without_loss(any_server: Any, proxy: TcpProxy,
                                                rooms: list[Room]) -> None:
     bob = await _join(proxy.url(), any_server, rooms, "bob")
@@ -290,6 +291,7 @@ async def test_signal_cut_resumes_without_loss(any_server: Any, proxy: TcpProxy,
         await tone.close()
 
 
+@pytest.mark.compat("resume", client="aiolivekit")
 async def test_full_reconnect_republishes_once(any_server: Any, proxy: TcpProxy,
                                                rooms: list[Room],
                                                request: pytest.FixtureRequest) -> None:
@@ -443,6 +445,7 @@ async def test_connect_cancelled_or_timed_out_leaves_nothing(any_server: Any,
     assert not room.isconnected()
 
 
+@pytest.mark.compat("resume", client="aiolivekit")
 async def test_full_reconnect_keeps_subscription_choices(any_server: Any,
                                                          rooms: list[Room]) -> None:
     alice = await _join(any_server.url, any_server, rooms, "alice")
