@@ -1,4 +1,4 @@
-"""Command line: ``aiolivekit serve | token | demo`` (also ``python -m aiolivekit``)."""
+"""Command line: ``aiolivekit serve | token | demo | record`` (also ``python -m aiolivekit``)."""
 
 from __future__ import annotations
 
@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the two-participant demo on loopback")
     demo.add_argument("--seconds", type=float, default=4.0, help="how long the tone is analysed")
     demo.add_argument("--port", type=int, default=0, help="port of the embedded server (0: any free)")
+
+    from .record.command import add_parser as add_record_parser
+
+    add_record_parser(sub)
     return parser
 
 
@@ -203,6 +207,13 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import main as demo_main
 
         return int(demo_main(["--seconds", str(args.seconds), "--port", str(args.port)]) or 0)
+    if args.command == "record":
+        from .record.command import run as record_run
+
+        try:
+            return asyncio.run(record_run(args))
+        except KeyboardInterrupt:  # before the signal handlers were installed
+            return 1
     parser.error(f"unknown command {args.command!r}")
     return 2
 
