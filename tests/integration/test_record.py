@@ -21,13 +21,16 @@ from aiolivekit import (
     LocalAudioTrack,
     LocalVideoTrack,
     Room,
+    TrackKind,
     TrackPublishOptions,
     TrackSource,
     VideoBufferType,
     VideoCodec,
     VideoFrame,
     VideoSource,
+    VideoStream,
 )
+from aiolivekit.media.encoded_receive import EncodedFrameStream
 from aiolivekit.record import RecordConnectError, Recorder, recorder_token
 from aiolivekit.testing.servers import free_port
 
@@ -49,13 +52,13 @@ class Publisher:
         self.audio_pub: Any = None
 
     async def start(self, server: Any, codec: VideoCodec = VideoCodec.VP8,
-                    room: str = "test-room") -> None:
+                    room: str = "test-room", red: bool = False) -> None:
         await asyncio.wait_for(self.room.connect(server.url, server.token("alice", room)), 30)
         self.tone = Tone(440.0)
         self._feeder = asyncio.ensure_future(self._feed())
         audio = LocalAudioTrack.create_audio_track("tone", self.tone.source)
         self.audio_pub = await self.room.local_participant.publish_track(
-            audio, TrackPublishOptions(source=TrackSource.SOURCE_MICROPHONE))
+            audio, TrackPublishOptions(source=TrackSource.SOURCE_MICROPHONE, red=red))
         video = LocalVideoTrack.create_video_track("pattern", self.source)
         await self.room.local_participant.publish_track(
             video, TrackPublishOptions(source=TrackSource.SOURCE_CAMERA, video_codec=codec))
@@ -146,6 +149,11 @@ async def test_record_tone_and_pattern(any_server: Any, tmp_path: Path,
                             mix=True) as rec:
             reason = await asyncio.wait_for(rec.wait(), TIMEOUT)
             assert not alice.room.remote_participants  # the recorder is hidden
+            video_tracks = [pub.track for p in rec.room.remote_participants.values()
+                            for pub in p.track_publications.values()
+                            if pub.track is not None and pub.kind == TrackKind.KIND_VIDEO]
+            assert len(video_tracks) == 1
+            assert video_tracks[0].frames_received == 0  # nothing decoded: only written
         assert reason == "duration"
     finally:
         await alice.close()
@@ -192,6 +200,90 @@ async def test_track_that_ends_closes_its_file(embedded_server: Any, tmp_path: P
     samples, rate = decode_audio(audio.path)
     assert abs(peak(samples) - 440.0) < 5
     assert abs(len(samples) / rate - audio.duration) < 0.1
+
+
+async def test_encoded_frame_stream_then_a_video_stream(embedded_server: Any) -> None:
+    """The hook under the recorder: VP8 frames as sent (decodable from the first key
+    frame), not decoded meanwhile; a VideoStream opened later decodes from a key frame."""
+    alice = Publisher()
+    bob = Room()
+    try:
+        await alice.start(embedded_server)
+        await asyncio.wait_for(bob.connect(embedded_server.url, embedded_server.token("bob")),
+                               30)
+
+        async def video_track() -> Any:
+            while True:
+                for p in bob.remote_participants.values():
+                    for pub in p.track_publications.values():
+                        if pub.track is not None and pub.kind == TrackKind.KIND_VIDEO:
+                            return pub.track
+                await asyncio.sleep(0.05)
+        track = await asyncio.wait_for(video_track(), TIMEOUT)
+        stream = EncodedFrameStream(track)
+        frames = []
+
+        async def collect(n: int) -> None:
+            async for f in stream:
+                frames.append(f)
+                if len(frames) >= n:
+                    return
+        await asyncio.wait_for(collect(45), TIMEOUT)
+        assert {(f.kind, f.codec) for f in frames} == {("video", "vp8")}
+        steps = {(b.timestamp - a.timestamp) & 0xFFFFFFFF
+                 for a, b in itertools.pairwise(frames)}
+        assert min(steps) > 0 and max(steps) < 90000 // 5
+        first_key = next(i for i, f in enumerate(frames) if f.keyframe)
+        decoder = av.CodecContext.create("vp8", "r")
+        seen = []
+        for f in frames[first_key:]:
+            for pic in decoder.decode(av.Packet(f.data)):
+                y = pic.to_ndarray(format="yuv420p")[:H].tobytes()
+                seen.append(read_counter(VideoFrame(W, H, VideoBufferType.I420,
+                                                    bytearray(y + bytes(W * H // 2)))))
+        assert len(seen) >= 30 and all(1 <= (b - a) % 256 <= 10
+                                       for a, b in itertools.pairwise(seen)), seen
+        assert track.frames_received == 0  # nothing was decoded meanwhile
+        video = VideoStream(track, format=VideoBufferType.I420)
+        decoded: list[int] = []
+
+        async def read() -> None:
+            async for ev in video:
+                decoded.append(read_counter(ev.frame))
+                if len(decoded) >= 10:
+                    return
+        await asyncio.wait_for(read(), TIMEOUT)
+        assert all(1 <= (b - a) % 256 <= 10 for a, b in itertools.pairwise(decoded)), decoded
+        await video.aclose()
+        # the track ends: so does the encoded stream
+        await alice.room.local_participant.unpublish_track(
+            next(p.sid for p in alice.room.local_participant.track_publications.values()
+                 if p.kind == TrackKind.KIND_VIDEO))
+
+        async def drain() -> None:
+            async for _ in stream:
+                pass
+        await asyncio.wait_for(drain(), TIMEOUT)
+    finally:
+        await bob.disconnect()
+        await alice.close()
+
+
+async def test_red_audio_is_recorded_once(embedded_server: Any, tmp_path: Path) -> None:
+    """RED packets carry the previous packet again: written once, the tone intact."""
+    alice = Publisher()
+    try:
+        await alice.start(embedded_server, red=True)
+        assert alice.audio_pub.mime_type.lower() == "audio/red"
+        token = recorder_token(embedded_server.api_key, embedded_server.api_secret,
+                               "test-room")
+        async with Recorder(embedded_server.url, token, tmp_path, duration=3.0) as rec:
+            await asyncio.wait_for(rec.wait(), TIMEOUT)
+    finally:
+        await alice.close()
+    audio = next(f for f in rec.files if f.kind == "audio")
+    check_audio(audio.path, 3.0)
+    assert audio.frames <= 3.0 * 50 * 1.05  # 20 ms packets, not twice as many
 
 
 async def test_recorder_refuses_bad_input(embedded_server: Any, tmp_path: Path) -> None:

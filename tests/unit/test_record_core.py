@@ -355,6 +355,11 @@ def test_mixdown_resync_clip_and_late_frames() -> None:
     assert len(out) == 490 and (out[-10:] == 5).all() and (out[:-10] == 0).all()
     m.add("b", np.full(10, 7, np.int16), 0.02)  # its place went out already
     assert m.late_samples == 10 and m.samples_out == 500
+    cut = Mixdown(start=0.0, rate=1000)
+    cut.add("a", np.full(50, 9, np.int16), 0.1)  # samples 50..99
+    out = cut.finish(0.08)  # the recording ended at 80 ms: nothing after it
+    assert len(out) == 80 and (out[:50] == 0).all() and (out[50:] == 9).all()
+    assert len(cut.finish(0.2)) == 120 and cut.samples_out == 200
 
 
 # ----------------------------------------------------------------------------- names

@@ -14,7 +14,7 @@ encrypted track are the encrypted ones. The frames are taken at the receiver's j
 buffer (:class:`EncodedFrameTap`, wrapped around it; the ``_compat`` layer reaches it):
 decoding is untouched for audio; for video, while frames are tapped and no
 ``VideoStream`` reads the track, aiortc's decoder gets nothing (a ``VideoStream`` opened
-later asks for a key frame).
+later gets frames from the next key frame on, asked for with a PLI).
 
 The stream's queue holds ``capacity`` frames; when it is full a new frame is dropped,
 counted in ``dropped`` and the next frame queued carries ``discontinuity=True`` (a video
@@ -108,7 +108,8 @@ class EncodedFrameTap:
         self._receiver = receiver
         self._sinks: list[Callable[[ReceivedEncodedFrame], None]] = []
         self._codecs: dict[int, str] = {}
-        self._decoding = True
+        self._decoding = True  # frames go to aiortc's decoder (False: skipped)
+        self._asked = False  # a key frame was asked for to decode again
         self.last_ssrc: int | None = None
 
     @classmethod
@@ -132,7 +133,9 @@ class EncodedFrameTap:
     def remove_sink(self, sink: Callable[[ReceivedEncodedFrame], None]) -> None:
         if sink in self._sinks:
             self._sinks.remove(sink)
-        if not self._sinks and aiortc_compat.jitter_buffer(self._receiver) is self:
+        # out of the way again, unless decoding is off (it resumes at a key frame)
+        if (not self._sinks and self._decoding
+                and aiortc_compat.jitter_buffer(self._receiver) is self):
             aiortc_compat.replace_jitter_buffer(self._receiver, self.inner)
 
     def _codec(self, pt: int) -> str:
@@ -158,29 +161,36 @@ class EncodedFrameTap:
 
     def add(self, packet: Any) -> tuple[bool, Any]:
         """aiortc's ``JitterBuffer.add``: tap, then hand the packet to the inner buffer."""
-        if not self._sinks:
-            return self.inner.add(packet)  # type: ignore[no-any-return]
         if self.kind == "audio":
-            self._tap_audio(packet)
+            if self._sinks:
+                self._tap_audio(packet)
             return self.inner.add(packet)  # type: ignore[no-any-return]
         pli, frame = self.inner.add(packet)
-        if frame is None:
-            return pli, None
+        if frame is None or (self._decoding and not self._sinks):
+            return pli, frame
         codec = self._codec(int(packet.payload_type))
         data = bytes(frame.data)
         key = vp8_is_keyframe(data) if codec == "vp8" else (
             h264_is_keyframe(data) if codec == "h264" else False)
-        self.last_ssrc = int(packet.ssrc)
-        self._emit(ReceivedEncodedFrame("video", codec, data, int(frame.timestamp),
-                                        int(packet.ssrc), int(packet.sequence_number), key,
-                                        self._now()))
+        if self._sinks:
+            self.last_ssrc = int(packet.ssrc)
+            self._emit(ReceivedEncodedFrame("video", codec, data, int(frame.timestamp),
+                                            int(packet.ssrc), int(packet.sequence_number),
+                                            key, self._now()))
         listener = self.listener
-        if listener is not None and not listener._streams and self._sinks:
-            self._decoding = False
-            return pli, None  # nobody reads decoded frames: aiortc decodes nothing
-        if not self._decoding:  # a VideoStream came back: its decoder needs a key frame
+        readers = listener is None or bool(listener._streams)
+        if not readers:
+            self._decoding = False  # nobody reads decoded frames: aiortc decodes nothing
+            return pli, None
+        if not self._decoding:
+            # a VideoStream (came back): its decoder starts at a key frame (asked for)
+            if not key:
+                if not self._asked:
+                    self._asked = True
+                    pli = True
+                return pli, None
             self._decoding = True
-            pli = True
+            self._asked = False
         return pli, frame
 
     def _tap_audio(self, packet: Any) -> None:

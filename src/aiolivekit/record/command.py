@@ -165,8 +165,8 @@ async def run(args: argparse.Namespace, err: TextIO | None = None) -> int:
     for f in rec.files:
         state = f"ERROR {f.error}" if f.error else ("ok" if f.closed else "not closed")
         failed += 1 if f.error or not f.closed else 0
-        print(f"  {f.path}  {f.kind} {f.codec}  {f.duration:.2f} s  {format_bytes(f.size)}"
-              f"  {state}", file=err)
+        print(f"  {f.path}  {f.kind} {f.codec}  {f.duration:.2f} s (from {f.offset:.2f} s)"
+              f"  {format_bytes(f.size)}  {state}", file=err)
     for reason_skipped in rec.skipped:
         print(f"  not recorded: {reason_skipped}", file=err)
     return EXIT_FAILED if failed else EXIT_OK

@@ -75,9 +75,11 @@ class Mixdown:
         return self._out(self._position(now - self.latency))
 
     def finish(self, now: float) -> np.ndarray:
-        """Everything up to ``now`` (or to the last sample added, if later)."""
-        end = max(self._position(now), self._base + len(self._buffer))
-        return self._out(end)
+        """Everything up to ``now`` (silence where nothing was added; later samples are
+        dropped): the mix ends with the recording."""
+        out = self._out(self._position(now))
+        self._buffer = self._buffer[:0]
+        return out
 
     @property
     def samples_out(self) -> int:

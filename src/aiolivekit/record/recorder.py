@@ -49,7 +49,14 @@ from .bitstream import (
 from .files import AvFile, OggOpusFile, RecordConnectError, RecordError, WavFile
 from .mixdown import Mixdown
 from .naming import FileNamer, container_for, format_progress
-from .timeline import AUDIO_RATE, AudioTimeline, RecordingClock, VideoTimeline
+from .timeline import (
+    AUDIO_RATE,
+    VIDEO_RATE,
+    AudioTimeline,
+    RecordingClock,
+    TimedFrame,
+    VideoTimeline,
+)
 
 __all__ = ["RecordedFile", "Recorder"]
 
@@ -106,7 +113,8 @@ class Recorder:
     """Records a room into ``out_dir`` (see the module docstring).
 
     ``duration``: seconds from the first media (None: until :meth:`stop` or the room
-    closes). ``mix``: also ``mix.wav``, the audio tracks decoded and mixed (mono,
+    closes); :meth:`wait` returns then, and each file holds the media up to then on the
+    media's own clock. ``mix``: also ``mix.wav``, the audio tracks decoded and mixed (mono,
     48 kHz). ``vp8_container``: ``"webm"`` or ``"mkv"``; ``h264_container``: ``"mp4"``
     or ``"mkv"``. ``connect_timeout``: seconds for joining the room.
     """
@@ -238,11 +246,16 @@ class Recorder:
         if loop is None:
             return 0.0
         now = self._stop_at if self._stop_at is not None else loop.time()
-        return self._clock.elapsed(now)
+        deadline = self._clock.deadline()
+        return self._clock.elapsed(min(now, deadline) if deadline is not None else now)
 
     def progress_line(self) -> str:
-        audio = sum(1 for r in self._tracks.values() if r.kind == "audio")
-        video = len(self._tracks) - audio
+        if self._stopped:  # what was recorded
+            audio = sum(1 for f in self.files if f.kind == "audio")
+            video = sum(1 for f in self.files if f.kind == "video")
+        else:  # what is being recorded
+            audio = sum(1 for r in self._tracks.values() if r.kind == "audio")
+            video = len(self._tracks) - audio
         return format_progress(self.elapsed(), audio, video, len(self.files),
                                sum(f.size for f in self.files), self._clock.duration)
 
@@ -310,7 +323,7 @@ class Recorder:
                 self._write(sid, rec, frame)
             if rec.audio is not None and rec.file is not None:
                 for out in rec.audio.flush():
-                    rec.file.write(out)
+                    self._write_audio_frame(rec, out)
         except RecordError as exc:
             self._failed(rec, str(exc))
         except Exception as exc:
@@ -371,10 +384,23 @@ class Recorder:
                         "LIVEKIT_TRACK_SID": info.track_sid}
                 self._serial = (self._serial + 1) & 0xFFFFFFFF
                 rec.file = OggOpusFile(info.path, rec.audio.channels, tags, self._serial)
-            rec.file.write(out)
-            assert rec.info is not None
-            rec.info.frames += 1
-            rec.info.duration = rec.file.duration
+            self._write_audio_frame(rec, out)
+
+    def _past_duration(self, rec: _Track, end: float) -> bool:
+        """Whether media ending ``end`` s into the file is beyond ``duration`` (counted
+        on the media's own clock from the recording's start: a burst of frames received
+        late is not cut short, nor does it make the file longer)."""
+        duration = self._clock.duration
+        return (duration is not None and rec.info is not None
+                and rec.info.offset + end > duration + 1e-6)
+
+    def _write_audio_frame(self, rec: _Track, out: TimedFrame) -> None:
+        assert rec.file is not None and rec.info is not None
+        if self._past_duration(rec, (out.pts + out.duration) / AUDIO_RATE):
+            return
+        rec.file.write(out)
+        rec.info.frames += 1
+        rec.info.duration = rec.file.duration
 
     def _write_video(self, rec: _Track, frame: ReceivedEncodedFrame) -> None:
         codec = frame.codec
@@ -396,6 +422,8 @@ class Recorder:
             info = self._open(rec, codec, frame.arrival)
             fmt, _ = container_for(codec, self._containers[codec])
             rec.file = AvFile(info.path, fmt, codec, size[0], size[1])
+        if self._past_duration(rec, out.pts / VIDEO_RATE + 0.001):
+            return
         rec.file.write(out)
         assert rec.info is not None
         rec.info.frames += 1
