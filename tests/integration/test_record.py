@@ -118,10 +118,14 @@ def decode_video(path: Path) -> tuple[list[int], list[float], tuple[int, int]]:
     return counters, times, size
 
 
-def check_video(path: Path, seconds: float) -> None:
+def check_video(path: Path, seconds: float, written: int | None = None) -> None:
     counters, times, size = decode_video(path)
     assert size == (W, H)
-    assert len(counters) >= seconds * 30 * 0.8, len(counters)
+    # the publisher's encoder may skip frames on a loaded machine; every frame written
+    # decodes, and the pattern's frames come in order
+    assert len(counters) >= seconds * 30 * 0.6, len(counters)
+    if written is not None:
+        assert len(counters) == written
     diffs = [(b - a) % 256 for a, b in itertools.pairwise(counters)]
     assert all(1 <= d <= 10 for d in diffs), counters  # the pattern's frames, in order
     interval = float(np.median(np.diff(times)))
@@ -167,7 +171,7 @@ async def test_record_tone_and_pattern(any_server: Any, tmp_path: Path,
     assert [p.name for p in listing(tmp_path)] == sorted(
         f.path.name for f in rec.files)
     check_audio(audio.path, SECONDS)
-    check_video(video.path, SECONDS)
+    check_video(video.path, SECONDS, video.frames)
     mix, rate = decode_audio(by_kind["mix"].path)
     assert abs(peak(mix, rate) - 440.0) < 5
     assert abs(len(mix) / rate - SECONDS) <= 0.05 * SECONDS
@@ -200,6 +204,36 @@ async def test_track_that_ends_closes_its_file(embedded_server: Any, tmp_path: P
     samples, rate = decode_audio(audio.path)
     assert abs(peak(samples) - 440.0) < 5
     assert abs(len(samples) / rate - audio.duration) < 0.1
+
+
+async def test_tracks_published_after_joining_are_recorded(embedded_server: Any,
+                                                           tmp_path: Path) -> None:
+    token = recorder_token(embedded_server.api_key, embedded_server.api_secret, "test-room")
+    alice = Publisher()
+    try:
+        async with Recorder(embedded_server.url, token, tmp_path, duration=3.0) as rec:
+            await asyncio.sleep(0.5)
+            assert rec.files == [] and rec.started_at is None
+            await alice.start(embedded_server)  # joins and publishes now
+            assert await asyncio.wait_for(rec.wait(), TIMEOUT) == "duration"
+    finally:
+        await alice.close()
+    kinds = sorted(f.kind for f in rec.files)
+    assert kinds == ["audio", "video"]
+    for f in rec.files:
+        (check_audio if f.kind == "audio" else check_video)(f.path, 3.0)
+
+
+async def test_empty_room_stops_after_the_duration(embedded_server: Any,
+                                                  tmp_path: Path) -> None:
+    token = recorder_token(embedded_server.api_key, embedded_server.api_secret, "empty")
+    loop = asyncio.get_running_loop()
+    async with Recorder(embedded_server.url, token, tmp_path, duration=1.0, mix=True) as rec:
+        t0 = loop.time()
+        assert await asyncio.wait_for(rec.wait(), TIMEOUT) == "duration"
+        assert 0.9 <= loop.time() - t0 <= 1.5
+    assert rec.files == [] and listing(tmp_path) == []
+    assert rec.progress_line().startswith("recording 0:00.0 / 0:01.0  tracks 0 audio")
 
 
 async def test_encoded_frame_stream_then_a_video_stream(embedded_server: Any) -> None:
