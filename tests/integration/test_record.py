@@ -410,6 +410,37 @@ async def test_cli_sigint_leaves_decodable_files(embedded_server: Any, tmp_path:
     assert size == (W, H) and len(counters) > 30
 
 
+async def test_cli_killed_leaves_readable_files(embedded_server: Any, tmp_path: Path) -> None:
+    """SIGKILL: no trailers, yet Ogg, WebM and WAV decode up to about a second before."""
+    alice = Publisher()
+    try:
+        await alice.start(embedded_server)
+        proc = await _record_cli(embedded_server.url, "--room", "test-room",
+                                 "--out", str(tmp_path), "--mix")
+        assert proc.stderr is not None
+
+        async def recording() -> None:
+            while True:
+                line = (await proc.stderr.readline()).decode()  # type: ignore[union-attr]
+                assert line, "the recorder ended early"
+                if "recording 0:03" in line and "files 3" in line:
+                    return
+        await asyncio.wait_for(recording(), TIMEOUT)
+        proc.kill()
+        await _finish(proc)
+    finally:
+        await alice.close()
+    (audio,) = listing(tmp_path, "alice_*.ogg")
+    (video,) = listing(tmp_path, "alice_*.webm")
+    samples, rate = decode_audio(audio)
+    assert abs(peak(samples) - 440.0) < 5 and len(samples) / rate > 2.0
+    counters, _, size = decode_video(video)
+    assert size == (W, H) and len(counters) > 45
+    assert all(1 <= (b - a) % 256 <= 10 for a, b in itertools.pairwise(counters))
+    mix, rate = decode_audio(tmp_path / "mix.wav")
+    assert abs(peak(mix, rate) - 440.0) < 5 and len(mix) / rate > 2.0
+
+
 async def test_cli_bad_input_fails_fast(embedded_server: Any, tmp_path: Path) -> None:
     loop = asyncio.get_running_loop()
     blocker = tmp_path / "file"

@@ -77,8 +77,13 @@ class AvFile:
         self.path = path
         if path.exists():
             raise RecordError(f"cannot create {path}: it exists")
+        # every packet goes to the OS as it is muxed; Matroska closes a cluster at least
+        # every second (it buffers the open one): a killed recorder loses about a second
+        options = {"flush_packets": "1"}
+        if fmt in ("webm", "matroska"):
+            options["cluster_time_limit"] = "1000"
         try:
-            container: Any = av.open(str(path), "w", format=fmt)
+            container: Any = av.open(str(path), "w", format=fmt, options=options)
         except (OSError, av.FFmpegError) as exc:
             raise RecordError(f"cannot create {path}: {exc}") from exc
         add = getattr(container, "add_mux_stream", None)
