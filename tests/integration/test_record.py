@@ -307,6 +307,63 @@ async def test_encoded_frame_stream_then_a_video_stream(embedded_server: Any) ->
         await alice.close()
 
 
+async def test_video_plays_on_a_recycled_receiver_after_a_tap(any_server: Any) -> None:
+    """A tap leaves aiortc's decoder off after its stream closed; livekit-server then
+    reuses the m-line (and receiver) for the next video track, whose VideoStream must
+    play (the embedded server gives it a new m-line)."""
+    alice = Publisher()
+    bob = Room()
+
+    async def video_of(sid_not: str = "") -> Any:
+        while True:
+            for p in bob.remote_participants.values():
+                for pub in p.track_publications.values():
+                    if (pub.track is not None and pub.kind == TrackKind.KIND_VIDEO
+                            and pub.sid != sid_not):
+                        return pub.track
+            await asyncio.sleep(0.05)
+
+    try:
+        await alice.start(any_server)
+        await asyncio.wait_for(bob.connect(any_server.url, any_server.token("bob")), 30)
+        first = await asyncio.wait_for(video_of(), TIMEOUT)
+        stream = EncodedFrameStream(first)
+        got = 0
+        async for _ in stream:
+            got += 1
+            if got >= 5:
+                break
+        stream.close()
+        lp = alice.room.local_participant
+        old = next(p for p in lp.track_publications.values() if p.kind == TrackKind.KIND_VIDEO)
+        await lp.unpublish_track(old.sid)
+
+        async def unsubscribed() -> None:
+            while not first._ended:
+                await asyncio.sleep(0.02)
+        await asyncio.wait_for(unsubscribed(), TIMEOUT)
+        await asyncio.sleep(0.5)  # the m-line went inactive: the next track reuses it
+        await lp.publish_track(LocalVideoTrack.create_video_track("again", alice.source),
+                               TrackPublishOptions(source=TrackSource.SOURCE_CAMERA))
+        second = await asyncio.wait_for(video_of(old.sid), TIMEOUT)
+        video = VideoStream(second, format=VideoBufferType.I420)
+        counters: list[int] = []
+
+        async def read() -> None:
+            async for ev in video:
+                counters.append(read_counter(ev.frame))
+                if len(counters) >= 10:
+                    return
+        try:
+            await asyncio.wait_for(read(), TIMEOUT)
+        finally:
+            await video.aclose()
+        assert all(1 <= (b - a) % 256 <= 10 for a, b in itertools.pairwise(counters))
+    finally:
+        await bob.disconnect()
+        await alice.close()
+
+
 async def test_red_audio_is_recorded_once(embedded_server: Any, tmp_path: Path) -> None:
     """RED packets carry the previous packet again: written once, the tone intact."""
     alice = Publisher()

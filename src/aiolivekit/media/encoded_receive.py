@@ -101,6 +101,8 @@ def replace_own_jitter_buffer(receiver: Any, buffer: Any) -> bool:
 class EncodedFrameTap:
     """Wraps a receiver's jitter buffer; hands encoded frames to its sinks."""
 
+    KEYFRAME_INTERVAL = 1.0  # s between PLIs while waiting to decode again
+
     def __init__(self, inner: Any, receiver: Any, kind: str, listener: Any = None) -> None:
         self.inner = inner
         self.kind = kind
@@ -109,7 +111,7 @@ class EncodedFrameTap:
         self._sinks: list[Callable[[ReceivedEncodedFrame], None]] = []
         self._codecs: dict[int, str] = {}
         self._decoding = True  # frames go to aiortc's decoder (False: skipped)
-        self._asked = False  # a key frame was asked for to decode again
+        self._asked_at: float | None = None  # when a key frame was asked for, to decode
         self.last_ssrc: int | None = None
 
     @classmethod
@@ -178,6 +180,9 @@ class EncodedFrameTap:
                                             int(packet.ssrc), int(packet.sequence_number),
                                             key, self._now()))
         listener = self.listener
+        if listener is not None and getattr(listener, "_ended", False):
+            # its track ended; a recycled receiver may carry another one now
+            self.listener = listener = None
         readers = listener is None or bool(listener._streams)
         if not readers:
             self._decoding = False  # nobody reads decoded frames: aiortc decodes nothing
@@ -185,12 +190,15 @@ class EncodedFrameTap:
         if not self._decoding:
             # a VideoStream (came back): its decoder starts at a key frame (asked for)
             if not key:
-                if not self._asked:
-                    self._asked = True
+                now = self._now()
+                if self._asked_at is None or now - self._asked_at >= self.KEYFRAME_INTERVAL:
+                    self._asked_at = now
                     pli = True
                 return pli, None
             self._decoding = True
-            self._asked = False
+            self._asked_at = None
+            if not self._sinks and aiortc_compat.jitter_buffer(self._receiver) is self:
+                aiortc_compat.replace_jitter_buffer(self._receiver, self.inner)
         return pli, frame
 
     def _tap_audio(self, packet: Any) -> None:
