@@ -1,4 +1,4 @@
-"""Command line: ``aiolivekit serve | token | demo`` (also ``python -m aiolivekit``)."""
+"""Command line: ``aiolivekit serve | token | demo | record`` (also ``python -m aiolivekit``)."""
 
 from __future__ import annotations
 
@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=0, help="port of the embedded server (0: any free)")
     demo.add_argument("--browser", action="store_true",
                       help="open the room page with the demo bots in the room (until Ctrl-C)")
+
+    from .record.command import add_parser as add_record_parser
+
+    add_record_parser(sub)
     return parser
 
 
@@ -217,6 +221,13 @@ def main(argv: list[str] | None = None) -> int:
 
         argv_demo = ["--seconds", str(args.seconds), "--port", str(args.port)]
         return int(demo_main(argv_demo + (["--browser"] if args.browser else [])) or 0)
+    if args.command == "record":
+        from .record.command import run as record_run
+
+        try:
+            return asyncio.run(record_run(args))
+        except KeyboardInterrupt:  # before the signal handlers were installed
+            return 1
     parser.error(f"unknown command {args.command!r}")
     return 2
 

@@ -37,6 +37,9 @@ Remote tracks::
     remote_track._set_room(room) -> None    # the Room it was received in (weak reference);
                                     # AudioStream frame processors get room context from it
     remote_track._set_stream_state(state: StreamState) -> None
+    remote_track._add_encoded_stream(stream) / _remove_encoded_stream(stream)
+                                    # media.encoded_receive.EncodedFrameStream: its
+                                    # ``_end()`` is called when the track ends
     await remote_track._close() -> None   # stop the pump, end every stream of this track
 
 ``get_stats()`` returns the aiortc stats objects (``RTCOutboundRtpStreamStats``,
@@ -79,6 +82,10 @@ logger = logging.getLogger(__name__)
 class _StreamSink(Protocol):
     def _push(self, item: Any) -> None: ...
 
+    def _end(self) -> None: ...
+
+
+class _Endable(Protocol):
     def _end(self) -> None: ...
 
 
@@ -333,6 +340,7 @@ class _RemoteTrackBase(Track):
         self._pump_task: asyncio.Task[None] | None = None
         self._ended = False
         self._room_ref: weakref.ref[Any] | None = None
+        self._encoded_streams: list[_Endable] = []  # media.encoded_receive streams
         self.frames_received = 0
 
     def _start(self, rtc_track: Any, receiver: Any) -> None:
@@ -358,6 +366,17 @@ class _RemoteTrackBase(Track):
     def _remove_stream(self, stream: _StreamSink) -> None:
         if stream in self._streams:
             self._streams.remove(stream)
+
+    def _add_encoded_stream(self, stream: _Endable) -> None:
+        """An ``EncodedFrameStream`` of this track: ended with the track."""
+        if self._ended:
+            stream._end()
+        elif stream not in self._encoded_streams:
+            self._encoded_streams.append(stream)
+
+    def _remove_encoded_stream(self, stream: _Endable) -> None:
+        if stream in self._encoded_streams:
+            self._encoded_streams.remove(stream)
 
     def _convert(self, frame: Any) -> Any:
         raise NotImplementedError
@@ -399,7 +418,8 @@ class _RemoteTrackBase(Track):
     def _end_streams(self) -> None:
         self._ended = True
         streams, self._streams = self._streams, []
-        for stream in streams:
+        encoded, self._encoded_streams = self._encoded_streams, []
+        for stream in (*streams, *encoded):
             stream._end()
 
     async def _close(self) -> None:

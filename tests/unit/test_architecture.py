@@ -4,7 +4,7 @@ those under ``if TYPE_CHECKING:`` and inside functions.
 base (``_compat``, ``webrtc``, ``errors``, ``_tasks``, ``version``)
   -> two wings: the client (room, participants, tracks, media, data, engine, types,
      events, the public ``__init__`` / ``rtc``) and the server (``server/``)
-  -> tools on top (``cli``, ``demo``, ``testing``).
+  -> tools on top (``cli``, ``demo``, ``testing``, ``record``).
 
 Also: other libraries' private names appear only under ``_compat/``, and no module in
 ``src/`` is over 800 lines.
@@ -116,8 +116,18 @@ def test_server_wing_never_imports_the_client() -> None:
 
 
 def test_base_imports_neither_wing() -> None:
-    tools = ("aiolivekit.testing", "aiolivekit.cli", "aiolivekit.demo")
+    tools = ("aiolivekit.testing", "aiolivekit.cli", "aiolivekit.demo", "aiolivekit.record")
     assert _violations(BASE, CLIENT + SERVER + tools) == []
+
+
+def test_client_wing_never_imports_the_recorder() -> None:
+    """``record`` is a tool on top of the client (a Room that writes files)."""
+    assert _violations((*CLIENT, "aiolivekit"), ("aiolivekit.record", "aiolivekit.cli",
+                                                  "aiolivekit.demo")) == []
+
+
+def test_recorder_stays_off_the_server_wing() -> None:
+    assert _violations(("aiolivekit.record",), SERVER) == []
 
 
 def test_no_import_cycle() -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from .._compat import aiortc as aiortc_compat
 from . import frame_crypto as fc
+from .encoded_receive import own_jitter_buffer, replace_own_jitter_buffer
 
 __all__ = [
     "DecryptingJitterBuffer",
@@ -100,7 +101,7 @@ class DecryptingJitterBuffer:
 def install_decryptor(receiver: Any, kind: str, cryptor: fc.FrameCryptorCore | None) -> bool:
     """Decrypt what ``receiver`` receives with ``cryptor`` (None: stop decrypting);
     False when the receiver has no jitter buffer of ours / aiortc's to hook."""
-    buffer = aiortc_compat.jitter_buffer(receiver)
+    buffer = own_jitter_buffer(receiver)  # under an encoded-frame tap, if any
     if buffer is None:
         return False
     if kind == "audio":
@@ -117,12 +118,12 @@ def install_decryptor(receiver: Any, kind: str, cryptor: fc.FrameCryptorCore | N
         return True
     if isinstance(buffer, DecryptingJitterBuffer):
         if cryptor is None:
-            return aiortc_compat.replace_jitter_buffer(receiver, buffer.inner)
+            return replace_own_jitter_buffer(receiver, buffer.inner)
         buffer.cryptor = cryptor
         return True
     if cryptor is None:
         return True
-    return aiortc_compat.replace_jitter_buffer(
+    return replace_own_jitter_buffer(
         receiver, DecryptingJitterBuffer(buffer, receiver, cryptor))
 
 

@@ -31,6 +31,7 @@ from typing import Any
 from aiortc.jitterbuffer import JitterFrame
 
 from .._compat import aiortc as aiortc_compat, aiortc_nack
+from .encoded_receive import own_jitter_buffer
 from .nack import AudioNackScheduler
 from .playout import AudioPlayoutBuffer, PlayoutFrame
 
@@ -135,7 +136,7 @@ class AudioJitterBuffer:
 def attach_listener(receiver: Any, track: Any) -> bool:
     """Decode ``receiver``'s packets only while ``track`` has streams; ``False`` if the
     receiver has none of our buffers (then aiortc decodes everything)."""
-    buffer = aiortc_compat.jitter_buffer(receiver)
+    buffer = own_jitter_buffer(receiver)
     if not isinstance(buffer, (AudioJitterBuffer, PlayoutJitterBuffer)):
         return False
     buffer.listener = track
@@ -382,7 +383,7 @@ class PlayoutJitterBuffer:
 def playout_stats(receiver: Any) -> dict[str, float | int] | None:
     """The playout buffer's WebRTC ``inbound-rtp`` members for ``receiver``, or None when
     it has no :class:`PlayoutJitterBuffer`."""
-    buffer = aiortc_compat.jitter_buffer(receiver)
+    buffer = own_jitter_buffer(receiver)
     if not isinstance(buffer, PlayoutJitterBuffer):
         return None
     stats = buffer.buffer.stats
@@ -414,7 +415,7 @@ def install_audio_jitter_buffer(receiver: Any) -> bool:
     (its own buffer is kept). The playout buffer when libopus' decoder loads, else (or
     with ``AIOLIVEKIT_AUDIO_PLAYOUT=0``) the low-latency pass-through, reported once."""
     global _fallback_reported
-    old = aiortc_compat.jitter_buffer(receiver)
+    old = own_jitter_buffer(receiver)  # a tap of the receiver's previous track goes too
     buffer: Any
     if _playout_enabled():
         from .opus_decoder import OpusDecoderUnavailable

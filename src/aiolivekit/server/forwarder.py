@@ -220,8 +220,9 @@ class TrackForwarder:
         sender = ForwardingSender.adopt(transceiver.sender, self, stream_id=stream_id,
                                         track_id=track_id)
         self._subscriptions[pc] = _Subscription(pc, transceiver, sender)
-        if self.kind == "video":
-            self.request_keyframe()
+        # no key frame asked for here: nothing reaches the subscriber before its
+        # down-track runs (DownTrack.run asks then), and a PLI now would hold that one
+        # back for the rate limit (up to KEYFRAME_MIN_INTERVAL without video)
         return transceiver
 
     def remove_subscriber(self, pc: RTCPeerConnection) -> None:
