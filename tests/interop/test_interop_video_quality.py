@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.netns]
 FULL_WITHIN = 10  # seconds after the subscriber's first frame
 
 
-@pytest.mark.compat("video")
+@pytest.mark.compat("video", client="official_py+official_py")
 async def test_official_publisher_reaches_full_quality(any_server: ServerInfo) -> None:
     reason = official_available("official_py")
     if reason:
@@ -53,7 +53,7 @@ async def test_official_publisher_reaches_full_quality(any_server: ServerInfo) -
     assert later and len(good) >= 0.8 * len(later), seconds
 
 
-@pytest.mark.compat("video")
+@pytest.mark.compat("video", client="official_py")
 async def test_set_video_quality_switches_layers(livekit_server: ServerInfo) -> None:
     """An official publisher sends three simulcast layers (its presets for 1280x720:
     q 320x180, h 640x360, f 1280x720) through livekit-server; our subscriber asks for each
