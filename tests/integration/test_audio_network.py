@@ -14,6 +14,7 @@ through the same relay on a clean path, is the control for the machine's own sha
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import statistics
@@ -189,10 +190,13 @@ async def _embedded_server_via_relay(monkeypatch: pytest.MonkeyPatch
                     response.trickle.candidateInit = json.dumps(init)
             original(self, response)
 
-        monkeypatch.setattr(ParticipantSession, "send_signal", send_signal)
-        async with DevServer(host="127.0.0.4", port=0) as server:
-            with DirectPathBlock(sources=["127.0.0.4"], allow_to=["127.0.0.3"]):
-                yield server.url, lambda identity: server.token(identity, room="r"), relay
+        # undone on leaving, not at the test's end: a second attempt on a new relay must
+        # not run through this attempt's wrapper (it pointed candidates at a closed relay)
+        with monkeypatch.context() as patch:
+            patch.setattr(ParticipantSession, "send_signal", send_signal)
+            async with DevServer(host="127.0.0.4", port=0) as server:
+                with DirectPathBlock(sources=["127.0.0.4"], allow_to=["127.0.0.3"]):
+                    yield server.url, lambda identity: server.token(identity, room="r"), relay
 
 
 async def _subscribe(room: Room, url: str, token: str) -> Any:
@@ -250,10 +254,13 @@ async def _run_conditions(url: str, token: Any, relay: UdpRelay, impair: Any,
             impair(relay, cfg)
             pub.marking = name == "clean"
             await asyncio.sleep(SETTLE)
+            before = _counters(bob_track)
             t0 = time.monotonic()
             await asyncio.sleep(MEASURE)
             t1 = time.monotonic()
             res: dict[str, Any] = {"publisher_fec_loss": mic._rtc_track.expected_loss}
+            res["bob_playout"] = {k: v - before[k] for k, v in _counters(bob_track).items()
+                                  if v != before[k]}
             for who, rec in (("bob", bob_rec), ("dave", dave_rec)):
                 pcm, _ = rec.window(t0, t1)
                 res[who] = analyse(pcm, t1 - t0, amplitude=AMP,
@@ -281,6 +288,12 @@ async def _run_conditions(url: str, token: Any, relay: UdpRelay, impair: Any,
     return results
 
 
+def _counters(track: Any) -> dict[str, int]:
+    """bob's playout buffer counters (their change over a condition is printed)."""
+    stats = dataclasses.asdict(_buffer(track).buffer.stats)
+    return {k: v for k, v in stats.items() if isinstance(v, int)}
+
+
 def _check(results: dict[str, Any]) -> None:
     """>= 99 % of bob's windows hold the tone, no hole longer than 2 windows, beyond what
     dave (same process, same publisher, same relay, clean path, in the same seconds) lost:
@@ -302,10 +315,6 @@ def _check(results: dict[str, Any]) -> None:
 
 
 @pytest.mark.livekit_server
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 20, open: under 40+-20 ms reordered jitter through livekit-server the playout "
-    "buffer's target delay (~39 ms) is too short in about half the attempts: tone share "
-    "0.96-0.975, SNR ~21 dB (51 dB otherwise); measured and printed, not gating"))
 async def test_tone_survives_the_network_livekit_server(monkeypatch: pytest.MonkeyPatch) -> None:
     if not IN_NETNS:
         pytest.skip("needs the private namespace of scripts/netns-run")
@@ -342,9 +351,9 @@ async def test_tone_survives_the_network_embedded_server(monkeypatch: pytest.Mon
 
 async def _measure_twice(attempt: Callable[[], Awaitable[dict[str, Any]]]) -> None:
     """Run the conditions; if :func:`_check` fails, print that attempt's numbers and run
-    them once more, on a new server, which must pass. This measures real-time playout on a
-    shared 2-core machine: on an idle one the first attempt fails about one run in three
-    on livekit-server (issue 20 keeps the cause open); a second failure fails the test."""
+    them once more, on a new server, which must pass. This measures real-time playout in
+    one process on a shared machine (dave, the control, takes out what the machine costs
+    everyone, not a stall that hits bob alone); a second failure fails the test."""
     results = await attempt()
     print(json.dumps(results, indent=1, default=str))
     try:

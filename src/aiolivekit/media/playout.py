@@ -24,7 +24,9 @@ Nothing here reads a clock or touches a socket. Design notes: ``docs/audio-playo
   played as silence: neither loss nor concealment.
 * **Adaptation**: the delay grows by concealment while waiting and by silence before quiet
   frames; it shrinks by dropping quiet frames, removing pitch periods (:meth:`_accelerate`)
-  and, above ``max_delay``, dropping any frame. Long losses: :meth:`_conceal`.
+  and, above ``max_delay``, dropping any frame. Long losses: :meth:`_conceal`. Shrinking
+  is bounded by the next packet's *lead* (frames are pulled whole: a packet is needed at
+  the slot of the frame its first sample falls in), see :meth:`_spare`.
 
 The decoder sits behind :class:`PlayoutDecoder` (libopus: :class:`.opus_decoder.OpusDecoder`).
 """
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
@@ -463,14 +466,17 @@ class AudioPlayoutBuffer:
             or (self._last_seq is not None and (self._last_seq + 1) in self._pkts)
         )
         too_late = delay > self.max_delay + frame_time
-        if ready and (too_late or (excess > frame_time + _EPS and self._quiet(data))):
+        floor = self._lead_floor(target)
+        spare = self._spare(slot, self._pending_samples(), floor)
+        if ready and (too_late or (excess > frame_time + _EPS and spare >= self.frame_samples
+                                   and self._quiet(data))):
             self.stats.removed_samples_for_acceleration += self.frame_samples
             return None
         if ready and excess > frame_time / 2 + _EPS and now is not None:
-            sped = self._accelerate(frame, chunks, slot, now, excess)
+            sped = self._accelerate(frame, chunks, slot, now, excess, floor)
             if sped is not None:
                 return sped
-        if excess < -frame_time - _EPS and self._quiet(data):
+        if (excess < -frame_time - _EPS or spare < 0) and self._quiet(data):
             # give the frame back and play silence first
             for c in reversed(chunks):
                 self._pending.appendleft(c)
@@ -483,12 +489,14 @@ class AudioPlayoutBuffer:
         return frame
 
     def _accelerate(
-        self, frame: PlayoutFrame, chunks: list[_Chunk], slot: float, now: float, excess: float
+        self, frame: PlayoutFrame, chunks: list[_Chunk], slot: float, now: float, excess: float,
+        floor: float,
     ) -> PlayoutFrame | None:
         """Shorten periodic audio by whole pitch periods (NetEq's accelerate): this frame
-        and the next are spliced at the lag (2.5 ms .. ``excess``) where the signal best
-        matches itself (:func:`.timescale.accelerate`). None (nothing removed) when the
-        audio is not periodic enough or the next frame is not decoded audio."""
+        and the next are spliced at the lag (2.5 ms .. ``excess``, and no more than
+        :meth:`_spare` allows) where the signal best matches itself
+        (:func:`.timescale.accelerate`). None (nothing removed) when the audio is not
+        periodic enough or the next frame is not decoded audio."""
         nxt = self._take_frame(slot, now)
         if any(c.kind is not PlayoutKind.NORMAL for c in nxt) or any(
             c.kind is not PlayoutKind.NORMAL for c in chunks
@@ -496,9 +504,11 @@ class AudioPlayoutBuffer:
             self._give_back(nxt)
             return None
         ch, fs = self.channels, self.frame_samples
+        spare = self._spare(slot, fs + self._pending_samples(), floor)
         x = np.frombuffer(frame.data + b"".join(c.pcm for c in nxt), dtype=np.int16)
         done = timescale.accelerate(x.reshape(-1, ch).astype(np.float64),
-                                    max(1, self.rate // 400), min(fs, int(excess * self.rate)))
+                                    max(1, self.rate // 400),
+                                    min(fs, int(excess * self.rate), spare))
         if done is None:
             self._give_back(nxt)
             return None
@@ -512,6 +522,30 @@ class AudioPlayoutBuffer:
         self.stats.removed_samples_for_acceleration += lag
         frame.data = head
         return frame
+
+    def _lead_floor(self, target: float) -> float:
+        """How early, at the least, the next packet may be needed: its slot minus its
+        expected arrival. A packet that misses its slot is held for ``max_hold``, so the
+        latest transit seen in the window (the target plus the tail above the
+        percentile) still makes it."""
+        return target + self._est.tail() - self.max_hold
+
+    def _pending_samples(self) -> int:
+        return self._pending_bytes // (2 * self.channels)
+
+    def _spare(self, slot: float, remaining: int, floor: float) -> int:
+        """Samples that may be taken out of the ``remaining`` decoded ones after the frame
+        at ``slot`` while the next packet stays needed no earlier than ``floor`` after
+        its expected arrival (negative: it is needed that much too early). Frames are
+        pulled whole, so the next packet is needed at the slot of the frame its first
+        sample falls in: taking out samples moves that slot only when the packet's start
+        crosses into an earlier frame (the packets' phase on the 10 ms grid)."""
+        if self._est.empty:
+            return remaining
+        fs, frame_time = self.frame_samples, self.frame_ticks / self.clock
+        # lead(r) = slot + (r // fs + 1) * frame_time - expected >= floor  <=>  r >= m * fs
+        m = math.ceil((floor - slot + self._expected(self._ts_play)) / frame_time - _EPS) - 1
+        return remaining - m * fs
 
     def _give_back(self, chunks: list[_Chunk]) -> None:
         for c in reversed(chunks):

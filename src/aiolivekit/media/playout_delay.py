@@ -54,3 +54,8 @@ class DelayEstimator:
 
     def spread(self) -> float:
         return self._compute()[1]
+
+    def tail(self) -> float:
+        """How much later than the percentile the latest transit in the window is."""
+        values = self._sorted
+        return values[-1] - values[0] - self._compute()[1] if values else 0.0
