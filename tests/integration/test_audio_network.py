@@ -38,7 +38,6 @@ from aiolivekit import (
     TrackPublishOptions,
     TrackSource,
 )
-from aiolivekit.errors import ConnectError
 from aiolivekit.testing.faults import ImpairmentConfig, UdpRelay, rewrite_candidates
 from aiolivekit.testing.faults.sdp import candidate_address, rewrite_candidate_line
 
@@ -354,32 +353,17 @@ async def _measure_twice(attempt: Callable[[], Awaitable[dict[str, Any]]]) -> No
     """Run the conditions; if :func:`_check` fails, print that attempt's numbers and run
     them once more, on a new server, which must pass. This measures real-time playout in
     one process on a shared machine (dave, the control, takes out what the machine costs
-    everyone, not a stall that hits bob alone); a second failure fails the test.
-
-    A set-up whose first connection through the relay does not come up (``ConnectError``)
-    is retried once on a new server and relay, and said: now and then (4 of ~20 set-ups
-    here, mostly the one after a full run) the relayed ICE connection to livekit-server
-    stays ``connecting``: the relay forwards our checks, the server counts none received
-    (11 quick set-ups in a row all came up); open, see issue 20's note."""
-    failures = connects = 0
-    while True:
-        try:
-            results = await attempt()
-        except ConnectError as exc:
-            connects += 1
-            print(f"\nno connection through the relay ({exc}): a new server and relay")
-            if connects > 1:
-                raise
-            continue
-        print(json.dumps(results, indent=1, default=str))
-        try:
-            _check(results)
-            return
-        except AssertionError as exc:
-            failures += 1
-            if failures > 1:
-                raise
-            print(f"\nfirst attempt failed ({str(exc).splitlines()[0][:120]}): measuring again")
+    everyone, not a stall that hits bob alone); a second failure fails the test."""
+    results = await attempt()
+    print(json.dumps(results, indent=1, default=str))
+    try:
+        _check(results)
+        return
+    except AssertionError as exc:
+        print(f"\nfirst attempt failed ({str(exc).splitlines()[0][:120]}): measuring again")
+    results = await attempt()
+    print(json.dumps(results, indent=1, default=str))
+    _check(results)
 
 
 # ---------------------------------------------------------------------------- audio NACK

@@ -44,6 +44,7 @@ import numpy as np
 
 from . import timescale
 from .playout_delay import DelayEstimator
+from .playout_expand import PitchExtension
 from .playout_stats import PlayoutStats
 from .red import parse_red
 
@@ -179,8 +180,7 @@ class AudioPlayoutBuffer:
         self.max_hold = max_hold
         # concealment past this (s) repeats the last pitch period (None: libopus' PLC only)
         self.extend_after = extend_after
-        self._ext_decay = 10 ** (-1 / 20 / (decoder.sample_rate / 100))  # 1 dB per 10 ms
-        self._hist_len = decoder.sample_rate * 40 // 1000
+        self._ext = PitchExtension(decoder.sample_rate, decoder.channels, quiet_level)
         if extend_after is not None and extend_after < 0:
             raise ValueError("extend_after must be >= 0 (or None)")
         # a timestamp jump beyond this is the sender's clock moving, not silence to play
@@ -203,8 +203,7 @@ class AudioPlayoutBuffer:
     # ------------------------------------------------------------------ state
 
     def _reset_playout(self) -> None:
-        self._hist = np.zeros(0, dtype=np.int16)  # the last produced audio (40 ms)
-        self._ext_period = 0  # pitch period of the running extension (0: none)
+        self._ext.reset()
         self._playing = False
         self._last_seq: int | None = None
         self._ts_play = 0
@@ -567,10 +566,13 @@ class AudioPlayoutBuffer:
     def _push(self, pcm: bytes, kind: PlayoutKind, ts: int | None) -> None:
         if not pcm:
             return
-        if self._ext_period and kind not in _CONCEALED:
-            pcm = self._join_extension(pcm) if kind is not PlayoutKind.SILENCE else pcm
-            self._ext_period = 0
-        self._remember(pcm)
+        if self._ext.period and kind not in _CONCEALED:
+            if kind is PlayoutKind.SILENCE:
+                self._ext.period = 0
+            else:
+                pcm, extra = self._ext.join(pcm)
+                self.stats.inserted_samples_for_deceleration += extra
+        self._ext.remember(pcm)
         self._pending.append(_Chunk(pcm, kind, ts))
         self._pending_bytes += len(pcm)
         n = len(pcm) // (2 * self.channels)
@@ -594,46 +596,6 @@ class AudioPlayoutBuffer:
 
     def _pending_time(self) -> float:
         return self._pending_bytes / (2 * self.channels) / self.rate
-
-    # -- concealment beyond libopus' PLC (NetEq's expand, simplified) ---------------
-
-    def _remember(self, pcm: bytes) -> None:
-        """Keep the last ``_HISTORY`` seconds of produced audio (the extension's source)."""
-        x = np.frombuffer(pcm, dtype=np.int16)
-        keep = self._hist_len * self.channels
-        if len(x) >= keep:
-            self._hist = x[-keep:].copy()
-        else:
-            self._hist = np.concatenate([self._hist, x])[-keep:]
-
-    def _find_period(self) -> int:
-        """The pitch period (samples) of the last produced audio, 0 if not periodic."""
-        h = self._hist.reshape(-1, self.channels).astype(np.float64).mean(axis=1)
-        n = self.rate // 200  # match the last 5 ms, lags 2.5 .. 15 ms
-        return timescale.find_period(h, self.rate // 400, self.rate * 15 // 1000, n,
-                                     n * self.quiet_level**2)
-
-    def _extension(self, samples: int) -> np.ndarray:
-        """``samples`` more of the current extension (interleaved int16), fading."""
-        hist = self._hist.reshape(-1, self.channels).astype(np.float64)
-        y = timescale.extend(hist, self._ext_period, samples, self._ext_decay)
-        return timescale.to_int16(y).reshape(-1)
-
-    def _join_extension(self, pcm: bytes) -> bytes:
-        """Join decoded audio to a running extension: the decoder did not follow our
-        extension, so the two are out of phase. The extension runs on for up to one more
-        period, to where it is in phase with the decoded audio (counted as inserted
-        samples), and 10 ms are cross-faded there."""
-        ch, period = self.channels, self._ext_period
-        x = np.frombuffer(pcm, dtype=np.int16).reshape(-1, ch).astype(np.float64)
-        n = self.rate // 100
-        if len(x) < n:
-            return pcm
-        ext = self._extension(period + n).reshape(-1, ch).astype(np.float64)
-        y, extra = timescale.join(ext, x, period, n)
-        self.stats.inserted_samples_for_deceleration += extra
-        out: bytes = timescale.to_int16(y).tobytes()
-        return out
 
     def _plc(self, samples: int) -> bytes:
         size = samples * self.channels * 2
@@ -663,13 +625,13 @@ class AudioPlayoutBuffer:
             keep -= keep % quantum
         pcm = self._plc(keep) if keep else b""
         if keep < samples:
-            if not self._ext_period:
-                self._remember(pcm)
-                self._ext_period = self._find_period()
+            if not self._ext.period:
+                self._ext.remember(pcm)
+                self._ext.start()
             elif pcm:
-                self._remember(pcm)
-            if self._ext_period:
-                pcm += self._extension(samples - keep).tobytes()
+                self._ext.remember(pcm)
+            if self._ext.period:
+                pcm += self._ext.samples(samples - keep)
             else:
                 pcm += self._plc(samples - keep)
         self._push(pcm, kind, ts)

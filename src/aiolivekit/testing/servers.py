@@ -65,15 +65,20 @@ class LiveKitServerProcess:
 
     def __init__(self, binary: str, *, api_key: str = DEFAULT_KEY, api_secret: str = DEFAULT_SECRET,
                  log_path: str | None = None, node_ip: str | None = None,
-                 ice_tcp: bool = True, ice_ips: tuple[str, ...] = ()) -> None:
+                 ice_tcp: bool = True, ice_ips: tuple[str, ...] | None = None) -> None:
         """``node_ip``: the address announced in every ICE candidate (a ``UdpRelay``'s
         front, ``docs/faults.md``); ``ice_tcp=False`` turns ICE/TCP off (it would listen
         on every address, bypassing such a relay); ``ice_ips``: the only networks ICE
-        gathers on (``rtc.ips.includes``, e.g. ``("127.0.0.1/32",)``: with ``node_ip``
-        and a second interface both host candidates become ``node_ip:port`` and the
-        server answered a relay's checks in only about four joins of five)."""
+        gathers on (``rtc.ips.includes``). With ``node_ip`` it defaults to
+        ``("127.0.0.1/32",)``: on every local address (loopback and the namespace's
+        veth) the UDP port is bound, each becomes the one candidate ``node_ip:port``, and
+        which socket backs it is a coin toss per session; a relay forwards to
+        127.0.0.1, and when the veth socket won, the server dropped the relayed checks
+        (pion's ``udp_mux``: "Dropping packet from 127.0.0.3") and the join failed."""
         self.binary = binary
         self.node_ip = node_ip
+        if ice_ips is None:
+            ice_ips = ("127.0.0.1/32",) if node_ip else ()
         self.ice_ips = ice_ips
         self.ice_tcp = ice_tcp
         self.api_key = api_key
