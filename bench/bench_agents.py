@@ -19,7 +19,7 @@ real time (20 ms frames) carrying tone bursts (``TONE_S`` on, ``GAP_S`` off, K b
 k is ``SPEAK_HZ[k % 4]``, so an answer names the burst it answers; the users staggered over
 the period), and receives the agent's audio. Answer latency = the ``capture_frame`` call of
 the first silent frame after a burst -> the arrival at the user's application of the
-aiolivekit ``AudioStream`` frame (20 ms, no jitter buffer on the user side) holding the
+aiolivekit ``AudioStream`` frame (20 ms frames out of its playout buffer) holding the
 answer's onset: a 10 ms chunk with RMS > 1500 after >= 100 ms of quiet, whose 40 ms FFT is
 within 80 Hz of an expected answer; it is matched to the oldest unanswered burst of that
 frequency. It includes the VAD's 0.2 s of silence before end of speech (the same on both
