@@ -78,8 +78,7 @@ async def _relayed(kind: str, binary: str) -> AsyncIterator[tuple[ServerInfo, Ud
                     yield ServerInfo("embedded", server.url, server.api_key,
                                      server.api_secret), relay
         else:
-            srv = LiveKitServerProcess(binary, node_ip="127.0.0.2", ice_tcp=False,
-                                       ice_ips=("127.0.0.1/32",))
+            srv = LiveKitServerProcess(binary, node_ip="127.0.0.2", ice_tcp=False)
             async with srv:
                 await relay.mirror_ports("127.0.0.1", [srv.udp_port])
                 with DirectPathBlock(sources=["127.0.0.1", NETNS_ADDR], ports=srv.udp_port,

@@ -538,7 +538,7 @@ class AudioPlayoutBuffer:
         its expected arrival (negative: it is needed that much too early). Frames are
         pulled whole, so the next packet is needed at the slot of the frame its first
         sample falls in: taking out samples moves that slot only when the packet's start
-        crosses into an earlier frame (the packets' phase on the 10 ms grid)."""
+        crosses into an earlier frame (the packets' phase on the frame grid)."""
         if self._est.empty:
             return remaining
         fs, frame_time = self.frame_samples, self.frame_ticks / self.clock

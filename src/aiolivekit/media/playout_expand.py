@@ -55,13 +55,12 @@ class PitchExtension:
         not follow the extension, so the two are out of phase. The extension runs on for
         up to one more period, to where it is in phase with the decoded audio, and 10 ms
         are cross-faded there. Returns the audio and how many samples were added."""
-        ch, period = self.channels, self.period
-        self.period = 0
+        ch, period, n = self.channels, self.period, self.rate // 100
         x = np.frombuffer(pcm, dtype=np.int16).reshape(-1, ch).astype(np.float64)
-        n = self.rate // 100
         if len(x) < n:
+            self.period = 0
             return pcm, 0
-        hist = self._hist.reshape(-1, ch).astype(np.float64)
-        ext = timescale.extend(hist, period, period + n, self._decay)
-        y, extra = timescale.join(ext, x, period, n)
+        ext = np.frombuffer(self.samples(period + n), dtype=np.int16)
+        self.period = 0
+        y, extra = timescale.join(ext.reshape(-1, ch).astype(np.float64), x, period, n)
         return timescale.to_int16(y).tobytes(), extra
