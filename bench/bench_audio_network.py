@@ -28,9 +28,8 @@ from typing import Any
 from common import BenchContext, row
 from sdk_worker import run_worker
 
-from aiolivekit.testing.faults import DirectPathBlock, ImpairmentConfig, UdpRelay
-from aiolivekit.testing.netns import NETNS_ADDR
-from aiolivekit.testing.servers import LiveKitServerProcess, find_livekit_server
+from aiolivekit.testing.faults import ImpairmentConfig, UdpRelay, relayed_server
+from aiolivekit.testing.servers import find_livekit_server
 
 BENCH = "audio_network"
 CONDITIONS: list[tuple[str, ImpairmentConfig]] = [
@@ -120,12 +119,7 @@ async def run(ctx: BenchContext) -> list[dict[str, Any]]:
         return []
     measure = 5.0 if ctx.quick else max(8.0, 2 * ctx.seconds)
     rows: list[dict[str, Any]] = []
-    srv = LiveKitServerProcess(binary, node_ip="127.0.0.2", ice_tcp=False)
-    async with srv, UdpRelay(listen_host="127.0.0.2", upstream_host="127.0.0.3",
-                             seed=20) as relay:
-        await relay.mirror_ports("127.0.0.1", [srv.udp_port])
-        with DirectPathBlock(sources=["127.0.0.1", NETNS_ADDR], ports=srv.udp_port,
-                             allow_to=["127.0.0.3"]):
-            for red in (True, False):
-                rows += await _pass(ctx, srv.info(), relay, red, measure)
+    async with relayed_server("livekit-server", seed=20, binary=binary) as (info, relay):
+        for red in (True, False):
+            rows += await _pass(ctx, info, relay, red, measure)
     return rows

@@ -40,12 +40,11 @@ from common import BenchContext, row  # noqa: E402
 from sdk_worker import run_worker  # noqa: E402
 
 from aiolivekit.testing.faults import (  # noqa: E402
-    DirectPathBlock,
     ProcessControl,
     TcpProxy,
     UdpRelay,
+    relayed_server,
 )
-from aiolivekit.testing.netns import NETNS_ADDR  # noqa: E402
 from aiolivekit.testing.servers import (  # noqa: E402
     LiveKitServerProcess,
     ServerInfo,
@@ -62,28 +61,6 @@ OUTAGE = 3.0
 SDKS = ("aiolivekit", "official")
 
 Inject = Callable[[], Awaitable[None]]
-
-
-@contextlib.asynccontextmanager
-async def _relayed(kind: str, binary: str) -> AsyncIterator[tuple[ServerInfo, UdpRelay]]:
-    async with UdpRelay(listen_host="127.0.0.2", upstream_host="127.0.0.3", seed=13) as relay:
-        if kind == "embedded":
-            from aiolivekit.server import DevServer
-
-            def announce(host: str, port: int, label: str) -> tuple[str, int]:
-                return relay.ensure_route((host, port), label=label).address
-
-            async with DevServer(host="127.0.0.4", port=0, announce=announce) as server:
-                with DirectPathBlock(sources=["127.0.0.4"], allow_to=["127.0.0.3"]):
-                    yield ServerInfo("embedded", server.url, server.api_key,
-                                     server.api_secret), relay
-        else:
-            srv = LiveKitServerProcess(binary, node_ip="127.0.0.2", ice_tcp=False)
-            async with srv:
-                await relay.mirror_ports("127.0.0.1", [srv.udp_port])
-                with DirectPathBlock(sources=["127.0.0.1", NETNS_ADDR], ports=srv.udp_port,
-                                     allow_to=["127.0.0.3"]):
-                    yield srv.info(), relay
 
 
 @contextlib.asynccontextmanager
@@ -192,7 +169,7 @@ async def run(ctx: BenchContext) -> list[dict[str, Any]]:
 
     for kind in ("livekit-server", "embedded"):
         if wanted(kind, "signal_cut") or wanted(kind, "blackhole3s"):
-            async with _relayed(kind, binary) as (info, relay):
+            async with relayed_server(kind, seed=13, binary=binary) as (info, relay):
                 if wanted(kind, "signal_cut"):
                     host, port = info.url.removeprefix("ws://").rsplit(":", 1)
                     async with TcpProxy((host, int(port))) as proxy:

@@ -38,8 +38,8 @@ from aiolivekit import (
     TrackPublishOptions,
     TrackSource,
 )
-from aiolivekit.testing.faults import ImpairmentConfig, UdpRelay, rewrite_candidates
-from aiolivekit.testing.faults.sdp import candidate_address, rewrite_candidate_line
+from aiolivekit.testing.faults import ImpairmentConfig, UdpRelay, relayed_server
+from aiolivekit.testing.servers import find_livekit_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
@@ -132,71 +132,12 @@ def _latencies(rec: _Recorder, marks: list[float], t0: float, t1: float) -> list
 
 
 @asynccontextmanager
-async def _livekit_server_via_relay() -> AsyncIterator[tuple[str, Any, UdpRelay]]:
-    from aiolivekit.testing.faults import DirectPathBlock
-    from aiolivekit.testing.netns import NETNS_ADDR
-    from aiolivekit.testing.servers import LiveKitServerProcess, find_livekit_server
-
-    binary = find_livekit_server()
-    if binary is None:
+async def _server_via_relay(kind: str) -> AsyncIterator[tuple[str, Any, UdpRelay]]:
+    """``kind``'s server with its media behind the relay (aiolivekit.testing.faults.rig)."""
+    if kind == "livekit-server" and find_livekit_server() is None:
         pytest.skip("livekit-server binary not installed (scripts/test installs it with go)")
-    srv = LiveKitServerProcess(binary, node_ip="127.0.0.2", ice_tcp=False)
-    async with srv, UdpRelay(listen_host="127.0.0.2", upstream_host="127.0.0.3",
-                             seed=20) as relay:
-        await relay.mirror_ports("127.0.0.1", [srv.udp_port])
-        with DirectPathBlock(sources=["127.0.0.1", NETNS_ADDR], ports=srv.udp_port,
-                             allow_to=["127.0.0.3"]):
-            info = srv.info()
-            yield info.url, lambda identity: info.token(identity, room="r"), relay
-
-
-@asynccontextmanager
-async def _embedded_server_via_relay(monkeypatch: pytest.MonkeyPatch
-                                     ) -> AsyncIterator[tuple[str, Any, UdpRelay]]:
-    """Our server has no announce option yet (docs/faults.md): the candidates it signals
-    are pointed at the relay by wrapping ``ParticipantSession.send_signal``, as the
-    prototype test of test_fault_tools does."""
-    from livekit.protocol import rtc as rtc_pb
-
-    from aiolivekit.server import DevServer
-    from aiolivekit.server.session import ParticipantSession
-    from aiolivekit.testing.faults import DirectPathBlock
-
-    async with UdpRelay(listen_host="127.0.0.2", upstream_host="127.0.0.3",
-                        seed=20) as relay:
-        original = ParticipantSession.send_signal
-
-        def announce(addr: tuple[str, int], label: str) -> tuple[str, int]:
-            return relay.ensure_route(addr, label=label).address
-
-        def send_signal(self: Any, response: Any) -> None:
-            kind = response.WhichOneof("message")
-            if kind in ("answer", "offer"):
-                label = f"{self.identity}:{'publisher' if kind == 'answer' else 'subscriber'}"
-                desc = getattr(response, kind)
-                addrs = {candidate_address(ln) for ln in desc.sdp.splitlines()} - {None}
-                desc.sdp, _ = rewrite_candidates(
-                    desc.sdp, {a: announce(a, label) for a in addrs if a is not None})
-            elif kind == "trickle":
-                which = ("subscriber" if response.trickle.target == rtc_pb.SignalTarget.SUBSCRIBER
-                         else "publisher")
-                init = json.loads(response.trickle.candidateInit)
-                addr = candidate_address(init["candidate"])
-                if addr is not None:
-                    line = rewrite_candidate_line(
-                        init["candidate"], {addr: announce(addr, f"{self.identity}:{which}")})
-                    assert line is not None
-                    init["candidate"] = line
-                    response.trickle.candidateInit = json.dumps(init)
-            original(self, response)
-
-        # undone on leaving, not at the test's end: a second attempt on a new relay must
-        # not run through this attempt's wrapper (it pointed candidates at a closed relay)
-        with monkeypatch.context() as patch:
-            patch.setattr(ParticipantSession, "send_signal", send_signal)
-            async with DevServer(host="127.0.0.4", port=0) as server:
-                with DirectPathBlock(sources=["127.0.0.4"], allow_to=["127.0.0.3"]):
-                    yield server.url, lambda identity: server.token(identity, room="r"), relay
+    async with relayed_server(kind, seed=20) as (info, relay):
+        yield info.url, lambda identity: info.token(identity, room="r"), relay
 
 
 async def _subscribe(room: Room, url: str, token: str) -> Any:
@@ -328,7 +269,7 @@ async def test_tone_survives_the_network_livekit_server(monkeypatch: pytest.Monk
             relay.configure(down=cfg)
 
     async def attempt() -> dict[str, Any]:
-        async with _livekit_server_via_relay() as (url, token, relay):
+        async with _server_via_relay("livekit-server") as (url, token, relay):
             return await _run_conditions(url, token, relay, impair, monkeypatch)
     await _measure_twice(attempt)
 
@@ -344,7 +285,7 @@ async def test_tone_survives_the_network_embedded_server(monkeypatch: pytest.Mon
                 route.configure(down=cfg, seed=21)
 
     async def attempt() -> dict[str, Any]:
-        async with _embedded_server_via_relay(monkeypatch) as (url, token, relay):
+        async with _server_via_relay("embedded") as (url, token, relay):
             return await _run_conditions(url, token, relay, impair, monkeypatch)
     await _measure_twice(attempt)
 
@@ -463,7 +404,7 @@ async def test_audio_nack_recovers_lost_packets_livekit_server(
         relay.configure(down=cfg)
         return relay.impairment("down").stats.dropped_total
 
-    async with _livekit_server_via_relay() as (url, token, relay):
+    async with _server_via_relay("livekit-server") as (url, token, relay):
         out = await _run_nack(url, token, relay, impair, monkeypatch)
     print(json.dumps(out, indent=1, default=str))
     _check_nack(out)
@@ -483,7 +424,7 @@ async def test_audio_nack_recovers_lost_packets_embedded_server(
                 route.configure(down=cfg, seed=21)
         return dropped
 
-    async with _embedded_server_via_relay(monkeypatch) as (url, token, relay):
+    async with _server_via_relay("embedded") as (url, token, relay):
         out = await _run_nack(url, token, relay, impair, monkeypatch)
     print(json.dumps(out, indent=1, default=str))
     _check_nack(out)

@@ -44,7 +44,8 @@ from test_reconnect import (
 )
 
 from aiolivekit import Room, RpcError
-from aiolivekit.testing.faults import DirectPathBlock, ProcessControl, TcpProxy, UdpRelay
+from aiolivekit.testing import faults
+from aiolivekit.testing.faults import ProcessControl, TcpProxy, UdpRelay
 from aiolivekit.testing.servers import (
     LiveKitServerProcess,
     ServerInfo,
@@ -86,28 +87,9 @@ async def relayed_server(kind: str) -> AsyncIterator[Relayed]:
     """``kind``'s server with every announced ICE candidate behind one UdpRelay."""
     if not IN_NETNS:
         pytest.skip("DirectPathBlock needs the private namespace of scripts/netns-run")
-    async with UdpRelay(listen_host="127.0.0.2", upstream_host="127.0.0.3", seed=13) as relay:
-        if kind == "embedded":
-            from aiolivekit.server import DevServer
-
-            def announce(host: str, port: int, label: str) -> tuple[str, int]:
-                return relay.ensure_route((host, port), label=label).address
-
-            async with DevServer(host="127.0.0.4", port=0, announce=announce) as server:
-                with DirectPathBlock(sources=["127.0.0.4"], allow_to=["127.0.0.3"]):
-                    yield Relayed(ServerInfo("embedded", server.url, server.api_key,
-                                             server.api_secret), relay)
-        else:
-            from aiolivekit.testing.netns import NETNS_ADDR
-
-            # node_ip: ICE on 127.0.0.1 only (LiveKitServerProcess's default with it)
-            srv = LiveKitServerProcess(_skip_unless_livekit_server(), node_ip="127.0.0.2",
-                                       ice_tcp=False)
-            async with srv:
-                await relay.mirror_ports("127.0.0.1", [srv.udp_port])
-                with DirectPathBlock(sources=["127.0.0.1", NETNS_ADDR], ports=srv.udp_port,
-                                     allow_to=["127.0.0.3"]):
-                    yield Relayed(srv.info(), relay)
+    binary = _skip_unless_livekit_server() if kind == "livekit-server" else None
+    async with faults.relayed_server(kind, seed=13, binary=binary) as (info, relay):
+        yield Relayed(info, relay)
 
 
 @contextlib.asynccontextmanager

@@ -206,3 +206,11 @@ def test_rewrite_candidates() -> None:
     assert candidate_address("candidate:1 1 udp 1 ::1 5 typ host") == ("::1", 5)
     with pytest.raises(ForbiddenAddressError):
         rewrite_candidates(sdp, {("127.0.0.1", 40001): ("192.0.2.1", 1)})
+
+
+async def test_relayed_server_names_its_two_kinds() -> None:
+    from aiolivekit.testing.faults import relayed_server
+
+    with pytest.raises(ValueError, match="unknown server kind 'livekit'"):
+        async with relayed_server("livekit"):
+            pass  # pragma: no cover

@@ -8,6 +8,8 @@
 * :func:`rewrite_candidates`: point SDP host candidates at a relay.
 * :class:`DirectPathBlock`: ``ip rule`` blackhole of a server's direct UDP path (namespace
   only), so that its media has to take the relay.
+* :func:`relayed_server`: either server with all its media behind one relay (the rig of the
+  network tests and benches).
 
 Everything binds and forwards on loopback or 10.203.0.0/24 only (:mod:`.addresses`).
 """
@@ -18,6 +20,7 @@ from .addresses import ForbiddenAddressError, check_address, is_allowed_address
 from .core import GilbertElliott, Impairment, ImpairmentConfig, ImpairmentStats, Verdict
 from .netpath import DirectPathBlock
 from .process import ProcessControl
+from .rig import relayed_server
 from .sdp import rewrite_candidates, strip_candidates
 from .tcp_proxy import ProxyStats, TcpProxy
 from .udp_relay import Direction, RelayStats, UdpRelay
@@ -38,6 +41,7 @@ __all__ = [
     "Verdict",
     "check_address",
     "is_allowed_address",
+    "relayed_server",
     "rewrite_candidates",
     "strip_candidates",
 ]
