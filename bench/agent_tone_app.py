@@ -25,9 +25,13 @@ is mapped, so the bench can check which SDK did the work.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import os
 import re
+import time
 import uuid
+from typing import Any
 
 import numpy as np
 from livekit import rtc
@@ -224,6 +228,25 @@ def native_mapped() -> bool:
         return any("liblivekit_ffi" in line for line in f)
 
 
+def _trace_sources() -> None:
+    """BENCH_AGENT_EVENTS with aiolivekit: log every 20 ms chunk our AudioSources hand to
+    their tracks (time, pts, RMS), to line up with what the user hears."""
+    if not hasattr(rtc.AudioSource, "_add_sink"):
+        return  # the official SDK: nothing to hook
+    log = logging.getLogger("bench.source")
+    init = rtc.AudioSource.__init__
+
+    def traced(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+
+        def sink(data: bytes, pts: int) -> None:
+            x = np.frombuffer(data, np.int16).astype(np.float64)
+            log.info("@chunk %.4f %d %.0f", time.monotonic(), pts,
+                     float(np.sqrt(np.mean(x * x))) if len(x) else 0.0)
+        self._add_sink(sink)
+    rtc.AudioSource.__init__ = traced  # type: ignore[method-assign]
+
+
 @server.rtc_session()
 async def entrypoint(ctx: JobContext) -> None:
     await ctx.connect()
@@ -237,6 +260,17 @@ async def entrypoint(ctx: JobContext) -> None:
         ),
         user_away_timeout=None,
     )
+    if os.environ.get("BENCH_AGENT_EVENTS"):  # analysis: the session's events, timed
+        _trace_sources()
+        log = logging.getLogger("bench.agent")
+
+        def on_event(name: str) -> Any:
+            def handler(ev: Any) -> None:
+                log.info("@event %s %.3f %s", name, time.monotonic(), ev)
+            return handler
+        for name in ("agent_state_changed", "user_state_changed", "speech_created",
+                     "user_input_transcribed", "agent_false_interruption", "error"):
+            session.on(name, on_event(name))
     await session.start(agent=Agent(instructions="answer each tone"), room=ctx.room)
     await ctx.room.local_participant.set_attributes(
         {"bench.rtc": f"{rtc.__name__} native={int(native_mapped())}"})

@@ -335,6 +335,20 @@ async def users_main(cfg: dict[str, Any]) -> None:
     tasks: list[asyncio.Task[Any]] = []
     heard_hz: list[int] = []  # dominant frequency of every onset heard (for the log)
     gaps = [0]  # quiet runs shorter than ONSET_QUIET inside the answers heard
+    # BENCH_AGENTS_DUMP=<dir>: every user's received PCM and the burst ends, for analysis
+    dump_dir = os.environ.get("BENCH_AGENTS_DUMP")
+    dump: list[list[tuple[float, bytes]]] | None = [[] for _ in range(n)] if dump_dir else None
+    stat_rows: list[list[list[float]]] = [[] for _ in range(n)]
+    STAT_KEYS = ("target_delay", "current_delay", "concealed_samples", "silent_samples",
+                 "inserted_samples_for_deceleration", "removed_samples_for_acceleration",
+                 "packets_received", "packets_discarded", "packets_lost", "slot_resyncs",
+                 "stream_restarts", "buffer_flushes")
+
+    def playout_stats(track: Any) -> Any:
+        from aiolivekit._compat import aiortc as aiortc_compat
+
+        shell = aiortc_compat.jitter_buffer(getattr(track, "_receiver", None))
+        return shell.buffer.stats if shell is not None else None
 
     async def listen(i: int, track: Any) -> None:
         # onset: a loud 10 ms chunk after >= ONSET_QUIET quiet ones; its frequency from the
@@ -343,6 +357,11 @@ async def users_main(cfg: dict[str, Any]) -> None:
         pending: tuple[float, list[Any]] | None = None
         async for ev in rtc.AudioStream(track, sample_rate=RATE, num_channels=1):
             t = time.monotonic()
+            if dump is not None:
+                dump[i].append((t, bytes(ev.frame.data)))
+                st = playout_stats(track)
+                if st is not None:
+                    stat_rows[i].append([t, *(float(getattr(st, k)) for k in STAT_KEYS)])
             data = np.frombuffer(bytes(ev.frame.data), np.int16).astype(np.float64)
             for k in range(0, len(data) - 479, 480):
                 chunk = data[k:k + 480]
@@ -444,6 +463,15 @@ async def users_main(cfg: dict[str, Any]) -> None:
                 if match is not None and o - match[0] <= MAX_LATENCY_S:
                     open_ends.remove(match)
                     latencies.append(o - match[0])
+        if dump is not None and dump_dir:
+            for i, frames in enumerate(dump):
+                np.savez(Path(dump_dir) / f"user-{i}.npz",
+                         times=np.array([t for t, _ in frames]),
+                         pcm=np.frombuffer(b"".join(d for _, d in frames), np.int16),
+                         lengths=np.array([len(d) // 2 for _, d in frames]),
+                         ends=np.array([e[0] for e in ends[i]]),
+                         onsets=np.array([o[0] for o in onsets[i]]),
+                         stats=np.array(stat_rows[i]), stat_keys=np.array(STAT_KEYS))
         print("@result", json.dumps({"latencies": latencies, "heard_hz": heard_hz[:200],
                                      "gaps": gaps[0], "onsets": len(heard_hz),
                                      "ends": sum(len(x) for x in ends)}), flush=True)
