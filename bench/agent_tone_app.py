@@ -262,6 +262,10 @@ async def entrypoint(ctx: JobContext) -> None:
     )
     if os.environ.get("BENCH_AGENT_EVENTS"):  # analysis: the session's events, timed
         _trace_sources()
+        if os.environ.get("BENCH_AGENT_SLOW"):  # asyncio's slow-callback report (debug mode)
+            loop = asyncio.get_running_loop()
+            loop.set_debug(True)
+            loop.slow_callback_duration = float(os.environ["BENCH_AGENT_SLOW"])
         log = logging.getLogger("bench.agent")
 
         def on_event(name: str) -> Any:

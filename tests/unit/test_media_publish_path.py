@@ -100,7 +100,9 @@ async def test_realtime_producer_plays_inside_capture_without_clock_wakeups() ->
     wake0 = clock.wakeups
     src = AudioSource(RATE, 1, queue_size_ms=100)
     got: list[tuple[int, float]] = []
-    src._add_sink(lambda pcm, pts: got.append((pts, loop.time())))
+    got_pcm: list[tuple[int, bytes]] = []
+    src._add_sink(lambda pcm, pts: (got.append((pts, loop.time())),
+                                    got_pcm.append((pts, pcm))))
     start = loop.time()
     for i in range(25):  # 0.5 s of 20 ms frames paced by the wall clock
         t_cap = loop.time()
@@ -109,33 +111,68 @@ async def test_realtime_producer_plays_inside_capture_without_clock_wakeups() ->
         await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - loop.time()))
     assert [p for p, _ in got] == [i * N for i in range(25)]  # continuous pts
     assert clock.wakeups == wake0
-    # a pause of the producer shows up as a pts jump of the elapsed time
+    # the producer stops: the stream ends in silence (three chunks, a tick late each,
+    # continuous pts), then the pause shows up as a pts jump of the elapsed time
+    last = loop.time()
     await asyncio.sleep(0.3)
+    pcm_of = {pts: pcm for pts, pcm in got_pcm}
+    assert [p for p, _ in got[25:]] == [25 * N, 26 * N, 27 * N]
+    assert all(pcm_of[p] == bytes(2 * N) for p, _ in got[25:])
+    assert all(0.015 <= t - last <= 0.15 for _, t in got[25:])
     await src.capture_frame(AudioFrame(tone(300, 0), RATE, 1, N))
     jump = got[-1][0] - got[-2][0]
-    assert 14 * N <= jump <= 40 * N, jump / N
+    assert 10 * N <= jump <= 40 * N, jump / N
     await src.aclose()
 
 
 async def test_catch_up_after_stall_is_not_held_back_but_bounded() -> None:
     loop = asyncio.get_running_loop()
     src = AudioSource(RATE, 1, queue_size_ms=2000)
-    got: list[int] = []
-    src._add_sink(lambda pcm, pts: got.append(pts))
+    got: list[tuple[int, bytes]] = []
+    src._add_sink(lambda pcm, pts: got.append((pts, pcm)))
     start = loop.time()
     for i in range(10):
         await src.capture_frame(AudioFrame(tone(300, i * N), RATE, 1, N))
         await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - loop.time()))
-    await asyncio.sleep(0.15)  # the producer stalls, then catches up at once
+    time.sleep(0.15)  # noqa: ASYNC251  (the event loop stalls: a blocking call)
     for i in range(10, 18):
         await src.capture_frame(AudioFrame(tone(300, i * N), RATE, 1, N))
     assert len(got) == 18 and src.queued_duration == 0  # no standing queue: latency kept
-    # after a long pause a burst goes out at most _CREDIT (250 ms) faster than real time
-    await asyncio.sleep(1.0)
+    assert all(pcm != bytes(2 * N) for _, pcm in got)  # no silence: nothing could run
+    # a long burst after a stall goes out at most _CREDIT (250 ms) faster than real time
+    await src.wait_for_playout()
+    time.sleep(1.0)  # noqa: ASYNC251  (a stall again: no silence tail can run)
     for i in range(50):
         await src.capture_frame(AudioFrame(tone(300, i * N), RATE, 1, N))
     assert 18 + 12 <= len(got) <= 18 + 20, len(got) - 18
     assert src.queued_duration == pytest.approx((50 - (len(got) - 18)) * 0.02)
+    await src.aclose()
+
+
+async def test_a_talkspurt_after_a_pause_is_paced_from_its_first_chunk() -> None:
+    """A producer that pushes a whole answer at once after a pause (livekit-agents' TTS
+    does): the source sent its silence tail during the pause, so the new audio is not
+    late; it goes out in real time, not as a catch-up burst a receiver would take for
+    250 ms of jitter."""
+    loop = asyncio.get_running_loop()
+    src = AudioSource(RATE, 1, queue_size_ms=2000)
+    got: list[tuple[int, float, bytes]] = []
+    src._add_sink(lambda pcm, pts: got.append((pts, loop.time(), pcm)))
+    await src.capture_frame(AudioFrame(tone(300, 0, 5 * N), RATE, 1, 5 * N))
+    await src.wait_for_playout()
+    await asyncio.sleep(0.5)  # the pause: three silence chunks end the first talkspurt
+    assert [pcm == bytes(2 * N) for _, _, pcm in got] == [False] * 5 + [True] * 3
+    assert [p for p, _, _ in got] == [i * N for i in range(8)]
+    t0 = loop.time()
+    await src.capture_frame(AudioFrame(tone(300, 0, 20 * N), RATE, 1, 20 * N))
+    first = len(got)
+    assert first == 9  # the first chunk at once, the rest paced
+    await src.wait_for_playout()
+    spurt = got[8:]
+    assert len(spurt) == 20
+    assert spurt[0][0] - got[7][0] >= 20 * N  # the pause shows in pts
+    assert [b[0] - a[0] for a, b in itertools.pairwise(spurt)] == [N] * 19
+    assert spurt[-1][1] - t0 >= 19 * 0.02 - 0.03  # real time, not at once
     await src.aclose()
 
 
@@ -168,7 +205,7 @@ async def test_backlogged_sources_share_clock_wakeups() -> None:
     sources = [AudioSource(RATE, 1, queue_size_ms=1000) for _ in range(8)]
     counts = [0] * len(sources)
     for k, s in enumerate(sources):
-        s._add_sink(lambda pcm, pts, k=k: counts.__setitem__(k, counts[k] + 1))
+        s._add_sink(lambda pcm, pts, k=k: counts.__setitem__(k, counts[k] + any(pcm)))
     for s in sources:  # 0.3 s each at once: a backlog the clock must pace
         await s.capture_frame(AudioFrame(tone(300, 0, 15 * N), RATE, 1, 15 * N))
     w0, t0 = clock.wakeups, time.monotonic()

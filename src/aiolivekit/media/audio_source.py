@@ -14,6 +14,13 @@ buffered: this back-pressure is what paces producers that generate audio faster 
 real time. A partial chunk is padded with silence one tick after it was due (or seen).
 Sinks receive ``(pcm_bytes, pts)`` where ``pts`` counts 48 kHz ticks of the source clock;
 a pause of the producer (40 ms or more with nothing queued) advances it by the pause.
+
+When the producer stops (nothing queued a tick after the next chunk was due), the sinks
+get ``TAIL_CHUNKS`` chunks of silence, so that the stream ends in silence as
+``livekit.rtc``'s (which sends silence while nothing is captured): a receiver that hears
+the packets stop conceals from the last audio it got, and a talkspurt cut off mid-tone
+would ring on in every receiver's concealment. The next talkspurt after such a pause is
+paced from its first chunk (no catch-up burst: a fresh talkspurt is not late audio).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ EARLY = 0.01  # a complete chunk may be played out this much before it is due
 _CREDIT = 0.25  # the schedule lags real time by at most this: late audio is not held back
 _GAP = 2 * TICK  # a producer this late (nothing queued) paused: pts jump by the pause
 _PTS_STEP = 960  # 20 ms at 48 kHz
+TAIL_CHUNKS = 3  # silence chunks after the producer stops (60 ms)
 
 AudioSink = Callable[[bytes, int], None]
 
@@ -68,6 +76,9 @@ class AudioSource:
         self._next_due: float | None = None  # loop time the next chunk may be played out
         self._pts_due = 0.0  # loop time the next pts stands for (follows pauses)
         self._waited_partial: float | None = None  # pad a partial chunk at this time
+        self._tail_left = 0  # silence chunks still to send if the producer stays quiet
+        self._quiet_from = 0.0  # loop time the queue ran dry (then of the last tail chunk)
+        self._resting = False  # the producer paused: its whole silence tail went out
         self._tick = 0
         self._closed = False
 
@@ -104,6 +115,8 @@ class AudioSource:
         self._waited_partial = None
         if self._clock is not None:
             self._clock.cancel(self)
+        if self._loop is not None:
+            self._service(self._loop.time())  # the silence tail after what was played
         self._notify()
 
     async def capture_frame(self, frame: AudioFrame) -> None:
@@ -179,6 +192,9 @@ class AudioSource:
                     skipped = int(gap / TICK)
                     self._tick += skipped
                     self._pts_due += skipped * TICK
+                if self._resting:
+                    # a new talkspurt after a pause: paced from its first chunk
+                    due = self._next_due = max(due, now)
                 underrun = False
             if now - due > _CREDIT:
                 # late audio is played at once (no standing queue after a stall), but
@@ -203,16 +219,11 @@ class AudioSource:
                 data = bytes(buf[:chunk_bytes])
                 del buf[:chunk_bytes]
             self._waited_partial = None
-            pts = self._tick * _PTS_STEP
-            self._tick += 1
-            self._next_due = due + TICK
-            self._pts_due += TICK
+            self._tail_left, self._resting, self._quiet_from = TAIL_CHUNKS, False, now
+            self._emit(data, due)
             played = True
-            for sink in self._sinks:
-                try:
-                    sink(data, pts)
-                except Exception:  # a broken sink must not stop the clock
-                    logger.exception("audio sink failed")
+        if not buf and self._tail_left and self._sinks and wake is None:
+            wake = self._silence_tail(now)
         clock = self._clock
         if wake is not None:
             if clock is None:
@@ -223,3 +234,31 @@ class AudioSource:
             clock.cancel(self)
         if played:
             self._notify()
+
+    def _emit(self, data: bytes, due: float) -> None:
+        """Hand the chunk due at ``due`` to the sinks and advance the clock by a tick."""
+        pts = self._tick * _PTS_STEP
+        self._tick += 1
+        self._next_due = due + TICK
+        self._pts_due += TICK
+        for sink in self._sinks:
+            try:
+                sink(data, pts)
+            except Exception:  # a broken sink must not stop the clock
+                logger.exception("audio sink failed")
+
+    def _silence_tail(self, now: float) -> float | None:
+        """Nothing queued: send the silence chunks that are a tick overdue; the loop time
+        of the next one (None when the tail is done)."""
+        while self._tail_left and self._next_due is not None:
+            due = self._next_due
+            # a producer keeping pace has delivered by then (catching up after a stall,
+            # the schedule lags: the tick counts from when the queue ran dry)
+            at = max(due, self._quiet_from) + TICK
+            if now + COALESCE < at:
+                return at
+            self._quiet_from = at
+            self._tail_left -= 1
+            self._resting = not self._tail_left  # a whole tail: the producer paused
+            self._emit(bytes(self._chunk_bytes), due)
+        return None

@@ -619,15 +619,23 @@ class AudioPlayoutBuffer:
         quantum = self.rate // 400
         samples = max(quantum, samples - samples % quantum)
         keep = samples
+        hold = 0
         if self.extend_after is not None:
             start = int(self.extend_after * self.clock)
+            if kind is PlayoutKind.EXPAND:
+                # waiting for a late packet leaves the decoder alone where the audio is
+                # periodic: libopus' PLC would move its state (CELT's band energies decay)
+                # and the packet, when it came, would fade in over hundreds of ms; the
+                # extension holds its level for as long as that PLC would have run
+                hold = max(0, start - self._conceal_run) // self._tick
+                start = 0
             keep = max(0, min(samples, (start - self._conceal_run) // self._tick))
             keep -= keep % quantum
         pcm = self._plc(keep) if keep else b""
         if keep < samples:
             if not self._ext.period:
                 self._ext.remember(pcm)
-                self._ext.start()
+                self._ext.start(hold)
             elif pcm:
                 self._ext.remember(pcm)
             if self._ext.period:

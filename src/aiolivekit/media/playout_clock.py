@@ -42,6 +42,10 @@ class PlayoutClock:
         self._wants[source] = when
         if when < self._handle_at:
             self._arm(when)
+        elif len(self._wants) == 1 and when > self._handle_at:
+            # the only source moved its request later (a producer keeping pace pushes its
+            # silence deadline on at every chunk): no wake-up before it is due
+            self._arm(when)
 
     def cancel(self, source: Serviced) -> None:
         self._wants.pop(source, None)

@@ -26,6 +26,7 @@ class PitchExtension:
     def reset(self) -> None:
         self._hist = np.zeros(0, dtype=np.int16)  # the last produced audio (40 ms)
         self.period = 0  # pitch period of the running extension (0: none)
+        self._hold = 0  # samples (per channel) still to repeat before the fade begins
 
     def remember(self, pcm: bytes) -> None:
         """Keep the last 40 ms of produced audio (the extension's source)."""
@@ -35,19 +36,29 @@ class PitchExtension:
         else:
             self._hist = np.concatenate([self._hist, x])[-self._keep:]
 
-    def start(self) -> int:
+    def start(self, hold: int = 0) -> int:
         """Start an extension: the pitch period (samples) of the last produced audio,
-        0 (none) if it is not periodic."""
+        0 (none) if it is not periodic. ``hold``: samples repeated at full level before
+        the fade begins (the part libopus' PLC covers when it runs first)."""
         h = self._hist.reshape(-1, self.channels).astype(np.float64).mean(axis=1)
         n = self.rate // 200  # match the last 5 ms, lags 2.5 .. 15 ms
         self.period = timescale.find_period(h, self.rate // 400, self.rate * 15 // 1000, n,
                                             n * self.quiet_level**2)
+        self._hold = hold if self.period else 0
         return self.period
 
     def samples(self, count: int) -> bytes:
         """``count`` more samples (per channel) of the running extension, fading."""
         hist = self._hist.reshape(-1, self.channels).astype(np.float64)
-        y = timescale.extend(hist, self.period, count, self._decay)
+        held = min(count, self._hold)
+        if not held:
+            y = timescale.extend(hist, self.period, count, self._decay)
+        else:
+            self._hold -= held
+            y = timescale.extend(hist, self.period, held, 1.0)
+            if count > held:
+                y = np.concatenate([y, timescale.extend(np.concatenate([hist, y]), self.period,
+                                                        count - held, self._decay)])
         return timescale.to_int16(y).tobytes()
 
     def join(self, pcm: bytes) -> tuple[bytes, int]:
@@ -61,6 +72,6 @@ class PitchExtension:
             self.period = 0
             return pcm, 0
         ext = np.frombuffer(self.samples(period + n), dtype=np.int16)
-        self.period = 0
+        self.period = self._hold = 0
         y, extra = timescale.join(ext.reshape(-1, ch).astype(np.float64), x, period, n)
         return timescale.to_int16(y).tobytes(), extra
