@@ -118,7 +118,7 @@ async def test_realtime_producer_plays_inside_capture_without_clock_wakeups() ->
     pcm_of = {pts: pcm for pts, pcm in got_pcm}
     assert [p for p, _ in got[25:]] == [25 * N, 26 * N, 27 * N]
     assert all(pcm_of[p] == bytes(2 * N) for p, _ in got[25:])
-    assert all(0.015 <= t - last <= 0.15 for _, t in got[25:])
+    assert all(0.015 <= t - last <= 0.3 for _, t in got[25:])
     await src.capture_frame(AudioFrame(tone(300, 0), RATE, 1, N))
     jump = got[-1][0] - got[-2][0]
     assert 10 * N <= jump <= 40 * N, jump / N
