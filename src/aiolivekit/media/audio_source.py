@@ -78,7 +78,6 @@ class AudioSource:
         self._waited_partial: float | None = None  # pad a partial chunk at this time
         self._tail_left = 0  # silence chunks still to send if the producer stays quiet
         self._quiet_from = 0.0  # loop time the queue ran dry (then of the last tail chunk)
-        self._resting = False  # the producer paused: its whole silence tail went out
         self._tick = 0
         self._closed = False
 
@@ -113,10 +112,9 @@ class AudioSource:
         """Drop all buffered audio and release ``wait_for_playout`` / ``capture_frame``."""
         self._buf.clear()
         self._waited_partial = None
-        if self._clock is not None:
-            self._clock.cancel(self)
-        if self._loop is not None:
-            self._service(self._loop.time())  # the silence tail after what was played
+        if self._loop is not None:  # (a clock exists only once there is a loop)
+            # no chunk left to wait for: only the silence tail after what was played
+            self._service(self._loop.time())
         self._notify()
 
     async def capture_frame(self, frame: AudioFrame) -> None:
@@ -192,8 +190,9 @@ class AudioSource:
                     skipped = int(gap / TICK)
                     self._tick += skipped
                     self._pts_due += skipped * TICK
-                if self._resting:
-                    # a new talkspurt after a pause: paced from its first chunk
+                if not self._tail_left:
+                    # a new talkspurt after a pause (its whole silence tail went out):
+                    # paced from its first chunk
                     due = self._next_due = max(due, now)
                 underrun = False
             if now - due > _CREDIT:
@@ -219,7 +218,7 @@ class AudioSource:
                 data = bytes(buf[:chunk_bytes])
                 del buf[:chunk_bytes]
             self._waited_partial = None
-            self._tail_left, self._resting, self._quiet_from = TAIL_CHUNKS, False, now
+            self._tail_left, self._quiet_from = TAIL_CHUNKS, now
             self._emit(data, due)
             played = True
         if not buf and self._tail_left and self._sinks and wake is None:
@@ -259,6 +258,5 @@ class AudioSource:
                 return at
             self._quiet_from = at
             self._tail_left -= 1
-            self._resting = not self._tail_left  # a whole tail: the producer paused
             self._emit(bytes(self._chunk_bytes), due)
         return None

@@ -51,14 +51,8 @@ class PitchExtension:
         """``count`` more samples (per channel) of the running extension, fading."""
         hist = self._hist.reshape(-1, self.channels).astype(np.float64)
         held = min(count, self._hold)
-        if not held:
-            y = timescale.extend(hist, self.period, count, self._decay)
-        else:
-            self._hold -= held
-            y = timescale.extend(hist, self.period, held, 1.0)
-            if count > held:
-                y = np.concatenate([y, timescale.extend(np.concatenate([hist, y]), self.period,
-                                                        count - held, self._decay)])
+        self._hold -= held
+        y = timescale.extend(hist, self.period, count, self._decay, hold=held)
         return timescale.to_int16(y).tobytes()
 
     def join(self, pcm: bytes) -> tuple[bytes, int]:

@@ -69,12 +69,13 @@ def find_period(h: np.ndarray, lo: int, hi: int, n: int, min_energy: float,
     return lo + k if float(corr[k]) >= min_corr else 0
 
 
-def extend(history: np.ndarray, period: int, samples: int, decay: float) -> np.ndarray:
-    """``samples`` continuing ``history`` by its last ``period``, each one ``decay`` times
-    the one a period before (per sample)."""
+def extend(history: np.ndarray, period: int, samples: int, decay: float,
+           hold: int = 0) -> np.ndarray:
+    """``samples`` continuing ``history`` by its last ``period``: the first ``hold`` at full
+    level, then each one ``decay`` times the one before (per sample)."""
     base = history[-period:]
     idx = np.arange(samples)
-    out: np.ndarray = base[idx % period] * (decay ** (idx + 1))[:, None]
+    out: np.ndarray = base[idx % period] * (decay ** np.maximum(idx + 1 - hold, 0))[:, None]
     return out
 
 
