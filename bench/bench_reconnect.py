@@ -16,8 +16,10 @@ Per SDK: ``reconnected`` (fault -> the later of the publisher's and the subscrib
 ``reconnected``; absent when no ``reconnected`` came), ``audio_gap`` (the longest time
 without the tone at the subscriber around the fault) and ``tone_back`` (fault -> the end of
 that gap: the tone heard again). ``python bench/bench_reconnect.py`` (inside scripts/netns-run) runs it
-alone and prints a table (``BENCH_RECONNECT_ONLY=embedded/restart,...`` picks cases);
-``bench/run.py`` runs it with the others.
+alone and prints a table (``BENCH_RECONNECT_ONLY=embedded/restart,...`` picks cases;
+``BENCH_RECONNECT_REPEAT=N`` runs each case N times, the table then gives medians: one
+restart is one draw of both SDKs' randomised retry waits); ``bench/run.py`` runs it with
+the others.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -164,9 +167,21 @@ async def run(ctx: BenchContext) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     only = [x for x in os.environ.get("BENCH_RECONNECT_ONLY", "").split(",") if x]
 
+    repeat = max(1, int(os.environ.get("BENCH_RECONNECT_REPEAT", "1")))
+
     def wanted(kind: str, fault: str) -> bool:
         return not only or f"{kind}/{fault}" in only
 
+    for n in range(repeat):
+        for r in await _run_cases(ctx, binary, wanted):
+            r["repeat"] = n
+            rows.append(r)
+    return rows
+
+
+async def _run_cases(ctx: BenchContext, binary: str,
+                     wanted: Callable[[str, str], bool]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
     for kind in ("livekit-server", "embedded"):
         if wanted(kind, "signal_cut") or wanted(kind, "blackhole3s"):
             async with relayed_server(kind, seed=13, binary=binary) as (info, relay):
@@ -192,11 +207,19 @@ async def run(ctx: BenchContext) -> list[dict[str, Any]]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: one line per (server, fault), both SDKs side by side."""
-    cells: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
+    """Markdown: one line per (server, fault), both SDKs side by side (the median of the
+    repeats; ``reconnected`` events summed over them)."""
+    values: dict[tuple[str, str], dict[str, dict[str, list[float]]]] = {}
     for r in rows:
         key = (r["server"], r["fault"])
-        cells.setdefault(key, {}).setdefault(r["impl"], {})[r["metric"]] = r["value"]
+        values.setdefault(key, {}).setdefault(r["impl"], {}).setdefault(
+            r["metric"], []).append(r["value"])
+    cells: dict[tuple[str, str], dict[str, dict[str, float]]] = {
+        key: {impl: {metric: (sum(v) if metric == "reconnected_events"
+                              else statistics.median(v))
+                     for metric, v in metrics.items()}
+              for impl, metrics in by.items()}
+        for key, by in values.items()}
 
     def fmt(v: float | None, unit: str = " s") -> str:
         return "none" if v is None else f"{v:.2f}{unit}"

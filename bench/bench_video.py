@@ -7,7 +7,8 @@ with a ``VideoStream`` and reports the delivered size and frame rate per second.
 publisher measures its own CPU (``getrusage``: every thread) over the window after a warm-up.
 
     scripts/netns-run python3 bench/bench_video.py --sizes 1280x720 1920x1080 --server livekit
-    scripts/netns-run python3 bench/bench_video.py --server embedded --ramp   # time to full size
+    scripts/netns-run python3 bench/bench_video.py --server embedded  # through aiolivekit serve
+    scripts/netns-run python3 bench/bench_video.py --sdks official --sub-sdk aiolivekit  # subscriber CPU
 
 Workers: ``python bench/bench_video.py --worker '{"sdk": ..., "mode": "pub" | "sub", ...}'``.
 """
@@ -62,9 +63,14 @@ def make_frames(w: int, h: int, count: int) -> list[bytes]:
     return out
 
 
-async def connect(url: str, token: str) -> Any:
+async def connect(url: str, token: str, e2ee: str = "") -> Any:
+    """``e2ee`` (a shared key string): end-to-end encryption on, the same on both SDKs."""
     room = rtc.Room()
-    await asyncio.wait_for(room.connect(url, token, rtc.RoomOptions(auto_subscribe=True)), 30)
+    options = rtc.RoomOptions(auto_subscribe=True)
+    if e2ee:
+        options.encryption = rtc.E2EEOptions(key_provider_options=rtc.KeyProviderOptions(
+            shared_key=e2ee.encode()))
+    await asyncio.wait_for(room.connect(url, token, options), 30)
     return room
 
 
@@ -101,7 +107,7 @@ async def available_outgoing(room: Any) -> list[Any]:
 async def mode_pub(a: dict[str, Any]) -> dict[str, Any]:
     w, h, fps = int(a["width"]), int(a["height"]), float(a["fps"])
     frames = make_frames(w, h, 60)
-    room = await connect(a["url"], a["token"])
+    room = await connect(a["url"], a["token"], str(a.get("e2ee", "")))
     source = rtc.VideoSource(w, h)
     track = rtc.LocalVideoTrack.create_video_track("cam", source)
     opts = rtc.TrackPublishOptions(
@@ -155,7 +161,7 @@ async def mode_pub(a: dict[str, Any]) -> dict[str, Any]:
 
 
 async def mode_sub(a: dict[str, Any]) -> dict[str, Any]:
-    room = await connect(a["url"], a["token"])
+    room = await connect(a["url"], a["token"], str(a.get("e2ee", "")))
     got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
     def on_track(track: Any, *_: Any) -> None:
@@ -173,12 +179,17 @@ async def mode_sub(a: dict[str, Any]) -> dict[str, Any]:
         collections.Counter)
     stream = rtc.VideoStream(track)
     end = time.time() + float(a["seconds"])
+    cpu_from = t_sub + float(a.get("cpu_after", 0.0))  # the subscriber's CPU from then on
+    cpu: dict[str, tuple[float, float]] = {}
 
     async def read() -> None:
         async for ev in stream:
             now = time.time()
             per_sec[int(now - t_sub)][(ev.frame.width, ev.frame.height)] += 1
+            if "start" not in cpu and now >= cpu_from:
+                cpu["start"] = (cpu_seconds(), now)
             if now >= end:
+                cpu["end"] = (cpu_seconds(), now)
                 return
 
     try:
@@ -191,7 +202,10 @@ async def mode_sub(a: dict[str, Any]) -> dict[str, Any]:
         {"t": s, "fps": sum(c.values()), "size": "{}x{}".format(*c.most_common(1)[0][0])}
         for s, c in sorted(per_sec.items())
     ]
-    return {"per_second": seconds}
+    cpu_pct = None
+    if "start" in cpu and "end" in cpu and cpu["end"][1] > cpu["start"][1]:
+        cpu_pct = 100 * (cpu["end"][0] - cpu["start"][0]) / (cpu["end"][1] - cpu["start"][1])
+    return {"per_second": seconds, "cpu_pct": cpu_pct}
 
 
 MODES = {"pub": mode_pub, "sub": mode_sub}
@@ -255,19 +269,23 @@ OFFICIAL_PY = Path.home() / ".cache" / "aiolivekit" / "official-venv" / "bin" / 
 
 
 async def one(server: Any, sdk: str, w: int, h: int, fps: float, bitrate: int,
-              seconds: float, warmup: float, room: str, sub_sdk: str = "official") -> dict[str, Any]:
+              seconds: float, warmup: float, room: str, sub_sdk: str = "official",
+              e2ee: str = "") -> dict[str, Any]:
     """One publisher (``sdk``) and one subscriber: the publisher's CPU over the window and
-    the subscriber's per-second delivered size/fps."""
+    the subscriber's per-second delivered size/fps (and its CPU from ``warmup`` on, after
+    its first frame); ``e2ee``: a shared key for both."""
     python = {"official": str(OFFICIAL_PY), "aiolivekit": sys.executable}
     total = warmup + seconds
     pub_args = {"sdk": sdk, "mode": "pub", "url": server.url, "token": server.token("pub", room),
                 "width": w, "height": h, "fps": fps, "bitrate": bitrate,
-                "seconds": seconds, "warmup": warmup, "bwe_trace": bool(os.environ.get("BENCH_BWE"))}
+                "seconds": seconds, "warmup": warmup, "bwe_trace": bool(os.environ.get("BENCH_BWE")),
+                "e2ee": e2ee}
     published = asyncio.Event()
     pub_task = asyncio.ensure_future(run_worker(python[sdk], pub_args, total + 60, published))
     await asyncio.wait_for(published.wait(), 40)
     sub_args = {"sdk": sub_sdk, "mode": "sub", "url": server.url,
-                "token": server.token("sub", room), "seconds": total - 1}
+                "token": server.token("sub", room), "seconds": total - 1,
+                "cpu_after": warmup, "e2ee": e2ee}
     sub = await run_worker(python[sub_sdk], sub_args, total + 40)
     pub = await pub_task
     window = [s for s in sub["per_second"] if s["t"] >= warmup and s["t"] < total - 2]
@@ -278,6 +296,8 @@ async def one(server: Any, sdk: str, w: int, h: int, fps: float, bitrate: int,
     return {
         "sdk": sdk, "size": full, "fps_target": fps, "bitrate": bitrate,
         "publisher_cpu_pct": round(pub["cpu_pct"], 1),
+        "subscriber_cpu_pct": (round(sub["cpu_pct"], 1) if sub.get("cpu_pct") is not None
+                               else None),
         "sent_kbps": pub["sent_kbps"],
         **({"bwe_kbps": pub["bwe_kbps"]} if pub["bwe_kbps"] else {}),
         "delivered_size": sizes.most_common(1)[0][0] if sizes else None,
@@ -315,7 +335,7 @@ async def main_async(ns: argparse.Namespace) -> None:
             w, h = (int(v) for v in size.split("x"))
             for sdk in ns.sdks:
                 res = await one(info, sdk, w, h, ns.fps, ns.bitrate, ns.seconds, ns.warmup,
-                                f"video-{sdk}-{size}-{int(time.time())}")
+                                f"video-{sdk}-{size}-{int(time.time())}", sub_sdk=ns.sub_sdk)
                 if not ns.verbose:
                     res.pop("per_second")
                 print(json.dumps({"server": ns.server, **res}), flush=True)
@@ -350,6 +370,19 @@ async def run(ctx: Any) -> list[dict[str, Any]]:
                         "1 = yes", **extra),
                     row(name, sdk, "sent", r["sent_kbps"], "kbit/s", **extra),
                 ]
+        sub_setup = ("an official publisher (one VP8 camera track, 1280x720 RGBA at 30 fps, "
+                     "1.5 Mbit/s cap) -> livekit-server -> one subscriber of each SDK in its "
+                     f"own process decoding with a VideoStream; subscriber CPU = getrusage "
+                     f"(all threads) over {seconds:g} s after a 5 s warm-up")
+        for sub_sdk in ("official", "aiolivekit"):
+            r = await one(ctx.livekit, "official", 1280, 720, 30.0, 1_500_000, seconds, 5.0,
+                          ctx.room("video-sub"), sub_sdk=sub_sdk)
+            name = "video_subscribe [1280x720, livekit-server]"
+            out += [
+                row(name, sub_sdk, "subscriber_cpu", r["subscriber_cpu_pct"], "% of a core",
+                    setup=sub_setup),
+                row(name, sub_sdk, "delivered_fps", r["delivered_fps"], "fps", setup=sub_setup),
+            ]
         for kind, server in (("embedded", ctx.embedded), ("livekit-server", ctx.livekit)):
             r = await one(server, "official", 1280, 720, 30.0, 1_500_000, 10.0, 0.0,
                           ctx.room("ramp"))
@@ -370,6 +403,8 @@ def main() -> None:
     ap.add_argument("--server", choices=["livekit", "embedded"], default="livekit")
     ap.add_argument("--sizes", nargs="*", default=["1280x720"])
     ap.add_argument("--sdks", nargs="*", default=["aiolivekit", "official"])
+    ap.add_argument("--sub-sdk", choices=["official", "aiolivekit"], default="official",
+                    help="the subscriber's SDK (its CPU is reported too)")
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--bitrate", type=int, default=1_500_000)
     ap.add_argument("--seconds", type=float, default=10.0)

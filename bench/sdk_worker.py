@@ -15,6 +15,10 @@ Modes (every loop bounded by count and time; the parent mints the tokens):
 * ``publish_cpu``: one participant publishes ``tracks`` 48 kHz mono tone tracks (20 ms
   frames paced by the wall clock); after ``warmup`` s it measures its own CPU
   (``getrusage``: every thread, user+sys) and the payload bytes sent over ``seconds``.
+* ``subscribe_cpu``: one participant subscribes to the ``tracks`` audio tracks of
+  ``publisher`` and reads each through an ``AudioStream`` (48 kHz mono); after
+  ``warmup`` s it measures its own CPU over ``seconds`` and the share of 10 ms of each
+  stream that carried the tone (a decryption failure shows as silence or no frames).
 * ``latency``: a subscriber and a publisher in this process; the publisher sends
   silence with a 20 ms 1 kHz burst every ``period`` s; latency = the ``capture_frame``
   call of the burst's first frame -> the subscriber application gets the frame holding
@@ -208,6 +212,48 @@ async def mode_publish_cpu(a: dict[str, Any]) -> dict[str, Any]:
         "publish": publish_setup(),
         "codecs_sent": _codecs(stats, "out"),
     }
+
+
+async def mode_subscribe_cpu(a: dict[str, Any]) -> dict[str, Any]:
+    n, seconds, warmup = int(a["tracks"]), float(a["seconds"]), float(a.get("warmup", 2.0))
+    room = await connect(a["url"], a["token"])
+    deadline = time.monotonic() + 30
+    tracks: list[Any] = []
+    while len(tracks) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(tracks)} of {n} tracks subscribed")
+        p = room.remote_participants.get(a["publisher"])
+        tracks = [] if p is None else [
+            pub.track for pub in p.track_publications.values() if pub.track is not None]
+        await asyncio.sleep(0.01)
+    counts = {"frames": 0, "loud": 0}
+    window = {"on": False}
+
+    async def read(track: Any) -> None:
+        stream = rtc.AudioStream(track, sample_rate=RATE, num_channels=1)
+        async for ev in stream:
+            if window["on"]:
+                pcm = np.frombuffer(ev.frame.data, dtype=np.int16)
+                # per 10 ms: is the tone there (its amplitude is 0.3 of full scale)?
+                for part in np.array_split(pcm, max(1, len(pcm) // (RATE // 100))):
+                    counts["frames"] += 1
+                    counts["loud"] += int(np.abs(part).max(initial=0) > 3000)
+
+    readers = [asyncio.ensure_future(read(t)) for t in tracks[:n]]
+    await asyncio.sleep(warmup)
+    window["on"] = True
+    c0, w0 = cpu_seconds(), time.monotonic()
+    await asyncio.sleep(seconds)
+    c1, w1 = cpu_seconds(), time.monotonic()
+    window["on"] = False
+    for r in readers:
+        r.cancel()
+    await asyncio.wait_for(room.disconnect(), 10)
+    wall = w1 - w0
+    cpu = 100 * (c1 - c0) / wall
+    return {"tracks": n, "cpu_pct": cpu, "cpu_pct_per_track": cpu / n,
+            "tone_share": counts["loud"] / max(1, counts["frames"]),
+            "windows_per_s_per_track": counts["frames"] / wall / n}
 
 
 async def _first_track(room: Any, identity: str, timeout: float) -> Any:
@@ -724,6 +770,7 @@ async def mode_tone_sub(a: dict[str, Any]) -> dict[str, Any]:
 
 MODES = {
     "publish_cpu": mode_publish_cpu,
+    "subscribe_cpu": mode_subscribe_cpu,
     "latency": mode_latency,
     "ttff": mode_ttff,
     "room": mode_room,

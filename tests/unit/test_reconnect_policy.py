@@ -11,17 +11,21 @@ from aiolivekit.engine.reconnect import ReconnectPlan, RetryPolicy
 
 def test_delays_double_from_300_ms_to_a_7_s_cap_without_jitter() -> None:
     policy = RetryPolicy()
-    delays = [policy.delay(n, rand=0.5) for n in range(10)]
+    delays = [policy.delay(n, rand=0.0) for n in range(10)]
     assert delays == [0.0, 0.3, 0.6, 1.2, 2.4, 4.8, 7.0, 7.0, 7.0, 7.0]
+    assert delays == [policy.nominal(n) for n in range(10)]
 
 
-def test_delays_are_randomised_within_20_percent_and_never_above_the_cap() -> None:
-    policy = RetryPolicy()
-    assert policy.delay(1, rand=0.0) == pytest.approx(0.24)
-    assert policy.delay(1, rand=0.999999) == pytest.approx(0.36, abs=1e-5)
-    assert policy.delay(5, rand=0.0) == pytest.approx(4.8 * 0.8)
-    assert policy.delay(6, rand=0.0) == pytest.approx(5.6)  # 7 s cap, minus 20 %
-    assert policy.delay(9, rand=0.999999) == 7.0  # +20 % is capped
+def test_delays_are_full_jitter_between_zero_and_the_nominal_wait() -> None:
+    policy = RetryPolicy()  # the Rust core's full jitter: uniform in [0, nominal]
+    assert policy.delay(1, rand=0.5) == pytest.approx(0.15)
+    assert policy.delay(1, rand=0.999999) == pytest.approx(0.0, abs=1e-5)
+    assert policy.delay(5, rand=0.25) == pytest.approx(4.8 * 0.75)
+    assert policy.delay(9, rand=0.5) == pytest.approx(3.5)  # half the 7 s cap
+    assert 0.0 <= min(policy.delay(n, rand=r / 10) for n in range(10) for r in range(10))
+    assert max(policy.delay(n, rand=r / 10) for n in range(10) for r in range(10)) == 7.0
+    partial = RetryPolicy(jitter=0.2)
+    assert partial.delay(1, rand=0.999999) == pytest.approx(0.24, abs=1e-5)
 
 
 def test_bad_policies_are_refused() -> None:
@@ -30,11 +34,11 @@ def test_bad_policies_are_refused() -> None:
     with pytest.raises(ValueError):
         RetryPolicy(first_delay=8.0, max_delay=7.0)
     with pytest.raises(ValueError):
-        RetryPolicy(jitter=1.0)
+        RetryPolicy(jitter=1.5)
 
 
 def test_ten_attempts_then_give_up() -> None:
-    plan = ReconnectPlan(rand=lambda: 0.5)
+    plan = ReconnectPlan(rand=lambda: 0.0)
     attempts = []
     while (a := plan.next()) is not None:
         attempts.append((a.number, a.kind, a.delay))
@@ -46,7 +50,7 @@ def test_ten_attempts_then_give_up() -> None:
 
 
 def test_a_refused_resume_turns_into_full_reconnects() -> None:
-    plan = ReconnectPlan(rand=lambda: 0.5)
+    plan = ReconnectPlan(rand=lambda: 0.0)
     first = plan.next()
     assert first is not None and (first.kind, first.delay) == ("resume", 0.0)
     plan.failed("refused")
@@ -60,11 +64,11 @@ def test_a_refused_resume_turns_into_full_reconnects() -> None:
 
 
 def test_broken_peer_connection_and_escalation_mean_full() -> None:
-    plan = ReconnectPlan(rand=lambda: 0.5)
+    plan = ReconnectPlan(rand=lambda: 0.0)
     assert plan.next().kind == "resume"  # type: ignore[union-attr]
     plan.failed("broken")
     assert plan.next().kind == "full"  # type: ignore[union-attr]
-    other = ReconnectPlan(rand=lambda: 0.5)
+    other = ReconnectPlan(rand=lambda: 0.0)
     other.escalate()
     assert other.next().kind == "full"  # type: ignore[union-attr]
     assert ReconnectPlan(full=True).next().kind == "full"  # type: ignore[union-attr]

@@ -1,8 +1,9 @@
 """Sans-I/O reconnection policy: which attempt comes next (resume or full) and when.
 
 Like the official Rust core: at most :data:`RECONNECT_ATTEMPTS` attempts; the first one
-runs at once, the next ones wait 300 ms, doubling up to a 7 s cap, each randomised
-(+-20 %). A *resume* keeps the peer connections and only replaces the signal connection;
+runs at once, the next ones wait a random time up to 300 ms, 600 ms, ... doubling to a 7 s
+cap ("full jitter": uniform in [0, nominal], which spreads the clients of a restarted
+server and brings each back sooner on average). A *resume* keeps the peer connections and only replaces the signal connection;
 a *full* reconnect joins again. A resume the server refuses (a LeaveRequest, an unknown
 participant) or a broken peer connection turns the following attempts into full ones (the
 first full one after a refusal runs at once: the server is up and answering);
@@ -32,7 +33,7 @@ __all__ = [
 RECONNECT_ATTEMPTS = 10
 FIRST_DELAY = 0.3
 MAX_DELAY = 7.0
-JITTER = 0.2
+JITTER = 1.0  # full jitter, as the Rust core
 
 Kind = Literal["resume", "full"]
 #: ``unreachable``: the server could not be reached or did not answer (same kind again);
@@ -56,17 +57,20 @@ class RetryPolicy:
             raise ValueError("a retry policy needs at least one attempt")
         if self.first_delay < 0 or self.max_delay < self.first_delay:
             raise ValueError("delays must satisfy 0 <= first_delay <= max_delay")
-        if not 0 <= self.jitter < 1:
-            raise ValueError("jitter must be in [0, 1)")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError("jitter must be in [0, 1]")
 
-    def delay(self, attempt: int, rand: float = 0.5) -> float:
-        """Seconds to wait before attempt number ``attempt`` (0-based); ``rand`` in [0, 1)
-        picks the randomisation (0.5: none). Attempt 0 runs at once."""
+    def nominal(self, attempt: int) -> float:
+        """The wait before attempt number ``attempt`` (0-based) without randomisation:
+        0, then ``first_delay`` doubling to ``max_delay``."""
         if attempt <= 0:
             return 0.0
-        base = min(self.max_delay, self.first_delay * 2.0 ** (attempt - 1))
-        factor = 1.0 + self.jitter * (2.0 * rand - 1.0)
-        return min(self.max_delay, base * factor)
+        return min(self.max_delay, self.first_delay * 2.0 ** (attempt - 1))
+
+    def delay(self, attempt: int, rand: float = 0.0) -> float:
+        """Seconds to wait before attempt number ``attempt`` (0-based); ``rand`` in [0, 1)
+        takes up to ``jitter`` of the nominal wait off (0: none). Attempt 0 runs at once."""
+        return self.nominal(attempt) * (1.0 - self.jitter * rand)
 
 
 @dataclass(frozen=True)
