@@ -77,8 +77,8 @@ async def _load_main(conn: multiprocessing.connection.Connection, args: dict[str
     import av
     from aiortc import MediaStreamTrack, RTCSessionDescription
 
-    from aiolivekit.webrtc.ice import host_addresses
     from aiolivekit.server.forwarder import TrackForwarder
+    from aiolivekit.webrtc.ice import host_addresses
 
     payload = _opus_packet()
     ptime = args["ptime_ms"] / 1000.0

@@ -188,8 +188,9 @@ async def mode_sub(a: dict[str, Any]) -> dict[str, Any]:
             per_sec[int(now - t_sub)][(ev.frame.width, ev.frame.height)] += 1
             if "start" not in cpu and now >= cpu_from:
                 cpu["start"] = (cpu_seconds(), now)
+            elif "start" in cpu:
+                cpu["end"] = (cpu_seconds(), now)  # the last frame so far ends the window
             if now >= end:
-                cpu["end"] = (cpu_seconds(), now)
                 return
 
     try:

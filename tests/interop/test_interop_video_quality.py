@@ -54,25 +54,48 @@ async def test_official_publisher_reaches_full_quality(any_server: ServerInfo) -
 
 
 @pytest.mark.compat("video", client="official_py")
-async def test_set_video_quality_switches_layers(livekit_server: ServerInfo) -> None:
+@pytest.mark.parametrize("encrypted", [False, True], ids=["clear", "e2ee"])
+async def test_set_video_quality_switches_layers(livekit_server: ServerInfo,
+                                                 encrypted: bool) -> None:
     """An official publisher sends three simulcast layers (its presets for 1280x720:
     q 320x180, h 640x360, f 1280x720) through livekit-server; our subscriber asks for each
-    with ``set_video_quality`` (``UpdateTrackSettings.quality``) and decodes that size."""
+    with ``set_video_quality`` (``UpdateTrackSettings.quality``) and decodes that size.
+    With ``e2ee`` both use a shared key (issue 17): each layer the server switches to is
+    decrypted from its first key frame on (its clear VP8 header is what the server reads)."""
     reason = official_available("official_py")
     if reason:
         pytest.skip(reason)
     import asyncio
     import time
 
-    from aiolivekit import Room, TrackKind, VideoQuality, VideoStream
+    from aiolivekit import (
+        E2EEOptions,
+        EncryptionType,
+        KeyProviderOptions,
+        Room,
+        RoomOptions,
+        TrackKind,
+        VideoQuality,
+        VideoStream,
+    )
 
+    key = "layers-shared-key"
     room = Room()
     pubs: list[Any] = []
     room.on("track_subscribed", lambda track, pub, p: pubs.append((track, pub)))
-    await asyncio.wait_for(room.connect(livekit_server.url, livekit_server.token("ours", "sq")),
-                           20)
+    options = RoomOptions()
+    if encrypted:
+        options.encryption = E2EEOptions(
+            key_provider_options=KeyProviderOptions(shared_key=key.encode()))
+    room_name = "sq-e2ee" if encrypted else "sq"
+    await asyncio.wait_for(room.connect(livekit_server.url,
+                                        livekit_server.token("ours", room_name), options), 20)
+    connect: dict[str, Any] = {"op": "connect", "url": livekit_server.url,
+                               "token": livekit_server.token("pub", room_name)}
+    if encrypted:
+        connect["e2ee_key"] = key
     proc = start_driver("official_py", [
-        {"op": "connect", "url": livekit_server.url, "token": livekit_server.token("pub", "sq")},
+        connect,
         {"op": "publish_video", "width": 1280, "height": 720, "fps": 30, "seconds": 40,
          "pattern": "moving", "simulcast": True, "color": [230, 40, 40]},
         {"op": "sleep", "seconds": 40},
@@ -86,6 +109,8 @@ async def test_set_video_quality_switches_layers(livekit_server: ServerInfo) -> 
         assert pubs, proc.describe("no video track from the official publisher")
         track, pub = pubs[0]
         assert track.kind == TrackKind.KIND_VIDEO and pub.simulcasted
+        assert pub.encryption_type == (EncryptionType.GCM if encrypted
+                                       else EncryptionType.NONE)
         stream = VideoStream(track)
 
         async def read() -> None:
