@@ -728,7 +728,8 @@ async def mode_tone_sub(a: dict[str, Any]) -> dict[str, Any]:
     """Receive the ``tone_pub`` tone through ``AudioStream`` (48 kHz mono) and measure
     each window of ``a["windows"]`` (``[name, t0, t1]``, wall times): the tone measures of
     ``bench/tone_quality.py``, the mark onsets (wall time of the frame holding each) and
-    the concealed share (the SDK's own ``concealedSamples`` / ``totalSamplesReceived``)."""
+    the concealed share (the SDK's own ``concealedSamples`` / ``totalSamplesReceived``).
+    ``BENCH_TONE_DUMP=<dir>``: each window's received PCM saved there (``.npy``)."""
     from tone_quality import analyse, mark_onsets  # bench/
 
     room = await connect(a["url"], a["token"])
@@ -756,6 +757,10 @@ async def mode_tone_sub(a: dict[str, Any]) -> dict[str, Any]:
     for name, t0, t1 in windows:
         sel = [(t, d) for t, d in frames if t0 <= t < t1]
         pcm = b"".join(d for _, d in sel)
+        if os.environ.get("BENCH_TONE_DUMP"):  # a directory: each window's received PCM
+            np.save(os.path.join(os.environ["BENCH_TONE_DUMP"],
+                                 f"{SDK}-{int(t0)}-{name}.npy"),
+                    np.frombuffer(pcm, dtype=np.int16))
         q = analyse(pcm, t1 - t0, amplitude=TONE_AMP, mark_freq=880.0)
         times = np.repeat([t for t, _ in sel], [len(d) // 2 for _, d in sel]) if sel else []
         onsets = [float(times[i]) for i in mark_onsets(pcm, freq=440.0, mark_freq=880.0)]

@@ -11,8 +11,8 @@ continuous tone of ``amplitude`` (peak) at ``freq``, with optional short marks a
 * ``longest_gap_windows``: the longest run of 10 ms windows that are not tone (what a
   listener hears as a hole or a fade).
 * ``snr_db``: per 10 ms window, a least-squares fit of a sine and a cosine at ``freq``:
-  signal = the fit, noise = the residual; summed over the windows (those holding part of
-  a mark are left out).
+  signal = the fit, noise = the residual; summed over the windows (those where the mark
+  dominates, and the two on each side, which hold its smeared edges, are left out).
   A phase jump or a wrong concealment inside a window is noise, a window of silence has
   no signal and no noise (it shows in ``tone_share`` instead).
 * ``mark_onsets``: the sample index (in the received PCM) of each window where the mark
@@ -55,6 +55,34 @@ def _windows(pcm: np.ndarray) -> np.ndarray:
     return pcm[: n * WINDOW].astype(np.float64).reshape(n, WINDOW)
 
 
+def _near_marks(w: np.ndarray, freq: float, mark_freq: float, rate: int) -> np.ndarray:
+    """Windows where the mark dominates the tone (two or more in a row), and the two
+    windows on each side (which hold a mark's edge, smeared by the codec). Both frequencies are fitted together: over 10 ms they are not
+    orthogonal, and a projection on the mark alone picks up the tone by its phase (that
+    left the SNR to whichever windows the phase let through, mark edges included)."""
+    t = np.arange(WINDOW) / rate
+    basis = np.stack([np.sin(2 * math.pi * freq * t), np.cos(2 * math.pi * freq * t),
+                      np.sin(2 * math.pi * mark_freq * t),
+                      np.cos(2 * math.pi * mark_freq * t)], axis=1)
+    coef, *_ = np.linalg.lstsq(basis, w.T, rcond=None)
+    tone = coef[0] ** 2 + coef[1] ** 2
+    mark = coef[2] ** 2 + coef[3] ** 2
+    dominant = mark > tone
+    # a 30 ms mark holds at least two whole windows where it dominates; a glitch (a phase
+    # jump, a click) can make one window look like it and must stay in as noise
+    marked = dominant.copy()
+    marked[1:-1] = dominant[1:-1] & (dominant[:-2] | dominant[2:])
+    if len(marked) > 1:
+        marked[0] &= dominant[1]
+        marked[-1] &= dominant[-2]
+    # the codec smears a mark's edges over the next window or two (pre-echo, ringing)
+    near = marked.copy()
+    for k in (1, 2):
+        near[k:] |= marked[:-k]
+        near[:-k] |= marked[k:]
+    return np.asarray(near)
+
+
 def analyse(pcm: bytes | np.ndarray, seconds: float, *, freq: float = 440.0,
             amplitude: float = 8000.0, mark_freq: float | None = None, rate: int = 48000,
             tol_db: float = 6.0) -> ToneQuality:
@@ -80,9 +108,7 @@ def analyse(pcm: bytes | np.ndarray, seconds: float, *, freq: float = 440.0,
     sig = noise = 0.0
     ws = w
     if mark_freq and len(w):  # windows holding (part of) a mark are left out of the SNR
-        ms, mc = np.sin(2 * math.pi * mark_freq * t), np.cos(2 * math.pi * mark_freq * t)
-        mark_power = (w @ ms) ** 2 + (w @ mc) ** 2
-        ws = w[mark_power < 0.01 * (WINDOW / 2) ** 2 * np.maximum((w ** 2).mean(axis=1), 1)]
+        ws = w[~_near_marks(w, freq, mark_freq, rate)]
     if len(ws):
         coef, *_ = np.linalg.lstsq(basis, ws.T, rcond=None)
         fit = (basis @ coef).T
