@@ -19,7 +19,10 @@ Nothing here reads a clock or touches a socket. Design notes: ``docs/audio-playo
   target delay (the slot is filled by concealment and the timeline does not advance: the
   delay grows). Once due, it is declared lost and filled from, in order: a RED copy
   (inserted with ``is_red_redundant``: it is the packet itself), the next packet's in-band
-  FEC, Opus PLC. Concealment already played while waiting counts toward the lost span.
+  FEC, Opus PLC. Concealment already played while waiting counts toward the lost span;
+  a pitch extension that filled the wait goes on through the loss, and after packets the
+  decoder skipped it also covers the decoder's first 10 ms (libopus decodes them with its
+  history from before the gap: the tone dips).
 * **DTX**: silence after a DTX packet, or a timestamp jump without a sequence gap, is
   played as silence: neither loss nor concealment.
 * **Adaptation**: the delay grows by concealment while waiting and by silence before quiet
@@ -57,6 +60,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_SETTLE_MS = 10
 
 _RESYNC = 3000  # a sequence jump this far (either way) is a new stream
 _EPS = 1e-6  # seconds: slot arithmetic is in floats
@@ -622,7 +627,11 @@ class AudioPlayoutBuffer:
         hold = 0
         if self.extend_after is not None:
             start = int(self.extend_after * self.clock)
-            if kind is PlayoutKind.EXPAND:
+            if kind is PlayoutKind.PLC and self._ext.period:
+                # a wait that turned into a declared loss: the running extension goes on
+                # (libopus' PLC after it would be a second, out-of-phase continuation)
+                start = 0
+            elif kind is PlayoutKind.EXPAND:
                 # waiting for a late packet leaves the decoder alone where the audio is
                 # periodic: libopus' PLC would move its state (CELT's band energies decay)
                 # and the packet, when it came, would fade in over hundreds of ms; the
@@ -736,6 +745,7 @@ class AudioPlayoutBuffer:
         self.stats.packets_lost += missing
         self._loss_times.append(now)
         self._last_seq = later.seq - 1
+        self._ext.settle = self.rate * _SETTLE_MS // 1000  # the decoder skips them
         region = later.ts - self._ts_play
         if region <= 0:
             return  # the timeline already covers it (silence or concealment ran past)

@@ -27,6 +27,10 @@ class PitchExtension:
         self._hist = np.zeros(0, dtype=np.int16)  # the last produced audio (40 ms)
         self.period = 0  # pitch period of the running extension (0: none)
         self._hold = 0  # samples (per channel) still to repeat before the fade begins
+        # decoded samples the next join replaces by the extension: the decoder skipped
+        # lost packets and settles for a few ms (its overlap and pitch history belong to
+        # audio before the gap: the tone dips by up to 8 dB, depending on the phase)
+        self.settle = 0
 
     def remember(self, pcm: bytes) -> None:
         """Keep the last 40 ms of produced audio (the extension's source)."""
@@ -62,10 +66,13 @@ class PitchExtension:
         are cross-faded there. Returns the audio and how many samples were added."""
         ch, period, n = self.channels, self.period, self.rate // 100
         x = np.frombuffer(pcm, dtype=np.int16).reshape(-1, ch).astype(np.float64)
+        m = max(0, min(self.settle, len(x) - n))
+        self.settle = 0
         if len(x) < n:
             self.period = 0
             return pcm, 0
-        ext = np.frombuffer(self.samples(period + n), dtype=np.int16)
+        ext = np.frombuffer(self.samples(m + period + n), dtype=np.int16)
+        ext = ext.reshape(-1, ch).astype(np.float64)
         self.period = self._hold = 0
-        y, extra = timescale.join(ext.reshape(-1, ch).astype(np.float64), x, period, n)
-        return timescale.to_int16(y).tobytes(), extra
+        y, extra = timescale.join(ext[m:], x[m:], period, n)
+        return timescale.to_int16(np.concatenate([ext[:m], y])).tobytes(), extra
