@@ -19,10 +19,8 @@ Nothing here reads a clock or touches a socket. Design notes: ``docs/audio-playo
   target delay (the slot is filled by concealment and the timeline does not advance: the
   delay grows). Once due, it is declared lost and filled from, in order: a RED copy
   (inserted with ``is_red_redundant``: it is the packet itself), the next packet's in-band
-  FEC, Opus PLC. Concealment already played while waiting counts toward the lost span;
-  a pitch extension that filled the wait goes on through the loss, and after packets the
-  decoder skipped it also covers the decoder's first 10 ms (libopus decodes them with its
-  history from before the gap: the tone dips).
+  FEC, Opus PLC. Concealment played while waiting counts toward the lost span and goes on
+  through it; after skipped packets it also covers the decoder's first 10 ms (a dip).
 * **DTX**: silence after a DTX packet, or a timestamp jump without a sequence gap, is
   played as silence: neither loss nor concealment.
 * **Adaptation**: the delay grows by concealment while waiting and by silence before quiet
@@ -628,9 +626,7 @@ class AudioPlayoutBuffer:
         if self.extend_after is not None:
             start = int(self.extend_after * self.clock)
             if kind is PlayoutKind.PLC and self._ext.period:
-                # a wait that turned into a declared loss: the running extension goes on
-                # (libopus' PLC after it would be a second, out-of-phase continuation)
-                start = 0
+                start = 0  # a wait turned into a loss: no second (PLC) continuation
             elif kind is PlayoutKind.EXPAND:
                 # waiting for a late packet leaves the decoder alone where the audio is
                 # periodic: libopus' PLC would move its state (CELT's band energies decay)
