@@ -121,7 +121,7 @@ async def main(parts: list[str], tracks: int, seconds: float, repeat: int) -> No
                                           "tracks": 1 if part == "video" else tracks, **res,
                                           "load": round(os.getloadavg()[0], 2)}), flush=True)
                         for metric, value in res.items():
-                            if metric.endswith("_pct") or metric.endswith("_per_track"):
+                            if metric.startswith("cpu_pct") or metric.endswith("cpu_pct"):
                                 _note(results, sdk, f"{part}.{metric}", e2ee, value)
     print(f"\nload average at the start {load0[0]:.2f}, at the end {os.getloadavg()[0]:.2f}; "
           f"medians of {repeat}, {seconds:g} s windows")

@@ -3,8 +3,8 @@
 Like the official Rust core: at most :data:`RECONNECT_ATTEMPTS` attempts; the first one
 runs at once, the next ones wait a random time up to 300 ms, 600 ms, ... doubling to a 7 s
 cap ("full jitter": uniform in [0, nominal], which spreads the clients of a restarted
-server and brings each back sooner on average). A *resume* keeps the peer connections and only replaces the signal connection;
-a *full* reconnect joins again. A resume the server refuses (a LeaveRequest, an unknown
+server and brings each back sooner on average). A *resume* keeps the peer connections and
+only replaces the signal connection; a *full* reconnect joins again. A resume the server refuses (a LeaveRequest, an unknown
 participant) or a broken peer connection turns the following attempts into full ones (the
 first full one after a refusal runs at once: the server is up and answering);
 an authorisation failure (401/403) ends the reconnection at once.
