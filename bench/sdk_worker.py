@@ -43,6 +43,7 @@ Output: JSON lines; the last one is ``{"event": "result", ...}`` or ``{"event": 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
 import os
@@ -762,12 +763,15 @@ async def mode_tone_sub(a: dict[str, Any]) -> dict[str, Any]:
                                  f"{SDK}-{int(t0)}-{name}.npy"),
                     np.frombuffer(pcm, dtype=np.int16))
         q = analyse(pcm, t1 - t0, amplitude=TONE_AMP, mark_freq=880.0)
+        extra = {}
+        if name in a.get("return_pcm", ()):  # for a sample-by-sample comparison
+            extra["pcm_b64"] = base64.b64encode(pcm).decode()
         times = np.repeat([t for t, _ in sel], [len(d) // 2 for _, d in sel]) if sel else []
         onsets = [float(times[i]) for i in mark_onsets(pcm, freq=440.0, mark_freq=880.0)]
         (c0, r0, n0), (c1, r1, n1) = snaps[name]
         out.append({"name": name, **q.as_dict(), "onsets": onsets,
                     "concealed_share": (c1 - c0) / (r1 - r0) if r1 > r0 else None,
-                    "nacks": n1 - n0})
+                    "nacks": n1 - n0, **extra})
     codecs_in = _codecs(await room.get_rtc_stats(), "in")
     await asyncio.wait_for(room.disconnect(), 10)
     return {"windows": out, "codecs_received": codecs_in}

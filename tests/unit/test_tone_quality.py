@@ -68,3 +68,26 @@ def test_a_phase_jump_inside_a_window_is_noise() -> None:
                      mark_freq=880.0).snr_db
     # one window in 400 at about 0 dB: ~26 dB over the stream; it is not taken for a mark
     assert clean > 60 and 20 < jumped < 32, (clean, jumped)
+
+
+def test_identical_share_aligns_two_receivers_of_one_stream() -> None:
+    """bench_audio_network's clean-network check: two receivers' output of the same
+    stream, shifted against each other, are found sample for sample equal (but for the
+    stretch only one of them holds); a window that differs is counted out."""
+    import base64
+
+    from bench_audio_network import _identical_share
+
+    rng = np.random.default_rng(1)
+    stream = (rng.standard_normal(RATE * 4) * 3000).astype(np.int16)
+    ours, theirs = stream[2400 : 2400 + RATE * 3].copy(), stream[: RATE * 3]
+
+    def res(x: np.ndarray) -> list[dict[str, object]]:
+        return [{"name": "clean", "pcm_b64": base64.b64encode(x.tobytes()).decode()}]
+
+    share = _identical_share(res(ours), res(theirs), "clean")
+    assert share is not None and abs(share - (RATE * 3 - 2400) / (RATE * 3)) < 0.01
+    ours[RATE : RATE + 4800] += 50  # ten windows differ
+    share2 = _identical_share(res(ours), res(theirs), "clean")
+    assert share2 is not None and abs(share - share2 - 4800 / (RATE * 3)) < 0.001
+    assert _identical_share(res(ours), [], "clean") is None
