@@ -119,3 +119,52 @@ def test_offer_keeps_nack_on_received_audio_only() -> None:
         "v=0", "m=audio 9 UDP/TLS/RTP/SAVPF 111", "a=sendonly", "a=rtcp-fb:111 nack pli",
         "m=audio 9 UDP/TLS/RTP/SAVPF 111", "a=recvonly", "a=rtcp-fb:111 nack",
         "m=video 9 UDP/TLS/RTP/SAVPF 96", "a=sendonly", "a=rtcp-fb:96 nack", ""]
+
+
+def test_an_overdue_packet_is_missing_before_the_gap_shows() -> None:
+    """The playout buffer waited for 21 (nothing later has come): it can be requested at
+    once; when it arrives (beyond the highest seen) it is a recovery."""
+    s = AudioNackScheduler(initial_rtt=0.004, samples=4)
+    s.received(20, 1.0)
+    s.overdue(21, 1.025)
+    assert s.missing == [21]
+    assert s.poll(1.025, _deadlines({21: 1.045})) == [21]
+    assert s.received(21, 1.029) is True
+    assert s.missing == [] and s.stats.recovered == 1 and s.stats.gaps == 0
+    assert abs(s.rtt - 0.004) < 1e-9
+    # overdue entries keep their request state when the gap then shows
+    s.overdue(22, 1.05)
+    assert s.poll(1.05, _deadlines({22: 1.07})) == [22]
+    s.received(23, 1.055)
+    assert s.missing == [22] and s.stats.gaps == 1
+    assert s.poll(1.055, _deadlines({22: 1.07})) == []  # already requested, not yet due again
+    # what is not beyond the highest, too far ahead, or before any packet: ignored
+    s.overdue(23, 1.1)
+    s.overdue(23 + 51, 1.1)
+    assert s.missing == [22]
+    fresh = AudioNackScheduler()
+    fresh.overdue(5, 0.0)
+    assert fresh.missing == []
+    with pytest.raises(ValueError):
+        s.overdue(70000, 1.0)
+
+
+def test_an_estimate_too_high_is_corrected_by_a_probe() -> None:
+    """The initial guess (20 ms) finds every request too late on a path whose real round
+    trip is 2 ms; every 4th such packet is requested anyway and its answer measures the
+    round trip, after which requests go out when they fit."""
+    s = AudioNackScheduler(initial_rtt=0.02, probe_every=4, samples=4)
+    sent = []
+    for k in range(6):
+        t = 1.0 + k
+        s.received(100 + 2 * k, t)
+        s.received(102 + 2 * k, t)  # 101 + 2k missing, due in 10 ms
+        out = s.poll(t, _deadlines({(101 + 2 * k) & 0xFFFF: t + 0.01}))
+        sent.append(out)
+        if out:
+            assert s.received(out[0], t + 0.002) is True
+    assert sent[:4] == [[], [], [], [107]]  # three given up, the fourth a probe
+    assert abs(s.rtt - 0.002) < 1e-9
+    assert sent[4:] == [[109], [111]]  # now they fit
+    with pytest.raises(ValueError):
+        AudioNackScheduler(probe_every=0)

@@ -154,8 +154,6 @@ class PlayoutJitterBuffer:
     capacity = 16
     #: no packet for this long: stop pulling (the buffer has turned to silence by then)
     IDLE = 1.0
-    #: the most a loss makes the buffer wait for a NACKed packet (s)
-    NACK_WAIT_MAX = 0.1
 
     def __init__(self, receiver: Any = None, *, channels: int = 2, **options: Any) -> None:
         from .opus_decoder import OpusDecoder
@@ -247,7 +245,7 @@ class PlayoutJitterBuffer:
                 self._last_insert = now
             elif kind == "opus":
                 taken = self.buffer.insert(packet.sequence_number, packet.timestamp,
-                                           payload, now)
+                                           payload, now, requested=requested)
                 self._last_insert = now
             else:
                 self.dropped += 1
@@ -276,9 +274,6 @@ class PlayoutJitterBuffer:
             self._ssrc = ssrc
         gaps = nack.stats.gaps
         requested = nack.received(int(packet.sequence_number), now)
-        # after a loss (or a gap, NACKed now) the buffer waits as long as a retransmission
-        # takes to come back
-        self.buffer.nack_wait = min(self.NACK_WAIT_MAX, nack.rtt * 1.25 + 0.005)
         if nack.stats.gaps != gaps:
             self.buffer.note_loss(now)
         return requested
@@ -325,6 +320,11 @@ class PlayoutJitterBuffer:
             self._deliver(listener, frame)
             if self.closed:
                 return
+        if self.nack is not None:
+            awaited = buffer.take_awaited()
+            if awaited is not None:  # NACK it now: it may come back before the next one
+                self.nack.overdue(awaited, now)
+                self._send_nacks(now)
         due = buffer.next_due()
         if due is None or now - self._last_insert > self.IDLE:
             self._cancel_timer()

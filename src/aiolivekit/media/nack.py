@@ -52,13 +52,18 @@ class AudioNackScheduler:
     def __init__(self, *, max_retries: int = 3, retry_interval: float = 0.01,
                  initial_rtt: float = 0.02, min_rtt: float = 0.002, max_rtt: float = 0.3,
                  margin: float = 0.002, max_gap: int = 50, max_missing: int = 100,
-                 samples: int = 16) -> None:
+                 samples: int = 16, probe_every: int = 8) -> None:
         if max_retries < 1 or retry_interval < 0 or margin < 0:
             raise ValueError("need max_retries >= 1, retry_interval >= 0, margin >= 0")
         if not 0 < min_rtt <= initial_rtt <= max_rtt:
             raise ValueError("need 0 < min_rtt <= initial_rtt <= max_rtt")
-        if max_gap < 1 or max_missing < 1 or samples < 1:
-            raise ValueError("max_gap, max_missing and samples must be >= 1")
+        if max_gap < 1 or max_missing < 1 or samples < 1 or probe_every < 1:
+            raise ValueError("max_gap, max_missing, samples and probe_every must be >= 1")
+        # every probe_every-th packet the round-trip estimate finds too late is requested
+        # anyway: its answer measures the round trip (an estimate too high, the initial
+        # guess included, would otherwise never be corrected: no request, no sample)
+        self.probe_every = probe_every
+        self._too_late = 0
         self.max_retries = max_retries
         self.retry_interval = retry_interval
         self.min_rtt, self.max_rtt = min_rtt, max_rtt
@@ -102,6 +107,7 @@ class AudioNackScheduler:
         if not 0 <= seq <= 0xFFFF:
             raise ValueError("sequence number out of range")
         ext = self._unwrap(seq)
+        entry = self._missing.pop(ext, None)
         if self._highest is None or ext > self._highest:
             if self._highest is not None:
                 gap = ext - self._highest - 1
@@ -110,19 +116,28 @@ class AudioNackScheduler:
                 elif gap:
                     self.stats.gaps += 1
                     for s in range(self._highest + 1, ext):
-                        self._missing[s] = _Missing(now)
+                        self._missing.setdefault(s, _Missing(now))
                     while len(self._missing) > self.max_missing:
                         del self._missing[min(self._missing)]
                         self.stats.given_up += 1
             self._highest = ext
-            return False
-        entry = self._missing.pop(ext, None)
         if entry is None or not entry.sent:
             return False
         self.stats.recovered += 1
         self._samples.append(max(0.0, now - entry.last_sent))
         self.stats.rtt = self.rtt
         return True
+
+    def overdue(self, seq: int, now: float) -> None:
+        """The playout buffer waited for ``seq`` (beyond every received one): missing
+        now, before a later packet shows the gap."""
+        if not 0 <= seq <= 0xFFFF:
+            raise ValueError("sequence number out of range")
+        ext = self._unwrap(seq)
+        if self._highest is None or not 0 < ext - self._highest <= self.max_gap:
+            return
+        for s in range(self._highest + 1, ext + 1):
+            self._missing.setdefault(s, _Missing(now))
 
     def reset(self) -> None:
         """Forget the stream (a new one starts at the next packet)."""
@@ -145,7 +160,11 @@ class AudioNackScheduler:
             if entry.sent and now - entry.last_sent < interval:
                 continue
             due = deadline(ext & 0xFFFF)
-            if due is None or entry.sent >= self.max_retries or now + rtt + self.margin > due:
+            late = due is not None and now + rtt + self.margin > due
+            if late and not entry.sent and due is not None and due > now:
+                self._too_late += 1
+                late = self._too_late % self.probe_every != 0  # else: a probe
+            if due is None or entry.sent >= self.max_retries or late:
                 del self._missing[ext]
                 if due is not None:  # None: the buffer has it (a RED copy) or needs none
                     self.stats.given_up += 1

@@ -201,6 +201,13 @@ def packet_has_fec(payload: bytes) -> bool:
     return _lbrr_bits(payload)
 
 
+def celt_only(payload: bytes) -> bool:
+    """A CELT-only packet (TOC configurations 16-31). libopus' PLC carries these on well;
+    after SILK or hybrid packets it fades a steady tone out within one packet and the next
+    packets fade back in over ~40 ms (the playout buffer then conceals by itself)."""
+    return bool(payload) and payload[0] >> 3 >= 16
+
+
 def is_dtx(payload: bytes) -> bool:
     """A DTX (silence) packet: at most 3 bytes. libopus' DTX frames are 1-2 bytes and the
     frame that starts DTX (SILK, no voice activity) 3; the sender side
@@ -279,6 +286,10 @@ class OpusDecoder:
 
     def is_dtx(self, payload: bytes) -> bool:
         return is_dtx(payload)
+
+    def plc_first(self, payload: bytes) -> bool:
+        """Whether a loss after ``payload`` is best begun with libopus' PLC."""
+        return celt_only(payload)
 
     @property
     def last_packet_duration(self) -> int:

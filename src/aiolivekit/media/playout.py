@@ -1,45 +1,34 @@
 """An adaptive playout (jitter) buffer for received Opus audio, sans-I/O (NetEq's job).
 
-Packets go in with :meth:`AudioPlayoutBuffer.insert` (sequence number, RTP timestamp,
-payload, arrival time); frames of 10 ms (or 20 ms) come out of
-:meth:`AudioPlayoutBuffer.pull` on a steady grid: the caller asks at ``next_due()`` and
-whenever a packet arrives, and every slot is filled, so the output timeline has no holes.
-Nothing here reads a clock or touches a socket. Design notes: ``docs/audio-playout.md``.
+Packets go in with :meth:`AudioPlayoutBuffer.insert`; frames of 10 ms (or 20 ms) come out
+of :meth:`AudioPlayoutBuffer.pull` on a steady grid (the caller asks at ``next_due()`` and
+whenever a packet arrives), every slot filled: the output timeline has no holes. Nothing
+here reads a clock or touches a socket. Design notes: ``docs/audio-playout.md``.
 
-* **Order**: packets are kept by (unwrapped) sequence number; duplicates and packets older
-  than what was played are dropped (and counted).
-* **Delay**: each packet's transit ``arrival - timestamp / clock`` feeds a window (2 s);
-  the target delay is the 95th percentile of the transit minus its minimum, clamped to
-  ``[min_delay, max_delay]``. A clean network measures ~0, so a packet plays the moment
-  it arrives, as the low-latency path did. After a loss, the target is at least one packet
-  long for ``window`` seconds, so that the next packet (its FEC) or the RED copy is in the
-  buffer when the next loss is decided. A frame whose packet is just late is held up to
-  ``max_hold`` past its slot rather than concealed.
-* **Loss**: a missing packet is waited for while playing it would be earlier than the
-  target delay (the slot is filled by concealment and the timeline does not advance: the
-  delay grows). Once due, it is declared lost and filled from, in order: a RED copy
-  (inserted with ``is_red_redundant``: it is the packet itself), the next packet's in-band
-  FEC, Opus PLC. Concealment played while waiting counts toward the lost span and goes on
-  through it; after skipped packets it also covers the decoder's first 10 ms (a dip).
-* **DTX**: silence after a DTX packet, or a timestamp jump without a sequence gap, is
-  played as silence: neither loss nor concealment.
-* **Adaptation**: the delay grows by concealment while waiting and by silence before quiet
+* **Order**: by unwrapped sequence number; duplicates and packets older than what was
+  played are dropped (and counted).
+* **Delay**: the target is the 95th percentile of the transits ``arrival - timestamp /
+  clock`` over a 2 s window minus their minimum (~0 on a clean network: a packet plays as
+  it arrives). Where RED copies repair losses, a loss adds one packet to it for ``window``
+  seconds (the copy rides the next packet); FEC and retransmissions are not waited for. A
+  late packet's frame is held up to ``max_hold`` past its slot.
+* **Loss**: a missing packet is waited for (concealment, timeline held) while playing it
+  would be earlier than the target; then it is declared lost and filled from a RED copy,
+  the next packet's FEC, or concealment (libopus' PLC, then the pitch extension), which
+  also covers the decoder's first 10 ms after skipped packets.
+* **DTX**: silence after a DTX packet, or a timestamp jump without a sequence gap.
+* **Adaptation**: the delay grows by concealment while waiting and silence before quiet
   frames; it shrinks by dropping quiet frames, removing pitch periods (:meth:`_accelerate`)
-  and, above ``max_delay``, dropping any frame. Long losses: :meth:`_conceal`. Shrinking
-  is bounded by the next packet's *lead* (frames are pulled whole: a packet is needed at
-  the slot of the frame its first sample falls in), see :meth:`_spare`.
-
-The decoder sits behind :class:`PlayoutDecoder` (libopus: :class:`.opus_decoder.OpusDecoder`).
+  and, above ``max_delay``, dropping frames, no further than the next packet's *lead*
+  allows (:meth:`_spare`).
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
@@ -47,6 +36,7 @@ from . import timescale
 from .playout_delay import DelayEstimator
 from .playout_expand import PitchExtension
 from .playout_stats import PlayoutStats
+from .playout_types import PlayoutDecoder, PlayoutFrame, PlayoutKind
 from .red import parse_red
 
 __all__ = [
@@ -59,59 +49,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_SETTLE_MS = 10
-
+_SETTLE_MS = 10  # ms the decoder settles after skipped packets (joined over)
 _RESYNC = 3000  # a sequence jump this far (either way) is a new stream
 _EPS = 1e-6  # seconds: slot arithmetic is in floats
-
-
-class PlayoutKind(enum.Enum):
-    """What filled (most of) a frame."""
-
-    NORMAL = "normal"  # decoded from the packet itself
-    RED = "red"  # decoded from a RED redundant copy of a lost packet
-    FEC = "fec"  # in-band FEC of the next packet
-    PLC = "plc"  # concealment of a packet declared lost
-    EXPAND = "expand"  # concealment while waiting for a late packet (timeline held)
-    SILENCE = "silence"  # DTX gap or no stream: digital silence
-    INSERTED = "inserted"  # silence inserted before a quiet frame (deceleration)
-
-
 _CONCEALED = (PlayoutKind.PLC, PlayoutKind.EXPAND)
-
-
-class PlayoutDecoder(Protocol):
-    """What the buffer needs of a decoder (PCM: interleaved int16 bytes)."""
-
-    sample_rate: int
-    channels: int
-
-    def decode(self, payload: bytes) -> bytes: ...
-
-    def decode_fec(self, payload: bytes, frame_size: int) -> bytes: ...
-
-    def conceal(self, frame_size: int) -> bytes: ...
-
-    def packet_samples(self, payload: bytes) -> int: ...
-
-    def has_fec(self, payload: bytes) -> bool: ...
-
-    def is_dtx(self, payload: bytes) -> bool: ...
-
-    def reset(self) -> None: ...
-
-
-@dataclass
-class PlayoutFrame:
-    """One frame out of the buffer."""
-
-    data: bytes
-    sample_rate: int
-    num_channels: int
-    samples_per_channel: int
-    kind: PlayoutKind
-    rtp_timestamp: int | None  # of the first sample, when it is from the stream's timeline
-    due: float  # the slot time (caller's clock)
 
 
 @dataclass(slots=True)
@@ -197,10 +138,6 @@ class AudioPlayoutBuffer:
         self._max_seq: int | None = None
         self._max_ts: int | None = None
         self._loss_times: deque[float] = deque()
-        # after a loss, the target is at least one packet plus this (s): the time a
-        # NACKed packet takes to come back (set by the shell when NACK is negotiated)
-        self.nack_wait = 0.0
-        self._fec_seen = False  # a loss was followed by a packet with FEC data
         self._reset_playout()
 
     # ------------------------------------------------------------------ state
@@ -219,7 +156,9 @@ class AudioPlayoutBuffer:
         self._conceal_run = 0
         self._in_concealment = False
         self._expanded = 0  # ticks concealed while waiting since the last decoded packet
+        self._plc_first = True  # a loss begins with libopus' PLC (decoder.plc_first)
         self._loss: tuple[int, int, int] | None = None  # (start, end, FEC ticks) being filled
+        self._awaited: int | None = None  # see take_awaited
 
     def _restart(self) -> None:
         """A new stream: forget packets, timing and decoder state."""
@@ -238,24 +177,17 @@ class AudioPlayoutBuffer:
     def target_delay(self, now: float | None = None) -> float:
         """The delay the buffer aims at (seconds)."""
         target = self._est.spread() if not self._est.empty else 0.0
-        if self._loss_times:
-            if now is not None:
-                while self._loss_times and now - self._loss_times[0] > self._window:
-                    self._loss_times.popleft()
-            if self._loss_times:
-                packet = self._last_ticks / self.clock
-                if self.stats.red_blocks_received or self._fec_seen or self.nack_wait:
-                    # what repairs a loss (the next packet's RED copy or FEC, a
-                    # retransmission) comes a packet (and a round trip) later, as
-                    # jittered as any packet
-                    target += packet + self.nack_wait
-                else:
-                    target = max(target, packet)
+        while now is not None and self._loss_times and now - self._loss_times[0] > self._window:
+            self._loss_times.popleft()
+        if self._loss_times and self.stats.red_blocks_received:
+            # what repairs a loss (the next packet's RED copy) comes a packet later, as
+            # jittered as any packet. FEC and retransmissions are not waited for: they
+            # repair what comes within the window (NetEq's rule too)
+            target += self._last_ticks / self.clock
         return min(self.max_delay, max(self.min_delay, target))
 
     def note_loss(self, now: float) -> None:
-        """A gap was seen (and NACKed): raise the target as a declared loss does, so the
-        retransmission is waited for."""
+        """A gap was seen (and NACKed): a loss for the target, as a declared one."""
         self._loss_times.append(now)
 
     def deadline(self, seq: int) -> float | None:
@@ -274,7 +206,20 @@ class AudioPlayoutBuffer:
             ts = self._pkts[later].ts - (later - ext) * self._last_ticks
         else:
             ts = self._max_ts + (ext - self._max_seq) * self._last_ticks
-        return self._expected(ts) + self.target_delay() + self.max_hold
+        due = self._expected(ts) + self.target_delay()
+        if self._playing:  # not before the slot of the frame it starts in (delay > target)
+            ahead = self._pending_time() + (ts - self._ts_play) / self.clock
+            frame = self.frame_ticks / self.clock
+            due = max(due, self._slot + math.floor(ahead / frame + _EPS) * frame)
+        if later is None:  # no later packet shows it missing: the buffer waits for one
+            due = max(due, self._expected(ts + self._last_ticks))
+        return due + self.max_hold
+
+    def take_awaited(self) -> int | None:
+        """The packet (16-bit seq) a frame was concealed waiting for before a later one
+        showed it missing (once; else None): a retransmission may still beat that one."""
+        seq, self._awaited = self._awaited, None
+        return None if seq is None else seq & 0xFFFF
 
     def _expected(self, ts: int) -> float:
         return self._est.expected(ts)
@@ -300,8 +245,10 @@ class AudioPlayoutBuffer:
         arrival_time: float,
         *,
         is_red_redundant: bool = False,
+        requested: bool = False,
     ) -> bool:
-        """Add one packet (or a RED redundant copy); False when it is dropped."""
+        """Add one packet (or a RED redundant copy); False when it is dropped. A ``requested``
+        (NACKed) one is left out of the delay estimate: its lateness may be the repair's."""
         if not 0 <= seq <= 0xFFFF or not 0 <= rtp_timestamp <= 0xFFFFFFFF:
             raise ValueError("sequence number or timestamp out of range")
         if not payload:
@@ -329,7 +276,8 @@ class AudioPlayoutBuffer:
             return False
         else:
             self.stats.packets_received += 1
-            self._est.add(arrival_time, ext_ts)  # late packets too: they raise the target
+            if not requested:
+                self._est.add(arrival_time, ext_ts)  # late packets too: they raise the target
             if ext_seq > self._max_seq:
                 self._max_seq, self._max_ts = ext_seq, max(ext_ts, self._max_ts)
         if self._last_seq is not None and ext_seq <= self._last_seq:
@@ -569,12 +517,11 @@ class AudioPlayoutBuffer:
     def _push(self, pcm: bytes, kind: PlayoutKind, ts: int | None) -> None:
         if not pcm:
             return
-        if self._ext.period and kind not in _CONCEALED:
-            if kind is PlayoutKind.SILENCE:
-                self._ext.period = 0
-            else:
+        if kind not in _CONCEALED:
+            if kind is not PlayoutKind.SILENCE and self._ext.period:
                 pcm, extra = self._ext.join(pcm)
                 self.stats.inserted_samples_for_deceleration += extra
+            self._ext.period = self._ext.settle = 0
         self._ext.remember(pcm)
         self._pending.append(_Chunk(pcm, kind, ts))
         self._pending_bytes += len(pcm)
@@ -625,8 +572,8 @@ class AudioPlayoutBuffer:
         hold = 0
         if self.extend_after is not None:
             start = int(self.extend_after * self.clock)
-            if kind is PlayoutKind.PLC and self._ext.period:
-                start = 0  # a wait turned into a loss: no second (PLC) continuation
+            if kind is PlayoutKind.PLC and (self._ext.period or not self._plc_first):
+                start = 0  # a wait turned into a loss (no second continuation), or SILK
             elif kind is PlayoutKind.EXPAND:
                 # waiting for a late packet leaves the decoder alone where the audio is
                 # periodic: libopus' PLC would move its state (CELT's band energies decay)
@@ -645,6 +592,8 @@ class AudioPlayoutBuffer:
                 self._ext.remember(pcm)
             if self._ext.period:
                 pcm += self._ext.samples(samples - keep)
+                if kind is PlayoutKind.PLC:  # the decoder skips that audio: it settles
+                    self._ext.settle = self.rate * _SETTLE_MS // 1000
             else:
                 pcm += self._plc(samples - keep)
         self._push(pcm, kind, ts)
@@ -678,6 +627,8 @@ class AudioPlayoutBuffer:
             self.stats.packets_lost += 1
             self._loss_times.append(slot)
         self._last_dtx = self.decoder.is_dtx(p.payload)
+        plc_first = getattr(self.decoder, "plc_first", None)
+        self._plc_first = plc_first is None or bool(plc_first(p.payload))
         self._expanded = 0
         self._last_ticks = max(self._tick, n * self._tick)
         s = self.stats
@@ -726,6 +677,9 @@ class AudioPlayoutBuffer:
         """Conceal the rest of the frame while waiting for a packet (timeline held)."""
         missing = self._frame_bytes - self._pending_bytes
         self._conceal(missing // (2 * self.channels) * self._tick, PlayoutKind.EXPAND, None)
+        if self._last_seq is not None and self._last_seq + 1 > (self._max_seq or 0):
+            if self.target_delay() < self._last_ticks / self.clock:  # jitter: just late
+                self._awaited = self._last_seq + 1
 
     def _waiting(self) -> bool:
         """True when the next frame needs a packet that has not arrived (and is not DTX)."""
@@ -741,7 +695,6 @@ class AudioPlayoutBuffer:
         self.stats.packets_lost += missing
         self._loss_times.append(now)
         self._last_seq = later.seq - 1
-        self._ext.settle = self.rate * _SETTLE_MS // 1000  # the decoder skips them
         region = later.ts - self._ts_play
         if region <= 0:
             return  # the timeline already covers it (silence or concealment ran past)
@@ -750,15 +703,16 @@ class AudioPlayoutBuffer:
             fec_ticks = self.decoder.packet_samples(later.payload) * self._tick if has_fec else 0
         except (ValueError, RuntimeError):  # a malformed packet: it fails to decode later
             fec_ticks = 0
-        self._fec_seen = self._fec_seen or fec_ticks > 0
-        if not 0 < fec_ticks <= region:
-            fec_ticks = 0
-        # what was concealed while waiting stands for the lost audio (up to the FEC part),
-        # so that a loss does not add delay
-        skip = min(self._expanded, region - fec_ticks)
+        # what was concealed while waiting stands for the lost audio, so that a loss does
+        # not add delay (FEC only for what is left: NetEq uses it when it is in hand)
+        skip = min(self._expanded, region)
+        if skip > 0 and self._ext.period:  # the extension stands for audio the decoder skips
+            self._ext.settle = self.rate * _SETTLE_MS // 1000
         self._expanded -= skip
         self._ts_play += skip
         region -= skip
+        if not 0 < fec_ticks <= region:
+            fec_ticks = 0
         # concealment covers what the missing packets can hold (at most max_concealment);
         # the rest of the region, if any, is a DTX gap before them: silence
         conceal = min(region, max(fec_ticks, missing * self._last_ticks, self.frame_ticks))
