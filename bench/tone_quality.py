@@ -86,8 +86,9 @@ def analyse(pcm: bytes | np.ndarray, seconds: float, *, freq: float = 440.0,
             amplitude: float = 8000.0, mark_freq: float | None = None, rate: int = 48000,
             tol_db: float = 6.0) -> ToneQuality:
     """The measures of the module doc for ``pcm`` received over ``seconds``."""
-    x = np.frombuffer(pcm, dtype=np.int16) if isinstance(pcm, (bytes, bytearray)) else pcm
-    w = _windows(np.asarray(x))
+    x = np.asarray(np.frombuffer(pcm, dtype=np.int16) if isinstance(pcm, (bytes, bytearray))
+                   else pcm)
+    w = _windows(x)
     expected = max(1, round(seconds * rate / WINDOW))
     ref = amplitude / math.sqrt(2)
     lo, hi = ref * 10 ** (-tol_db / 20), ref * 10 ** (tol_db / 20)
@@ -108,7 +109,7 @@ def analyse(pcm: bytes | np.ndarray, seconds: float, *, freq: float = 440.0,
     basis = np.stack([np.sin(2 * math.pi * freq * t), np.cos(2 * math.pi * freq * t)], axis=1)
     sig = noise = 0.0
     for k in range(PHASES):
-        ws = _windows(np.asarray(x)[k * WINDOW // PHASES :])
+        ws = _windows(x[k * WINDOW // PHASES :])
         if mark_freq and len(ws):  # windows holding (part of) a mark are left out
             keep = ~_near_marks(ws, freq, mark_freq, rate)
             keep[:EDGE] = keep[-EDGE:] = False  # where the measuring window may cut a mark
@@ -128,8 +129,9 @@ def mark_onsets(pcm: bytes | np.ndarray, *, freq: float, mark_freq: float,
                 rate: int = 48000, quiet_windows: int = 10) -> list[int]:
     """Sample index of each window where ``mark_freq`` starts to dominate ``freq`` (at
     most one per ``quiet_windows``)."""
-    x = np.frombuffer(pcm, dtype=np.int16) if isinstance(pcm, (bytes, bytearray)) else pcm
-    w = _windows(np.asarray(x))
+    x = np.asarray(np.frombuffer(pcm, dtype=np.int16) if isinstance(pcm, (bytes, bytearray))
+                   else pcm)
+    w = _windows(x)
     if not len(w):
         return []
     t = np.arange(WINDOW) / rate

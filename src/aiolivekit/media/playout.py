@@ -125,6 +125,8 @@ class AudioPlayoutBuffer:
         # concealment past this (s) repeats the last pitch period (None: libopus' PLC only)
         self.extend_after = extend_after
         self._ext = PitchExtension(decoder.sample_rate, decoder.channels, quiet_level)
+        # optional decoder method: whether a loss after a packet begins with its own PLC
+        self._plc_first_of = getattr(decoder, "plc_first", None)
         if extend_after is not None and extend_after < 0:
             raise ValueError("extend_after must be >= 0 (or None)")
         # a timestamp jump beyond this is the sender's clock moving, not silence to play
@@ -592,8 +594,8 @@ class AudioPlayoutBuffer:
                 self._ext.remember(pcm)
             if self._ext.period:
                 pcm += self._ext.samples(samples - keep)
-                if kind is PlayoutKind.PLC:  # the decoder skips that audio: it settles
-                    self._ext.settle = self.rate * _SETTLE_MS // 1000
+                if kind is PlayoutKind.PLC:
+                    self._decoder_skips()
             else:
                 pcm += self._plc(samples - keep)
         self._push(pcm, kind, ts)
@@ -601,6 +603,11 @@ class AudioPlayoutBuffer:
             self._ts_play += samples * self._tick
         elif kind is PlayoutKind.EXPAND:
             self._expanded += samples * self._tick
+
+    def _decoder_skips(self) -> None:
+        """The running extension stands for audio the decoder never decodes: the next
+        decoded audio's first ``_SETTLE_MS`` are joined over (the decoder settles)."""
+        self._ext.settle = self.rate * _SETTLE_MS // 1000
 
     def _silence(self, ticks: int) -> None:
         samples = max(1, min(ticks, self.frame_ticks) // self._tick)
@@ -627,8 +634,7 @@ class AudioPlayoutBuffer:
             self.stats.packets_lost += 1
             self._loss_times.append(slot)
         self._last_dtx = self.decoder.is_dtx(p.payload)
-        plc_first = getattr(self.decoder, "plc_first", None)
-        self._plc_first = plc_first is None or bool(plc_first(p.payload))
+        self._plc_first = self._plc_first_of is None or bool(self._plc_first_of(p.payload))
         self._expanded = 0
         self._last_ticks = max(self._tick, n * self._tick)
         s = self.stats
@@ -706,8 +712,8 @@ class AudioPlayoutBuffer:
         # what was concealed while waiting stands for the lost audio, so that a loss does
         # not add delay (FEC only for what is left: NetEq uses it when it is in hand)
         skip = min(self._expanded, region)
-        if skip > 0 and self._ext.period:  # the extension stands for audio the decoder skips
-            self._ext.settle = self.rate * _SETTLE_MS // 1000
+        if skip > 0 and self._ext.period:
+            self._decoder_skips()
         self._expanded -= skip
         self._ts_play += skip
         region -= skip
