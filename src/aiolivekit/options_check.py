@@ -172,9 +172,12 @@ def check_publish_options(options: TrackPublishOptions, *, is_video: bool) -> No
     """Refuse or report the ``TrackPublishOptions`` aiolivekit cannot honour for a track.
 
     * video with ``video_codec`` other than VP8/H264: :class:`UnsupportedOptionError`.
-    * video with ``simulcast=True``: published as one layer; a warning is logged and
-      ``publication.simulcasted`` is ``False`` (the official SDK too publishes fewer
-      layers than asked when the resolution is small).
+    * video with ``simulcast=True``: published in the official SDK's layers
+      (``media.simulcast_layers``); where that cannot be done (the server's answer takes
+      no layers, an ``EncodedVideoSource`` track) a warning is logged, one layer is sent
+      and ``publication.simulcasted`` is ``False`` (checked in ``participant`` and
+      ``engine.publishing``). A track too small for two layers gets one, as in the
+      official SDK.
     * audio with ``red=True``: RED (RFC 2198) is offered first; when the server does not
       accept it the track is sent as plain Opus, a warning is logged and
       ``publication.mime_type`` is ``audio/opus`` (``audio/red`` when it is sent; RED is a
@@ -188,11 +191,6 @@ def check_publish_options(options: TrackPublishOptions, *, is_video: bool) -> No
         raise UnsupportedOptionError(
             "TrackPublishOptions.video_codec", VideoCodec(codec), issue=ISSUE_VIDEO,
             detail="aiolivekit encodes VP8 and H264 only")
-    if is_video and options.simulcast:
-        logger.warning(
-            "TrackPublishOptions.simulcast=True: aiolivekit publishes a single layer "
-            "(simulcast is aiolivekit issue %d); publication.simulcasted will be False",
-            ISSUE_VIDEO)
     _check_publish_options_1_2(options, is_video=is_video)
 
 

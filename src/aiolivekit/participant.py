@@ -473,6 +473,25 @@ def _without_red_when_encrypted(options: TrackPublishOptions, encryption: int
     return options
 
 
+def _simulcast_layers(track: PublishableTrack, options: TrackPublishOptions, width: int,
+                      height: int) -> list[models_pb.VideoLayer]:
+    """The layers a simulcast video track declares (none for one layer)."""
+    if not options.simulcast:
+        return []
+    if not hasattr(track._rtc_track, "simulcast_specs"):
+        logger.warning("TrackPublishOptions.simulcast=True: an EncodedVideoSource track is "
+                       "sent as the application encodes it, in one layer; "
+                       "publication.simulcasted is False")
+        return []
+    from .media import codecs, simulcast_layers
+
+    specs = codecs.simulcast_specs(codecs.video_config(options), width, height)
+    if not specs:
+        logger.info("TrackPublishOptions.simulcast=True: %dx%d is too small for a second "
+                    "layer (as the official SDK, one layer is sent)", width, height)
+    return simulcast_layers.video_layers(specs)
+
+
 def add_track_request(track: PublishableTrack, options: TrackPublishOptions, *,
                       encryption: int = 0) -> rtc_pb.AddTrackRequest:
     """The AddTrackRequest announcing ``track`` with ``options`` (``encryption``: an
@@ -492,7 +511,12 @@ def add_track_request(track: PublishableTrack, options: TrackPublishOptions, *,
         w, h = track._dimensions()
         req.width, req.height = w, h
         codec_name = "h264" if options.video_codec == VideoCodec.H264 else "vp8"
-        req.simulcast_codecs.append(rtc_pb.SimulcastCodec(codec=codec_name, cid=cid))
+        codec = rtc_pb.SimulcastCodec(codec=codec_name, cid=cid)
+        layers = _simulcast_layers(track, options, w, h)
+        if layers:
+            req.layers.extend(layers)
+            codec.layers.extend(layers)
+        req.simulcast_codecs.append(codec)
     else:
         features = []
         stereo = track._num_channels() >= 2

@@ -22,11 +22,15 @@ from .engine import engine as eng, signal as sig
 from .participant import LocalParticipant, Participant, RemoteParticipant
 from .track import RemoteAudioTrack, RemoteVideoTrack, Track
 from .track_publication import RemoteTrackPublication
-from .types import ConnectionQuality, DisconnectReason, StreamState, VideoQuality
+from .types import ConnectionQuality, DisconnectReason, RoomOptions, StreamState, VideoQuality
 
 __all__ = ["PENDING_TRACK_TTL", "RoomEventHandlers"]
 
 logger = logging.getLogger(__name__)
+
+# simulcast rids and the qualities SubscribedQualityUpdate names them by
+_RID_QUALITIES = (("q", models_pb.VideoQuality.LOW), ("h", models_pb.VideoQuality.MEDIUM),
+                  ("f", models_pb.VideoQuality.HIGH))
 
 PENDING_TRACK_TTL = 5.0
 
@@ -47,6 +51,7 @@ class RoomEventHandlers:
     _tasks: set[asyncio.Task[Any]]
     _subscription_prefs: dict[str, bool]
     _quality_prefs: dict[str, VideoQuality]
+    _options: RoomOptions
 
     if TYPE_CHECKING:  # provided by the Room
         def emit(self, event: Any, *args: Any) -> None: ...
@@ -211,6 +216,18 @@ class RoomEventHandlers:
             pub._update_info(ev.track)
             if ev.local and not pub._info.mime_type and mime:
                 pub._info.mime_type = mime
+
+    def _ev_SubscribedQualitiesChanged(self, ev: sig.SubscribedQualitiesChanged) -> None:
+        """Dynacast: with ``RoomOptions.dynacast`` the layers nobody wants are paused."""
+        if not self._options.dynacast:
+            return
+        local = self._local
+        pub = local._track_publications.get(ev.track_sid) if local is not None else None
+        track = getattr(pub, "track", None) if pub is not None else None
+        sender = getattr(getattr(track, "_rtc_track", None), "simulcast", None)
+        if sender is not None:
+            sender.set_active({rid for rid, quality in _RID_QUALITIES
+                               if ev.enabled.get(quality, False)})
 
     def _ev_RoomUpdated(self, ev: sig.RoomUpdated) -> None:
         old_meta = self._info.metadata

@@ -143,6 +143,15 @@ class LocalTrackPublication(TrackPublication):
     def track(self) -> LocalAudioTrack | LocalVideoTrack | None:
         return self._track  # type: ignore[no-any-return]
 
+    @property
+    def simulcasted(self) -> bool:
+        """Whether the track is sent in simulcast layers (what is sent, which can be less
+        than what the AddTrackRequest declared when the server took one layer)."""
+        rids = getattr(getattr(self._track, "_rtc_track", None), "simulcast_rids", None)
+        if rids is not None:
+            return bool(rids)
+        return super().simulcasted
+
     async def wait_for_subscription(self) -> None:
         """Resolve once a remote participant subscribed; RuntimeError if unpublished first."""
         await asyncio.shield(self._first_subscription)

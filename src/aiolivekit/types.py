@@ -325,8 +325,9 @@ class RoomOptions:
     ``encryption_type`` other than GCM, raises ``UnsupportedOptionError``: aiolivekit never
     connects in clear when encryption was asked for. ``single_peer_connection=True`` raises (aiolivekit
     always uses a publisher and a subscriber peer connection; ``None`` and ``False``
-    are fine). ``dynacast`` is a hint: aiolivekit publishes one layer per track and
-    keeps encoding it while nobody subscribes, whatever its value.
+    are fine). ``dynacast=True`` pauses the simulcast layers
+    no subscriber wants (the server's ``SubscribedQualityUpdate``), as the official SDK;
+    without it every layer is always encoded.
     """
 
     auto_subscribe: bool = True

@@ -140,3 +140,224 @@ async def test_set_video_quality_switches_layers(livekit_server: ServerInfo,
     finally:
         proc.kill()
         await asyncio.wait_for(room.disconnect(), 20)
+
+
+def _moving_frames(w: int, h: int, count: int = 30) -> list[bytes]:
+    """Camera-like RGBA frames: a texture and a block moving across it."""
+    import numpy as np
+
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.empty((h, w, 4), dtype=np.uint8)
+    base[..., 0] = (128 + 100 * np.sin(x / 37.0)).astype(np.uint8)
+    base[..., 1] = (128 + 100 * np.cos(y / 23.0)).astype(np.uint8)
+    base[..., 2] = 40
+    base[..., 3] = 255
+    frames = []
+    for i in range(count):
+        img = base.copy()
+        bx = (i * 12) % max(1, w - w // 5)
+        img[h // 3: h // 3 + h // 5, bx: bx + w // 5, :3] = (230, 40, 40)
+        frames.append(img.tobytes())
+    return frames
+
+
+@pytest.mark.compat("video", client="ours+official_py")
+async def test_our_simulcast_layers_reach_each_subscriber(livekit_server: ServerInfo) -> None:
+    """aiolivekit publishes 1280x720 with ``simulcast=True`` (the official presets: q
+    320x180, h 640x360, f 1280x720, three SSRCs with their rids) through livekit-server.
+    Our subscriber and an official one each ask for each layer with
+    ``set_video_quality`` and decode that size; the publication says simulcasted on
+    both sides and declares the three layers."""
+    reason = official_available("official_py")
+    if reason:
+        pytest.skip(reason)
+    import asyncio
+    import time
+
+    from aiolivekit import (
+        LocalVideoTrack,
+        Room,
+        TrackPublishOptions,
+        TrackSource,
+        VideoBufferType,
+        VideoEncoding,
+        VideoFrame,
+        VideoQuality,
+        VideoSource,
+        VideoStream,
+    )
+
+    w, h, fps = 1280, 720, 30
+    pub_room, sub_room = Room(), Room()
+    subscribed: list[Any] = []
+    sub_room.on("track_subscribed", lambda track, pub, p: subscribed.append((track, pub)))
+    url = livekit_server.url
+    await asyncio.wait_for(pub_room.connect(url, livekit_server.token("pub", "sim")), 20)
+    await asyncio.wait_for(sub_room.connect(url, livekit_server.token("ours", "sim")), 20)
+    source = VideoSource(w, h)
+    track = LocalVideoTrack.create_video_track("cam", source)
+    frames = _moving_frames(w, h)
+
+    async def pump() -> None:
+        start = time.monotonic()
+        for i in range(fps * 60):
+            source.capture_frame(VideoFrame(w, h, VideoBufferType.RGBA, frames[i % len(frames)]))
+            ahead = start + (i + 1) / fps - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+
+    pumping = asyncio.ensure_future(pump())
+    official = start_driver("official_py", [
+        {"op": "connect", "url": url, "token": livekit_server.token("official", "sim")},
+        {"op": "subscribe_video", "identity": "pub", "frames": 100000, "timeout": 36,
+         "qualities": [[0, 0], [12, 2], [24, 1]]},
+    ], timeout=80)
+    sizes: list[tuple[float, int, int]] = []
+    try:
+        local = await asyncio.wait_for(pub_room.local_participant.publish_track(
+            track, TrackPublishOptions(source=TrackSource.SOURCE_CAMERA, simulcast=True,
+                                       video_encoding=VideoEncoding(max_bitrate=1_500_000,
+                                                                    max_framerate=fps))), 20)
+        assert local.simulcasted
+        await official.start()
+        deadline = time.monotonic() + 20
+        while not subscribed and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert subscribed, "our subscriber got no track"
+        remote_track, remote_pub = subscribed[0]
+        assert remote_pub.simulcasted
+        stream = VideoStream(remote_track)
+
+        async def read() -> None:
+            async for ev in stream:
+                sizes.append((time.monotonic(), ev.frame.width, ev.frame.height))
+
+        reader = asyncio.ensure_future(read())
+
+        async def reaches(size: tuple[int, int], within: float) -> bool:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < within:
+                recent = [(fw, fh) for t, fw, fh in sizes if t > time.monotonic() - 0.5]
+                if len(recent) >= 4 and all(s == size for s in recent):
+                    return True
+                await asyncio.sleep(0.1)
+            return False
+
+        try:
+            for quality, size in ((VideoQuality.VIDEO_QUALITY_LOW, (320, 180)),
+                                  (VideoQuality.VIDEO_QUALITY_HIGH, (1280, 720)),
+                                  (VideoQuality.VIDEO_QUALITY_MEDIUM, (640, 360))):
+                remote_pub.set_video_quality(quality)
+                assert await reaches(size, within=12), (quality, sizes[-10:])
+        finally:
+            reader.cancel()
+            await stream.aclose()
+        events = await official.finish()
+        seconds = step(events, "subscribe_video")["per_second"][:-1]
+        # the official subscriber starts at 320x180, reaches 1280x720 (livekit-server may
+        # step up through 640x360) and ends at 640x360
+        order: list[str] = []
+        for _, count, size in seconds:
+            if count >= 5 and (not order or order[-1] != size):
+                order.append(size)
+        assert order[0] == "320x180" and order[-1] == "640x360", (order, seconds)
+        assert "1280x720" in order[1:-1], (order, seconds)
+    finally:
+        pumping.cancel()
+        official.kill()
+        await asyncio.wait_for(sub_room.disconnect(), 20)
+        await asyncio.wait_for(pub_room.disconnect(), 20)
+
+
+@pytest.mark.compat("video", client="ours")
+async def test_dynacast_pauses_the_layers_nobody_wants(livekit_server: ServerInfo) -> None:
+    """With ``RoomOptions.dynacast`` our simulcast publisher follows livekit-server's
+    ``SubscribedQualityUpdate``: while the only subscriber asks for the low layer, the top
+    layer is not encoded; asked for again, it resumes (from a key frame: the subscriber
+    decodes 1280x720)."""
+    import asyncio
+    import time
+
+    from aiolivekit import (
+        LocalVideoTrack,
+        Room,
+        RoomOptions,
+        TrackPublishOptions,
+        VideoBufferType,
+        VideoFrame,
+        VideoQuality,
+        VideoSource,
+        VideoStream,
+    )
+
+    w, h, fps = 1280, 720, 30
+    pub_room, sub_room = Room(), Room()
+    subscribed: list[Any] = []
+    sub_room.on("track_subscribed", lambda track, pub, p: subscribed.append((track, pub)))
+    url = livekit_server.url
+    await asyncio.wait_for(pub_room.connect(url, livekit_server.token("pub", "dyn"),
+                                            RoomOptions(dynacast=True)), 20)
+    await asyncio.wait_for(sub_room.connect(url, livekit_server.token("sub", "dyn")), 20)
+    source = VideoSource(w, h)
+    track = LocalVideoTrack.create_video_track("cam", source)
+    frames = _moving_frames(w, h)
+
+    async def pump() -> None:
+        start = time.monotonic()
+        for i in range(fps * 60):
+            source.capture_frame(VideoFrame(w, h, VideoBufferType.RGBA, frames[i % len(frames)]))
+            ahead = start + (i + 1) / fps - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+
+    pumping = asyncio.ensure_future(pump())
+    sizes: list[tuple[float, int, int]] = []
+    try:
+        await asyncio.wait_for(pub_room.local_participant.publish_track(
+            track, TrackPublishOptions(simulcast=True)), 20)
+        layers = {layer.spec.rid: layer for layer in track._rtc_track.simulcast.layers}
+        assert sorted(layers) == ["f", "h", "q"]
+        deadline = time.monotonic() + 20
+        while not subscribed and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert subscribed
+        remote_track, remote_pub = subscribed[0]
+        stream = VideoStream(remote_track)
+
+        async def read() -> None:
+            async for ev in stream:
+                sizes.append((time.monotonic(), ev.frame.width, ev.frame.height))
+
+        reader = asyncio.ensure_future(read())
+
+        async def top_layer_sending(want: bool, within: float) -> bool:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < within:
+                before = (layers["f"].frames_sent, layers["q"].frames_sent)
+                await asyncio.sleep(1.0)
+                grew_f = layers["f"].frames_sent > before[0]
+                if layers["q"].frames_sent > before[1] and grew_f == want:
+                    return True
+            return False
+
+        try:
+            remote_pub.set_video_quality(VideoQuality.VIDEO_QUALITY_LOW)
+            assert await top_layer_sending(False, 15), "f still encoded"
+            assert not layers["h"].active and not layers["f"].active
+            remote_pub.set_video_quality(VideoQuality.VIDEO_QUALITY_HIGH)
+            assert await top_layer_sending(True, 15), "f did not resume"
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 12:
+                recent = [(fw, fh) for t, fw, fh in sizes if t > time.monotonic() - 0.5]
+                if len(recent) >= 4 and all(s == (w, h) for s in recent):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(sizes[-10:])
+        finally:
+            reader.cancel()
+            await stream.aclose()
+    finally:
+        pumping.cancel()
+        await asyncio.wait_for(sub_room.disconnect(), 20)
+        await asyncio.wait_for(pub_room.disconnect(), 20)

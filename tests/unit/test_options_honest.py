@@ -111,6 +111,7 @@ MEDIA = "tests/integration/test_room_media.py"
 MEDIA_PC = "tests/integration/test_media_pc.py"
 STREAMS = "tests/unit/test_media_streams.py"
 OPTIONS_IT = "tests/integration/test_options_honest_room.py"
+VIDEO_Q = "tests/interop/test_interop_video_quality.py"
 
 
 def _room(**kw: Any) -> None:
@@ -129,7 +130,7 @@ POLICY: dict[str, Honoured | Raises | Hint] = {
     # RoomOptions
     "RoomOptions.auto_subscribe": H(
         f"{MEDIA}::test_set_subscribed_and_manual_subscription"),
-    "RoomOptions.dynacast": Hint(RoomOptions),
+    "RoomOptions.dynacast": H(f"{VIDEO_Q}::test_dynacast_pauses_the_layers_nobody_wants"),
     "RoomOptions.e2ee": H("tests/integration/test_e2ee.py::test_deprecated_e2ee_option",
                           refused=lambda: _room(e2ee=object())),
     "RoomOptions.encryption": H(
@@ -172,7 +173,9 @@ POLICY: dict[str, Honoured | Raises | Hint] = {
         refused=lambda: _video(video_codec=VideoCodec.AV1)),
     "TrackPublishOptions.dtx": H(f"{MEDIA_PC}::test_audio_max_bitrate_and_dtx"),
     "TrackPublishOptions.red": Hint(TrackPublishOptions),
-    "TrackPublishOptions.simulcast": Hint(TrackPublishOptions),
+    "TrackPublishOptions.simulcast": H(
+        f"{VIDEO_Q}::test_our_simulcast_layers_reach_each_subscriber",
+        f"{THIS}::test_simulcast_is_reported_where_not_sent"),
     "TrackPublishOptions.source": H(
         f"{MEDIA}::test_audio_tone_event_order_and_publication_fields"),
     "TrackPublishOptions.stream": H(f"{OPTIONS_IT}::test_publish_options_reach_the_subscriber"),
@@ -370,16 +373,35 @@ def test_video_codecs_other_than_vp8_h264_raise_issue_16() -> None:
         _video(video_codec=42)
 
 
-def test_simulcast_and_red_hints_are_reported(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="aiolivekit.options_check")
-    _video(simulcast=True, red=True)  # red means nothing for video
-    # red=True on audio is offered; whether the server took it is known (and reported,
-    # engine.publishing) after negotiation: test_options_honest_room
+def test_simulcast_is_reported_where_not_sent(caplog: pytest.LogCaptureFixture) -> None:
+    """simulcast=True is honoured (the layers are declared), except where it cannot be:
+    an EncodedVideoSource track is reported; a track too small for two layers gets one,
+    as in the official SDK; red on video and simulcast on audio mean nothing."""
+    from aiolivekit import EncodedVideoSource, LocalVideoTrack, VideoSource
+    from aiolivekit.participant import add_track_request
+
+    caplog.set_level(logging.INFO)
+    _video(simulcast=True, red=True)
     options_check.check_publish_options(TrackPublishOptions(red=True, simulcast=True),
                                         is_video=False)
-    msgs = [r.getMessage() for r in caplog.records]
-    assert len(msgs) == 1, msgs
-    assert "simulcast=True" in msgs[0] and "single layer" in msgs[0] and "issue 16" in msgs[0]
+    assert not caplog.records
+    options = TrackPublishOptions(simulcast=True)
+    req = add_track_request(LocalVideoTrack.create_video_track(
+        "v", VideoSource(1280, 720)), options)
+    assert [(layer.rid, layer.width, layer.height) for layer in req.layers] == [
+        ("q", 320, 180), ("h", 640, 360), ("f", 1280, 720)]
+    assert list(req.simulcast_codecs[0].layers) == list(req.layers)
+    assert not caplog.records
+    req = add_track_request(LocalVideoTrack.create_video_track(
+        "v", VideoSource(320, 240)), options)
+    assert not req.layers
+    assert "too small" in caplog.records[-1].getMessage()
+    caplog.clear()
+    req = add_track_request(LocalVideoTrack.create_video_track(
+        "v", EncodedVideoSource(1280, 720)), options)
+    assert not req.layers
+    msg = caplog.records[-1]
+    assert msg.levelno == logging.WARNING and "EncodedVideoSource" in msg.getMessage()
     caplog.clear()
     _video()
     options_check.check_publish_options(TrackPublishOptions(), is_video=False)

@@ -23,7 +23,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from ..webrtc import ice, sdp
+from ..webrtc import ice, sdp, simulcast_sdp
 from ..webrtc.pc import (
     answer_keepalives_fast,
     apply_remote_ice_restart,
@@ -119,7 +119,15 @@ class PeerTransport:
         offer = await self.pc.createOffer()
         # audio we send is not kept for retransmission: no NACK invited for it
         offer = RTCSessionDescription(sdp=sdp.drop_send_audio_nack(offer.sdp), type="offer")
-        return await self._set_local(offer)
+        local = await self._set_local(offer)
+        # simulcast (a=rid, a=simulcast): aiortc neither keeps nor writes them, so they go
+        # into the text sent, after aiortc applied (and re-serialised) the offer
+        for transceiver in self.pc.getTransceivers():
+            track = transceiver.sender.track
+            rids = getattr(track, "simulcast_rids", None)
+            if rids:  # a simulcast video track (media.rtc_local)
+                local = simulcast_sdp.offer_simulcast(local, track.id, rids)
+        return local
 
     async def set_answer(self, answer_sdp: str) -> None:
         self.last_remote_sdp = answer_sdp

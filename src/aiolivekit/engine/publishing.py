@@ -20,6 +20,7 @@ from livekit.protocol import models as models_pb, rtc as rtc_pb
 from .._compat import aiortc as aiortc_compat
 from ..errors import ConnectError, PublishTrackError, SignalError
 from ..types import VideoCodec
+from ..webrtc import simulcast_sdp
 from ..webrtc.sdp import parse_media_sections
 from . import signal as sig
 from .peer import PeerTransport
@@ -147,6 +148,7 @@ class TrackPublisher:
         except ConnectError as exc:
             raise PublishTrackError(f"publisher did not connect: {exc.message}") from None
         self._transceivers[track_sid] = transceiver
+        _start_simulcast(track, publisher.last_remote_sdp, transceiver.mid, track_sid)
         mime = negotiated_mime(publisher.last_remote_sdp, transceiver.mid, red=True)
         if not is_video and red and mime != "audio/red":
             logger.warning(
@@ -170,6 +172,21 @@ class TrackPublisher:
     def transceiver(self, track_sid: str) -> Any | None:
         """The publisher transceiver of a published track."""
         return self._transceivers.get(track_sid)
+
+
+def _start_simulcast(track: PublishableTrack, answer_sdp: str, mid: str | None,
+                     track_sid: str) -> None:
+    """A simulcast track sends the layers the answer took; with none, one layer,
+    reported."""
+    rtc_track = track._rtc_track
+    rids = getattr(rtc_track, "simulcast_rids", None)
+    if not rids:
+        return
+    answered = simulcast_sdp.answered_simulcast(answer_sdp, mid or "")
+    if not rtc_track.start_simulcast(answered):
+        logger.warning("TrackPublishOptions.simulcast=True: the server's answer takes no "
+                       "simulcast layers; track %s is sent as one layer and "
+                       "publication.simulcasted is False", track_sid)
 
 
 def negotiated_mime(answer_sdp: str, mid: str | None, *, red: bool = False) -> str:

@@ -47,6 +47,7 @@ __all__ = [
     "SignalSession",
     "SpeakersChanged",
     "StreamStateChanged",
+    "SubscribedQualitiesChanged",
     "SubscriptionFailed",
     "TokenRefreshed",
     "TrackMuted",
@@ -255,6 +256,14 @@ class ConnectionQualityChanged:
 
 
 @dataclass
+class SubscribedQualitiesChanged:
+    """Which layers of a published track anyone subscribes to (dynacast)."""
+
+    track_sid: str
+    enabled: dict[int, bool]  # VideoQuality -> wanted
+
+
+@dataclass
 class TokenRefreshed:
     token: str
 
@@ -276,7 +285,8 @@ SignalEvent = (
     TrackUpdated | RoomUpdated | OfferReceived | AnswerReceived | TrickleReceived |
     LeaveReceived | ResumeAccepted | RoomMoved | RequestAnswered | TrackPublishedAck | TrackUnpublishedByServer |
     LocalTrackSubscribed | SubscriptionFailed | MuteRequested | StreamStateChanged |
-    SpeakersChanged | ConnectionQualityChanged | TokenRefreshed | PingTimeout | PongReceived
+    SpeakersChanged | ConnectionQualityChanged | TokenRefreshed | PingTimeout | PongReceived |
+    SubscribedQualitiesChanged
 )
 
 
@@ -671,6 +681,14 @@ class SignalSession:
     def _on_connection_quality(self, c: rtc_pb.ConnectionQualityUpdate,
                                now: float) -> list[SignalEvent]:
         return [ConnectionQualityChanged(list(c.updates))]
+
+    def _on_subscribed_quality_update(self, u: rtc_pb.SubscribedQualityUpdate,
+                                      now: float) -> list[SignalEvent]:
+        # per codec when the server sends it (one codec is published), else the old list
+        qualities = u.subscribed_codecs[0].qualities if u.subscribed_codecs else \
+            u.subscribed_qualities
+        return [SubscribedQualitiesChanged(
+            u.track_sid, {int(q.quality): bool(q.enabled) for q in qualities})]
 
     def _on_refresh_token(self, token: str, now: float) -> list[SignalEvent]:
         return [TokenRefreshed(token)]

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..types import TrackPublishOptions, VideoBufferType, VideoCodec
 from . import opus_native
+from .simulcast_layers import LayerSpec, simulcast_layers
 from .video_frame import VideoFrame
 
 __all__ = [
@@ -78,6 +79,7 @@ class VideoEncoderConfig:
     codec: VideoCodec = VideoCodec.VP8
     max_bitrate: int = 0  # 0: default_video_bitrate() of the frame size
     max_framerate: float = 0.0  # 0: no limit beyond the source rate
+    simulcast: bool = False  # TrackPublishOptions.simulcast: layers by simulcast_specs()
 
 
 def audio_config(options: TrackPublishOptions | None, source_channels: int) -> AudioEncoderConfig:
@@ -99,7 +101,19 @@ def video_config(options: TrackPublishOptions | None) -> VideoEncoderConfig:
         codec=VideoCodec(options.video_codec),
         max_bitrate=int(enc.max_bitrate) if enc and enc.max_bitrate > 0 else 0,
         max_framerate=float(enc.max_framerate) if enc and enc.max_framerate > 0 else 0.0,
+        simulcast=bool(options.simulcast),
     )
+
+
+def simulcast_specs(config: VideoEncoderConfig, width: int, height: int) -> list[LayerSpec]:
+    """The simulcast layers of a ``width`` x ``height`` track (low to high); empty when
+    simulcast is off, the size unknown, or the track too small for two layers."""
+    if not config.simulcast or width <= 0 or height <= 0:
+        return []
+    fps = config.max_framerate or 30.0
+    bitrate = config.max_bitrate or default_video_bitrate(width, height, fps)
+    layers = simulcast_layers(width, height, bitrate, fps)
+    return layers if len(layers) > 1 else []
 
 
 _VIDEO_PRESETS = (  # (pixels, bitrate at 30 fps), close to LiveKit's h180..h1080 presets

@@ -37,10 +37,13 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .._compat import aiortc as aiortc_compat
+from ..webrtc.simulcast_sdp import AnsweredSimulcast
 from . import codecs, frame_crypto_shell as crypto_shell
 from .audio_source import AudioSource
 from .red import RedEncoder
 from .rtp_direct import DirectRtpWriter
+from .simulcast_layers import LayerSpec
+from .simulcast_send import SimulcastSender
 from .video_source import CapturedFrame, VideoSource
 
 __all__ = ["LocalAudioRtcTrack", "LocalVideoRtcTrack"]
@@ -62,6 +65,7 @@ class _LocalRtcTrack(MediaStreamTrack):
         # end-to-end encryption (issue 17): every encoded frame goes through it
         self.frame_cryptor: Any = None
         self._unencryptable_reported = False
+        self._parked: asyncio.Future[None] | None = None  # what a parked RTP loop awaits
 
     def _ssrc(self) -> int:
         sender = self.sender
@@ -96,6 +100,17 @@ class _LocalRtcTrack(MediaStreamTrack):
     def _park(self, sender: Any, codec: Any) -> asyncio.Future[None] | None:
         """Take over the sending of ``sender`` (fast path): a future to park its loop on."""
         return None
+
+    def _park_future(self) -> asyncio.Future[None]:
+        parked = self._parked
+        if parked is None or parked.done():
+            parked = self._parked = asyncio.get_running_loop().create_future()
+        return parked
+
+    def _unpark(self) -> None:
+        parked, self._parked = self._parked, None
+        if parked is not None and not parked.done():
+            parked.set_result(None)
 
     def attach_sender(self, sender: Any) -> None:
         if self.sender is sender:
@@ -147,7 +162,6 @@ class LocalAudioRtcTrack(_LocalRtcTrack):
         # fast path: (sender, writer) of the attached sender, and the future its loop parks on
         self._writer: DirectRtpWriter | None = None
         self._writer_of: Any = None
-        self._parked: asyncio.Future[None] | None = None
         self._red: RedEncoder | None = None  # RED negotiated: wraps each Opus payload
         self._chunks = 0
         self.expected_loss = 0.0  # what the encoder was told (RTCP receiver reports)
@@ -180,15 +194,7 @@ class LocalAudioRtcTrack(_LocalRtcTrack):
                 logger.error("RED was negotiated but aiortc's sender hooks are missing: "
                              "aiortc cannot encode RED, nothing is sent")
             return None
-        parked = self._parked
-        if parked is None or parked.done():
-            parked = self._parked = asyncio.get_running_loop().create_future()
-        return parked
-
-    def _unpark(self) -> None:
-        parked, self._parked = self._parked, None
-        if parked is not None and not parked.done():
-            parked.set_result(None)
+        return self._park_future()
 
     def _sender_changed(self) -> None:
         self._unpark()
@@ -309,12 +315,78 @@ class LocalVideoRtcTrack(_LocalRtcTrack):
         self._last_seq = 0
         self._last_sent: float | None = None
         self._last_pts: int | None = None
+        self._parked_codec: Any = None
         self._t0 = time.monotonic()
         self.frames_encoded = 0
+        # simulcast: the layers asked for, what the answer decided (None: not yet) and the
+        # sender of the layers once the sender's RTP loop is parked
+        self.simulcast_specs: list[LayerSpec] = []
+        self._simulcast_answer: AnsweredSimulcast | bool | None = None
+        self.simulcast: SimulcastSender | None = None
 
     def configure(self, config: codecs.VideoEncoderConfig) -> None:
         self.config = config
         self._encoder = None
+        source = self._source
+        self.simulcast_specs = codecs.simulcast_specs(config, source.width, source.height)
+
+    @property
+    def simulcast_rids(self) -> list[str]:
+        """The rids this track offers (low to high); empty for one layer (or once an
+        answer refused simulcast)."""
+        if self._simulcast_answer is False:
+            return []
+        return [spec.rid for spec in self.simulcast_specs]
+
+    def start_simulcast(self, answered: AnsweredSimulcast | None) -> bool:
+        """After negotiation: send the layers the answer took (``answered``), or one layer
+        when it took none; True when simulcast is on."""
+        if not self.simulcast_specs:
+            return False
+        if answered is None:
+            self._simulcast_answer = False
+            self._unpark()  # the sender's own loop sends the single layer
+            return False
+        self.simulcast_specs = [s for s in self.simulcast_specs if s.rid in answered.rids]
+        self._simulcast_answer = answered
+        codec = self._parked_codec
+        if self._parked is not None and codec is not None and self.sender is not None:
+            self._start_simulcast(self.sender, codec)
+        return bool(self._simulcast_answer)
+
+    def _park(self, sender: Any, codec: Any) -> asyncio.Future[None] | None:
+        mime = codec.mimeType.lower()
+        if (not self.simulcast_specs or self._simulcast_answer is False
+                or self.readyState != "live" or mime not in ("video/vp8", "video/h264")):
+            return None
+        self._parked_codec = codec
+        parked = self._park_future()
+        if self._simulcast_answer is not None:
+            self._start_simulcast(sender, codec)
+        return parked
+
+    def _start_simulcast(self, sender: Any, codec: Any) -> None:
+        answered = self._simulcast_answer
+        if self.simulcast is not None or not isinstance(answered, AnsweredSimulcast):
+            return
+        cname = aiortc_compat.sender_cname(sender)
+        self.simulcast = SimulcastSender.create(self, sender, codec, self.simulcast_specs,
+                                                answered.rid_extension_id, cname)
+        if self.simulcast is None:
+            logger.error("simulcast was negotiated but aiortc's sender internals moved: "
+                         "one layer is sent")
+            self._simulcast_answer = False
+            self._unpark()
+            return
+        self.simulcast.start()
+
+    def _sender_changed(self) -> None:
+        if self.simulcast is not None:
+            self.simulcast.close()
+            self.simulcast = None
+        self._simulcast_answer = None
+        self._parked_codec = None
+        self._unpark()
 
     def _wake(self) -> None:
         self._event.set()
@@ -410,6 +482,10 @@ class LocalVideoRtcTrack(_LocalRtcTrack):
         self._source._remove_sink(self._wake)
         super().stop()
         self._event.set()
+        if self.simulcast is not None:
+            self.simulcast.close()
+            self.simulcast = None
+        self._unpark()
 
 
 def _encode_video(

@@ -126,7 +126,7 @@ class RtpHeaderWriter:
 
     Only the extensions the subscriber negotiated are written (one-byte header form,
     RFC 8285): ``mid`` (constant), ``abs-send-time`` (per packet) and the publisher's
-    ``ssrc-audio-level`` value.
+    ``ssrc-audio-level`` value; a simulcast publisher's layer adds its ``rid`` (constant).
     """
 
     __slots__ = ("_al_byte", "_al_id", "_ast_id", "_into", "_mid_elem", "_simple",
@@ -141,9 +141,12 @@ class RtpHeaderWriter:
         mid_id: int | None = None,
         abs_send_time_id: int | None = None,
         audio_level_id: int | None = None,
+        rid: str | None = None,
+        rid_id: int | None = None,
     ) -> None:
         for name, ext_id in (
             ("mid", mid_id),
+            ("rid", rid_id),
             ("abs-send-time", abs_send_time_id),
             ("audio-level", audio_level_id),
         ):
@@ -157,6 +160,12 @@ class RtpHeaderWriter:
             if not 1 <= len(mid_bytes) <= 16:
                 raise ValueError("mid must be 1..16 bytes")
             self._mid_elem = bytes([(mid_id << 4) | (len(mid_bytes) - 1)]) + mid_bytes
+        if rid is not None and rid_id is not None:
+            # a simulcast layer's rid: constant like the mid, written right after it
+            rid_bytes = rid.encode("utf8")
+            if not 1 <= len(rid_bytes) <= 16:
+                raise ValueError("rid must be 1..16 bytes")
+            self._mid_elem += bytes([(rid_id << 4) | (len(rid_bytes) - 1)]) + rid_bytes
         self._ast_id = abs_send_time_id
         self._al_id = audio_level_id
         # precomputed pieces for build_simple(): index = whether audio level is present

@@ -173,7 +173,8 @@ class Driver:
             )
             self._spawn(
                 self.inbox.put(
-                    "track", {"identity": p.identity, "track": track, "kind": int(track.kind)}
+                    "track", {"identity": p.identity, "track": track, "kind": int(track.kind),
+                              "publication": pub}
                 )
             )
 
@@ -430,6 +431,10 @@ class Driver:
             raise TimeoutError(f"no video track from {ident}")
         stream = rtc.VideoStream(got[0]["track"])
         want = int(s.get("frames", 10))
+        # qualities: [[second after the first frame, VideoQuality], ...] set in turn with
+        # publication.set_video_quality (a simulcast publisher's layers)
+        schedule = sorted(s.get("qualities", []))
+        publication = got[0].get("publication")
         frames = 0
         last: Any = None
         # per_second: (frames, the most common size) per second after the first frame
@@ -443,6 +448,8 @@ class Driver:
                 last = ev.frame
                 now = time.monotonic()
                 first = now if first is None else first
+                while schedule and now - first >= schedule[0][0] and publication is not None:
+                    publication.set_video_quality(int(schedule.pop(0)[1]))
                 sizes = per_second.setdefault(int(now - first), {})
                 key = f"{ev.frame.width}x{ev.frame.height}"
                 sizes[key] = sizes.get(key, 0) + 1
