@@ -478,6 +478,32 @@ def stop_decoding(receiver: Any) -> None:
     receiver._RTCRtpReceiver__jitter_buffer = _NoFrameJitterBuffer()
 
 
+class _NackPerSsrc:
+    """aiortc's receiver keeps one ``NackGenerator`` (``__nack_generator``), whose
+    sequence space interleaved simulcast layers would corrupt: one per SSRC instead.
+    aiortc reads ``missing`` right after ``add()``: it is the SSRC just added to."""
+
+    def __init__(self) -> None:
+        self._by_ssrc: dict[int, Any] = {}
+        self.missing: set[int] = set()
+
+    def add(self, packet: Any) -> bool:
+        generator = self._by_ssrc.get(packet.ssrc)
+        if generator is None:
+            if len(self._by_ssrc) >= 16:  # SSRCs come and go: keep a bounded set
+                self._by_ssrc.clear()
+            generator = self._by_ssrc[packet.ssrc] = rtcrtpreceiver.NackGenerator()
+        missed = bool(generator.add(packet))
+        self.missing = generator.missing
+        return missed
+
+
+def nack_per_ssrc(receiver: Any) -> None:
+    """Give a video receiver one NACK generator per SSRC (simulcast layers)."""
+    if getattr(receiver, "_RTCRtpReceiver__nack_generator", None) is not None:
+        receiver._RTCRtpReceiver__nack_generator = _NackPerSsrc()
+
+
 def ensure_decoder_sink(receiver: Any) -> None:
     """Before ``receive()`` starts the decoder thread: make sure its queue is a sink."""
     if not receiver._RTCRtpReceiver__started and not isinstance(

@@ -58,12 +58,14 @@ class Unsubscribe:
 
 @dataclass
 class SetPaused:
-    """Pause/resume forwarding of ``track_sid`` to ``subscriber_sid``."""
+    """Pause/resume forwarding of ``track_sid`` to ``subscriber_sid`` (and, for a simulcast
+    track, the ``quality`` of the layer it should get, if it asked for one)."""
 
     subscriber_sid: str
     publisher_sid: str
     track_sid: str
     paused: bool
+    quality: int | None = None
 
 
 @dataclass

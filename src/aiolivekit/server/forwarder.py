@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
@@ -39,6 +40,7 @@ from .downtrack import DownTrack, ForwardedTrack, ForwardingSender
 from .fanout import Fanout
 from .receiver import ForwardingReceiver, TrackReceiver
 from .rtpmunger import KeyframeRequestLimiter, h264_fmtp_score
+from .simulcast import LayerRouter
 
 __all__ = [
     "AiortcCompatibilityError",
@@ -88,6 +90,11 @@ class TrackForwarder:
         self.receiver = TrackReceiver(receiver, kind, self.options, self.fanout,
                                       self._on_new_source, self._on_codecs)
         self.fanout.receiver = self.receiver
+        self.receiver.on_rid = self._on_rid
+        # simulcast: the layers' router once a RID arrives; the qualities wished so far
+        self.layers: LayerRouter | None = None
+        self._wishes: dict[DownTrack, int] = {}
+        self.on_subscribed_qualities: Callable[[dict[int, bool]], None] | None = None
         self._subscriptions: dict[RTCPeerConnection, _Subscription] = {}
         self._limiter = KeyframeRequestLimiter(KEYFRAME_MIN_INTERVAL)
         self._keyframe_pending = False
@@ -157,6 +164,34 @@ class TrackForwarder:
         if stats is None:
             return 0, 0
         return int(stats.packets_expected), int(stats.packets_received)
+
+    def _on_rid(self, ssrc: int, rid: str) -> None:
+        """A simulcast layer (``rid``) arrives on ``ssrc``: from the first one on, the
+        packets go through a :class:`~.simulcast.LayerRouter`."""
+        layers = self.layers
+        if layers is None:
+            layers = self.layers = LayerRouter(self.receiver, self.fanout, self.options,
+                                               self._send_layer_pli)
+            layers.on_qualities = self._qualities_wanted
+            self.receiver._deliver = layers.dispatch
+            for down, quality in self._wishes.items():
+                layers.set_quality(down, quality)
+        layers.learn(ssrc, rid)
+
+    def _qualities_wanted(self, qualities: dict[int, bool]) -> None:
+        callback = self.on_subscribed_qualities
+        if callback is not None:
+            callback(qualities)
+
+    def set_quality(self, pc: RTCPeerConnection, quality: int) -> None:
+        """The subscriber ``pc`` wants this simulcast quality (a ``VideoQuality``)."""
+        sub = self._subscriptions.get(pc)
+        if sub is None:
+            raise ValueError("this peer connection does not subscribe to the track")
+        down = sub.sender._lk_down
+        self._wishes[down] = quality
+        if self.layers is not None:
+            self.layers.set_quality(down, quality)
 
     def _on_new_source(self) -> None:
         """The publisher's SSRC changed: a key frame asked for earlier can go now."""
@@ -230,7 +265,11 @@ class TrackForwarder:
         sub = self._subscriptions.pop(pc, None)
         if sub is None:
             return
-        sub.sender._lk_down.detach()
+        down = sub.sender._lk_down
+        down.detach()
+        self._wishes.pop(down, None)
+        if self.layers is not None:
+            self.layers.forget(down)
         if not sub.transceiver.stopped:
             sub.transceiver.direction = "inactive"
 
@@ -271,6 +310,9 @@ class TrackForwarder:
         """Send a PLI to the publisher (rate limited; video only)."""
         if self.kind != "video" or self._closed:
             return
+        if self.layers is not None:
+            self.layers.request_keyframes()  # of the layers someone gets or waits for
+            return
         ssrc = self.receiver.publisher_ssrc
         if ssrc is None:
             self._keyframe_pending = True
@@ -281,6 +323,17 @@ class TrackForwarder:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             logger.debug("request_keyframe outside the event loop ignored")
+            return
+        self.keyframe_requests_sent += 1
+        task = loop.create_task(self._send_pli(ssrc))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _send_layer_pli(self, ssrc: int) -> None:
+        """A PLI for one simulcast layer (the router rate-limits per layer)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
             return
         self.keyframe_requests_sent += 1
         task = loop.create_task(self._send_pli(ssrc))

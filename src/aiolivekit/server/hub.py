@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -55,6 +56,8 @@ class ForwarderLike(Protocol):
 
     def set_paused(self, pc: RTCPeerConnection, paused: bool) -> None: ...
 
+    def set_quality(self, pc: RTCPeerConnection, quality: int) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -74,7 +77,7 @@ class SessionLike(Protocol):
 
     def remove_subscription(self, track_sid: str) -> None: ...
 
-    def set_paused(self, track_sid: str, paused: bool) -> None: ...
+    def set_paused(self, track_sid: str, paused: bool, quality: int | None = None) -> None: ...
 
     def close_track(self, track_sid: str) -> None: ...
 
@@ -165,6 +168,9 @@ class Hub:
                 logger.debug("no forwarder for %s; subscription is signalling-only", e.track_sid)
                 return
             sub.add_subscription(e.track_sid, e.publisher_sid, fwd)
+            if getattr(fwd, "on_subscribed_qualities", False) is None:  # simulcast: dynacast
+                fwd.on_subscribed_qualities = functools.partial(  # type: ignore[attr-defined]
+                    _send_subscribed_qualities, pub, e.track_sid, fwd)
         elif isinstance(e, Unsubscribe):
             sub = self.sessions.get(e.subscriber_sid)
             if sub is not None:
@@ -172,7 +178,7 @@ class Hub:
         elif isinstance(e, SetPaused):
             sub = self.sessions.get(e.subscriber_sid)
             if sub is not None:
-                sub.set_paused(e.track_sid, e.paused)
+                sub.set_paused(e.track_sid, e.paused, e.quality)
         elif isinstance(e, CloseTrack):
             pub = self.sessions.get(e.publisher_sid)
             if pub is not None:
@@ -261,3 +267,12 @@ class SignalLink:
         return asyncio.ensure_future(close())
 
 
+def _send_subscribed_qualities(pub: SessionLike, track_sid: str, fwd: ForwarderLike,
+                               qualities: dict[int, bool]) -> None:
+    """SubscribedQualityUpdate: which layers of a simulcast track anyone wants."""
+    wanted = [rtc_pb.SubscribedQuality(quality=q, enabled=on)  # type: ignore[arg-type]
+              for q, on in sorted(qualities.items())]
+    mime = str(getattr(fwd, "mime_type", None) or "video/vp8")
+    codec = rtc_pb.SubscribedCodec(codec=mime.split("/")[-1].lower(), qualities=wanted)
+    pub.send_signal(rtc_pb.SignalResponse(subscribed_quality_update=rtc_pb.SubscribedQualityUpdate(
+        track_sid=track_sid, subscribed_qualities=wanted, subscribed_codecs=[codec])))

@@ -183,3 +183,57 @@ def default_stream(source: int) -> str:
     if source in (models_pb.TrackSource.SCREEN_SHARE, models_pb.TrackSource.SCREEN_SHARE_AUDIO):
         return "screen"
     return "unknown"
+
+
+def track_info(req: rtc_pb.AddTrackRequest, track_sid: str, now: float) -> models_pb.TrackInfo:
+    """The TrackInfo an AddTrackRequest announces (codecs, layers low to high, features)."""
+    is_audio = req.type == models_pb.TrackType.AUDIO
+    mime = "audio/opus" if is_audio else "video/VP8"
+    codecs: list[models_pb.SimulcastCodecInfo] = []
+    for c in req.simulcast_codecs:
+        cmime = codec_mime(c.codec, is_audio)
+        if not codecs:
+            mime = cmime
+        codecs.append(models_pb.SimulcastCodecInfo(mime_type=cmime, cid=c.cid or req.cid,
+                                                   layers=c.layers))
+    if not codecs:
+        codecs.append(models_pb.SimulcastCodecInfo(mime_type=mime, cid=req.cid,
+                                                   layers=req.layers))
+    features = list(req.audio_features)
+    if req.stereo and models_pb.AudioTrackFeature.TF_STEREO not in features:
+        features.append(models_pb.AudioTrackFeature.TF_STEREO)
+    if req.disable_dtx and models_pb.AudioTrackFeature.TF_NO_DTX not in features:
+        features.append(models_pb.AudioTrackFeature.TF_NO_DTX)
+    stream = req.stream or default_stream(req.source)
+    return models_pb.TrackInfo(
+        sid=track_sid,
+        type=req.type,
+        name=req.name,
+        muted=req.muted,
+        width=req.width,
+        height=req.height,
+        simulcast=len(req.layers) > 1,
+        disable_dtx=req.disable_dtx,
+        source=req.source,
+        layers=sorted(req.layers, key=lambda layer: layer.quality),  # type: ignore[union-attr]
+        mime_type=mime,
+        codecs=codecs,
+        stereo=req.stereo,
+        disable_red=req.disable_red,
+        encryption=req.encryption,
+        stream=stream,
+        version=models_pb.TimedVersion(unix_micro=int(now * 1e6)),
+        audio_features=features,
+        backup_codec_policy=req.backup_codec_policy,
+        packet_trailer_features=req.packet_trailer_features,
+    )
+
+
+def quality_for_size(info: models_pb.TrackInfo, width: int, height: int) -> int:
+    """The simulcast quality a subscriber showing ``width`` x ``height`` gets: the smallest
+    layer at least that large, else the largest (as livekit-server)."""
+    layers = sorted(info.layers, key=lambda layer: layer.width * layer.height)
+    for layer in layers:
+        if layer.width >= width and layer.height >= height:
+            return int(layer.quality)
+    return int(layers[-1].quality) if layers else int(models_pb.VideoQuality.HIGH)

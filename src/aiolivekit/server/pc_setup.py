@@ -12,6 +12,8 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, sdp as 
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpHeaderExtensionParameters
 
 from .._compat import aiortc as aiortc_compat, aiortc_sctp
+from ..webrtc import ice, simulcast_sdp
+from ..webrtc.pc import answer_keepalives_fast
 from ..webrtc.twcc import TWCC_URI
 from . import limits
 from .config import ForwardingOptions
@@ -58,8 +60,9 @@ def accept_video_extensions(pc: RTCPeerConnection, offer_sdp: str,
 
     libwebrtc keeps offering only the extensions that earlier answers accepted, and refuses
     to create a simulcast offer without the RID extension ("negotiates simulcast but does
-    not negotiate the RID RTP header extension"); aiortc parses RIDs, so accepting them is
-    safe. The answer still has no ``a=simulcast``, so the client sends one layer.
+    not negotiate the RID RTP header extension"); aiortc parses RIDs, and the forwarder
+    routes simulcast layers by them (:mod:`.simulcast`; the session answers the layers,
+    :func:`~aiolivekit.webrtc.simulcast_sdp.answer_simulcast`).
 
     transport-cc (extension and ``a=rtcp-fb:<pt> transport-cc``) is what livekit-server
     answers and what libwebrtc's send-side bandwidth estimation needs to ramp up; the
@@ -101,6 +104,21 @@ def accept_video_extensions(pc: RTCPeerConnection, offer_sdp: str,
             if options.publisher_start_bitrate and codec.name.lower() not in _NOT_MEDIA:
                 codec.parameters["x-google-start-bitrate"] = options.publisher_start_bitrate // 1000
         TwccFeedback.start(transceiver.receiver.transport, twcc.id, tasks)
+
+
+async def answer_publisher(pc: RTCPeerConnection, offer_sdp: str, tasks: set[asyncio.Task[Any]],
+                           options: ForwardingOptions, bind_addresses: list[str] | None,
+                           timeout: float) -> str:
+    """Answer a publisher's offer (applied already): the video extensions, our DTLS
+    role, the answer applied locally; returns its SDP, with the simulcast layers the
+    offer sends accepted."""
+    accept_video_extensions(pc, offer_sdp, tasks, options)
+    answer_as_dtls_server(pc, offer_sdp)
+    answer = await asyncio.wait_for(pc.createAnswer(), timeout)
+    with ice.host_addresses(bind_addresses):
+        await asyncio.wait_for(pc.setLocalDescription(answer), timeout)
+    answer_keepalives_fast(pc)
+    return simulcast_sdp.answer_simulcast(offer_sdp, pc.localDescription.sdp)
 
 
 def answer_as_dtls_server(pc: RTCPeerConnection, offer_sdp: str) -> None:

@@ -138,6 +138,7 @@ class ForwardingReceiver(RTCRtpReceiver):
         """Turn aiortc's ``receiver`` (not started yet) into a forwarding receiver that
         decodes nothing."""
         aiortc_compat.stop_decoding(receiver)
+        aiortc_compat.nack_per_ssrc(receiver)
         enabled = aiortc_compat.take_enabled(receiver)
         aiortc_compat.swap_class(receiver, cls)
         assert isinstance(receiver, ForwardingReceiver)
@@ -163,6 +164,8 @@ class TrackReceiver:
         self._deliver = fanout.dispatch
         self._on_new_source = on_new_source  # a source (SSRC) starts
         self._on_codecs = on_codecs  # the negotiated codecs are known
+        self.on_rid: Callable[[int, str], None] | None = None  # a simulcast layer's SSRC
+        self.ssrc_of_rid: dict[str, int] = {}
         self.codecs: dict[int, RTCRtpCodecParameters] = {}
         self._rtx_apt: dict[int, int] = {}
         self.codec: RTCRtpCodecParameters | None = None
@@ -215,8 +218,12 @@ class TrackReceiver:
         video, or every packet when the raw path is unavailable)."""
         pt = packet.payload_type
         apt = self._rtx_apt.get(pt)
+        ext = packet.extensions
         if apt is not None:
             original = aiortc_compat.rtx_original_ssrc(receiver, packet.ssrc)
+            if original is None and ext.repaired_rtp_stream_id:
+                # a simulcast layer's RTX stream names the layer it repairs
+                original = self.ssrc_of_rid.get(ext.repaired_rtp_stream_id)
             if original is None or len(packet.payload) < 2:
                 return
             packet = unwrap_rtx(packet, payload_type=apt, ssrc=original)
@@ -224,6 +231,10 @@ class TrackReceiver:
             return
         elif self.raw_ssrc != packet.ssrc and self.options.raw_receive and self.kind == "audio":
             self.enable_raw_receive(receiver, packet.ssrc)
+        elif ext.rtp_stream_id and self.ssrc_of_rid.get(ext.rtp_stream_id) != packet.ssrc:
+            self.ssrc_of_rid[ext.rtp_stream_id] = packet.ssrc
+            if self.on_rid is not None:
+                self.on_rid(packet.ssrc, ext.rtp_stream_id)
         self.dispatch(InPacket.from_rtp(packet))
 
     def enable_raw_receive(self, receiver: ForwardingReceiver, ssrc: int) -> None:

@@ -40,9 +40,9 @@ from .participant_state import (
     SOURCE_CHARS,
     ParticipantState,
     TrackState,
-    codec_mime,
-    default_stream,
     new_guid,
+    quality_for_size,
+    track_info,
 )
 from .room_resume import (
     SERVER_PROTOCOL,
@@ -321,45 +321,7 @@ class RoomState(SignalLossMixin):
         track_sid = new_guid(
             "TR_" + ("A" if is_audio else "V") + SOURCE_CHARS.get(req.source, "U")
         )
-        mime = "audio/opus" if is_audio else "video/VP8"
-        codecs: list[models_pb.SimulcastCodecInfo] = []
-        for c in req.simulcast_codecs:
-            cmime = codec_mime(c.codec, is_audio)
-            if not codecs:
-                mime = cmime
-            codecs.append(models_pb.SimulcastCodecInfo(mime_type=cmime, cid=c.cid or req.cid,
-                                                       layers=c.layers))
-        if not codecs:
-            codecs.append(models_pb.SimulcastCodecInfo(mime_type=mime, cid=req.cid,
-                                                       layers=req.layers))
-        features = list(req.audio_features)
-        if req.stereo and models_pb.AudioTrackFeature.TF_STEREO not in features:
-            features.append(models_pb.AudioTrackFeature.TF_STEREO)
-        if req.disable_dtx and models_pb.AudioTrackFeature.TF_NO_DTX not in features:
-            features.append(models_pb.AudioTrackFeature.TF_NO_DTX)
-        stream = req.stream or default_stream(req.source)
-        info = models_pb.TrackInfo(
-            sid=track_sid,
-            type=req.type,
-            name=req.name,
-            muted=req.muted,
-            width=req.width,
-            height=req.height,
-            simulcast=len(req.layers) > 1,
-            disable_dtx=req.disable_dtx,
-            source=req.source,
-            layers=sorted(req.layers, key=lambda layer: layer.quality),  # type: ignore[union-attr]
-            mime_type=mime,
-            codecs=codecs,
-            stereo=req.stereo,
-            disable_red=req.disable_red,
-            encryption=req.encryption,
-            stream=stream,
-            version=models_pb.TimedVersion(unix_micro=int(now * 1e6)),
-            audio_features=features,
-            backup_codec_policy=req.backup_codec_policy,
-            packet_trailer_features=req.packet_trailer_features,
-        )
+        info = track_info(req, track_sid, now)
         p.tracks[track_sid] = TrackState(
             info=info, cid=req.cid, codec_cids=[c.cid for c in req.simulcast_codecs if c.cid]
         )
@@ -557,18 +519,24 @@ class RoomState(SignalLossMixin):
                     effects.append(Unsubscribe(sid, pub.sid, track_sid))
         return effects
 
-    def update_track_settings(self, sid: str, track_sids: Iterable[str],
-                              disabled: bool) -> list[Effect]:
-        """C->S UpdateTrackSettings: ``disabled`` pauses forwarding."""
+    def update_track_settings(self, sid: str, track_sids: Iterable[str], disabled: bool,
+                              setting: rtc_pb.UpdateTrackSettings | None = None) -> list[Effect]:
+        """C->S UpdateTrackSettings: ``disabled`` pauses forwarding; on an enabled simulcast
+        track the ``setting`` picks the layer (its size if given, else its quality)."""
         effects: list[Effect] = []
         for track_sid in dict.fromkeys(track_sids):
             subs = self.subscriptions.get(track_sid)
             found = self._find_track(track_sid)
             if subs is None or sid not in subs or found is None:
                 continue
-            if subs[sid] != disabled:
+            info = found[1].info
+            quality = None
+            if setting is not None and not disabled and len(info.layers) > 1:
+                quality = (quality_for_size(info, setting.width, setting.height)
+                           if setting.width or setting.height else int(setting.quality))
+            if subs[sid] != disabled or quality is not None:
                 subs[sid] = disabled
-                effects.append(SetPaused(sid, found[0].sid, track_sid, disabled))
+                effects.append(SetPaused(sid, found[0].sid, track_sid, disabled, quality))
         return effects
 
     # ------------------------------------------------------------------ metadata

@@ -122,6 +122,19 @@ class RtpMunger:
                 self._gate_open = False
                 self._gate_since = None
 
+    def switch_to(self, ssrc: int, now: float) -> None:
+        """Take ``ssrc`` as the source from its next packet on (a simulcast layer switch,
+        made at that layer's key frame): the output continues at ``last + 1``, and
+        packets of the previous source are dropped from now on."""
+        if ssrc == self._source_ssrc:
+            return
+        self._source_ssrc = ssrc
+        self._source_seen = now
+        self._resync = True
+        if self.wait_for_keyframe:
+            self._gate_open = False
+            self._gate_since = None
+
     def needs_keyframe(self) -> bool:
         """``True`` while the gate is closed (the owner should ask upstream)."""
         return not self.paused and not self._gate_open

@@ -31,13 +31,7 @@ from ..webrtc.pc import answer_keepalives_fast, start_late_transceivers, take_ov
 from . import limits
 from .data_out import DownstreamData
 from .hub import ForwarderLike, Hub, SignalLink
-from .pc_setup import (
-    accept_video_extensions,
-    answer_as_dtls_server,
-    attach_forwarder,
-    limit_sctp,
-    new_pc,
-)
+from .pc_setup import answer_publisher, attach_forwarder, limit_sctp, new_pc
 from .rooms import Effect
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -442,8 +436,9 @@ class ParticipantSession:
             self.hub.dispatch(room.set_subscription_permission(
                 self.sid, req.subscription_permission))
         elif which == "track_setting":
+            setting = req.track_setting
             self.hub.dispatch(room.update_track_settings(
-                self.sid, req.track_setting.track_sids, req.track_setting.disabled))
+                self.sid, setting.track_sids, setting.disabled, setting))
         elif which == "update_metadata":
             self.hub.dispatch(room.update_metadata(self.sid, req.update_metadata))
         elif which == "leave":
@@ -537,15 +532,11 @@ class ParticipantSession:
                 ice_restart.new_local_credentials(self._pub)
             limit_sctp(self._pub, self._oversized_data)
             await self._apply_pending_candidates(0)
-            accept_video_extensions(self._pub, offer.sdp, self._tasks, self.hub.forwarding)
-            answer_as_dtls_server(self._pub, offer.sdp)
-            answer = await asyncio.wait_for(self._pub.createAnswer(), PC_OP_TIMEOUT)
-            with ice.host_addresses(self.hub.bind_addresses):
-                await asyncio.wait_for(self._pub.setLocalDescription(answer), PC_OP_TIMEOUT)
-            answer_keepalives_fast(self._pub)
-            local = self._pub.localDescription
+            answer_sdp = await answer_publisher(self._pub, offer.sdp, self._tasks,
+                                                self.hub.forwarding, self.hub.bind_addresses,
+                                                PC_OP_TIMEOUT)
             self.send_signal(rtc_pb.SignalResponse(answer=rtc_pb.SessionDescription(
-                type="answer", sdp=local.sdp, id=offer.id)))
+                type="answer", sdp=answer_sdp, id=offer.id)))
             self._send_local_candidates(self._pub, rtc_pb.SignalTarget.PUBLISHER)
             self._detect_unpublished(sections)
 
@@ -702,12 +693,14 @@ class ParticipantSession:
             aiortc_compat.set_sender_msid(transceiver.sender, "-", uuid.uuid4().hex)
         self._request_negotiation()
 
-    def set_paused(self, track_sid: str, paused: bool) -> None:
+    def set_paused(self, track_sid: str, paused: bool, quality: int | None = None) -> None:
         self._paused[track_sid] = paused
         fwd = self._subs.get(track_sid)
         if fwd is not None:
             try:
                 fwd.set_paused(self._sub, paused)
+                if quality is not None:  # a simulcast layer
+                    fwd.set_quality(self._sub, quality)
             except Exception:
                 logger.debug("set_paused failed", exc_info=True)
 

@@ -3,7 +3,8 @@
 aiortc neither writes nor reads ``a=rid`` / ``a=simulcast``. A simulcast publisher adds
 them to its offer's video section (:func:`offer_simulcast`), with the RID header
 extension the layers' packets carry; the answer says which of the rids the server takes
-(:func:`answered_simulcast`). An answer without ``a=simulcast`` means one layer.
+(:func:`answered_simulcast`). An answer without ``a=simulcast`` means one layer. A
+receiver (the embedded server) takes every layer offered (:func:`answer_simulcast`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["RID_URI", "AnsweredSimulcast", "answered_simulcast", "offer_simulcast"]
+__all__ = ["RID_URI", "AnsweredSimulcast", "answer_simulcast", "answered_simulcast",
+           "offer_simulcast"]
 
 RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 _EXTMAP = re.compile(r"^a=extmap:(\d+)(?:/\S+)?\s+(\S+)")
@@ -42,6 +44,14 @@ def _sections(sdp: str) -> tuple[list[str], list[list[str]]]:
 
 def _join(head: list[str], sections: list[list[str]]) -> str:
     return "\r\n".join(head + [line for s in sections for line in s]) + "\r\n"
+
+
+def _rid_extension_id(section: list[str]) -> int | None:
+    for line in section:
+        match = _EXTMAP.match(line)
+        if match and match.group(2) == RID_URI:
+            return int(match.group(1))
+    return None
 
 
 def _section_of(sections: list[list[str]], mid: str) -> list[str] | None:
@@ -102,16 +112,38 @@ def answered_simulcast(sdp: str, mid: str) -> AnsweredSimulcast | None:
     if section is None:
         return None
     rids: tuple[str, ...] = ()
-    rid_id = None
     for line in section:
         if line.startswith("a=simulcast:"):
             words = line[len("a=simulcast:"):].split()
             if len(words) >= 2 and words[0] == "recv":
                 # alternatives (",") and paused rids ("~") are not offered by us
                 rids = tuple(r.lstrip("~") for r in re.split("[;,]", words[1]) if r)
-        match = _EXTMAP.match(line)
-        if match and match.group(2) == RID_URI:
-            rid_id = int(match.group(1))
+    rid_id = _rid_extension_id(section)
     if not rids or rid_id is None:
         return None
     return AnsweredSimulcast(rids, rid_id)
+
+
+def answer_simulcast(offer_sdp: str, answer_sdp: str) -> str:
+    """``answer_sdp`` receiving every simulcast layer ``offer_sdp`` sends: for each video
+    section offering ``a=simulcast:send``, its rids as ``a=rid:<rid> recv`` and
+    ``a=simulcast:recv`` in the answer's section of the same mid, provided the answer
+    accepted the RID header extension (without it the layers cannot be told apart)."""
+    _, offered = _sections(offer_sdp)
+    head, sections = _sections(answer_sdp)
+    changed = False
+    for section in offered:
+        rids = [line.split()[0][len("a=rid:"):] for line in section
+                if line.startswith("a=rid:") and line.split()[1:2] == ["send"]]
+        if not rids or not any(line.startswith("a=simulcast:send") for line in section):
+            continue
+        mid = next((line[len("a=mid:"):] for line in section if line.startswith("a=mid:")), None)
+        answer = _section_of(sections, mid) if mid is not None else None
+        if answer is None or any(line.startswith("a=simulcast:") for line in answer):
+            continue
+        if _rid_extension_id(answer) is None:
+            continue
+        answer.extend(f"a=rid:{rid} recv" for rid in rids)
+        answer.append("a=simulcast:recv " + ";".join(rids))
+        changed = True
+    return _join(head, sections) if changed else answer_sdp
