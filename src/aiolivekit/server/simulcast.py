@@ -152,17 +152,15 @@ class LayerRouter:
         self._report()
 
     def _check(self, now: float) -> None:
-        """Adopt new down-tracks, drop ended ones, leave silent layers."""
+        """Adopt new down-tracks, drop ended ones, follow the layers that arrive."""
         self._next_check = now + CHECK_INTERVAL
         for down in list(self.current) + list(self.target) + list(self.wish):
             if down.forwarder is None:
                 self.forget(down)
-        for down in self._parking.active:
-            if down not in self.target:
-                self._retarget(down, now)
-        for down, rid in list(self.current.items()):
-            if now - self.seen.get(rid, -1e9) >= LAYER_TIMEOUT or down not in self.target:
-                self._retarget(down, now)
+        # the layer each should get moves with the layers that arrive (one starts, or
+        # the one a subscriber gets stops)
+        for down in {*self._parking.active, *self.current, *self.target}:
+            self._retarget(down, now)
         for rid in set(self.target.values()):  # still waiting: ask again (rate-limited)
             self._request_keyframe(rid, now)
         self._report()
@@ -190,6 +188,8 @@ class LayerRouter:
             return  # a layer not named yet: nobody can be given it
         if now is None:
             now = time.time()
+        if now - self.seen.get(rid, -1e9) >= LAYER_TIMEOUT:
+            self._next_check = 0.0  # a layer (re)starts: look at the choices now
         self.seen[rid] = now
         if now >= self._next_check:
             self._check(now)
