@@ -365,3 +365,70 @@ async def test_dynacast_pauses_the_layers_nobody_wants(any_server: ServerInfo) -
         pumping.cancel()
         await asyncio.wait_for(sub_room.disconnect(), 20)
         await asyncio.wait_for(pub_room.disconnect(), 20)
+
+
+@pytest.mark.compat("video", client="ours+browser")
+async def test_browser_adaptive_stream_gets_the_layer_its_element_needs(
+        any_server: ServerInfo) -> None:
+    """livekit-client in Chromium with ``adaptiveStream`` watches our 1280x720 simulcast
+    track in a 320x180 element, then a 1280x720 one, then 640x360: the server (either)
+    picks the layer from the size the browser reports (``UpdateTrackSettings``
+    width/height) and the element decodes 320x180, 1280x720, then 640x360."""
+    from .official import browser_available
+
+    reason = browser_available()
+    if reason:
+        pytest.skip(reason)
+    import asyncio
+    import time
+
+    from aiolivekit import (
+        LocalVideoTrack,
+        Room,
+        TrackPublishOptions,
+        VideoBufferType,
+        VideoFrame,
+        VideoSource,
+    )
+
+    w, h, fps = 1280, 720, 30
+    room = Room()
+    await asyncio.wait_for(room.connect(any_server.url, any_server.token("pub", "ad")), 20)
+    source = VideoSource(w, h)
+    frames = _moving_frames(w, h)
+
+    async def pump() -> None:
+        start = time.monotonic()
+        for i in range(fps * 60):
+            source.capture_frame(VideoFrame(w, h, VideoBufferType.RGBA, frames[i % len(frames)]))
+            ahead = start + (i + 1) / fps - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+
+    pumping = asyncio.ensure_future(pump())
+    browser = start_driver("browser", [
+        {"op": "connect", "url": any_server.url, "token": any_server.token("web", "ad"),
+         "adaptive_stream": True},
+        {"op": "watch_video", "identity": "pub", "seconds": 30, "timeout": 20,
+         "sizes": [[0, 320, 180], [10, 1280, 720], [20, 640, 360]]},
+    ], timeout=80)
+    try:
+        await asyncio.wait_for(room.local_participant.publish_track(
+            LocalVideoTrack.create_video_track("cam", source),
+            TrackPublishOptions(simulcast=True)), 20)
+        await browser.start()
+        events = await browser.finish()
+        seen = step(events, "watch_video")["seen"]
+
+        def held(size: tuple[int, int], start: float, end: float) -> bool:
+            window = [(sw, sh) for t, sw, sh in seen if start <= t < end]
+            return len(window) >= 5 and window[-5:] == [size] * 5
+
+        # each size is reached within its 10 s window and held at its end
+        assert held((320, 180), 0, 10), seen
+        assert held((1280, 720), 10, 20), seen
+        assert held((640, 360), 20, 30), seen
+    finally:
+        pumping.cancel()
+        browser.kill()
+        await asyncio.wait_for(room.disconnect(), 20)
