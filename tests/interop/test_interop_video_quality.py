@@ -347,7 +347,7 @@ async def test_dynacast_pauses_the_layers_nobody_wants(any_server: ServerInfo) -
         try:
             remote_pub.set_video_quality(VideoQuality.VIDEO_QUALITY_LOW)
             assert await top_layer_sending(False, 15), "f still encoded"
-            assert not layers["h"].active and not layers["f"].active
+            assert not layers["h"].wanted and not layers["f"].wanted
             remote_pub.set_video_quality(VideoQuality.VIDEO_QUALITY_HIGH)
             assert await top_layer_sending(True, 15), "f did not resume"
             t0 = time.monotonic()

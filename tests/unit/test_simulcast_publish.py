@@ -139,8 +139,11 @@ def test_a_layer_keeps_its_frame_rate_cap() -> None:
     gaps = {b - a for a, b in itertools.pairwise(sent)}
     assert gaps <= {3000, 6000}
     assert _layer(0).due(0) and _layer(0).due(1)
-    layer.active = False
+    layer.wanted = False  # dynacast
     assert not layer.due(90000 * 4)
+    layer.wanted = True
+    layer.set_bitrate(0)  # no bandwidth for it
+    assert not layer.due(90000 * 5)
 
 
 def test_a_layer_answers_nack_from_its_history_and_pli_with_a_key_frame() -> None:

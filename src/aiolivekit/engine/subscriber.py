@@ -17,6 +17,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver, RTCRtpTr
 
 from .._compat import aiortc as aiortc_compat
 from ..media.jitter import install_audio_jitter_buffer
+from ..media.video_jitter import install_video_jitter_buffer
 from ..webrtc import sdp
 from . import signal as sig
 
@@ -103,6 +104,8 @@ class SubscriberTracks:
         self._fired.add(mid)
         if track.kind == "audio":
             install_audio_jitter_buffer(transceiver.receiver)
+        else:
+            install_video_jitter_buffer(transceiver.receiver)
         self._emit(TrackReceived(track, transceiver.receiver, transceiver, psid, tsid, mid))
 
     def offer_applied(self, pc: RTCPeerConnection, offer: sig.OfferReceived) -> None:
@@ -136,5 +139,7 @@ class SubscriberTracks:
                 if track is not None:
                     if track.kind == "audio":
                         install_audio_jitter_buffer(t.receiver)
+                    else:
+                        install_video_jitter_buffer(t.receiver)
                     self._emit(TrackReceived(track, t.receiver, t, psid, tsid, section.mid))
                 return

@@ -15,7 +15,10 @@ sends every layer itself:
   allows the repeat), PLI/FIR ask that layer for a key frame, receiver reports of the top
   layer go on to aiortc's sender (round-trip time, stats);
 * :meth:`SimulcastSender.set_active` pauses and resumes layers (the server's
-  ``SubscribedQualityUpdate`` with dynacast); a resumed layer starts with a key frame.
+  ``SubscribedQualityUpdate`` with dynacast); a resumed layer starts with a key frame;
+* the send rate follows the loss in the server's receiver reports and is split over the
+  layers from the lowest up (:mod:`.send_rate`): on a link that cannot carry them all the
+  top layers pause and the others' encoders get less, and they come back as it clears.
 
 All layers share one RTP timestamp base, so the server can align them when it switches.
 """
@@ -36,6 +39,7 @@ from aiortc.rtp import (
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     RtcpPsfbPacket,
+    RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSdesPacket,
     RtcpSenderInfo,
@@ -45,7 +49,7 @@ from aiortc.rtp import (
 
 from .._compat import aiortc as aiortc_compat
 from .._compat.aiortc_direct import DirectSendHooks
-from . import codecs, frame_crypto_shell as crypto_shell
+from . import codecs, frame_crypto_shell as crypto_shell, send_rate
 from .rtp_direct import DirectRtpWriter
 from .simulcast_layers import LayerSpec
 
@@ -55,6 +59,10 @@ logger = logging.getLogger(__name__)
 
 HISTORY = 512  # packets kept per layer for retransmission
 SR_INTERVAL = 1.0  # seconds between the sender reports of the layers aiortc does not know
+ADAPT_INTERVAL = 0.25  # seconds between two looks at the uplink's loss
+PROBE_WINDOW = 2.0  # a resumed layer paused again within this long: the probe failed
+GROWTH_HEADROOM = 1.1  # the send rate stays within this factor of what the layers get
+PROBE_BACKOFF_MIN, PROBE_BACKOFF_MAX = 8.0, 64.0  # seconds before a paused layer is tried
 
 
 class SimulcastLayer:
@@ -68,7 +76,16 @@ class SimulcastLayer:
         self.writer = writer
         self.ssrc = writer.ssrc
         self.mime = str(codec.mimeType).lower()
-        self.active = True
+        self.wanted = True  # by the server (dynacast)
+        self.bitrate = spec.max_bitrate  # what the send rate gives it (0: paused)
+        self.min_bitrate = min(send_rate.min_bitrate(spec.width, spec.height),
+                               spec.max_bitrate)
+        self.loss: tuple[float, float] | None = None  # last report: (fraction lost, time)
+        # this interval's packets sent and sequence numbers NACKed (the uplink's losses,
+        # seen sooner and truer than receiver reports, which count recovered packets)
+        self.interval_sent = 0
+        self.interval_nacked: set[int] = set()
+        self._nacked_before: dict[int, None] = {}  # a packet's loss counts once
         self.keyframe_wanted = True
         self.encoder: codecs.VideoPacketEncoder | None = None
         self.frames_sent = 0
@@ -77,6 +94,22 @@ class SimulcastLayer:
         self._history: dict[int, bytes] = {}
         self._next_pts: int | None = None
         self._aiortc_sender = aiortc_sender  # the top layer's RTCP also goes to aiortc
+
+    @property
+    def active(self) -> bool:
+        """Encoded and sent: wanted by the server and given a bitrate."""
+        return self.wanted and self.bitrate > 0
+
+    def set_bitrate(self, bitrate: int) -> None:
+        """The send rate's share for this layer; the encoder follows a change of 15 % or
+        more (a new encoder, from a key frame), a resumed layer starts with a key frame."""
+        old = self.bitrate
+        if bitrate == old:
+            return
+        if old == 0 or bitrate == 0 or abs(bitrate - old) >= 0.15 * old:
+            if old == 0:
+                self.keyframe_wanted = True
+            self.bitrate = bitrate
 
     def due(self, pts: int) -> bool:
         """Whether the frame at ``pts`` (90 kHz) is encoded for this layer: active and at
@@ -102,9 +135,9 @@ class SimulcastLayer:
             height = max(2, int(frame.height * self._scale[1] + 0.5) & ~1)
             frame = frame.reformat(width=width, height=height)
         encoder = self.encoder
-        if encoder is None or encoder.mime != self.mime:
+        if encoder is None or encoder.mime != self.mime or encoder.bitrate != self.bitrate:
             encoder = self.encoder = codecs.VideoPacketEncoder(
-                self.mime, spec.max_bitrate, spec.max_framerate or 30.0)
+                self.mime, self.bitrate, spec.max_framerate or 30.0)
         return encoder.encode(frame, pts, force_keyframe)
 
     def send(self, data: bytes, pts: int) -> None:
@@ -121,6 +154,7 @@ class SimulcastLayer:
             rtp = writer.build(1 if i == last else 0, ts, payload)
             self._history[int.from_bytes(rtp[2:4], "big") % HISTORY] = rtp
             writer.send_packet(rtp, now, ts, len(payload))
+            self.interval_sent += 1
         self.frames_sent += 1
 
     def sender_report(self, cname: str | None) -> list[Any]:
@@ -137,11 +171,20 @@ class SimulcastLayer:
 
     async def _handle_rtcp_packet(self, packet: Any) -> None:
         """aiortc's RTP router hands us the RTCP about our SSRC."""
+        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                if report.ssrc == self.ssrc:
+                    self.loss = (report.fraction_lost / 256.0, time.monotonic())
         if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             for seq in packet.lost:
                 rtp = self._history.get(seq % HISTORY)
                 if rtp is not None and int.from_bytes(rtp[2:4], "big") == seq:
                     self.nacks += 1
+                    if seq not in self._nacked_before:
+                        self._nacked_before[seq] = None
+                        self.interval_nacked.add(seq)
+                        if len(self._nacked_before) > HISTORY:
+                            del self._nacked_before[next(iter(self._nacked_before))]
                     ts = int.from_bytes(rtp[4:8], "big")
                     self.writer.send_packet(rtp, time.time(), ts, 0)
             return
@@ -165,6 +208,11 @@ class SimulcastSender:
         self._cname = cname
         self._task: asyncio.Task[None] | None = None
         self._rtcp_task: asyncio.Task[None] | None = None
+        self.rate = send_rate.LossBasedRate(sum(layer.spec.max_bitrate for layer in layers))
+        self._adapted = time.monotonic()
+        self._probe_at = 0.0
+        self._probing_since: float | None = None
+        self._backoff = PROBE_BACKOFF_MIN
         for layer in layers:
             hooks.route_rtcp(layer.ssrc, layer)
 
@@ -202,12 +250,61 @@ class SimulcastSender:
             self._rtcp_task = loop.create_task(self._run_rtcp())
 
     def set_active(self, rids: set[str]) -> None:
-        """Send only the layers in ``rids``; a layer resumed starts with a key frame."""
+        """Send only the layers in ``rids`` (dynacast); a layer resumed starts with a key
+        frame."""
         for layer in self.layers:
-            active = layer.spec.rid in rids
-            if active and not layer.active:
+            wanted = layer.spec.rid in rids
+            if wanted and not layer.wanted:
                 layer.keyframe_wanted = True
-            layer.active = active
+            layer.wanted = wanted
+
+    def _adapt(self, now: float) -> None:
+        """Follow the uplink's loss (NACKed packets, receiver reports) of the layers being
+        sent: the send rate, then each layer's share (:mod:`.send_rate`). A layer paused
+        for lack of rate is tried again (a probe) only after a back-off that doubles each
+        time the probe fails (8 s to 64 s): each probe costs the link a burst of loss."""
+        active = [layer for layer in self.layers if layer.active]
+        sent = sum(layer.interval_sent for layer in active)
+        nacked = sum(len(layer.interval_nacked) for layer in active)
+        fresh = [layer.loss[0] for layer in active
+                 if layer.loss is not None and layer.loss[1] > self._adapted]
+        for layer in self.layers:
+            layer.interval_sent = 0
+            layer.interval_nacked.clear()
+        self._adapted = now
+        if sent < 10 and not fresh:
+            return
+        loss = min(1.0, max([nacked / sent if sent else 0.0, *fresh]))
+        # the rate is what is sent, a little more: a cut must reach the encoders, and
+        # growth beyond what the layers can use proves nothing about the link
+        allocated = sum(layer.bitrate for layer in self.layers)
+        self.rate.rate = min(self.rate.rate, allocated * GROWTH_HEADROOM)
+        target = self.rate.on_loss(loss, now)
+        limits = [(layer.min_bitrate, layer.spec.max_bitrate) for layer in self.layers]
+        sending = [layer.bitrate > 0 for layer in self.layers]
+        waiting = next((i for i, on in enumerate(sending) if not on), None)
+        if waiting is not None and now >= self._probe_at and loss < send_rate.INCREASE_LOSS:
+            # a probe: try the lowest paused layer at its minimum
+            need = sum(high for _, high in limits[:waiting]) + limits[waiting][0]
+            if target < need:
+                self.rate.rate = float(need)
+                target = self.rate.target
+            self._probing_since = now
+        shares = send_rate.allocate(target, limits)
+        paused = [i for i, share in enumerate(shares) if not share and sending[i]]
+        if paused and self._probing_since is not None:
+            if now - self._probing_since < PROBE_WINDOW:  # the probe failed
+                self._backoff = min(self._backoff * 2, PROBE_BACKOFF_MAX)
+            self._probing_since = None
+        elif self._probing_since is not None and now - self._probing_since >= PROBE_WINDOW:
+            self._backoff = PROBE_BACKOFF_MIN  # it held
+            self._probing_since = None
+        if paused:
+            self._probe_at = now + self._backoff
+        for layer, share in zip(self.layers, shares, strict=True):
+            layer.set_bitrate(share)
+        logger.debug("send rate: loss %.3f (nacked %d of %d, reports %s) -> %d: %s", loss,
+                     nacked, sent, fresh, target, [layer.bitrate for layer in self.layers])
 
     def close(self) -> None:
         for task in (self._task, self._rtcp_task):
@@ -224,6 +321,9 @@ class SimulcastSender:
             while True:
                 captured = await track._next_frame()
                 pts = track._pts(captured)
+                now = time.monotonic()
+                if now - self._adapted >= ADAPT_INTERVAL:
+                    self._adapt(now)
                 force_all = track.force_keyframe
                 track.force_keyframe = False
                 due = [layer for layer in self.layers if layer.due(pts)]

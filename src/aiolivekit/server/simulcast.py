@@ -11,7 +11,8 @@ high quality), each on its own SSRC, named by the RID header extension. The
 * what a subscriber should get is its wish (``UpdateTrackSettings``: a quality, or a size
   mapped to one by the room), or the highest layer by default, clipped to the layers
   that arrive: the highest live layer at or below the wish, else the lowest live one;
-* a switch waits for a key frame of the new layer (a PLI asks for one), then moves the
+* a switch up waits until the layer has arrived for :data:`UPGRADE_AFTER` (a layer that
+  just started may be a probe); a switch waits for a key frame of the new layer (a PLI asks for one), then moves the
   down-track to that layer's fan-out; its munger continues the subscriber's sequence
   numbers and timestamps (:meth:`~.rtpmunger.RtpMunger.switch_to`);
 * the qualities up to the highest any subscriber wants are reported
@@ -42,7 +43,8 @@ __all__ = ["LAYER_TIMEOUT", "LayerRouter", "quality_of_rid"]
 
 logger = logging.getLogger(__name__)
 
-LAYER_TIMEOUT = 1.0  # seconds without packets after which a layer is not selected
+LAYER_TIMEOUT = 0.5  # seconds without packets after which a layer is not selected
+UPGRADE_AFTER = 3.0  # seconds a (re)started layer arrives before subscribers move up to it
 CHECK_INTERVAL = 0.25  # seconds between two looks at silent layers
 _QUALITY = {"q": models_pb.VideoQuality.LOW, "h": models_pb.VideoQuality.MEDIUM,
             "f": models_pb.VideoQuality.HIGH}
@@ -69,6 +71,7 @@ class LayerRouter:
         self.ssrc_of: dict[str, int] = {}
         self.fanouts: dict[str, Fanout] = {}
         self.seen: dict[str, float] = {}
+        self.started: dict[str, float] = {}  # when each layer last (re)started
         self.wish: dict[DownTrack, int] = {}  # down-track -> quality wanted
         self.target: dict[DownTrack, str] = {}  # down-track -> rid it should get
         self.current: dict[DownTrack, str] = {}  # down-track -> rid it gets
@@ -103,11 +106,17 @@ class LayerRouter:
     def _live(self, now: float) -> list[str]:
         return [r for r in self.rids() if now - self.seen.get(r, -1e9) < LAYER_TIMEOUT]
 
-    def _choose(self, quality: int, now: float) -> str | None:
+    def _choose(self, quality: int, now: float, current: str | None = None) -> str | None:
         live = self._live(now)
         if not live:
             return None
         rids = self.rids()
+        if current in live:
+            # up only to a layer that has been arriving for a while: one that (re)started
+            # just now may be a publisher's probe, paused again a moment later
+            held = quality_of_rid(current, rids)  # type: ignore[arg-type]
+            live = [r for r in live if quality_of_rid(r, rids) <= held
+                    or now - self.started.get(r, now) >= UPGRADE_AFTER]
         below = [r for r in live if quality_of_rid(r, rids) <= quality]
         return below[-1] if below else live[0]
 
@@ -122,7 +131,7 @@ class LayerRouter:
         self._report()
 
     def _retarget(self, down: DownTrack, now: float) -> None:
-        rid = self._choose(self.wish.get(down, HIGH), now)
+        rid = self._choose(self.wish.get(down, HIGH), now, self.current.get(down))
         if rid is None:
             return
         if self.current.get(down) == rid:
@@ -190,6 +199,7 @@ class LayerRouter:
             now = time.time()
         if now - self.seen.get(rid, -1e9) >= LAYER_TIMEOUT:
             self._next_check = 0.0  # a layer (re)starts: look at the choices now
+            self.started[rid] = now
         self.seen[rid] = now
         if now >= self._next_check:
             self._check(now)
