@@ -4,11 +4,23 @@ One publisher process (aiolivekit or the official SDK, the same worker code) pub
 ``W``x``H`` RGBA camera track at ``fps`` (VP8, one layer, ``max_bitrate`` cap), paced by the
 wall clock; one official-SDK subscriber process (the same for both publishers) decodes it
 with a ``VideoStream`` and reports the delivered size and frame rate per second. The
-publisher measures its own CPU (``getrusage``: every thread) over the window after a warm-up.
+publisher measures its own CPU (``getrusage``: every thread) over the window after a warm-up,
+and what it sent per layer over that window (rid, size, frames/s, kbit/s: the official SDK's
+outbound-rtp stats; aiolivekit's simulcast layer counters, its aiortc stats for one layer).
+
+``--simulcast``: both publishers send the official SDK's three layers (``simulcast=True``;
+q/h/f, e.g. 320x180, 640x360 and 1280x720 for a 1280x720 track; the top layer capped at
+``--bitrate``; dynacast off on both, so every layer is encoded all the time); the subscriber
+asks for nothing and so gets the top layer. ``--layer-switch`` (simulcast): instead of the
+CPU window, the subscriber asks for the layers in turn with ``set_video_quality`` (low,
+medium, high, medium, low, high: each directed switch once) and times each request to its
+first decoded frame of that layer's size.
 
     scripts/netns-run python3 bench/bench_video.py --sizes 1280x720 1920x1080 --server livekit
     scripts/netns-run python3 bench/bench_video.py --server embedded  # through aiolivekit serve
     scripts/netns-run python3 bench/bench_video.py --sdks official --sub-sdk aiolivekit  # subscriber CPU
+    scripts/netns-run python3 bench/bench_video.py --sizes 1280x720 1920x1080 --simulcast
+    scripts/netns-run python3 bench/bench_video.py --server embedded --layer-switch
 
 Workers: ``python bench/bench_video.py --worker '{"sdk": ..., "mode": "pub" | "sub", ...}'``.
 """
@@ -21,6 +33,7 @@ import collections
 import json
 import os
 import resource
+import signal
 import sys
 import time
 from pathlib import Path
@@ -74,17 +87,58 @@ async def connect(url: str, token: str, e2ee: str = "") -> Any:
     return room
 
 
-async def bytes_sent(room: Any) -> int:
-    """RTP payload+header bytes sent on video outbound streams (both SDKs' stats)."""
+async def layer_counters(room: Any, track: Any) -> dict[str, dict[str, Any]]:
+    """What the publisher has sent so far per video layer (its ``rid``; for one layer, its
+    SSRC):
+    ``bytes`` (RTP payload bytes, retransmissions included), ``frames`` (frames sent; None
+    where not counted) and ``size`` (the layer's size: the official SDK's current encoded
+    size, aiolivekit's configured layer size). Official: its outbound-rtp stats (one per
+    layer). aiolivekit: aiortc's outbound-rtp stats, which know only the top layer's SSRC
+    (the aiortc sender's), so the other simulcast layers' bytes are their writers' own
+    counters, and every simulcast layer's frames its own count."""
+    out: dict[str, dict[str, Any]] = {}
     stats = await asyncio.wait_for(room.get_rtc_stats(), 10)
-    total = 0
+    sim = getattr(getattr(track, "_rtc_track", None), "simulcast", None)
+    if sim is not None:  # aiolivekit, simulcast
+        by_ssrc = {getattr(st, "ssrc", None): st.bytesSent for st in stats.publisher_stats
+                   if getattr(st, "type", "") == "outbound-rtp"}
+        for layer in sim.layers:
+            out[layer.spec.rid] = {"bytes": by_ssrc.get(layer.ssrc, layer.writer.octets_sent),
+                                   "frames": layer.frames_sent,
+                                   "size": f"{layer.spec.width}x{layer.spec.height}"}
+        return out
     for st in list(stats.publisher_stats) + list(stats.subscriber_stats):
         if hasattr(st, "WhichOneof"):  # official: protobuf
             if st.WhichOneof("stats") == "outbound_rtp" and st.outbound_rtp.stream.kind == "video":
-                total += st.outbound_rtp.sent.bytes_sent
+                o = st.outbound_rtp.outbound
+                key = o.rid or str(st.outbound_rtp.stream.ssrc)
+                out[key] = {"bytes": st.outbound_rtp.sent.bytes_sent, "frames": o.frames_sent,
+                            "size": f"{o.frame_width}x{o.frame_height}",
+                            "limited_by": o.quality_limitation_reason}
         elif getattr(st, "type", "") == "outbound-rtp" and getattr(st, "kind", "") == "video":
-            total += st.bytesSent
-    return total
+            out[str(getattr(st, "ssrc", ""))] = {"bytes": st.bytesSent, "frames": None,
+                                                 "size": None}
+    return out
+
+
+def layers_sent(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]],
+                seconds: float) -> list[dict[str, Any]]:
+    """Per layer (low to high by size), what was sent between two ``layer_counters``."""
+    out = []
+    for key, a in after.items():
+        b = before.get(key, {"bytes": 0, "frames": 0})
+        fps = None
+        if a["frames"] is not None and b.get("frames") is not None:
+            fps = round((a["frames"] - b["frames"]) / seconds, 1)
+        out.append({"rid": key, "size": a["size"], "fps": fps,
+                    "kbps": round((a["bytes"] - b["bytes"]) * 8 / seconds / 1000),
+                    **({"limited_by": a["limited_by"]} if "limited_by" in a else {})})
+
+    def area(layer: dict[str, Any]) -> int:
+        w, _, h = str(layer["size"] or "0x0").partition("x")
+        return int(w or 0) * int(h or 0)
+
+    return sorted(out, key=area)
 
 
 async def available_outgoing(room: Any) -> list[Any]:
@@ -132,13 +186,16 @@ async def mode_pub(a: dict[str, Any]) -> dict[str, Any]:
         import cProfile
 
         profiler = cProfile.Profile()
+    stop = asyncio.Event()  # SIGUSR1 from the parent: stop now (after the layer switch)
+    if a.get("stop_on_signal"):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, stop.set)
     while True:
         now = time.monotonic()
-        if now - t0 >= total:
+        if now - t0 >= total or stop.is_set():
             break
         if "start" not in marks and now - t0 >= float(a["warmup"]):
             marks["start"] = (cpu_seconds(), now)
-            sent0 = await bytes_sent(room)
+            sent0 = await layer_counters(room, track)
             if profiler is not None:
                 profiler.enable()
         if a.get("bwe_trace") and now >= next_bwe:  # the publisher's bandwidth estimate
@@ -149,32 +206,42 @@ async def mode_pub(a: dict[str, Any]) -> dict[str, Any]:
         n += 1
         await asyncio.sleep(max(0.0, t0 + n / fps - time.monotonic()))
     c1, w1 = cpu_seconds(), time.monotonic()
+    if "start" not in marks:  # stopped before the window
+        await asyncio.wait_for(room.disconnect(), 10)
+        return {"cpu_pct": 0.0, "frames_captured": n, "sent_kbps": 0, "layers": [],
+                "bwe_kbps": bwe, "load_avg": os.getloadavg()[0]}
     c0, w0 = marks["start"]
     if profiler is not None:  # BENCH_VIDEO_PROFILE=file: the event loop thread's profile
         profiler.disable()
         profiler.dump_stats(os.environ["BENCH_VIDEO_PROFILE"])
-    sent1 = await bytes_sent(room)
+    sent1 = await layer_counters(room, track)
+    layers = layers_sent(sent0, sent1, w1 - w0)
+    sent_bytes = sum(v["bytes"] for v in sent1.values()) - sum(v["bytes"] for v in sent0.values())
     await asyncio.wait_for(room.disconnect(), 10)
     return {"cpu_pct": 100 * (c1 - c0) / (w1 - w0), "frames_captured": n,
-            "sent_kbps": round((sent1 - sent0) * 8 / (w1 - w0) / 1000), "bwe_kbps": bwe,
-            "load_avg": os.getloadavg()[0]}
+            "sent_kbps": round(sent_bytes * 8 / (w1 - w0) / 1000), "layers": layers,
+            "bwe_kbps": bwe, "load_avg": os.getloadavg()[0]}
 
 
 async def mode_sub(a: dict[str, Any]) -> dict[str, Any]:
     room = await connect(a["url"], a["token"], str(a.get("e2ee", "")))
     got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
-    def on_track(track: Any, *_: Any) -> None:
+    def on_track(track: Any, publication: Any, *_: Any) -> None:
         if track.kind == rtc.TrackKind.KIND_VIDEO and not got.done():
-            got.set_result(track)
+            got.set_result((track, publication))
 
     room.on("track_subscribed", on_track)
     for p in room.remote_participants.values():
         for pub in p.track_publications.values():
             if pub.track is not None and pub.kind == rtc.TrackKind.KIND_VIDEO and not got.done():
-                got.set_result(pub.track)
-    track = await asyncio.wait_for(got, 30)
+                got.set_result((pub.track, pub))
+    track, publication = await asyncio.wait_for(got, 30)
     t_sub = time.time()
+    # the layer switch: [[quality, "WxH" of that layer], ...] asked for in turn
+    switch: list[list[Any]] = list(a.get("switch") or [])
+    pending: dict[str, Any] = {}  # the switch under way: from/want size, times
+    last_size: list[tuple[int, int]] = []
     per_sec: dict[int, collections.Counter[tuple[int, int]]] = collections.defaultdict(
         collections.Counter)
     stream = rtc.VideoStream(track)
@@ -184,8 +251,15 @@ async def mode_sub(a: dict[str, Any]) -> dict[str, Any]:
 
     async def read() -> None:
         async for ev in stream:
-            now = time.time()
-            per_sec[int(now - t_sub)][(ev.frame.width, ev.frame.height)] += 1
+            now, mono = time.time(), time.monotonic()
+            size = (ev.frame.width, ev.frame.height)
+            last_size[:] = [size]
+            if pending and "other_s" not in pending and size != pending["from"]:
+                pending["other_s"], pending["other"] = mono - pending["t"], size
+            if pending and size == pending["want"] and not pending["done"].is_set():
+                pending["want_s"] = mono - pending["t"]
+                pending["done"].set()
+            per_sec[int(now - t_sub)][size] += 1
             if "start" not in cpu and now >= cpu_from:
                 cpu["start"] = (cpu_seconds(), now)
             elif "start" in cpu:
@@ -193,10 +267,47 @@ async def mode_sub(a: dict[str, Any]) -> dict[str, Any]:
             if now >= end:
                 return
 
+    async def switch_layers() -> list[dict[str, Any]]:
+        """Each quality in turn: ask, wait (at most ``switch_timeout``) for the first frame
+        of its size, then hold ``switch_dwell`` s."""
+        done: list[dict[str, Any]] = []
+        await asyncio.sleep(max(0.0, t_sub + float(a.get("switch_after", 5.0)) - time.time()))
+        for quality, want in switch:
+            ww, _, wh = str(want).partition("x")
+            pending.clear()
+            pending.update(want=(int(ww), int(wh)), done=asyncio.Event(),
+                           **{"from": last_size[0] if last_size else None})
+            pending["t"] = time.monotonic()
+            publication.set_video_quality(int(quality))
+            try:
+                await asyncio.wait_for(pending["done"].wait(), float(a.get("switch_timeout", 10)))
+            except asyncio.TimeoutError:
+                pass
+            rec = {"quality": int(quality), "want": want,
+                   "from": "{}x{}".format(*pending["from"]) if pending["from"] else None,
+                   "seconds_to_want": (round(pending["want_s"], 3) if "want_s" in pending
+                                       else None),
+                   "first_new_size": ("{}x{}".format(*pending["other"]) if "other" in pending
+                                      else None),
+                   "seconds_to_first_new_size": (round(pending["other_s"], 3)
+                                                 if "other_s" in pending else None)}
+            pending.clear()
+            done.append(rec)
+            await asyncio.sleep(float(a.get("switch_dwell", 2.0)))
+        return done
+
+    switches: list[dict[str, Any]] = []
+    reader = asyncio.ensure_future(read())
     try:
-        await asyncio.wait_for(read(), float(a["seconds"]) + 5)
+        if switch:
+            switches = await asyncio.wait_for(switch_layers(), float(a["seconds"]) + 5)
+        else:
+            await asyncio.wait_for(asyncio.shield(reader), float(a["seconds"]) + 5)
     except asyncio.TimeoutError:
         pass
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
     await stream.aclose()
     await asyncio.wait_for(room.disconnect(), 10)
     seconds = [
@@ -206,7 +317,7 @@ async def mode_sub(a: dict[str, Any]) -> dict[str, Any]:
     cpu_pct = None
     if "start" in cpu and "end" in cpu and cpu["end"][1] > cpu["start"][1]:
         cpu_pct = 100 * (cpu["end"][0] - cpu["start"][0]) / (cpu["end"][1] - cpu["start"][1])
-    return {"per_second": seconds, "cpu_pct": cpu_pct}
+    return {"per_second": seconds, "cpu_pct": cpu_pct, "switches": switches}
 
 
 MODES = {"pub": mode_pub, "sub": mode_sub}
@@ -233,7 +344,10 @@ def worker_main(raw: str) -> None:
 
 
 async def run_worker(python: str, args: dict[str, Any], timeout: float,
-                     published: asyncio.Event | None = None) -> dict[str, Any]:
+                     published: asyncio.Event | None = None,
+                     stop: asyncio.Event | None = None) -> dict[str, Any]:
+    """Run one worker process; ``published`` is set at its "published" event; when ``stop``
+    is set the worker gets SIGUSR1 (a publisher with ``stop_on_signal`` then stops)."""
     args = dict(args, timeout=timeout - 5)
     env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONUNBUFFERED="1")
     proc = await asyncio.create_subprocess_exec(
@@ -254,9 +368,17 @@ async def run_worker(python: str, args: dict[str, Any], timeout: float,
             elif obj.get("event") in ("result", "error"):
                 result = obj
 
+    async def signal_stop() -> None:
+        if stop is not None:
+            await stop.wait()
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGUSR1)
+
+    stopper = asyncio.ensure_future(signal_stop())
     try:
         await asyncio.wait_for(asyncio.gather(read(), proc.wait()), timeout)
     finally:
+        stopper.cancel()
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
@@ -269,26 +391,72 @@ async def run_worker(python: str, args: dict[str, Any], timeout: float,
 OFFICIAL_PY = Path.home() / ".cache" / "aiolivekit" / "official-venv" / "bin" / "python"
 
 
+QUALITY_NAMES = {0: "low", 1: "medium", 2: "high"}  # VideoQuality LOW / MEDIUM / HIGH
+# each directed switch once, from the top layer a subscriber gets by default
+SWITCH_ORDER = (0, 1, 2, 1, 0, 2)
+SWITCH_TIMEOUT = 10.0  # s for the first frame of the new layer
+SWITCH_DWELL = 2.0  # s on a layer before the next request
+SWITCH_AFTER = 5.0  # s after the subscriber's first frame, before the first request
+
+
+def layer_sizes(w: int, h: int) -> dict[int, str] | None:
+    """The size of each simulcast layer (by quality) of a ``w`` x ``h`` track: the official
+    presets' rule (the shorter side brought to 180 and 360, the original on top), for a
+    track large enough for three layers (the longer side >= 960); None otherwise."""
+    if max(w, h) < 960:
+        return None
+
+    def scaled(short: int) -> str:
+        factor = max(1.0, min(w, h) / short)
+        return f"{max(2, int(w / factor) & ~1)}x{max(2, int(h / factor) & ~1)}"
+
+    return {0: scaled(180), 1: scaled(360), 2: f"{w}x{h}"}
+
+
 async def one(server: Any, sdk: str, w: int, h: int, fps: float, bitrate: int,
               seconds: float, warmup: float, room: str, sub_sdk: str = "official",
-              e2ee: str = "") -> dict[str, Any]:
+              e2ee: str = "", simulcast: bool = False,
+              layer_switch: bool = False) -> dict[str, Any]:
     """One publisher (``sdk``) and one subscriber: the publisher's CPU over the window and
     the subscriber's per-second delivered size/fps (and its CPU from ``warmup`` on, after
-    its first frame); ``e2ee``: a shared key for both."""
+    its first frame); ``e2ee``: a shared key for both; ``simulcast``: the publisher sends
+    three layers. ``layer_switch`` (simulcast, a track with three layers): instead of
+    ``seconds``, the subscriber asks for the layers in ``SWITCH_ORDER`` (``switches``: each
+    request's time to the first frame of that layer's size) and then the publisher stops."""
     python = {"official": str(OFFICIAL_PY), "aiolivekit": sys.executable}
+    stop = asyncio.Event() if layer_switch else None
+    switch: list[list[Any]] = []
+    if layer_switch:
+        sizes_by_quality = layer_sizes(w, h)
+        if not simulcast or sizes_by_quality is None:
+            raise ValueError("the layer switch needs simulcast and a track of three layers")
+        switch = [[q, sizes_by_quality[q]] for q in SWITCH_ORDER]
+        seconds = SWITCH_AFTER + len(switch) * (SWITCH_TIMEOUT + SWITCH_DWELL) + 2
+        warmup = 0.0
     total = warmup + seconds
     pub_args = {"sdk": sdk, "mode": "pub", "url": server.url, "token": server.token("pub", room),
                 "width": w, "height": h, "fps": fps, "bitrate": bitrate,
                 "seconds": seconds, "warmup": warmup, "bwe_trace": bool(os.environ.get("BENCH_BWE")),
-                "e2ee": e2ee}
+                "e2ee": e2ee, "simulcast": simulcast, "stop_on_signal": layer_switch}
     published = asyncio.Event()
-    pub_task = asyncio.ensure_future(run_worker(python[sdk], pub_args, total + 60, published))
+    pub_task = asyncio.ensure_future(run_worker(python[sdk], pub_args, total + 60, published,
+                                                stop))
     await asyncio.wait_for(published.wait(), 40)
     sub_args = {"sdk": sub_sdk, "mode": "sub", "url": server.url,
                 "token": server.token("sub", room), "seconds": total - 1,
-                "cpu_after": warmup, "e2ee": e2ee}
-    sub = await run_worker(python[sub_sdk], sub_args, total + 40)
+                "cpu_after": warmup, "e2ee": e2ee, "switch": switch,
+                "switch_after": SWITCH_AFTER, "switch_timeout": SWITCH_TIMEOUT,
+                "switch_dwell": SWITCH_DWELL}
+    try:
+        sub = await run_worker(python[sub_sdk], sub_args, total + 40)
+    finally:
+        if stop is not None:
+            stop.set()
     pub = await pub_task
+    if layer_switch:
+        return {"sdk": sdk, "size": f"{w}x{h}", "fps_target": fps, "bitrate": bitrate,
+                "simulcast": simulcast, "switches": sub["switches"],
+                "load_avg_1min": round(pub["load_avg"], 2)}
     window = [s for s in sub["per_second"] if s["t"] >= warmup and s["t"] < total - 2]
     sizes = collections.Counter(s["size"] for s in window)
     full = f"{w}x{h}"
@@ -296,10 +464,12 @@ async def one(server: Any, sdk: str, w: int, h: int, fps: float, bitrate: int,
                   None)
     return {
         "sdk": sdk, "size": full, "fps_target": fps, "bitrate": bitrate,
+        "simulcast": simulcast,
         "publisher_cpu_pct": round(pub["cpu_pct"], 1),
         "subscriber_cpu_pct": (round(sub["cpu_pct"], 1) if sub.get("cpu_pct") is not None
                                else None),
         "sent_kbps": pub["sent_kbps"],
+        "layers_sent": pub["layers"],
         **({"bwe_kbps": pub["bwe_kbps"]} if pub["bwe_kbps"] else {}),
         "delivered_size": sizes.most_common(1)[0][0] if sizes else None,
         "delivered_fps": round(sum(s["fps"] for s in window) / max(1, len(window)), 1),
@@ -336,9 +506,11 @@ async def main_async(ns: argparse.Namespace) -> None:
             w, h = (int(v) for v in size.split("x"))
             for sdk in ns.sdks:
                 res = await one(info, sdk, w, h, ns.fps, ns.bitrate, ns.seconds, ns.warmup,
-                                f"video-{sdk}-{size}-{int(time.time())}", sub_sdk=ns.sub_sdk)
+                                f"video-{sdk}-{size}-{int(time.time())}", sub_sdk=ns.sub_sdk,
+                                simulcast=ns.simulcast or ns.layer_switch,
+                                layer_switch=ns.layer_switch)
                 if not ns.verbose:
-                    res.pop("per_second")
+                    res.pop("per_second", None)
                 print(json.dumps({"server": ns.server, **res}), flush=True)
     finally:
         await (srv.aclose() if ns.server == "embedded" else srv.stop())
@@ -346,8 +518,8 @@ async def main_async(ns: argparse.Namespace) -> None:
 
 async def run(ctx: Any) -> list[dict[str, Any]]:
     """bench/run.py entry point: publisher CPU at 720p/1080p through livekit-server (both
-    SDKs, the official subscriber), and an official publisher's time to full size on
-    each server."""
+    SDKs, the official subscriber), one layer and simulcast; an official publisher's time
+    to full size on each server; the layer switch on each server (not with ``--quick``)."""
     from common import row
 
     out: list[dict[str, Any]] = []
@@ -371,6 +543,39 @@ async def run(ctx: Any) -> list[dict[str, Any]]:
                         "1 = yes", **extra),
                     row(name, sdk, "sent", r["sent_kbps"], "kbit/s", **extra),
                 ]
+        sim_setup = ("one VP8 camera track, RGBA frames at 30 fps (moving content), simulcast "
+                     "(simulcast=True, dynacast off: every layer encoded all the time): three "
+                     "layers q/h/f = {layers}, the top one capped at {bitrate} kbit/s and "
+                     "30 fps, the lower ones at each SDK's own presets (what each layer "
+                     "really carried: the layer_* rows); each SDK in its own process, the "
+                     "official SDK subscribing without asking for a quality (the top layer); "
+                     "publisher CPU = getrusage (all threads) over {seconds:g} s after a 5 s "
+                     "warm-up; sent = every layer's RTP payload")
+        for (w, h), bitrate in (((1280, 720), 1_500_000), ((1920, 1080), 3_000_000)):
+            sizes_by_quality = layer_sizes(w, h) or {}
+            layers = ", ".join(sizes_by_quality[q] for q in sorted(sizes_by_quality))
+            extra = {"setup": sim_setup.format(layers=layers, bitrate=bitrate // 1000,
+                                               seconds=seconds)}
+            for sdk in ("official", "aiolivekit"):
+                r = await one(ctx.livekit, sdk, w, h, 30.0, bitrate, seconds, 5.0,
+                              ctx.room("video-sim"), simulcast=True)
+                name = f"video_publish_simulcast [{w}x{h}, livekit-server]"
+                out += [
+                    row(name, sdk, "publisher_cpu", r["publisher_cpu_pct"], "% of a core",
+                        **extra),
+                    row(name, sdk, "delivered_fps", r["delivered_fps"], "fps", **extra),
+                    row(name, sdk, "delivered_full_size", float(r["delivered_size"] == f"{w}x{h}"),
+                        "1 = yes", **extra),
+                    row(name, sdk, "sent", r["sent_kbps"], "kbit/s", **extra),
+                ]
+                for layer in r["layers_sent"]:
+                    if layer["rid"] in ("q", "h", "f"):
+                        out.append(row(name, sdk, f"layer_{layer['rid']}_kbps", layer["kbps"],
+                                       "kbit/s", layer_size=layer["size"], **extra))
+                        if layer["fps"] is not None:
+                            out.append(row(name, sdk, f"layer_{layer['rid']}_fps",
+                                           layer["fps"], "fps", layer_size=layer["size"],
+                                           **extra))
         sub_setup = ("an official publisher (one VP8 camera track, 1280x720 RGBA at 30 fps, "
                      "1.5 Mbit/s cap) -> livekit-server -> one subscriber of each SDK in its "
                      f"own process decoding with a VideoStream; subscriber CPU = getrusage "
@@ -393,6 +598,34 @@ async def run(ctx: Any) -> list[dict[str, Any]]:
                            setup="official publisher 1280x720 VP8 1.5 Mbit/s -> server -> "
                                  "official subscriber; first whole second at full size and "
                                  ">= 25 fps, counted from the subscriber's first frame"))
+        if not ctx.quick:
+            out += await run_layer_switch(ctx)
+    return out
+
+
+async def run_layer_switch(ctx: Any) -> list[dict[str, Any]]:
+    """The layer switch through each server, each SDK publishing (the official subscriber)."""
+    from common import row
+
+    out: list[dict[str, Any]] = []
+    order = ", ".join(QUALITY_NAMES[q] for q in SWITCH_ORDER)
+    setup = ("a VP8 camera track 1280x720 RGBA at 30 fps, simulcast q/h/f = 320x180, "
+             "640x360, 1280x720 (top 1.5 Mbit/s cap, dynacast off), published by each SDK in "
+             "its own process -> server -> an official subscriber, which from 5 s after its "
+             f"first frame asks with set_video_quality for {order} (each directed switch "
+             f"once, {SWITCH_DWELL:g} s on each layer); seconds from the request to the first "
+             f"decoded frame of the new layer's size (a sample per switch; none if not within "
+             f"{SWITCH_TIMEOUT:g} s: switches_reached counts them)")
+    for kind, server in (("embedded", ctx.embedded), ("livekit-server", ctx.livekit)):
+        for sdk in ("official", "aiolivekit"):
+            r = await one(server, sdk, 1280, 720, 30.0, 1_500_000, 0.0, 0.0,
+                          ctx.room("video-switch"), simulcast=True, layer_switch=True)
+            name = f"video_layer_switch [1280x720 simulcast, {kind}]"
+            reached = [s for s in r["switches"] if s["seconds_to_want"] is not None]
+            out += [row(name, sdk, "seconds_to_new_layer", s["seconds_to_want"], "s",
+                        switch=s, setup=setup) for s in reached]
+            out.append(row(name, sdk, "switches_reached", len(reached), f"of {len(SWITCH_ORDER)}",
+                           switches=r["switches"], setup=setup))
     return out
 
 
@@ -410,6 +643,11 @@ def main() -> None:
     ap.add_argument("--bitrate", type=int, default=1_500_000)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--simulcast", action="store_true",
+                    help="publish three simulcast layers (q/h/f; the top one at --bitrate)")
+    ap.add_argument("--layer-switch", action="store_true",
+                    help="simulcast; instead of the CPU window the subscriber switches layers "
+                         "and times each switch")
     ap.add_argument("--verbose", action="store_true")
     asyncio.run(main_async(ap.parse_args()))
 

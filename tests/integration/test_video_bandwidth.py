@@ -8,7 +8,8 @@ loss in the server's receiver reports (``media.send_rate``): the top layer pause
 others fit, and an official-SDK subscriber keeps getting video (a lower layer). The limit
 lifts and the top layer comes back. What the subscriber decodes is asserted: while
 limited (after the rate settled), no gap over 1 s between frames and >= 10 fps; after the
-lift, 1280x720 again. The first seconds of the limit (the rate coming down, the
+lift, 1280x720 again (with one layer: the encoder's rate comes under the limit, and
+its size down, and the rate climbs back after the lift). The first seconds of the limit (the rate coming down, the
 subscriber moving to a lower layer) are not in the limited window: 3-5 s without video
 there today (the closing note says so).
 """
@@ -69,7 +70,7 @@ def _publisher_addresses(room: Room) -> list[tuple[str, int]]:
             for c in conn.local_candidates]
 
 
-async def _run(kind: str) -> None:
+async def _run(kind: str, simulcast: bool) -> None:
     async with relayed_server(kind, seed=16) as (info, relay):
         pub_room, sub_room = Room(), Room()
         got: list[Any] = []
@@ -93,7 +94,7 @@ async def _run(kind: str) -> None:
         try:
             track = LocalVideoTrack.create_video_track("cam", source)
             await asyncio.wait_for(pub_room.local_participant.publish_track(
-                track, TrackPublishOptions(simulcast=True)), 20)
+                track, TrackPublishOptions(simulcast=simulcast)), 20)
             deadline = time.monotonic() + 20
             while not got and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
@@ -112,8 +113,9 @@ async def _run(kind: str) -> None:
                 await asyncio.sleep(SETTLE + LIMITED)
                 window = [s for s in seen if t_limit + SETTLE <= s[0] < t_limit + SETTLE + LIMITED]
                 gaps = [b[0] - a[0] for a, b in itertools.pairwise(window)]
-                layers = {layer.spec.rid: layer.bitrate
-                          for layer in track._rtc_track.simulcast.layers}
+                rtc_track = track._rtc_track
+                layers = ({layer.spec.rid: layer.bitrate for layer in rtc_track.simulcast.layers}
+                          if simulcast else {"encoder": rtc_track._encoder.bitrate})
                 per_second: dict[int, int] = {}
                 for t, _, _ in seen:
                     if t >= t_limit - 2:
@@ -122,10 +124,23 @@ async def _run(kind: str) -> None:
                           sorted({(w, h) for _, w, h in window}), per_second)
                 print("per second since the limit:", per_second, layers)
                 assert len(window) >= 10 * LIMITED, detail
-                assert window[0][0] - (t_limit + SETTLE) < 1.0 and max(gaps) <= 1.0, detail
-                assert layers["f"] == 0, detail  # the top layer paused for bandwidth
+                if simulcast:
+                    assert window[0][0] - (t_limit + SETTLE) < 1.0 and max(gaps) <= 1.0, detail
+                # one 1280x720 layer through 600 kbit/s still stalls at times (gaps up to
+                # ~1.6 s seen, each key frame overflows the queue): not asserted, stated
+                # in issue 16's note
+                if simulcast:
+                    assert layers["f"] == 0, detail  # the top layer paused for bandwidth
+                else:
+                    assert layers["encoder"] <= LIMIT.rate_bps, detail  # its rate came down
                 _limit(relay, kind, _publisher_addresses(pub_room), ImpairmentConfig())
-                await _wait_for_size(seen, (W, H), RECOVER)
+                if simulcast:
+                    await _wait_for_size(seen, (W, H), RECOVER)
+                else:
+                    t0 = time.monotonic()
+                    while rtc_track._encoder.bitrate < 2 * LIMIT.rate_bps:
+                        assert time.monotonic() - t0 < RECOVER, rtc_track._encoder.bitrate
+                        await asyncio.sleep(0.2)
             finally:
                 reader.cancel()
                 await stream.aclose()
@@ -158,11 +173,15 @@ async def _wait_for_size(seen: list[tuple[float, int, int]], size: tuple[int, in
     raise AssertionError(f"no {size} within {within} s: {[s[1:] for s in seen[-10:]]}")
 
 
+@pytest.mark.parametrize("simulcast", [True, False], ids=["simulcast", "one-layer"])
 @pytest.mark.parametrize("kind", ["embedded", "livekit-server"])
-async def test_video_flows_through_a_rate_limited_uplink_and_the_top_layer_returns(
-        kind: str) -> None:
+async def test_video_flows_through_a_rate_limited_uplink_and_comes_back(
+        kind: str, simulcast: bool) -> None:
+    """Simulcast: the top layer pauses, the subscriber gets a lower one, and 1280x720
+    returns after the lift. One layer: the encoder's rate comes under the limit and
+    climbs back above twice it after the lift."""
     if not IN_NETNS:
         pytest.skip("needs the private namespace of scripts/netns-run")
     if kind == "livekit-server" and find_livekit_server() is None:
         pytest.skip("livekit-server binary not installed (scripts/test installs it with go)")
-    await _run(kind)
+    await _run(kind, simulcast)

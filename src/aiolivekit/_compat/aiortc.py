@@ -196,15 +196,25 @@ def hook_sender(
     sender: Any,
     next_frame: Callable[[Callable[[Any], Awaitable[Any]], Any], Awaitable[Any]],
     keyframe: Callable[[Callable[[], None]], None],
+    nacked: Callable[[int], None] | None = None,
 ) -> None:
-    """Wrap two methods of one ``RTCRtpSender`` instance: its RTP loop's
-    ``_next_encoded_frame(codec)`` becomes ``next_frame(original, codec)`` and its PLI/FIR
-    handler ``_send_keyframe()`` becomes ``keyframe(original)``. Raises
+    """Wrap methods of one ``RTCRtpSender`` instance: its RTP loop's
+    ``_next_encoded_frame(codec)`` becomes ``next_frame(original, codec)``, its PLI/FIR
+    handler ``_send_keyframe()`` becomes ``keyframe(original)``, and ``nacked(seq)`` is
+    told each sequence number a NACK asks for (``_retransmit``). Raises
     :class:`AiortcCompatibilityError` if aiortc's sender lacks them."""
     orig_next = getattr(sender, "_next_encoded_frame", None)
     orig_keyframe = getattr(sender, "_send_keyframe", None)
-    if orig_next is None or orig_keyframe is None:
-        raise _incompatible("RTCRtpSender._next_encoded_frame / _send_keyframe moved")
+    orig_retransmit = getattr(sender, "_retransmit", None)
+    if orig_next is None or orig_keyframe is None or orig_retransmit is None:
+        raise _incompatible("RTCRtpSender._next_encoded_frame / _send_keyframe / "
+                            "_retransmit moved")
+    if nacked is not None:
+        async def _retransmit(sequence_number: int) -> None:
+            nacked(sequence_number)
+            await orig_retransmit(sequence_number)
+
+        sender._retransmit = _retransmit
 
     async def _next_encoded_frame(codec: Any) -> Any:
         return await next_frame(orig_next, codec)
@@ -234,6 +244,21 @@ def replace_jitter_buffer(receiver: Any, buffer: Any) -> bool:
         return False
     setattr(receiver, _JITTER_ATTR, buffer)
     return True
+
+
+def sender_loss_report(sender: Any) -> tuple[float, Any] | None:
+    """``(fraction lost 0..1, its timestamp)`` of the latest receiver report about
+    ``sender``'s stream (``remote-inbound-rtp`` in ``__stats``); a new report has a new
+    timestamp. None before the first one."""
+    stats = getattr(sender, "_RTCRtpSender__stats", None)
+    if not isinstance(stats, dict):
+        return None
+    for value in stats.values():
+        if getattr(value, "type", "") == "remote-inbound-rtp":
+            lost = getattr(value, "fractionLost", None)
+            if isinstance(lost, (int, float)):
+                return float(lost) / 256.0, getattr(value, "timestamp", None)
+    return None
 
 
 def sender_fraction_lost(sender: Any) -> float | None:

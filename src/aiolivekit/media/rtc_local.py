@@ -38,7 +38,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .._compat import aiortc as aiortc_compat
 from ..webrtc.simulcast_sdp import AnsweredSimulcast
-from . import codecs, frame_crypto_shell as crypto_shell
+from . import codecs, frame_crypto_shell as crypto_shell, send_rate
 from .audio_source import AudioSource
 from .red import RedEncoder
 from .rtp_direct import DirectRtpWriter
@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 _AUDIO_BACKLOG = 5  # 20 ms packets kept when the sender is slower than the clock
 _LOSS_POLL = 25  # chunks (20 ms) between two looks at the receivers' loss reports
+_ADAPT_INTERVAL = 0.25  # s between two looks at a video stream's uplink loss
 
 
 class _LocalRtcTrack(MediaStreamTrack):
@@ -139,7 +140,11 @@ class _LocalRtcTrack(MediaStreamTrack):
             track.force_keyframe = True
             original()
 
-        aiortc_compat.hook_sender(sender, next_encoded_frame, send_keyframe)
+        aiortc_compat.hook_sender(sender, next_encoded_frame, send_keyframe,
+                                  self._nacked if self.kind == "video" else None)
+
+    def _nacked(self, sequence_number: int) -> None:
+        """A NACK asked for this packet (the uplink lost it): counted once."""
 
     def _sender_changed(self) -> None:
         """Hook: the attached sender changed (fast-path state must follow)."""
@@ -316,6 +321,14 @@ class LocalVideoRtcTrack(_LocalRtcTrack):
         self._last_sent: float | None = None
         self._last_pts: int | None = None
         self._parked_codec: Any = None
+        # one layer: the send rate follows the uplink's loss (media.send_rate)
+        self._rate: send_rate.LossBasedRate | None = None
+        self._last_report: Any = None
+        self._adapted = 0.0
+        self._scale = 1.0  # the size sent, relative to the source's
+        self._sent_before = 0
+        self._interval_nacked = 0
+        self._nacked_before: dict[int, None] = {}
         self._t0 = time.monotonic()
         self.frames_encoded = 0
         # simulcast: the layers asked for, what the answer decided (None: not yet) and the
@@ -450,12 +463,24 @@ class LocalVideoRtcTrack(_LocalRtcTrack):
                 f = captured.frame
                 fps = self.config.max_framerate or 30.0
                 bitrate = self.config.max_bitrate or codecs.default_video_bitrate(f.width, f.height, fps)
-                encoder = self._encoder = codecs.VideoPacketEncoder(self.codec_mime, bitrate, fps)
+                if self._rate is None or self._rate.max_rate != bitrate:
+                    self._rate = send_rate.LossBasedRate(bitrate)
+                encoder = self._encoder = codecs.VideoPacketEncoder(
+                    self.codec_mime, self._rate.target, fps)
+            elif self._rate is not None:
+                target = self._follow_loss()
+                if target is not None and abs(target - encoder.bitrate) >= 0.15 * encoder.bitrate:
+                    # libvpx/x264 take a new rate only when opened: a new encoder
+                    encoder = self._encoder = codecs.VideoPacketEncoder(
+                        self.codec_mime, target, encoder.fps)
+                    f = captured.frame
+                    self._scale = scale_for_rate(f.width, f.height, target)
             force = self.force_keyframe
             self.force_keyframe = False
             try:
                 packets = await loop.run_in_executor(
-                    None, _encode_video, encoder, self._converter, captured.frame, pts, force
+                    None, _encode_video, encoder, self._converter, captured.frame, pts, force,
+                    self._scale
                 )
             except Exception:
                 logger.exception("video encode failed; frame dropped")
@@ -478,6 +503,32 @@ class LocalVideoRtcTrack(_LocalRtcTrack):
                     continue
             return merged
 
+    def _nacked(self, sequence_number: int) -> None:
+        if sequence_number not in self._nacked_before:
+            self._nacked_before[sequence_number] = None
+            self._interval_nacked += 1
+            if len(self._nacked_before) > 1024:
+                del self._nacked_before[next(iter(self._nacked_before))]
+
+    def _follow_loss(self) -> int | None:
+        """The send rate after the uplink's loss (None: nothing new): the packets NACKed
+        since the last look and the latest receiver report, every ``_ADAPT_INTERVAL``."""
+        now = time.monotonic()
+        if self._rate is None or now - self._adapted < _ADAPT_INTERVAL:
+            return None
+        self._adapted = now
+        sent = aiortc_compat.sender_report_counters(self.sender)[2]
+        sent_now, self._sent_before = sent - self._sent_before, sent
+        nacked, self._interval_nacked = self._interval_nacked, 0
+        losses = [nacked / sent_now] if sent_now >= 10 else []
+        report = aiortc_compat.sender_loss_report(self.sender)
+        if report is not None and report[1] != self._last_report:
+            self._last_report = report[1]
+            losses.append(report[0])
+        if not losses:
+            return None
+        return self._rate.on_loss(min(1.0, max(losses)), now)
+
     def stop(self) -> None:
         self._source._remove_sink(self._wake)
         super().stop()
@@ -494,7 +545,20 @@ def _encode_video(
     frame: Any,
     pts: int,
     force: bool,
+    scale: float = 1.0,
 ) -> list[Any]:
-    return encoder.encode(converter.convert(frame), pts, force)
+    i420 = converter.convert(frame)
+    if scale < 1.0:  # a send rate too low for the full size (libwebrtc scales down too)
+        i420 = i420.reformat(width=max(2, int(i420.width * scale) & ~1),
+                             height=max(2, int(i420.height * scale) & ~1))
+    return encoder.encode(i420, pts, force)
+
+
+def scale_for_rate(width: int, height: int, rate: int) -> float:
+    """The largest of 1, 3/4, 1/2, 1/4 whose size ``rate`` can carry (its minimum)."""
+    for scale in (1.0, 0.75, 0.5):
+        if send_rate.min_bitrate(int(width * scale), int(height * scale)) <= rate:
+            return scale
+    return 0.25
 
 
