@@ -362,9 +362,10 @@ class TrackPublishOptions(_Message):
 
     * ``video_codec``: VP8 and H264 are honoured; AV1, VP9 and H265 raise
       ``UnsupportedOptionError`` (aiolivekit issue 16). Ignored for audio, as officially.
-    * ``simulcast=True`` (video) is a hint, reported when not honoured: aiolivekit
-      publishes one layer, logs a warning and ``publication.simulcasted`` is ``False``
-      (issue 16). Officially too the layers depend on the resolution.
+    * ``simulcast=True`` (video) sends the official SDK's layers (up to three by the
+      resolution, as officially); where that cannot be done (the server's answer takes no
+      layers, an ``EncodedVideoSource`` track) aiortc sends one layer, a warning is logged
+      and ``publication.simulcasted`` is ``False``.
     * ``red=True`` (audio) is a hint, reported when not honoured: aiolivekit offers RED
       (RFC 2198, each packet also carries the previous one) and sends it when the server
       accepts it (``publication.mime_type`` is ``audio/red``); when the server refuses it,
