@@ -162,7 +162,7 @@ def _moving_frames(w: int, h: int, count: int = 30) -> list[bytes]:
     return frames
 
 
-@pytest.mark.compat("video", client="ours+official_py")
+@pytest.mark.compat("video", client="official_py")
 async def test_our_simulcast_layers_reach_each_subscriber(any_server: ServerInfo) -> None:
     """aiolivekit publishes 1280x720 with ``simulcast=True`` (the official presets: q
     320x180, h 640x360, f 1280x720, three SSRCs with their rids) through either server.
@@ -271,7 +271,7 @@ async def test_our_simulcast_layers_reach_each_subscriber(any_server: ServerInfo
         await asyncio.wait_for(pub_room.disconnect(), 20)
 
 
-@pytest.mark.compat("video", client="ours")
+@pytest.mark.compat("video", client="aiolivekit")
 async def test_dynacast_pauses_the_layers_nobody_wants(any_server: ServerInfo) -> None:
     """With ``RoomOptions.dynacast`` our simulcast publisher follows the server's
     ``SubscribedQualityUpdate`` (livekit-server's, and ours: every quality up to the
@@ -367,7 +367,7 @@ async def test_dynacast_pauses_the_layers_nobody_wants(any_server: ServerInfo) -
         await asyncio.wait_for(pub_room.disconnect(), 20)
 
 
-@pytest.mark.compat("video", client="ours+browser")
+@pytest.mark.compat("video", client="browser")
 async def test_browser_adaptive_stream_gets_the_layer_its_element_needs(
         any_server: ServerInfo) -> None:
     """livekit-client in Chromium with ``adaptiveStream`` watches our 1280x720 simulcast

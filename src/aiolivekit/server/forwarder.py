@@ -154,7 +154,10 @@ class TrackForwarder:
 
     @property
     def packets_forwarded(self) -> int:
-        return self.fanout.packets_forwarded
+        total = self.fanout.packets_forwarded
+        if self.layers is not None:  # simulcast: each layer's fan-out counts its own
+            total += sum(f.packets_forwarded for f in self.layers.fanouts.values())
+        return total
 
     def receive_counts(self) -> tuple[int, int]:
         """``(packets expected, packets received)`` so far from the current source (the
@@ -295,8 +298,10 @@ class TrackForwarder:
 
     def subscriber_stats(self) -> list[SubscriberStats]:
         """Each subscriber's counters (the fan-out's bulk counters brought up to date)."""
-        if self.fanout.fan is not None:
-            self.fanout.flush()
+        fanouts = [self.fanout, *(self.layers.fanouts.values() if self.layers else ())]
+        for fanout in fanouts:
+            if fanout.fan is not None:
+                fanout.flush()
         out = []
         for pc, sub in self._subscriptions.items():
             down = sub.sender._lk_down
@@ -358,3 +363,12 @@ class TrackForwarder:
         self._closed = True
         self.fanout.clear()
         self.receiver.close()
+        # the callbacks hold the publisher's session: no cycle outlives the track
+        self.on_subscribed_qualities = None
+        self.receiver.on_rid = None
+        if self.layers is not None:
+            for fanout in self.layers.fanouts.values():
+                fanout.clear()
+            self.layers.on_qualities = None
+            self.layers = None
+        self._wishes.clear()
