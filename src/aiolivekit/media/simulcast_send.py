@@ -62,7 +62,7 @@ SR_INTERVAL = 1.0  # seconds between the sender reports of the layers aiortc doe
 ADAPT_INTERVAL = 0.25  # seconds between two looks at the uplink's loss
 PROBE_WINDOW = 2.0  # a resumed layer paused again within this long: the probe failed
 GROWTH_HEADROOM = 1.1  # the send rate stays within this factor of what the layers get
-PROBE_BACKOFF_MIN, PROBE_BACKOFF_MAX = 8.0, 64.0  # seconds before a paused layer is tried
+PROBE_BACKOFF_MIN, PROBE_BACKOFF_MAX = 8.0, 16.0  # seconds before a paused layer is tried
 
 
 class SimulcastLayer:
@@ -262,7 +262,7 @@ class SimulcastSender:
         """Follow the uplink's loss (NACKed packets, receiver reports) of the layers being
         sent: the send rate, then each layer's share (:mod:`.send_rate`). A layer paused
         for lack of rate is tried again (a probe) only after a back-off that doubles each
-        time the probe fails (8 s to 64 s): each probe costs the link a burst of loss."""
+        time the probe fails (8 s, then 16 s: the longer the wait, the later the layer returns once the link clears): each probe costs the link a burst of loss."""
         active = [layer for layer in self.layers if layer.active]
         sent = sum(layer.interval_sent for layer in active)
         nacked = sum(len(layer.interval_nacked) for layer in active)
