@@ -265,15 +265,8 @@ def sender_fraction_lost(sender: Any) -> float | None:
     """The loss fraction (0..1) in the latest RTCP receiver report about ``sender``'s
     stream (aiortc keeps it in its ``remote-inbound-rtp`` stats, ``__stats``); None
     before the first report, or when aiortc keeps it elsewhere."""
-    stats = getattr(sender, "_RTCRtpSender__stats", None)
-    if not isinstance(stats, dict):
-        return None
-    for value in stats.values():
-        if getattr(value, "type", "") == "remote-inbound-rtp":
-            lost = getattr(value, "fractionLost", None)
-            if isinstance(lost, (int, float)):
-                return float(lost) / 256.0
-    return None
+    report = sender_loss_report(sender)
+    return None if report is None else report[0]
 
 
 def receiver_codecs(receiver: Any) -> dict[int, Any]:
